@@ -1,0 +1,75 @@
+//! The action's error type. Each variant carries what an operator needs to
+//! act (input, host, parameter) and never a secret value; [`Error::reason`]
+//! gives the stable code used in annotations, deployment statuses and the
+//! job summary.
+
+use std::time::Duration;
+
+use crate::inputs::Problem;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{} input problem(s): {}", .0.len(), .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Inputs(Vec<Problem>),
+
+    /// A unit (host, cluster) failed a step. `reason` is a stable code such
+    /// as `ssh_connect_failed`, `host_key_mismatch`, `image_pull_failed`.
+    #[error("{unit}: {message}")]
+    Unit { unit: String, reason: &'static str, message: String },
+
+    /// The candidate never became healthy.
+    #[error("{unit}: {message}")]
+    Unhealthy { unit: String, message: String },
+
+    /// Health through the proxy failed during the observe window.
+    #[error("{unit}: {message}")]
+    ObserveFailed { unit: String, message: String },
+
+    #[error("migration failed on {unit}: {message}")]
+    Migration { unit: String, message: String },
+
+    #[error(
+        "{unit}: the deploy lock is held by {owner}; wait for that deploy, or set break-lock: true if it is stale"
+    )]
+    Locked { unit: String, owner: String },
+
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
+
+    #[error(transparent)]
+    Github(#[from] crate::github::GithubError),
+
+    #[error("{what} did not finish within {}s", .after.as_secs())]
+    Deadline { what: String, after: Duration },
+
+    #[error("cancelled by the runner (SIGINT/SIGTERM)")]
+    Cancelled,
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Stable reason code.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Inputs(_) => "invalid_inputs",
+            Error::Unit { reason, .. } => reason,
+            Error::Unhealthy { .. } => "health_check_failed",
+            Error::ObserveFailed { .. } => "observe_failed",
+            Error::Migration { .. } => "migration_failed",
+            Error::Locked { .. } => "deploy_locked",
+            Error::Secrets(e) => e.reason(),
+            Error::Github(e) => e.reason(),
+            Error::Deadline { .. } => "deadline_exceeded",
+            Error::Cancelled => "cancelled",
+            Error::Other(_) => "internal_error",
+        }
+    }
+
+    pub fn unit(unit: &str, reason: &'static str, message: impl Into<String>) -> Self {
+        Error::Unit { unit: unit.to_string(), reason, message: message.into() }
+    }
+}

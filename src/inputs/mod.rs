@@ -1,0 +1,269 @@
+//! Inputs: the environment the runner gives the container, read with envy
+//! ([`raw`]) and validated into typed values ([`Inputs`]) before anything is
+//! contacted. Validation reports every problem at once, each naming the input
+//! and what is allowed. No network, no side effects.
+
+pub mod grammar;
+pub mod raw;
+mod services;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use grammar::{HostSpec, ImageRef};
+pub use services::{RestartPolicy, Service};
+pub use validate::validate;
+
+use crate::secrets::SecretValue;
+
+/// A snapshot of the process environment, so tests can hand one in.
+#[derive(Debug, Clone, Default)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        )
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+
+    /// A non-empty variable.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn get_path(&self, key: &str) -> Option<PathBuf> {
+        self.get(key).map(PathBuf::from)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// One problem with one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub input: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "input '{}': {}", self.input, self.message)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Ec2,
+    Hosts,
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Deploy,
+    Plan,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrategyKind {
+    BlueGreen,
+    Rolling,
+    Canary,
+}
+
+impl StrategyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyKind::BlueGreen => "blue-green",
+            StrategyKind::Rolling => "rolling",
+            StrategyKind::Canary => "canary",
+        }
+    }
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Ec2 => "ec2",
+            TargetKind::Hosts => "hosts",
+            TargetKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressKind {
+    PrivateIp,
+    PublicIp,
+    PublicDns,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnHostFailure {
+    /// Every host that switched is switched back (the default).
+    RollbackAll,
+    /// Hosts that succeeded keep the new version.
+    KeepGoing,
+}
+
+/// Where a secret input comes from: given inline (already masked) or named
+/// as an SSM parameter to fetch.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    Inline(SecretValue),
+    Ssm(String),
+}
+
+/// How health is judged.
+#[derive(Debug, Clone)]
+pub struct HealthSpec {
+    pub timeout: Duration,
+    pub interval: Duration,
+    pub successes: u32,
+    pub max_response_time: Option<Duration>,
+}
+
+/// How traffic moves and how long we watch.
+#[derive(Debug, Clone)]
+pub struct RolloutSpec {
+    pub observe_window: Duration,
+    pub observe_failures: u32,
+    pub drain: Duration,
+    pub canary_steps: Vec<u8>,
+    pub canary_interval: Duration,
+    pub max_parallel: usize,
+    pub on_host_failure: OnHostFailure,
+}
+
+/// SSH and host-level settings shared by `hosts` and `ec2`.
+#[derive(Debug, Clone)]
+pub struct SshSpec {
+    pub user: String,
+    pub port: u16,
+    pub private_key: Option<SecretSource>,
+    pub known_hosts: Option<SecretSource>,
+    pub timeout: Duration,
+    pub docker_socket: String,
+    pub proxy_url: url::Url,
+    pub lock_dir: String,
+    pub break_lock: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ec2Spec {
+    pub instance_ids: Vec<String>,
+    pub filters: Vec<(String, Vec<String>)>,
+    pub address: AddressKind,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RegistryAuth {
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+}
+
+/// What to fetch from SSM Parameter Store for the app's environment.
+#[derive(Debug, Clone, Default)]
+pub struct SsmSpec {
+    pub paths: Vec<String>,
+    pub parameters: Vec<(String, String)>,
+    pub region: Option<String>,
+}
+
+impl SsmSpec {
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.parameters.is_empty()
+    }
+}
+
+/// GitHub Deployments settings.
+#[derive(Debug, Clone)]
+pub struct GithubSpec {
+    pub enabled: bool,
+    pub token: Option<SecretValue>,
+    pub deployment_id: Option<u64>,
+    pub git_ref: String,
+    pub required_contexts: Option<Vec<String>>,
+    pub production_environment: Option<bool>,
+    pub transient_environment: bool,
+    pub deactivate_previous: bool,
+    pub lock_timeout: Duration,
+    pub fail_on_status_error: bool,
+}
+
+/// The run's `GITHUB_*` context.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub owner: String,
+    pub repo: String,
+    pub sha: String,
+    pub git_ref: Option<String>,
+    pub run_id: String,
+    pub run_attempt: String,
+    pub server_url: String,
+    pub api_url: String,
+    pub event_name: Option<String>,
+    pub actor: Option<String>,
+    pub workspace: PathBuf,
+}
+
+impl Context {
+    /// The log of this run attempt, as GitHub shows it.
+    pub fn run_url(&self) -> String {
+        format!(
+            "{}/{}/{}/actions/runs/{}/attempts/{}",
+            self.server_url.trim_end_matches('/'),
+            self.owner,
+            self.repo,
+            self.run_id,
+            self.run_attempt
+        )
+    }
+}
+
+/// Everything the action was asked to do, validated.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub target: TargetKind,
+    pub mode: Mode,
+    /// The image to deploy; `None` only for `mode: rollback`, which finds it.
+    pub image: Option<ImageRef>,
+    pub app: String,
+    pub environment: String,
+    pub environment_url: Option<url::Url>,
+    pub strategy: StrategyKind,
+    pub timeout: Duration,
+    pub services: Vec<Service>,
+    pub migrate_command: Option<Vec<String>>,
+    pub health: HealthSpec,
+    pub rollout: RolloutSpec,
+    pub hosts: Vec<HostSpec>,
+    pub ssh: SshSpec,
+    pub ec2: Option<Ec2Spec>,
+    pub registry: RegistryAuth,
+    pub ssm: SsmSpec,
+    pub github: GithubSpec,
+    pub context: Context,
+}
+
+/// Reads and validates the inputs from an environment snapshot.
+///
+/// # Errors
+/// Every problem found, each naming its input.
+pub fn load(env: &Env) -> Result<Inputs, Vec<Problem>> {
+    let (raw, ctx) =
+        raw::read(env).map_err(|e| vec![Problem { input: "(environment)".into(), message: e }])?;
+    validate(&raw, &ctx, env)
+}

@@ -1,0 +1,122 @@
+//! The raw read: `INPUT_*` and `GITHUB_*` variables into strings, with envy
+//! and serde. No validation happens here; see [`super::validate`].
+//!
+//! The runner upper-cases input ids and keeps hyphens (`health-check-path`
+//! arrives as `INPUT_HEALTH-CHECK-PATH`); envy lower-cases names after the
+//! prefix, so the kebab-case field names match. The runner also sets every
+//! declared input, with an empty string when it has no value: empty means
+//! unset.
+
+use serde::Deserialize;
+
+/// Every input the action declares in `action.yml`, as text. A test keeps
+/// this list and `action.yml` identical.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RawInputs {
+    // What and where.
+    pub target: Option<String>,
+    pub mode: Option<String>,
+    pub image: Option<String>,
+    pub app: Option<String>,
+    pub environment: Option<String>,
+    pub environment_url: Option<String>,
+    pub strategy: Option<String>,
+    pub timeout: Option<String>,
+    // The service (one from inputs, or several from a file).
+    pub services_file: Option<String>,
+    pub container_port: Option<String>,
+    pub blue_port: Option<String>,
+    pub green_port: Option<String>,
+    pub env: Option<String>,
+    pub command: Option<String>,
+    pub restart_policy: Option<String>,
+    pub migrate_command: Option<String>,
+    // Health, switch, observe, drain.
+    pub health_check_path: Option<String>,
+    pub health_check_timeout: Option<String>,
+    pub health_check_interval: Option<String>,
+    pub health_check_successes: Option<String>,
+    pub health_check_max_response_time: Option<String>,
+    pub version_path: Option<String>,
+    pub observe_window: Option<String>,
+    pub observe_failures: Option<String>,
+    pub drain_time: Option<String>,
+    pub canary_steps: Option<String>,
+    pub canary_interval: Option<String>,
+    // Fleet.
+    pub max_parallel: Option<String>,
+    pub on_host_failure: Option<String>,
+    // Hosts and SSH.
+    pub hosts: Option<String>,
+    pub ssh_user: Option<String>,
+    pub ssh_port: Option<String>,
+    pub ssh_private_key: Option<String>,
+    pub ssh_private_key_ssm: Option<String>,
+    pub ssh_known_hosts: Option<String>,
+    pub ssh_known_hosts_ssm: Option<String>,
+    pub ssh_timeout: Option<String>,
+    pub docker_socket: Option<String>,
+    pub nginx_upstream_file: Option<String>,
+    pub proxy_url: Option<String>,
+    pub lock_dir: Option<String>,
+    pub break_lock: Option<String>,
+    // Registry.
+    pub registry_username: Option<String>,
+    pub registry_password: Option<String>,
+    pub registry_password_ssm: Option<String>,
+    // EC2.
+    pub ec2_instance_ids: Option<String>,
+    pub ec2_filters: Option<String>,
+    pub ec2_address: Option<String>,
+    pub aws_region: Option<String>,
+    // Secrets from SSM.
+    pub ssm_paths: Option<String>,
+    pub ssm_parameters: Option<String>,
+    // GitHub Deployments.
+    pub github_token: Option<String>,
+    pub github_deployments: Option<String>,
+    pub deployment_id: Option<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub required_contexts: Option<String>,
+    pub production_environment: Option<String>,
+    pub transient_environment: Option<String>,
+    pub deactivate_previous: Option<String>,
+    pub lock_timeout: Option<String>,
+    pub fail_on_status_error: Option<String>,
+}
+
+/// The `GITHUB_*` context the runner gives every step.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawContext {
+    pub github_repository: Option<String>,
+    pub github_sha: Option<String>,
+    pub github_ref: Option<String>,
+    pub github_ref_name: Option<String>,
+    pub github_run_id: Option<String>,
+    pub github_run_attempt: Option<String>,
+    pub github_server_url: Option<String>,
+    pub github_api_url: Option<String>,
+    pub github_event_name: Option<String>,
+    pub github_actor: Option<String>,
+    pub github_workflow: Option<String>,
+    pub github_workspace: Option<String>,
+    pub github_job: Option<String>,
+}
+
+/// Reads both from an environment snapshot.
+pub fn read(env: &super::Env) -> Result<(RawInputs, RawContext), String> {
+    let pairs = || env.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v.to_string()));
+    let inputs: RawInputs = envy::prefixed("INPUT_")
+        .from_iter(pairs().filter(|(k, _)| k.starts_with("INPUT_")))
+        .map_err(|e| e.to_string())?;
+    let context: RawContext =
+        envy::from_iter(pairs().filter(|(k, _)| k.starts_with("GITHUB_"))).map_err(|e| e.to_string())?;
+    Ok((inputs, context))
+}
+
+/// The names of every field of [`RawInputs`], as the runner names inputs.
+pub fn declared_fields() -> &'static [&'static str] {
+    serde_aux::serde_introspection::serde_introspect::<RawInputs>()
+}

@@ -1,0 +1,546 @@
+//! Raw strings → typed [`Inputs`], collecting every problem.
+
+use std::time::Duration;
+
+use super::grammar::{self as g};
+use super::raw::{RawContext, RawInputs};
+use super::services::{self, Defaults, RestartPolicy, Service};
+use super::*;
+
+/// Collects problems while converting; each conversion names its input.
+struct Check {
+    problems: Vec<Problem>,
+}
+
+impl Check {
+    fn problem(&mut self, input: &str, message: impl Into<String>) {
+        self.problems.push(Problem { input: input.into(), message: message.into() });
+    }
+
+    /// Parses an optional value, recording a problem and returning `None`
+    /// when it does not parse.
+    fn parse<T>(
+        &mut self,
+        input: &str,
+        value: &Option<String>,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let v = value.as_deref()?.trim();
+        match f(v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.problem(input, e);
+                None
+            }
+        }
+    }
+
+    fn or<T>(
+        &mut self,
+        input: &str,
+        value: &Option<String>,
+        default: T,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        self.parse(input, value, f).unwrap_or(default)
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        input: &str,
+        value: &Option<String>,
+        default: T,
+        options: &[(&str, T)],
+    ) -> T {
+        let Some(v) = value.as_deref().map(str::trim) else { return default };
+        match options.iter().find(|(name, _)| *name == v) {
+            Some((_, t)) => *t,
+            None => {
+                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                self.problem(input, format!("'{v}' is not allowed; use one of: {}", names.join(", ")));
+                default
+            }
+        }
+    }
+
+    fn count(&mut self, input: &str, value: &Option<String>, default: u32, min: u32, max: u32) -> u32 {
+        self.or(input, value, default, |s| match s.parse::<u32>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(format!("must be a whole number from {min} to {max}")),
+        })
+    }
+
+    fn secret(
+        &mut self,
+        inline_name: &str,
+        inline: &Option<String>,
+        ssm_name: &str,
+        ssm: &Option<String>,
+    ) -> Option<SecretSource> {
+        match (inline, ssm) {
+            (Some(_), Some(_)) => {
+                self.problem(ssm_name, format!("set either '{inline_name}' or '{ssm_name}', not both"));
+                None
+            }
+            (Some(v), None) => Some(SecretSource::Inline(SecretValue::new(v.clone()))),
+            (None, Some(_)) => self.parse(ssm_name, ssm, g::ssm_name).map(SecretSource::Ssm),
+            (None, None) => None,
+        }
+    }
+}
+
+/// `KEY=VALUE` lines (or comma-separated) into pairs.
+fn pairs(
+    input: &str,
+    text: &str,
+    check: &mut Check,
+    value: impl Fn(&str) -> Result<String, String>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for item in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let Some((k, v)) = item.split_once('=') else {
+            check.problem(input, format!("'{item}' must be NAME=VALUE"));
+            continue;
+        };
+        let (k, v) = (k.trim(), v.trim());
+        match (g::env_name(k), value(v)) {
+            (Ok(k), Ok(v)) => {
+                if out.iter().any(|(o, _)| *o == k) {
+                    check.problem(input, format!("{k} is set twice"));
+                }
+                out.push((k, v));
+            }
+            (Err(e), _) | (_, Err(e)) => check.problem(input, e),
+        }
+    }
+    out
+}
+
+/// # Errors
+/// Every problem found, each naming its input.
+pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, Vec<Problem>> {
+    let mut c = Check { problems: Vec::new() };
+
+    // What and where.
+    let target = match raw.target.as_deref() {
+        None => {
+            c.problem("target", "is required; use one of: ec2, hosts, kubernetes");
+            TargetKind::Hosts
+        }
+        Some(_) => c.choice(
+            "target",
+            &raw.target,
+            TargetKind::Hosts,
+            &[("ec2", TargetKind::Ec2), ("hosts", TargetKind::Hosts), ("kubernetes", TargetKind::Kubernetes)],
+        ),
+    };
+    let mode = c.choice(
+        "mode",
+        &raw.mode,
+        Mode::Deploy,
+        &[("deploy", Mode::Deploy), ("plan", Mode::Plan), ("rollback", Mode::Rollback)],
+    );
+    let image = c.parse("image", &raw.image, g::image);
+    if raw.image.is_none() && mode != Mode::Rollback && raw.services_file.is_none() {
+        c.problem("image", "is required (an OCI image reference like registry.example.com/team/app:1.2.3); only mode 'rollback' may omit it");
+    }
+    let default_app = ctx
+        .github_repository
+        .as_deref()
+        .and_then(|r| r.rsplit('/').next())
+        .map(|r| r.to_ascii_lowercase().replace(['_', '.'], "-").trim_matches('-').to_string());
+    let app = match (&raw.app, default_app) {
+        (Some(_), _) => c.or("app", &raw.app, "app".into(), g::dns1123_label),
+        (None, Some(d)) if g::dns1123_label(&d).is_ok() => d,
+        (None, _) => {
+            c.problem("app", "is required when the repository name is not a DNS-1123 label");
+            "app".into()
+        }
+    };
+    let environment = raw.environment.clone().unwrap_or_else(|| "production".into());
+    if environment.len() > 255 || environment.chars().any(|ch| ch.is_control()) {
+        c.problem("environment", "must be at most 255 printable characters");
+    }
+    let environment_url = c.parse("environment-url", &raw.environment_url, g::http_url);
+    let strategy = c.choice(
+        "strategy",
+        &raw.strategy,
+        StrategyKind::BlueGreen,
+        &[
+            ("blue-green", StrategyKind::BlueGreen),
+            ("rolling", StrategyKind::Rolling),
+            ("canary", StrategyKind::Canary),
+        ],
+    );
+    let timeout = c.or("timeout", &raw.timeout, Duration::from_secs(30 * 60), g::duration);
+
+    // Health and rollout.
+    let health = HealthSpec {
+        timeout: c.or(
+            "health-check-timeout",
+            &raw.health_check_timeout,
+            Duration::from_secs(60),
+            g::duration,
+        ),
+        interval: c.or(
+            "health-check-interval",
+            &raw.health_check_interval,
+            Duration::from_secs(1),
+            g::duration,
+        ),
+        successes: c.count("health-check-successes", &raw.health_check_successes, 3, 1, 100),
+        max_response_time: c.parse(
+            "health-check-max-response-time",
+            &raw.health_check_max_response_time,
+            g::duration,
+        ),
+    };
+    let health_path = c.or("health-check-path", &raw.health_check_path, "/health".into(), g::http_path);
+    let version_path = c.or("version-path", &raw.version_path, "/version".into(), g::http_path);
+    let canary_steps = c.or("canary-steps", &raw.canary_steps, vec![10, 50, 100], |s| {
+        let steps: Vec<u8> = g::list(s)
+            .iter()
+            .map(|x| x.trim_end_matches('%').parse::<u8>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| "must be percentages like 10,50,100".to_string())?;
+        if steps.is_empty()
+            || steps.windows(2).any(|w| w[0] >= w[1])
+            || steps.iter().any(|s| *s == 0 || *s > 100)
+            || steps.last() != Some(&100)
+        {
+            return Err("must be increasing percentages from 1 to 100 ending at 100, like 10,50,100".into());
+        }
+        Ok(steps)
+    });
+    let rollout = RolloutSpec {
+        observe_window: c.or("observe-window", &raw.observe_window, Duration::from_secs(30), g::duration),
+        observe_failures: c.count("observe-failures", &raw.observe_failures, 3, 1, 1000),
+        drain: c.or("drain-time", &raw.drain_time, Duration::from_secs(10), g::duration),
+        canary_steps,
+        canary_interval: c.or("canary-interval", &raw.canary_interval, Duration::from_secs(60), g::duration),
+        max_parallel: c.count("max-parallel", &raw.max_parallel, 4, 1, 256) as usize,
+        on_host_failure: c.choice(
+            "on-host-failure",
+            &raw.on_host_failure,
+            OnHostFailure::RollbackAll,
+            &[("rollback-all", OnHostFailure::RollbackAll), ("keep-going", OnHostFailure::KeepGoing)],
+        ),
+    };
+
+    // The services.
+    let container_port = c.or("container-port", &raw.container_port, 8080, g::port);
+    let restart_policy =
+        c.or("restart-policy", &raw.restart_policy, RestartPolicy::UnlessStopped, RestartPolicy::parse);
+    let env_pairs =
+        raw.env.as_deref().map(|t| pairs("env", t, &mut c, |v| Ok(v.to_string()))).unwrap_or_default();
+    let command = raw.command.as_deref().map(split_command);
+    let migrate_command = raw.migrate_command.as_deref().map(split_command);
+    let services = if let Some(file) = &raw.services_file {
+        let workspace = ctx.github_workspace.clone().unwrap_or_else(|| ".".into());
+        let path = std::path::Path::new(&workspace).join(file);
+        for (name, set) in
+            [("blue-port", &raw.blue_port), ("green-port", &raw.green_port), ("command", &raw.command)]
+        {
+            if set.is_some() {
+                c.problem(name, "cannot be combined with 'services-file'; set it per service in the file");
+            }
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let d = Defaults {
+                    app: &app,
+                    image: image.as_ref(),
+                    container_port,
+                    health_path: Some(health_path.clone()),
+                    version_path: Some(version_path.clone()),
+                    restart_policy,
+                };
+                let mut svcs = services::from_file(&text, &d, &mut c.problems);
+                for s in &mut svcs {
+                    s.env.extend(env_pairs.iter().cloned());
+                }
+                svcs
+            }
+            Err(e) => {
+                c.problem("services-file", format!("cannot read {}: {e}", path.display()));
+                vec![]
+            }
+        }
+    } else {
+        let blue = c.or("blue-port", &raw.blue_port, 8081, g::port);
+        let green = c.or("green-port", &raw.green_port, 8082, g::port);
+        if blue == green {
+            c.problem("green-port", "must differ from blue-port");
+        }
+        image
+            .clone()
+            .map(|image| {
+                vec![Service {
+                    name: String::new(),
+                    image,
+                    container_port,
+                    blue_port: blue,
+                    green_port: green,
+                    health_path: Some(health_path.clone()),
+                    version_path: Some(version_path.clone()),
+                    env: env_pairs.clone(),
+                    command,
+                    restart_policy,
+                    behind_proxy: true,
+                    upstream_file: format!("/etc/nginx/conf.d/upstreams/{app}.conf"),
+                    upstream_name: format!("{app}_backend").replace('-', "_"),
+                }]
+            })
+            .unwrap_or_default()
+    };
+    let mut services = services;
+    if let Some(file) = &raw.nginx_upstream_file {
+        if services.len() > 1 {
+            c.problem("nginx-upstream-file", "set upstream-file per service in the services file instead");
+        } else if let Some(path) = c.parse("nginx-upstream-file", &Some(file.clone()), g::remote_path) {
+            services.iter_mut().for_each(|s| s.upstream_file = path.clone());
+        }
+    }
+
+    // Hosts, SSH and EC2.
+    let hosts: Vec<HostSpec> = raw
+        .hosts
+        .as_deref()
+        .map(|h| g::list(h).iter().filter_map(|s| c.parse("hosts", &Some(s.clone()), g::host_spec)).collect())
+        .unwrap_or_default();
+    let ssh = SshSpec {
+        user: c.or("ssh-user", &raw.ssh_user, "root".into(), g::user),
+        port: c.or("ssh-port", &raw.ssh_port, 22, g::port),
+        private_key: c.secret(
+            "ssh-private-key",
+            &raw.ssh_private_key,
+            "ssh-private-key-ssm",
+            &raw.ssh_private_key_ssm,
+        ),
+        known_hosts: c.secret(
+            "ssh-known-hosts",
+            &raw.ssh_known_hosts,
+            "ssh-known-hosts-ssm",
+            &raw.ssh_known_hosts_ssm,
+        ),
+        timeout: c.or("ssh-timeout", &raw.ssh_timeout, Duration::from_secs(20), g::duration),
+        docker_socket: c.or(
+            "docker-socket",
+            &raw.docker_socket,
+            "/var/run/docker.sock".into(),
+            g::remote_path,
+        ),
+        proxy_url: c.or(
+            "proxy-url",
+            &raw.proxy_url,
+            url::Url::parse("http://127.0.0.1:80/").expect("url"),
+            g::http_url,
+        ),
+        lock_dir: c.or("lock-dir", &raw.lock_dir, "/var/lib/deploy-action/locks".into(), g::remote_path),
+        break_lock: c.or("break-lock", &raw.break_lock, false, g::boolean),
+    };
+    let ec2_ids: Vec<String> = raw.ec2_instance_ids.as_deref().map(g::list).unwrap_or_default();
+    for id in &ec2_ids {
+        if !regex::Regex::new(r"^i-[0-9a-f]{8,17}$").expect("regex").is_match(id) {
+            c.problem("ec2-instance-ids", format!("'{id}' is not an instance id like i-0123456789abcdef0"));
+        }
+    }
+    let mut ec2_filters = Vec::new();
+    for f in raw.ec2_filters.as_deref().map(g::list).unwrap_or_default() {
+        match f.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                ec2_filters.push((k.trim().to_string(), v.split('|').map(|x| x.trim().to_string()).collect()))
+            }
+            _ => c.problem(
+                "ec2-filters",
+                format!("'{f}' must be Tag=value (several values as a|b), like Role=web,Env=prod"),
+            ),
+        }
+    }
+    let ec2_address = c.choice(
+        "ec2-address",
+        &raw.ec2_address,
+        AddressKind::PrivateIp,
+        &[
+            ("private-ip", AddressKind::PrivateIp),
+            ("public-ip", AddressKind::PublicIp),
+            ("public-dns", AddressKind::PublicDns),
+        ],
+    );
+    let ec2 = (target == TargetKind::Ec2).then(|| Ec2Spec {
+        instance_ids: ec2_ids.clone(),
+        filters: ec2_filters.clone(),
+        address: ec2_address,
+    });
+
+    match target {
+        TargetKind::Hosts if hosts.is_empty() && raw.hosts.is_none() => {
+            c.problem("hosts", "is required for target 'hosts': a list of [user@]host[:port], one per line or comma-separated")
+        }
+        TargetKind::Ec2 if ec2_ids.is_empty() && ec2_filters.is_empty() => {
+            c.problem("ec2-filters", "target 'ec2' needs 'ec2-instance-ids' or 'ec2-filters' (like Role=web,Env=prod) to find instances")
+        }
+        TargetKind::Kubernetes => c.problem("target", "'kubernetes' is not available in this version yet; use 'hosts' or 'ec2'"),
+        _ => {}
+    }
+    if matches!(target, TargetKind::Hosts | TargetKind::Ec2) && mode != Mode::Plan {
+        if ssh.private_key.is_none() {
+            c.problem("ssh-private-key", "is required to reach hosts (or set 'ssh-private-key-ssm')");
+        }
+        if ssh.known_hosts.is_none() {
+            c.problem("ssh-known-hosts", "is required: host keys must be pinned (known_hosts lines, e.g. from ssh-keyscan run once by you; or set 'ssh-known-hosts-ssm')");
+        }
+    }
+    if strategy == StrategyKind::Canary && services.len() > 1 {
+        c.problem("strategy", "canary works with one proxied service; use blue-green with a services file");
+    }
+
+    // Registry and SSM.
+    let registry = RegistryAuth {
+        username: raw.registry_username.clone(),
+        password: c.secret(
+            "registry-password",
+            &raw.registry_password,
+            "registry-password-ssm",
+            &raw.registry_password_ssm,
+        ),
+    };
+    if registry.username.is_some() != registry.password.is_some() {
+        c.problem(
+            "registry-username",
+            "set both 'registry-username' and 'registry-password' (or 'registry-password-ssm'), or neither",
+        );
+    }
+    let ssm_paths: Vec<String> = raw.ssm_paths.as_deref().map(g::list).unwrap_or_default();
+    for p in &ssm_paths {
+        if let Err(e) = g::ssm_name(p) {
+            c.problem("ssm-paths", e);
+        } else if !p.starts_with('/') {
+            c.problem("ssm-paths", format!("'{p}' must start with '/' (a path like /myapp/prod/)"));
+        }
+    }
+    let ssm_parameters = raw
+        .ssm_parameters
+        .as_deref()
+        .map(|t| pairs("ssm-parameters", &t.replace(',', "\n"), &mut c, g::ssm_name))
+        .unwrap_or_default();
+    let ssm = SsmSpec {
+        paths: ssm_paths,
+        parameters: ssm_parameters,
+        region: raw
+            .aws_region
+            .clone()
+            .or_else(|| env.get("AWS_REGION").map(String::from))
+            .or_else(|| env.get("AWS_DEFAULT_REGION").map(String::from)),
+    };
+    let needs_aws = target == TargetKind::Ec2
+        || !ssm.is_empty()
+        || matches!(&ssh.private_key, Some(SecretSource::Ssm(_)))
+        || matches!(&registry.password, Some(SecretSource::Ssm(_)));
+    if needs_aws && ssm.region.is_none() {
+        c.problem("aws-region", "is required for EC2 and SSM (or set AWS_REGION, e.g. with aws-actions/configure-aws-credentials)");
+    }
+
+    // GitHub.
+    let repository = ctx.github_repository.clone().unwrap_or_default();
+    let (owner, repo) = match repository.split_once('/') {
+        Some((o, r)) if !o.is_empty() && !r.is_empty() && !r.contains('/') => (o.to_string(), r.to_string()),
+        _ => {
+            c.problem(
+                "GITHUB_REPOSITORY",
+                "must be owner/repo (the runner sets it; set it yourself outside Actions)",
+            );
+            (String::new(), String::new())
+        }
+    };
+    let sha = ctx.github_sha.clone().unwrap_or_default();
+    if !regex::Regex::new("^[0-9a-f]{40}$").expect("regex").is_match(&sha) {
+        c.problem("GITHUB_SHA", "must be a 40-character commit SHA (the runner sets it)");
+    }
+    let github_enabled = c.or("github-deployments", &raw.github_deployments, true, g::boolean);
+    let git_ref = raw.git_ref.clone().unwrap_or_else(|| sha.clone());
+    if git_ref.starts_with('-')
+        || git_ref.contains("..")
+        || git_ref.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        c.problem("ref", "must be a branch, tag or commit SHA");
+    }
+    let token = raw.github_token.clone().map(SecretValue::new);
+    if github_enabled && token.is_none() && mode != Mode::Plan {
+        c.problem("github-token", "is required to record the deployment (it defaults to ${{ github.token }}; or set github-deployments: false)");
+    }
+    if mode == Mode::Rollback && image.is_none() && !github_enabled {
+        c.problem("image", "mode 'rollback' without an image reads the last good image from GitHub Deployments; enable github-deployments or name the image");
+    }
+    let github = GithubSpec {
+        enabled: github_enabled,
+        token,
+        deployment_id: c.parse("deployment-id", &raw.deployment_id, |s| {
+            s.parse::<u64>().map_err(|_| "must be a deployment id (a number)".to_string())
+        }),
+        git_ref,
+        required_contexts: raw
+            .required_contexts
+            .as_deref()
+            .map(|s| if s.trim() == "[]" { vec![] } else { g::list(s) }),
+        production_environment: c.parse("production-environment", &raw.production_environment, g::boolean),
+        transient_environment: c.or("transient-environment", &raw.transient_environment, false, g::boolean),
+        deactivate_previous: c.or("deactivate-previous", &raw.deactivate_previous, true, g::boolean),
+        lock_timeout: c.or("lock-timeout", &raw.lock_timeout, Duration::from_secs(600), g::duration),
+        fail_on_status_error: c.or("fail-on-status-error", &raw.fail_on_status_error, false, g::boolean),
+    };
+    let server_url = ctx.github_server_url.clone().unwrap_or_else(|| "https://github.com".into());
+    let api_url = ctx.github_api_url.clone().unwrap_or_else(|| "https://api.github.com".into());
+    for (name, v) in [("GITHUB_SERVER_URL", &server_url), ("GITHUB_API_URL", &api_url)] {
+        if g::http_url(v).is_err() {
+            c.problem(name, "must be an http(s) URL");
+        }
+    }
+    let context = Context {
+        owner,
+        repo,
+        sha,
+        git_ref: ctx.github_ref.clone(),
+        run_id: ctx.github_run_id.clone().unwrap_or_else(|| "0".into()),
+        run_attempt: ctx.github_run_attempt.clone().unwrap_or_else(|| "1".into()),
+        server_url,
+        api_url,
+        event_name: ctx.github_event_name.clone(),
+        actor: ctx.github_actor.clone(),
+        workspace: ctx.github_workspace.clone().unwrap_or_else(|| ".".into()).into(),
+    };
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(Inputs {
+        target,
+        mode,
+        image,
+        app,
+        environment,
+        environment_url,
+        strategy,
+        timeout,
+        services,
+        migrate_command,
+        health,
+        rollout,
+        hosts,
+        ssh,
+        ec2,
+        registry,
+        ssm,
+        github,
+        context,
+    })
+}
+
+/// A command as an argument vector: a JSON array (`["bin", "--flag"]`) or
+/// words split on whitespace. Never run through a shell.
+fn split_command(s: &str) -> Vec<String> {
+    if let Ok(v) = serde_json::from_str::<Vec<String>>(s) {
+        return v;
+    }
+    s.split_whitespace().map(String::from).collect()
+}

@@ -1,0 +1,32 @@
+//! deploy-action: a GitHub container action that ships a container image to
+//! production safely.
+//!
+//! # Layout
+//!
+//! - [`inputs`] — the runner's environment (`INPUT_*`, `GITHUB_*`) read with
+//!   envy and validated into typed values; no network.
+//! - [`runner`] — the runner protocol: log groups, annotations, masks, step
+//!   outputs, job summary, relayed remote output. [`redact`] sits under it.
+//! - [`secrets`] — AWS SSM Parameter Store, masked on arrival.
+//! - [`github`] — GitHub Deployments and statuses.
+//! - [`plan`] — pure: inputs → what will be done (printed by `mode: plan`).
+//! - [`pipeline`] — stages, deadlines, the fleet, rollback, cancellation,
+//!   the final status.
+//! - [`strategy`] — the order of steps for blue-green, rolling and canary.
+//! - [`health`] — health-check loops over [`targets::Target::probe`].
+//! - [`targets`] — the mechanics: `hosts` (SSH, Docker, nginx), `ec2`
+//!   (discovery, then hosts).
+
+pub mod error;
+pub mod github;
+pub mod health;
+pub mod inputs;
+pub mod pipeline;
+pub mod plan;
+pub mod redact;
+pub mod runner;
+pub mod secrets;
+pub mod strategy;
+pub mod targets;
+
+pub use error::{Error, Result};

@@ -1,0 +1,256 @@
+//! Runner integration: the one place that speaks the GitHub Actions runner's
+//! protocol — log groups, annotations with reason codes, masks, step outputs,
+//! the job summary, and relaying remote output without letting it inject
+//! workflow commands. Everything written passes through the [`Redactor`].
+//!
+//! Outside Actions (`GITHUB_OUTPUT` / `GITHUB_STEP_SUMMARY` unset) outputs and
+//! the summary are written to the log instead.
+
+pub mod commands;
+pub mod output;
+pub mod summary;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub use commands::Level;
+
+use crate::redact::Redactor;
+
+type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// Handle to the runner. Cheap to clone; all clones write to the same log.
+#[derive(Clone)]
+pub struct Runner {
+    sink: Sink,
+    redactor: Redactor,
+    output_path: Option<PathBuf>,
+    summary_path: Option<PathBuf>,
+}
+
+impl Runner {
+    /// A runner writing to stdout, with file commands taken from the
+    /// environment the runner gives the container.
+    pub fn from_env(env: &crate::inputs::Env, redactor: Redactor) -> Self {
+        Self::new(
+            Box::new(std::io::stdout()),
+            redactor,
+            env.get_path("GITHUB_OUTPUT"),
+            env.get_path("GITHUB_STEP_SUMMARY"),
+        )
+    }
+
+    pub fn new(
+        out: Box<dyn Write + Send>,
+        redactor: Redactor,
+        output_path: Option<PathBuf>,
+        summary_path: Option<PathBuf>,
+    ) -> Self {
+        Self { sink: Arc::new(Mutex::new(out)), redactor, output_path, summary_path }
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Writes raw lines (already formatted) after redaction, atomically.
+    fn emit(&self, text: &str) {
+        let text = self.redactor.redact(text);
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(sink, "{text}");
+        let _ = sink.flush();
+    }
+
+    /// A plain log line.
+    pub fn line(&self, text: &str) {
+        // A plain line must not be read as a command: only our own builders
+        // may start a line with `::`.
+        if text.starts_with("::") {
+            self.emit(&format!(" {text}"));
+        } else {
+            self.emit(text);
+        }
+    }
+
+    /// Opens a collapsible log group; it closes when the guard drops.
+    pub fn group(&self, name: &str) -> Group {
+        self.emit(&commands::group(name));
+        Group { runner: self.clone() }
+    }
+
+    pub fn annotate(&self, level: Level, reason: &str, message: &str) {
+        self.emit(&commands::annotation(level, reason, message));
+    }
+
+    pub fn error(&self, reason: &str, message: &str) {
+        self.annotate(Level::Error, reason, message);
+    }
+
+    pub fn warning(&self, reason: &str, message: &str) {
+        self.annotate(Level::Warning, reason, message);
+    }
+
+    /// Registers a secret: it is masked by the runner from now on (whole and
+    /// line by line, JSON leaves too) and redacted from everything we write.
+    /// The `::add-mask::` lines are written unredacted, by necessity.
+    pub fn add_secret(&self, value: &str) {
+        let masks = self.redactor.add(value);
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        for m in masks {
+            let _ = writeln!(sink, "{}", commands::add_mask(&m));
+        }
+        let _ = sink.flush();
+    }
+
+    /// Relays output produced elsewhere (a container's logs, a remote
+    /// command) so that it cannot act as workflow commands.
+    pub fn relay(&self, source: &str, text: &str) {
+        if text.trim().is_empty() {
+            return;
+        }
+        let redacted = self.redactor.redact(text);
+        self.emit(&commands::relay_block(source, &redacted));
+    }
+
+    /// Sets a step output. Falls back to the log outside Actions.
+    pub fn set_output(&self, name: &str, value: &str) {
+        let value = self.redactor.redact(value);
+        match &self.output_path {
+            Some(path) => {
+                let written = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(output::encode(name, &value).as_bytes()));
+                if let Err(e) = written {
+                    self.warning(
+                        "output_write_failed",
+                        &format!("could not write output {name} to GITHUB_OUTPUT: {e}"),
+                    );
+                }
+            }
+            None => self.line(&format!("output {name}={value}")),
+        }
+    }
+
+    /// Appends Markdown to the job summary. Falls back to the log.
+    pub fn write_summary(&self, markdown: &str) {
+        let markdown = self.redactor.redact(markdown);
+        match &self.summary_path {
+            Some(path) => {
+                let written = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(markdown.as_bytes()));
+                if let Err(e) = written {
+                    self.warning("summary_write_failed", &format!("could not write the job summary: {e}"));
+                }
+            }
+            None => {
+                let _g = self.group("Summary");
+                for l in markdown.lines() {
+                    self.line(l);
+                }
+            }
+        }
+    }
+
+    /// A writer for `tracing` that redacts and shares the runner's sink.
+    pub fn log_writer(&self) -> LogWriter {
+        LogWriter { runner: self.clone(), buf: Vec::new() }
+    }
+}
+
+/// Closes a log group on drop.
+#[must_use = "the group closes when this guard drops"]
+pub struct Group {
+    runner: Runner,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.runner.emit(commands::END_GROUP);
+    }
+}
+
+/// Line-buffered, redacting writer for the tracing subscriber.
+pub struct LogWriter {
+    runner: Runner,
+    buf: Vec<u8>,
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let text = String::from_utf8_lossy(&self.buf).trim_end_matches('\n').to_string();
+            self.buf.clear();
+            for l in text.lines() {
+                self.runner.line(l);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Runner {
+    type Writer = LogWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.log_writer()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(d);
+            Ok(d.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn secrets_never_reach_the_log_except_as_masks() {
+        let buf = Buf::default();
+        let runner = Runner::new(Box::new(buf.clone()), Redactor::new(), None, None);
+        runner.add_secret("s3cr3t-value");
+        runner.line("connecting with s3cr3t-value");
+        runner.relay("h1", "echo s3cr3t-value\n::error::injected");
+        runner.set_output("x", "s3cr3t-value");
+        let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.matches("s3cr3t-value").count(), 1, "{log}");
+        assert!(log.starts_with("::add-mask::s3cr3t-value\n"));
+        assert!(log.contains("connecting with ***"));
+        assert!(log.contains("::stop-commands::"));
+        assert!(log.contains("output x=***"));
+    }
+
+    #[test]
+    fn plain_lines_cannot_be_commands() {
+        let buf = Buf::default();
+        let runner = Runner::new(Box::new(buf.clone()), Redactor::new(), None, None);
+        runner.line("::error::not really");
+        let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log, " ::error::not really\n");
+    }
+}

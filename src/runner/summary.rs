@@ -1,0 +1,112 @@
+//! The job summary: what went where, with which strategy, a timeline of
+//! stages, and the outcome. Pure: builds Markdown from a [`Report`].
+
+use std::time::Duration;
+
+/// Hard ceiling the runner enforces on one step's summary (1 MiB); we keep
+/// well below it.
+pub const MAX_SUMMARY_BYTES: usize = 1024 * 1024 - 4096;
+
+/// One row of the timeline.
+#[derive(Debug, Clone)]
+pub struct StageTiming {
+    pub stage: String,
+    pub unit: Option<String>,
+    pub duration: Duration,
+    pub ok: bool,
+    pub note: String,
+}
+
+/// Everything a person needs at a glance.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub title: String,
+    pub facts: Vec<(String, String)>,
+    pub units: Vec<(String, String, Duration)>,
+    pub timeline: Vec<StageTiming>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+pub fn render(report: &Report) -> String {
+    let mut md = format!("## {}\n\n", report.title);
+    let icon = if report.outcome == "success" || report.outcome == "planned" { "✅" } else { "❌" };
+    md.push_str(&format!("**Outcome:** {icon} `{}`", report.outcome));
+    if let Some(reason) = &report.reason {
+        md.push_str(&format!(" — reason `{reason}`"));
+    }
+    md.push_str("\n\n");
+    if let Some(msg) = &report.message {
+        md.push_str(&format!("> {}\n\n", msg.replace('\n', "\n> ")));
+    }
+    md.push_str("| | |\n|---|---|\n");
+    for (k, v) in &report.facts {
+        md.push_str(&format!("| {} | {} |\n", cell(k), cell(v)));
+    }
+    if !report.units.is_empty() {
+        md.push_str("\n### Hosts\n\n| host | outcome | time |\n|---|---|---|\n");
+        for (unit, outcome, d) in &report.units {
+            md.push_str(&format!("| {} | {} | {} |\n", cell(unit), cell(outcome), secs(*d)));
+        }
+    }
+    if !report.timeline.is_empty() {
+        md.push_str("\n### Timeline\n\n| stage | where | time | result |\n|---|---|---|---|\n");
+        for t in &report.timeline {
+            md.push_str(&format!(
+                "| {} | {} | {} | {}{} |\n",
+                cell(&t.stage),
+                cell(t.unit.as_deref().unwrap_or("all")),
+                secs(t.duration),
+                if t.ok { "ok" } else { "failed" },
+                if t.note.is_empty() { String::new() } else { format!(" — {}", cell(&t.note)) }
+            ));
+        }
+    }
+    truncate(md)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn truncate(mut md: String) -> String {
+    if md.len() > MAX_SUMMARY_BYTES {
+        let mut cut = MAX_SUMMARY_BYTES - 64;
+        while !md.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        md.truncate(cut);
+        md.push_str("\n\n_(summary truncated)_\n");
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_under_the_limit() {
+        let report = Report {
+            title: "t".into(),
+            timeline: (0..100_000)
+                .map(|i| StageTiming {
+                    stage: format!("stage {i}"),
+                    unit: None,
+                    duration: Duration::from_millis(i),
+                    ok: true,
+                    note: "x".repeat(20),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let md = render(&report);
+        assert!(md.len() <= MAX_SUMMARY_BYTES);
+        assert!(md.ends_with("_(summary truncated)_\n"));
+    }
+}
