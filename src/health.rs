@@ -1,1 +1,145 @@
-//! TODO
+//! Health-check loops over [`Target::probe`]: wait for a healthy candidate,
+//! and watch the front door during the observe window. Every loop has a
+//! deadline and yields to cancellation.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::inputs::HealthSpec;
+use crate::runner::Runner;
+use crate::targets::{Probe, Release, Target, Via};
+
+/// How often a long wait says where it is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+fn judge(probe: &Result<Probe, Error>, max: Option<Duration>) -> Result<(), String> {
+    match probe {
+        Ok(p) if !(200..300).contains(&p.status) => Err(format!("HTTP {}", p.status)),
+        Ok(p) => match max {
+            Some(max) if p.latency > max => Err(format!("answered in {}ms, over the {}ms limit", p.latency.as_millis(), max.as_millis())),
+            _ => Ok(()),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Waits until every service's candidate passes `spec.successes` checks in a
+/// row within `spec.timeout`.
+///
+/// # Errors
+/// [`Error::Unhealthy`] with the last failure, or [`Error::Cancelled`].
+pub async fn wait_healthy(
+    target: &dyn Target,
+    release: &Release,
+    spec: &HealthSpec,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    for (idx, service) in release.services.iter().enumerate() {
+        let started = Instant::now();
+        let deadline = started + spec.timeout;
+        let mut streak = 0;
+        let mut last = String::from("no check finished");
+        let mut said = started;
+        while streak < spec.successes {
+            let verdict = match &service.health_path {
+                Some(path) => judge(&target.probe(release, idx, Via::Candidate, path).await, spec.max_response_time),
+                None => match target.candidate_running(release, idx).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("container is not running".into()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            match verdict {
+                Ok(()) => streak += 1,
+                Err(why) => {
+                    streak = 0;
+                    last = why;
+                }
+            }
+            if streak >= spec.successes {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unhealthy {
+                    unit: target.name().to_string(),
+                    message: format!(
+                        "the candidate{} did not become healthy within {}s (last check: {last})",
+                        svc(&service.name),
+                        spec.timeout.as_secs()
+                    ),
+                });
+            }
+            if said.elapsed() >= PROGRESS_EVERY {
+                said = Instant::now();
+                runner.line(&format!(
+                    "{}: waiting for the candidate{} to become healthy ({}s of {}s; last: {last})",
+                    target.name(),
+                    svc(&service.name),
+                    started.elapsed().as_secs(),
+                    spec.timeout.as_secs()
+                ));
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(Error::Cancelled),
+                _ = tokio::time::sleep(spec.interval) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Watches health through the front door for `window`; `failures`
+/// consecutive failures fail the deploy.
+///
+/// # Errors
+/// [`Error::ObserveFailed`], or [`Error::Cancelled`].
+pub async fn observe(
+    target: &dyn Target,
+    release: &Release,
+    window: Duration,
+    failures: u32,
+    spec: &HealthSpec,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let end = Instant::now() + window;
+    let mut streak = 0;
+    loop {
+        for (idx, service) in release.services.iter().enumerate() {
+            let verdict = match (&service.health_path, service.behind_proxy) {
+                (Some(path), true) => judge(&target.probe(release, idx, Via::FrontDoor, path).await, spec.max_response_time),
+                _ => match target.candidate_running(release, idx).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("container is not running".into()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            match verdict {
+                Ok(()) => streak = 0,
+                Err(why) => {
+                    streak += 1;
+                    if streak >= failures {
+                        return Err(Error::ObserveFailed {
+                            unit: target.name().to_string(),
+                            message: format!("{streak} health checks in a row failed through the proxy during the observe window{} (last: {why})", svc(&service.name)),
+                        });
+                    }
+                }
+            }
+        }
+        if Instant::now() >= end {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(Error::Cancelled),
+            _ = tokio::time::sleep(spec.interval.min(end.saturating_duration_since(Instant::now())).max(Duration::from_millis(50))) => {}
+        }
+    }
+}
+
+fn svc(name: &str) -> String {
+    if name.is_empty() { String::new() } else { format!(" of service {name}") }
+}

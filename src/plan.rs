@@ -1,1 +1,103 @@
-//! TODO
+//! Deciding, apart from doing: the inputs and the discovered units become a
+//! [`Plan`] — plain data that `mode: plan` prints and unit tests compare.
+
+use crate::inputs::{Inputs, Mode, StrategyKind, TargetKind};
+use crate::strategy::{self, Phase};
+
+/// What one deploy will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub app: String,
+    pub environment: String,
+    pub target: TargetKind,
+    pub strategy: StrategyKind,
+    pub mode: Mode,
+    /// Image per service, `None` while a rollback has not looked it up.
+    pub image: Option<String>,
+    pub units: Vec<String>,
+    pub services: Vec<ServicePlan>,
+    pub phases: Vec<Phase>,
+    /// Where secrets come from (paths and names, never values).
+    pub secret_sources: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServicePlan {
+    pub name: String,
+    pub image: String,
+    pub containers: (String, String),
+    pub ports: Option<(u16, u16)>,
+    pub container_port: u16,
+    pub health: Option<String>,
+    pub upstream_file: Option<String>,
+}
+
+/// Builds the plan for these units (host names, or the cluster).
+pub fn build(inputs: &Inputs, units: &[String]) -> Plan {
+    let services = inputs
+        .services
+        .iter()
+        .map(|s| ServicePlan {
+            name: if s.name.is_empty() { inputs.app.clone() } else { s.name.clone() },
+            image: s.image.full(),
+            containers: (s.container_name(&inputs.app, "blue"), s.container_name(&inputs.app, "green")),
+            ports: s.behind_proxy.then_some((s.blue_port, s.green_port)),
+            container_port: s.container_port,
+            health: s.health_path.clone(),
+            upstream_file: s.behind_proxy.then(|| s.upstream_file.clone()),
+        })
+        .collect();
+    let mut secret_sources: Vec<String> = inputs.ssm.paths.iter().map(|p| format!("ssm path {p} (recursive)")).collect();
+    secret_sources.extend(inputs.ssm.parameters.iter().map(|(env, name)| format!("ssm parameter {name} as {env}")));
+    Plan {
+        app: inputs.app.clone(),
+        environment: inputs.environment.clone(),
+        target: inputs.target,
+        strategy: inputs.strategy,
+        mode: inputs.mode,
+        image: inputs.image.as_ref().map(|i| i.full()),
+        units: units.to_vec(),
+        services,
+        phases: strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some()),
+        secret_sources,
+    }
+}
+
+/// The plan as lines a person reads in the log.
+pub fn render(plan: &Plan) -> Vec<String> {
+    let mut out = vec![
+        format!("app {} → environment {} (target {}, strategy {})", plan.app, plan.environment, plan.target.as_str(), plan.strategy.as_str()),
+        format!("image: {}", plan.image.as_deref().unwrap_or("(the last successful deployment's image)")),
+        format!("{} unit(s): {}", plan.units.len(), plan.units.join(", ")),
+    ];
+    for s in &plan.services {
+        let mut line = format!("service {}: {} as {} / {}", s.name, s.image, s.containers.0, s.containers.1);
+        match s.ports {
+            Some((b, g)) => line.push_str(&format!(", container port {} on host ports {b} (blue) / {g} (green)", s.container_port)),
+            None => line.push_str(" (worker: not behind the proxy)"),
+        }
+        if let Some(h) = &s.health {
+            line.push_str(&format!(", health {h}"));
+        }
+        if let Some(u) = &s.upstream_file {
+            line.push_str(&format!(", nginx upstream {u}"));
+        }
+        out.push(line);
+    }
+    if plan.secret_sources.is_empty() {
+        out.push("secrets: none".into());
+    } else {
+        out.push(format!("secrets: {}", plan.secret_sources.join("; ")));
+    }
+    out.push("steps:".into());
+    let mut n = 1;
+    for phase in &plan.phases {
+        let units: Vec<&str> = phase.scope.indices(plan.units.len()).iter().map(|i| plan.units[*i].as_str()).collect();
+        for step in &phase.steps {
+            out.push(format!("  {n}. {step} on {}", units.join(", ")));
+            n += 1;
+        }
+    }
+    out.push("  on any failure before retire: every unit goes back to the previous version".into());
+    out
+}

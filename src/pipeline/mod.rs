@@ -1,1 +1,164 @@
-//! stages
+//! The deploy pipeline: validate → resolve secrets → prepare (pull,
+//! migrate) → launch candidate → verify → switch → observe → retire, with
+//! rollback on any failure after launch, a deadline on every stage and on
+//! the whole run, cancellation as an outcome, and the final record (GitHub
+//! status, step outputs, job summary).
+
+pub mod fleet;
+// Wired in once the targets, secrets and github modules land.
+#[cfg(any())]
+mod deploy;
+mod deploy_gate {
+    use super::*;
+    pub async fn unit_names(inputs: &Inputs, _runner: &Runner) -> Result<Vec<String>, Error> {
+        Ok(inputs.hosts.iter().map(|h| h.host.clone()).collect())
+    }
+    pub async fn run(_inputs: &Inputs, _runner: &Runner, _cancel: &CancellationToken) -> Outcome {
+        Outcome { status: Status::Error, error: Some(Error::Other("deploy is not wired yet".into())) }
+    }
+}
+use deploy_gate as deploy;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::inputs::{Inputs, Mode};
+use crate::plan;
+use crate::runner::Runner;
+use crate::runner::summary::{Report, StageTiming};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The new version serves everywhere.
+    Success,
+    /// The deploy failed and the previous version was kept or restored.
+    Failure,
+    /// The action could not finish: cancelled, lost contact, unknown state.
+    Error,
+    /// `mode: plan`: nothing was changed.
+    Planned,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failure => "failure",
+            Status::Error => "error",
+            Status::Planned => "planned",
+        }
+    }
+}
+
+/// The result of a run, mapped to an exit code by `main`.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: Status,
+    pub error: Option<Error>,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            Status::Success | Status::Planned => 0,
+            Status::Failure => 1,
+            Status::Error => match self.error {
+                Some(Error::Cancelled) => 130,
+                _ => 1,
+            },
+        }
+    }
+}
+
+/// Collects the stage timeline for the summary.
+#[derive(Default)]
+pub struct Timeline(pub Vec<StageTiming>);
+
+impl Timeline {
+    pub fn push(&mut self, stage: &str, started: Instant, ok: bool, note: impl Into<String>) {
+        self.0.push(StageTiming { stage: stage.into(), unit: None, duration: started.elapsed(), ok, note: note.into() });
+    }
+}
+
+/// Runs the action for validated inputs until done, failed, cancelled or
+/// out of time (`timeout` input).
+pub async fn run(inputs: Inputs, runner: Runner, cancel: CancellationToken) -> Outcome {
+    // The whole-run deadline cancels like a signal does, with its own reason.
+    let work = cancel.child_token();
+    let timer = {
+        let (work, timeout) = (work.clone(), inputs.timeout);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            work.cancel();
+        })
+    };
+    let outcome = match inputs.mode {
+        Mode::Plan => plan_only(&inputs, &runner).await,
+        Mode::Deploy | Mode::Rollback => deploy::run(&inputs, &runner, &work).await,
+    };
+    timer.abort();
+    let outcome = match outcome {
+        Outcome { error: Some(Error::Cancelled), status } if !cancel.is_cancelled() => Outcome {
+            status,
+            error: Some(Error::Deadline { what: "the deploy".into(), after: inputs.timeout }),
+        },
+        o => o,
+    };
+    if let Some(e) = &outcome.error {
+        runner.error(e.reason(), &format!("deploy {}: {e}", outcome.status.as_str()));
+    }
+    runner.set_output("status", outcome.status.as_str());
+    outcome
+}
+
+/// `mode: plan`: prints what would be done and changes nothing.
+async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
+    let started = Instant::now();
+    let units = match deploy::unit_names(inputs, runner).await {
+        Ok(u) => u,
+        Err(e) => return Outcome { status: Status::Error, error: Some(e) },
+    };
+    let plan = plan::build(inputs, &units);
+    {
+        let _g = runner.group("Plan (mode: plan — nothing will be changed)");
+        for line in plan::render(&plan) {
+            runner.line(&line);
+        }
+    }
+    runner.set_output("plan", &plan::render(&plan).join("\n"));
+    let mut timeline = Timeline::default();
+    timeline.push("plan", started, true, "");
+    runner.write_summary(&crate::runner::summary::render(&Report {
+        title: format!("deploy-action plan: {} → {}", inputs.app, inputs.environment),
+        facts: facts(inputs, plan.image.as_deref().unwrap_or("(last good)"), None),
+        units: units.iter().map(|u| (u.clone(), "planned".to_string(), Duration::ZERO)).collect(),
+        timeline: timeline.0,
+        outcome: "planned".into(),
+        reason: None,
+        message: Some(plan::render(&plan).join("\n")),
+    }));
+    Outcome { status: Status::Planned, error: None }
+}
+
+/// The key facts of a run for the summary table.
+pub fn facts(inputs: &Inputs, image: &str, previous: Option<&str>) -> Vec<(String, String)> {
+    let mut f = vec![
+        ("Environment".to_string(), inputs.environment.clone()),
+        ("Image".to_string(), format!("`{image}`")),
+        ("Target".to_string(), inputs.target.as_str().to_string()),
+        ("Strategy".to_string(), inputs.strategy.as_str().to_string()),
+        ("Commit".to_string(), format!("`{}`", &inputs.context.sha[..inputs.context.sha.len().min(12)])),
+        ("Run".to_string(), inputs.context.run_url()),
+    ];
+    if let Some(p) = previous {
+        f.insert(2, ("Previous image".to_string(), format!("`{p}`")));
+    }
+    if let Some(u) = &inputs.environment_url {
+        f.push(("URL".to_string(), u.to_string()));
+    }
+    f
+}

@@ -1,0 +1,345 @@
+//! `mode: deploy` and `mode: rollback`: record → secrets → units → fleet →
+//! final status, outputs and summary.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::fleet::{self, FleetConfig, UnitOutcome};
+use super::{Outcome, Status, Timeline, facts};
+use crate::error::Error;
+use crate::github::{DeployPayload, Deployments, FinalState, Task};
+use crate::inputs::{HostSpec, Inputs, Mode, SecretSource, TargetKind};
+use crate::runner::Runner;
+use crate::runner::summary::Report;
+use crate::secrets::{SecretSet, SecretValue, Ssm};
+use crate::strategy;
+use crate::targets::hosts::{HostConn, HostTarget};
+use crate::targets::{Release, Target, ec2};
+
+/// The units' names for the plan (hosts; instances found through EC2).
+pub(super) async fn unit_names(inputs: &Inputs, runner: &Runner) -> Result<Vec<String>, Error> {
+    Ok(host_specs(inputs, runner).await?.iter().map(host_label).collect())
+}
+
+fn host_label(h: &HostSpec) -> String {
+    match h.port {
+        Some(p) if p != 22 => format!("{}:{p}", h.host),
+        _ => h.host.clone(),
+    }
+}
+
+async fn host_specs(inputs: &Inputs, runner: &Runner) -> Result<Vec<HostSpec>, Error> {
+    match inputs.target {
+        TargetKind::Hosts => Ok(inputs.hosts.clone()),
+        TargetKind::Ec2 => {
+            let spec = inputs.ec2.as_ref().ok_or_else(|| Error::Other("ec2 settings missing".into()))?;
+            let region = inputs.ssm.region.clone().unwrap_or_default();
+            let _g = runner.group("Find EC2 instances");
+            let hosts = ec2::discover(spec, &region, &inputs.ssh.user, inputs.ssh.port).await?;
+            runner.line(&format!("found {} running instance(s): {}", hosts.len(), hosts.iter().map(host_label).collect::<Vec<_>>().join(", ")));
+            Ok(hosts)
+        }
+        TargetKind::Kubernetes => Err(Error::Other("the kubernetes target is not available in this version".into())),
+    }
+}
+
+/// What happened, for the final record.
+struct Run {
+    status: Status,
+    error: Option<Error>,
+    stage: &'static str,
+    image: Option<String>,
+    previous_image: Option<String>,
+    units: Vec<(String, String, Duration)>,
+}
+
+pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationToken) -> Outcome {
+    let mut timeline = Timeline::default();
+    let github = match inputs.github.enabled {
+        true => match Deployments::new(&inputs.github, &inputs.context, &inputs.environment, inputs.environment_url.as_ref(), runner.clone()) {
+            Ok(g) => Some(g),
+            Err(e) => return finish_early(inputs, runner, Error::from(e), "record"),
+        },
+        false => None,
+    };
+
+    // Which image, and what was live before.
+    let t0 = Instant::now();
+    let previous_image = match &github {
+        Some(g) => g.live_image().await.unwrap_or_else(|e| {
+            runner.warning(e.reason(), &format!("could not read the live deployment: {e}"));
+            None
+        }),
+        None => None,
+    };
+    let image = match (&inputs.image, inputs.mode, &github) {
+        (Some(i), _, _) => i.full(),
+        (None, Mode::Rollback, Some(g)) => match g.last_good_image().await {
+            Ok(Some(i)) => {
+                runner.line(&format!("rollback: redeploying the last good image {i}"));
+                i
+            }
+            Ok(None) => return finish_early(inputs, runner, Error::Other("no earlier successful deployment to this environment to roll back to; name the image to deploy".into()), "record"),
+            Err(e) => return finish_early(inputs, runner, e.into(), "record"),
+        },
+        _ => return finish_early(inputs, runner, Error::Other("no image to deploy".into()), "validate"),
+    };
+    let image_ref = match crate::inputs::grammar::image(&image) {
+        Ok(i) => i,
+        Err(e) => return finish_early(inputs, runner, Error::Other(format!("image {image} from the last good deployment {e}")), "record"),
+    };
+
+    // Secrets: masked on arrival, never written anywhere but the app's env.
+    let ssm = (!inputs.ssm.is_empty() || needs_ssm(inputs)).then(|| Ssm::new(inputs.ssm.region.as_deref(), runner.clone()));
+    let t_secrets = Instant::now();
+    let secrets = match &ssm {
+        Some(ssm) if !inputs.ssm.is_empty() => {
+            let _g = runner.group("Secrets from SSM Parameter Store");
+            match ssm.fetch(&inputs.ssm, cancel).await {
+                Ok(s) => {
+                    runner.line(&format!("{} secret(s) for the app: {}", s.len(), s.names().join(", ")));
+                    s
+                }
+                Err(e) => return finish_early(inputs, runner, e.into(), "secrets"),
+            }
+        }
+        _ => SecretSet::default(),
+    };
+    let resolve = |src: &Option<SecretSource>| {
+        let src = src.clone();
+        let ssm = ssm.clone();
+        async move {
+            match src {
+                None => Ok(None),
+                Some(SecretSource::Inline(v)) => Ok(Some(v)),
+                Some(SecretSource::Ssm(name)) => match ssm {
+                    Some(ssm) => ssm.fetch_one(&name).await.map(Some).map_err(Error::from),
+                    None => Err(Error::Other("SSM is not configured".into())),
+                },
+            }
+        }
+    };
+    let (key, known_hosts, registry_password) = match tokio::try_join!(resolve(&inputs.ssh.private_key), resolve(&inputs.ssh.known_hosts), resolve(&inputs.registry.password)) {
+        Ok(v) => v,
+        Err(e) => return finish_early(inputs, runner, e, "secrets"),
+    };
+    timeline.push("secrets", t_secrets, true, format!("{} value(s)", secrets.len()));
+    let digest = (!secrets.is_empty()).then(|| secrets.digest());
+
+    // The record: lock across runs, create, in_progress.
+    let record = match &github {
+        Some(g) => {
+            let payload = DeployPayload {
+                image: image.clone(),
+                previous_image: previous_image.clone(),
+                strategy: inputs.strategy.as_str().into(),
+                target: inputs.target.as_str().into(),
+                run_url: inputs.context.run_url(),
+                secrets_digest: digest.clone(),
+            };
+            let task = if inputs.mode == Mode::Rollback { Task::Rollback } else { Task::Deploy };
+            let _g = runner.group("GitHub deployment");
+            match g.begin(&payload, task, cancel).await {
+                Ok(r) => {
+                    runner.set_output("deployment-id", &r.id.to_string());
+                    runner.set_output("deployment-url", &r.url);
+                    Some(r)
+                }
+                Err(e) => return finish_early(inputs, runner, e.into(), "record"),
+            }
+        }
+        None => None,
+    };
+    timeline.push("record", t0, true, "");
+
+    let services = inputs
+        .services
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            if inputs.image.is_none() || s.image.full() == inputs.image.as_ref().map(|i| i.full()).unwrap_or_default() {
+                s.image = image_ref.clone();
+            }
+            s
+        })
+        .collect();
+    let release = Arc::new(Release {
+        app: inputs.app.clone(),
+        deploy_id: format!("{}-{}", inputs.context.run_id, inputs.context.run_attempt),
+        run_url: inputs.context.run_url(),
+        services,
+        secret_env: secrets.clone().into_env(),
+        secrets_digest: digest.clone(),
+        migrate_command: inputs.migrate_command.clone(),
+    });
+
+    let run = deploy_units(inputs, runner, cancel, &release, key, known_hosts, registry_password, &mut timeline).await;
+    let run = Run { image: Some(image.clone()), previous_image: previous_image.clone(), ..run };
+
+    // Final status: best effort, never changes what the deploy did.
+    if let (Some(g), Some(r)) = (&github, &record) {
+        let state = match run.status {
+            Status::Success => FinalState::Success,
+            Status::Failure => FinalState::Failure,
+            _ => FinalState::Error,
+        };
+        let description = match &run.error {
+            None => format!("deployed {image}"),
+            Some(e) => format!("{}: {} — {e}", run.stage, e.reason()),
+        };
+        let post = g.finish(r, state, &description);
+        let budget = if cancel.is_cancelled() { Duration::from_millis(1500) } else { Duration::from_secs(90) };
+        let posted = match tokio::time::timeout(budget, post).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", budget.as_secs_f32())),
+        };
+        if let Err(e) = posted {
+            runner.warning("github_status_failed", &format!("could not post the final deployment status: {e}"));
+            if inputs.github.fail_on_status_error && run.error.is_none() {
+                return report(inputs, runner, Run { status: Status::Error, error: Some(Error::Other(format!("final deployment status not recorded: {e}"))), ..run }, timeline, digest, &secrets);
+            }
+        }
+    }
+    report(inputs, runner, run, timeline, digest, &secrets)
+}
+
+fn needs_ssm(inputs: &Inputs) -> bool {
+    [&inputs.ssh.private_key, &inputs.ssh.known_hosts, &inputs.registry.password].iter().any(|s| matches!(s, Some(SecretSource::Ssm(_))))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deploy_units(
+    inputs: &Inputs,
+    runner: &Runner,
+    cancel: &CancellationToken,
+    release: &Arc<Release>,
+    key: Option<SecretValue>,
+    known_hosts: Option<SecretValue>,
+    registry_password: Option<SecretValue>,
+    timeline: &mut Timeline,
+) -> Run {
+    let fail = |status, error: Error, stage| Run { status, error: Some(error), stage, image: None, previous_image: None, units: vec![] };
+    let t = Instant::now();
+    let specs = match host_specs(inputs, runner).await {
+        Ok(s) => s,
+        Err(e) => return fail(Status::Failure, e, "discover"),
+    };
+    let (Some(key), Some(known_hosts)) = (key, known_hosts) else {
+        return fail(Status::Failure, Error::Other("ssh-private-key and ssh-known-hosts are required".into()), "connect");
+    };
+    let registry = inputs.registry.username.clone().zip(registry_password);
+    let units: Vec<Arc<dyn Target>> = {
+        let _g = runner.group(&format!("Connect to {} host(s)", specs.len()));
+        let connects = specs.iter().map(|h| {
+            let conn = HostConn::from_inputs(inputs, h, key.clone(), known_hosts.clone(), registry.clone());
+            let runner = runner.clone();
+            async move { HostTarget::connect(conn, runner).await }
+        });
+        let results = tokio::select! {
+            r = futures::future::join_all(connects) => r,
+            _ = cancel.cancelled() => return fail(Status::Error, Error::Cancelled, "connect"),
+        };
+        let mut units: Vec<Arc<dyn Target>> = Vec::new();
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(u) => units.push(Arc::new(u)),
+                Err(e) => {
+                    runner.error(e.reason(), &e.to_string());
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            close_all(&units).await;
+            return fail(Status::Failure, e, "connect");
+        }
+        units
+    };
+    timeline.push("connect", t, true, format!("{} host(s)", units.len()));
+
+    // Re-runs: the same image and secrets already live everywhere → nothing to do.
+    let mut all_live = inputs.mode != Mode::Rollback;
+    for u in &units {
+        match u.inspect().await {
+            Ok(live) => {
+                runner.line(&format!("{}: live {} ({})", u.name(), live.image.as_deref().unwrap_or("nothing"), live.colour.as_deref().unwrap_or("no colour")));
+                let same_image = release.services.iter().all(|s| live.image.as_deref() == Some(s.image.full().as_str()));
+                all_live &= same_image && live.secrets_digest == release.secrets_digest;
+            }
+            Err(e) => {
+                runner.warning(e.reason(), &format!("could not read what runs on {}: {e}", u.name()));
+                all_live = false;
+            }
+        }
+    }
+    if all_live {
+        runner.line("the same image and secrets are already live on every host: nothing to do");
+        close_all(&units).await;
+        return Run {
+            status: Status::Success,
+            error: None,
+            stage: "done",
+            image: None,
+            previous_image: None,
+            units: units.iter().map(|u| (u.name().to_string(), "already live".to_string(), Duration::ZERO)).collect(),
+        };
+    }
+
+    let phases = strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some());
+    let cfg = Arc::new(FleetConfig { health: inputs.health.clone(), rollout: inputs.rollout.clone() });
+    let report = fleet::run(&units, &phases, release.clone(), cfg, runner, cancel).await;
+    close_all(&units).await;
+    timeline.0.extend(report.timeline);
+    let status = match (&report.error, report.committed, report.rolled_back) {
+        (None, _, _) => Status::Success,
+        (Some(_), true, _) => Status::Success,
+        (Some(Error::Cancelled), _, _) => Status::Error,
+        (Some(_), false, true) => Status::Failure,
+        (Some(_), false, false) if inputs.rollout.on_host_failure == crate::inputs::OnHostFailure::KeepGoing
+            && report.units.iter().all(|(_, o, _)| *o != UnitOutcome::Failed) => Status::Failure,
+        (Some(_), false, false) => Status::Error,
+    };
+    let stage = report.failed_stage.unwrap_or("done");
+    let error = if report.committed { None } else { report.error };
+    Run {
+        status,
+        error,
+        stage,
+        image: None,
+        previous_image: None,
+        units: report.units.into_iter().map(|(n, o, d)| (n, o.as_str().to_string(), d)).collect(),
+    }
+}
+
+async fn close_all(units: &[Arc<dyn Target>]) {
+    futures::future::join_all(units.iter().map(|u| u.close())).await;
+}
+
+fn finish_early(inputs: &Inputs, runner: &Runner, error: Error, stage: &'static str) -> Outcome {
+    let status = if matches!(error, Error::Cancelled) { Status::Error } else { Status::Failure };
+    report(inputs, runner, Run { status, error: Some(error), stage, image: inputs.image.as_ref().map(|i| i.full()), previous_image: None, units: vec![] }, Timeline::default(), None, &SecretSet::default())
+}
+
+fn report(inputs: &Inputs, runner: &Runner, run: Run, timeline: Timeline, digest: Option<String>, secrets: &SecretSet) -> Outcome {
+    let image = run.image.clone().unwrap_or_default();
+    runner.set_output("image", &image);
+    runner.set_output("previous-image", run.previous_image.as_deref().unwrap_or(""));
+    runner.set_output("environment-url", inputs.environment_url.as_ref().map(|u| u.as_str()).unwrap_or(""));
+    runner.set_output("secrets-digest", digest.as_deref().unwrap_or(""));
+    runner.set_output("secret-names", &secrets.names().join(","));
+    runner.set_output("hosts", &run.units.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(","));
+    runner.write_summary(&crate::runner::summary::render(&Report {
+        title: format!("deploy-action: {} → {}", inputs.app, inputs.environment),
+        facts: facts(inputs, &image, run.previous_image.as_deref()),
+        units: run.units.clone(),
+        timeline: timeline.0,
+        outcome: run.status.as_str().into(),
+        reason: run.error.as_ref().map(|e| e.reason().to_string()),
+        message: run.error.as_ref().map(|e| format!("{} failed: {e}", run.stage)),
+    }));
+    Outcome { status: run.status, error: run.error }
+}

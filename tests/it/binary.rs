@@ -1,0 +1,122 @@
+//! The built binary, run with the environment a runner gives it.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::support::action::Action;
+
+/// A loopback listener that counts connections, to prove none was made.
+struct Tripwire {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Tripwire {
+    fn new() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                if c.is_ok() {
+                    h.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        Self { port, hits }
+    }
+    fn hits(&self) -> usize {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn bad_inputs_name_every_problem_and_contact_nothing() {
+    let (ssh, api, aws) = (Tripwire::new(), Tripwire::new(), Tripwire::new());
+    let run = Action::new()
+        .env("GITHUB_API_URL", &format!("http://127.0.0.1:{}", api.port))
+        .env("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{}", aws.port))
+        .input("target", "hosts")
+        .input("hosts", &format!("root@127.0.0.1:{},-oProxyCommand=sh", ssh.port))
+        .input("image", "Not An Image!")
+        .input("strategy", "yolo")
+        .input("health-check-timeout", "soon")
+        .input("blue-port", "70000")
+        .input("ssm-paths", "/app/prod/")
+        .input("aws-region", "us-east-1")
+        .input("github-token", "t0ken-value")
+        .input("ssh-known-hosts", "x ssh-ed25519 AAAA")
+        .run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    for input in ["'hosts'", "'image'", "'strategy'", "'health-check-timeout'", "'blue-port'", "'ssh-private-key'"] {
+        assert!(run.stdout.contains(&format!("input {input}")), "{input} not named in:\n{}", run.stdout);
+    }
+    assert!(run.stdout.contains("use one of: blue-green, rolling, canary"), "{}", run.stdout);
+    assert!(run.stdout.contains("::error title=deploy-action (invalid_input)::"), "{}", run.stdout);
+    assert_eq!((ssh.hits(), api.hits(), aws.hits()), (0, 0, 0), "a connection was attempted");
+    assert_eq!(run.output("status"), Some("error"));
+    assert!(!run.all_text().contains("t0ken-value"));
+}
+
+#[test]
+fn missing_required_inputs_are_all_reported() {
+    let run = Action::new().run();
+    assert_eq!(run.code, Some(2));
+    for input in ["'target'", "'image'", "'github-token'"] {
+        assert!(run.stdout.contains(&format!("input {input}")), "{input} missing in:\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn plan_prints_the_plan_and_touches_nothing() {
+    let ssh = Tripwire::new();
+    let run = Action::new()
+        .input("target", "hosts")
+        .input("mode", "plan")
+        .input("app", "shop")
+        .input("image", "127.0.0.1:5000/demo/app:v2")
+        .input("hosts", &format!("root@127.0.0.1:{}\ndeploy@127.0.0.9", ssh.port))
+        .input("migrate-command", "/bin/migrate")
+        .input("ssm-paths", "/shop/prod/")
+        .input("aws-region", "us-east-1")
+        .run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let plan = run.output("plan").expect("plan output");
+    for expected in [
+        "app shop → environment production (target hosts, strategy blue-green)",
+        "image: 127.0.0.1:5000/demo/app:v2",
+        "2 unit(s)",
+        "shop-blue / shop-green",
+        "host ports 8081 (blue) / 8082 (green)",
+        "nginx upstream /etc/nginx/conf.d/upstreams/shop.conf",
+        "secrets: ssm path /shop/prod/ (recursive)",
+        "run the migration once on 127.0.0.1",
+        "switch traffic to the candidate on 127.0.0.9",
+    ] {
+        assert!(plan.contains(expected), "plan lacks {expected:?}:\n{plan}");
+    }
+    assert!(plan.lines().count() > 8, "multi-line output survives the file command");
+    assert_eq!(run.output("status"), Some("planned"));
+    assert!(run.stdout.contains("::group::Plan"));
+    assert!(run.summary.contains("deploy-action plan: shop → production"));
+    assert!(run.summary.contains("| Strategy | blue-green |"));
+    assert_eq!(ssh.hits(), 0, "plan must not connect to hosts");
+}
+
+#[test]
+fn outside_actions_outputs_and_summary_go_to_the_log() {
+    let run = Action::new()
+        .without("GITHUB_OUTPUT")
+        .without("GITHUB_STEP_SUMMARY")
+        .input("target", "hosts")
+        .input("mode", "plan")
+        .input("image", "app:v1")
+        .input("hosts", "127.0.0.9")
+        .run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(run.stdout.contains("output status=planned"));
+    assert!(run.stdout.contains("::group::Summary"));
+}

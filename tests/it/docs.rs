@@ -1,0 +1,73 @@
+//! `action.yml` is the schema of record: every declared input is parsed,
+//! every parsed input is declared, and the README's tables are generated
+//! from it (`UPDATE_DOCS=1 cargo test --test it docs` regenerates them).
+
+use std::collections::BTreeSet;
+
+use crate::support::repo_root;
+
+fn action() -> serde_yaml::Value {
+    serde_yaml::from_str(&std::fs::read_to_string(repo_root().join("action.yml")).unwrap()).unwrap()
+}
+
+fn names(section: &str) -> Vec<String> {
+    action()[section].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn every_declared_input_is_parsed_and_every_parsed_input_is_declared() {
+    let declared: BTreeSet<String> = names("inputs").into_iter().collect();
+    let parsed: BTreeSet<String> = deploy_action::inputs::raw::declared_fields().iter().map(|s| s.to_string()).collect();
+    assert_eq!(declared.difference(&parsed).collect::<Vec<_>>(), Vec::<&String>::new(), "declared in action.yml but not parsed");
+    assert_eq!(parsed.difference(&declared).collect::<Vec<_>>(), Vec::<&String>::new(), "parsed but not declared in action.yml");
+}
+
+#[test]
+fn every_input_reaches_the_parser_with_hyphens_kept() {
+    // The runner turns `health-check-path` into INPUT_HEALTH-CHECK-PATH.
+    let env = deploy_action::inputs::Env::from_pairs([("INPUT_HEALTH-CHECK-PATH", "/healthz"), ("INPUT_REF", "hotfix")]);
+    let (raw, _) = deploy_action::inputs::raw::read(&env).unwrap();
+    assert_eq!(raw.health_check_path.as_deref(), Some("/healthz"));
+    assert_eq!(raw.git_ref.as_deref(), Some("hotfix"));
+}
+
+fn table(section: &str) -> String {
+    let doc = action();
+    let mut out = match section {
+        "inputs" => "| input | default | description |\n|---|---|---|\n".to_string(),
+        _ => "| output | description |\n|---|---|\n".to_string(),
+    };
+    for (k, v) in doc[section].as_mapping().unwrap() {
+        let desc = v["description"].as_str().unwrap_or("").replace('|', "\\|").replace('\n', " ");
+        let name = k.as_str().unwrap();
+        if section == "inputs" {
+            let default = match (&v["default"], v["required"].as_bool()) {
+                (serde_yaml::Value::String(d), _) => format!("`{d}`"),
+                (_, Some(true)) => "**required**".into(),
+                _ => String::new(),
+            };
+            out.push_str(&format!("| `{name}` | {default} | {desc} |\n"));
+        } else {
+            out.push_str(&format!("| `{name}` | {desc} |\n"));
+        }
+    }
+    out
+}
+
+#[test]
+fn readme_tables_match_action_yml() {
+    let path = repo_root().join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let mut updated = readme.clone();
+    for section in ["inputs", "outputs"] {
+        let (start, end) = (format!("<!-- {section}:start -->\n"), format!("<!-- {section}:end -->"));
+        let a = updated.find(&start).unwrap_or_else(|| panic!("README lacks {start}")) + start.len();
+        let b = updated.find(&end).unwrap_or_else(|| panic!("README lacks {end}"));
+        updated.replace_range(a..b, &table(section));
+    }
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &updated).unwrap();
+    } else {
+        assert!(readme == updated, "README tables are stale: run `UPDATE_DOCS=1 cargo test --test it docs`");
+    }
+}

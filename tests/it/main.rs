@@ -1,0 +1,10 @@
+//! The integration tests: one binary, so the crate links once.
+//!
+//! Tests here run against real servers on loopback started by
+//! `scripts/stack/up` (read through [`support::stack`]) and against the built
+//! `deploy-action` binary run the way the runner runs it.
+
+mod support;
+
+mod binary;
+mod docs;

@@ -1,0 +1,110 @@
+//! Runs the built `deploy-action` binary the way the runner starts a
+//! container action: inputs as `INPUT_<NAME>` (upper-cased, hyphens kept),
+//! the `GITHUB_*` context, and file commands in a temp dir.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+pub struct Action {
+    env: BTreeMap<String, String>,
+    pub dir: tempfile::TempDir,
+}
+
+/// What a finished run left behind.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub outputs: Vec<(String, String)>,
+    pub summary: String,
+}
+
+impl Run {
+    pub fn output(&self, name: &str) -> Option<&str> {
+        self.outputs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    /// Everything the run produced, for leak scans.
+    pub fn all_text(&self) -> String {
+        let outs: Vec<String> = self.outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{}\n{}\n{}\n{}", self.stdout, self.stderr, outs.join("\n"), self.summary)
+    }
+}
+
+impl Action {
+    /// A run with a plausible `GITHUB_*` context and no inputs.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut env = BTreeMap::new();
+        for (k, v) in [
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", "acme/shop-api"),
+            ("GITHUB_SHA", SHA),
+            ("GITHUB_REF", "refs/heads/main"),
+            ("GITHUB_REF_NAME", "main"),
+            ("GITHUB_RUN_ID", "4242"),
+            ("GITHUB_RUN_ATTEMPT", "1"),
+            ("GITHUB_SERVER_URL", "https://github.com"),
+            ("GITHUB_API_URL", "https://api.github.com"),
+            ("GITHUB_EVENT_NAME", "push"),
+            ("GITHUB_ACTOR", "octocat"),
+            ("RUNNER_TEMP", "/tmp"),
+        ] {
+            env.insert(k.to_string(), v.to_string());
+        }
+        env.insert("GITHUB_WORKSPACE".into(), dir.path().display().to_string());
+        env.insert("GITHUB_OUTPUT".into(), dir.path().join("output").display().to_string());
+        env.insert("GITHUB_STEP_SUMMARY".into(), dir.path().join("summary").display().to_string());
+        Self { env, dir }
+    }
+
+    /// Sets an input by its id in `action.yml` (`health-check-path`).
+    pub fn input(mut self, name: &str, value: &str) -> Self {
+        self.env.insert(format!("INPUT_{}", name.to_uppercase()), value.to_string());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    pub fn without(mut self, key: &str) -> Self {
+        self.env.remove(key);
+        self
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploy-action"));
+        cmd.env_clear().envs(&self.env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd
+    }
+
+    pub fn spawn(&self) -> Child {
+        self.command().spawn().expect("spawn deploy-action")
+    }
+
+    pub fn run(&self) -> Run {
+        let out = self.command().output().expect("run deploy-action");
+        self.finish(out)
+    }
+
+    /// Reads back the file commands the way the runner does.
+    pub fn finish(&self, out: Output) -> Run {
+        let output_text = std::fs::read_to_string(self.path("output")).unwrap_or_default();
+        let outputs = deploy_action::runner::output::parse(&output_text).expect("GITHUB_OUTPUT parses the way the runner parses it");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            outputs,
+            summary: std::fs::read_to_string(self.path("summary")).unwrap_or_default(),
+        }
+    }
+}
