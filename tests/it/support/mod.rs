@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod action;
+pub mod github_server;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,4 +35,59 @@ pub fn stack() -> &'static HashMap<String, String> {
 /// One value of the stack's env file.
 pub fn stack_var(key: &str) -> String {
     stack().get(key).cloned().unwrap_or_else(|| panic!("{key} missing from .stack/env"))
+}
+
+/// Tests that deploy the stack's shared app (`app` behind each host's
+/// nginx) take this lock, so they don't switch each other's traffic.
+pub fn shared_app_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a command inside simulated host `k` (1-based).
+pub fn host_exec(k: usize, args: &[&str]) -> String {
+    let out = std::process::Command::new(repo_root().join("scripts/stack/host-exec"))
+        .arg(k.to_string())
+        .args(args)
+        .output()
+        .expect("host-exec");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Address of simulated host `k`.
+pub fn host_addr(k: usize) -> String {
+    format!("127.0.0.{}", k + 1)
+}
+
+/// A plain HTTP GET (HTTP/1.0, no keep-alive): `(status, body)`.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&format!("{addr}:80").parse().unwrap(), std::time::Duration::from_secs(2))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The version host `k`'s nginx serves now.
+pub fn live_version(k: usize) -> String {
+    match http_get(&host_addr(k), "/version") {
+        Ok((200, body)) => body,
+        Ok((code, _)) => format!("HTTP {code}"),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+/// Names of the running containers of app `app` on host `k`.
+pub fn running_colours(k: usize, app: &str) -> Vec<String> {
+    let mut names: Vec<String> = host_exec(k, &["docker", "ps", "--format", "{{.Names}}"])
+        .lines()
+        .filter(|n| n.starts_with(&format!("{app}-")))
+        .map(String::from)
+        .collect();
+    names.sort();
+    names
 }
