@@ -19,7 +19,9 @@ fn judge(probe: &Result<Probe, Error>, max: Option<Duration>) -> Result<(), Stri
     match probe {
         Ok(p) if !(200..300).contains(&p.status) => Err(format!("HTTP {}", p.status)),
         Ok(p) => match max {
-            Some(max) if p.latency > max => Err(format!("answered in {}ms, over the {}ms limit", p.latency.as_millis(), max.as_millis())),
+            Some(max) if p.latency > max => {
+                Err(format!("answered in {}ms, over the {}ms limit", p.latency.as_millis(), max.as_millis()))
+            }
             _ => Ok(()),
         },
         Err(e) => Err(e.to_string()),
@@ -46,7 +48,9 @@ pub async fn wait_healthy(
         let mut said = started;
         while streak < spec.successes {
             let verdict = match &service.health_path {
-                Some(path) => judge(&target.probe(release, idx, Via::Candidate, path).await, spec.max_response_time),
+                Some(path) => {
+                    judge(&target.probe(release, idx, Via::Candidate, path).await, spec.max_response_time)
+                }
                 None => match target.candidate_running(release, idx).await {
                     Ok(true) => Ok(()),
                     Ok(false) => Err("container is not running".into()),
@@ -110,7 +114,9 @@ pub async fn observe(
     loop {
         for (idx, service) in release.services.iter().enumerate() {
             let verdict = match (&service.health_path, service.behind_proxy) {
-                (Some(path), true) => judge(&target.probe(release, idx, Via::FrontDoor, path).await, spec.max_response_time),
+                (Some(path), true) => {
+                    judge(&target.probe(release, idx, Via::FrontDoor, path).await, spec.max_response_time)
+                }
                 _ => match target.candidate_running(release, idx).await {
                     Ok(true) => Ok(()),
                     Ok(false) => Err("container is not running".into()),
@@ -124,7 +130,10 @@ pub async fn observe(
                     if streak >= failures {
                         return Err(Error::ObserveFailed {
                             unit: target.name().to_string(),
-                            message: format!("{streak} health checks in a row failed through the proxy during the observe window{} (last: {why})", svc(&service.name)),
+                            message: format!(
+                                "{streak} health checks in a row failed through the proxy during the observe window{} (last: {why})",
+                                svc(&service.name)
+                            ),
                         });
                     }
                 }

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
         .without_time()
         .with_target(false)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DEPLOY_ACTION_LOG").unwrap_or_else(|_| "deploy_action=info,warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("DEPLOY_ACTION_LOG")
+                .unwrap_or_else(|_| "deploy_action=info,octocrab=off,bollard=warn,warn".into()),
         )
         .init();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -28,7 +29,10 @@ fn main() -> ExitCode {
     let inputs = match inputs::load(&env) {
         Ok(i) => i,
         Err(problems) => {
-            runner.line(&format!("deploy-action: {} input problem(s); nothing was contacted or changed:", problems.len()));
+            runner.line(&format!(
+                "deploy-action: {} input problem(s); nothing was contacted or changed:",
+                problems.len()
+            ));
             for p in &problems {
                 runner.error("invalid_input", &p.to_string());
             }
@@ -37,7 +41,9 @@ fn main() -> ExitCode {
         }
     };
     // Secrets given inline are masked before anything else is printed.
-    for s in [&inputs.ssh.private_key, &inputs.ssh.known_hosts, &inputs.registry.password].into_iter().flatten() {
+    for s in
+        [&inputs.ssh.private_key, &inputs.ssh.known_hosts, &inputs.registry.password].into_iter().flatten()
+    {
         if let SecretSource::Inline(v) = s {
             runner.add_secret(v.expose());
         }
@@ -66,8 +72,12 @@ fn main() -> ExitCode {
 /// we are PID 1, so no default handler would act on either.
 async fn watch_signals(cancel: CancellationToken, runner: Runner) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        runner.warning("signals_unavailable", "cannot install SIGINT/SIGTERM handlers; cancellation will not be graceful");
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        runner.warning(
+            "signals_unavailable",
+            "cannot install SIGINT/SIGTERM handlers; cancellation will not be graceful",
+        );
         return;
     };
     loop {
@@ -78,7 +88,9 @@ async fn watch_signals(cancel: CancellationToken, runner: Runner) {
         if !cancel.is_cancelled() {
             runner.warning(
                 "cancelled",
-                &format!("{name} received: starting nothing new, bringing the in-flight step to a safe state"),
+                &format!(
+                    "{name} received: starting nothing new, bringing the in-flight step to a safe state"
+                ),
             );
             cancel.cancel();
         }

@@ -47,8 +47,10 @@ pub fn build(inputs: &Inputs, units: &[String]) -> Plan {
             upstream_file: s.behind_proxy.then(|| s.upstream_file.clone()),
         })
         .collect();
-    let mut secret_sources: Vec<String> = inputs.ssm.paths.iter().map(|p| format!("ssm path {p} (recursive)")).collect();
-    secret_sources.extend(inputs.ssm.parameters.iter().map(|(env, name)| format!("ssm parameter {name} as {env}")));
+    let mut secret_sources: Vec<String> =
+        inputs.ssm.paths.iter().map(|p| format!("ssm path {p} (recursive)")).collect();
+    secret_sources
+        .extend(inputs.ssm.parameters.iter().map(|(env, name)| format!("ssm parameter {name} as {env}")));
     Plan {
         app: inputs.app.clone(),
         environment: inputs.environment.clone(),
@@ -58,7 +60,12 @@ pub fn build(inputs: &Inputs, units: &[String]) -> Plan {
         image: inputs.image.as_ref().map(|i| i.full()),
         units: units.to_vec(),
         services,
-        phases: strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some()),
+        phases: strategy::phases(
+            inputs.strategy,
+            &inputs.rollout,
+            units.len(),
+            inputs.migrate_command.is_some(),
+        ),
         secret_sources,
     }
 }
@@ -66,14 +73,23 @@ pub fn build(inputs: &Inputs, units: &[String]) -> Plan {
 /// The plan as lines a person reads in the log.
 pub fn render(plan: &Plan) -> Vec<String> {
     let mut out = vec![
-        format!("app {} → environment {} (target {}, strategy {})", plan.app, plan.environment, plan.target.as_str(), plan.strategy.as_str()),
+        format!(
+            "app {} → environment {} (target {}, strategy {})",
+            plan.app,
+            plan.environment,
+            plan.target.as_str(),
+            plan.strategy.as_str()
+        ),
         format!("image: {}", plan.image.as_deref().unwrap_or("(the last successful deployment's image)")),
         format!("{} unit(s): {}", plan.units.len(), plan.units.join(", ")),
     ];
     for s in &plan.services {
         let mut line = format!("service {}: {} as {} / {}", s.name, s.image, s.containers.0, s.containers.1);
         match s.ports {
-            Some((b, g)) => line.push_str(&format!(", container port {} on host ports {b} (blue) / {g} (green)", s.container_port)),
+            Some((b, g)) => line.push_str(&format!(
+                ", container port {} on host ports {b} (blue) / {g} (green)",
+                s.container_port
+            )),
             None => line.push_str(" (worker: not behind the proxy)"),
         }
         if let Some(h) = &s.health {
@@ -92,7 +108,8 @@ pub fn render(plan: &Plan) -> Vec<String> {
     out.push("steps:".into());
     let mut n = 1;
     for phase in &plan.phases {
-        let units: Vec<&str> = phase.scope.indices(plan.units.len()).iter().map(|i| plan.units[*i].as_str()).collect();
+        let units: Vec<&str> =
+            phase.scope.indices(plan.units.len()).iter().map(|i| plan.units[*i].as_str()).collect();
         for step in &phase.steps {
             out.push(format!("  {n}. {step} on {}", units.join(", ")));
             n += 1;

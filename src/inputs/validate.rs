@@ -340,8 +340,9 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         break_lock: c.or("break-lock", &raw.break_lock, false, g::boolean),
     };
     let ec2_ids: Vec<String> = raw.ec2_instance_ids.as_deref().map(g::list).unwrap_or_default();
+    let instance_id = regex::Regex::new(r"^i-[0-9a-f]{8,17}$").expect("regex");
     for id in &ec2_ids {
-        if !regex::Regex::new(r"^i-[0-9a-f]{8,17}$").expect("regex").is_match(id) {
+        if !instance_id.is_match(id) {
             c.problem("ec2-instance-ids", format!("'{id}' is not an instance id like i-0123456789abcdef0"));
         }
     }

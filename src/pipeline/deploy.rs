@@ -39,10 +39,16 @@ async fn host_specs(inputs: &Inputs, runner: &Runner) -> Result<Vec<HostSpec>, E
             let region = inputs.ssm.region.clone().unwrap_or_default();
             let _g = runner.group("Find EC2 instances");
             let hosts = ec2::discover(spec, &region, &inputs.ssh.user, inputs.ssh.port).await?;
-            runner.line(&format!("found {} running instance(s): {}", hosts.len(), hosts.iter().map(host_label).collect::<Vec<_>>().join(", ")));
+            runner.line(&format!(
+                "found {} running instance(s): {}",
+                hosts.len(),
+                hosts.iter().map(host_label).collect::<Vec<_>>().join(", ")
+            ));
             Ok(hosts)
         }
-        TargetKind::Kubernetes => Err(Error::Other("the kubernetes target is not available in this version".into())),
+        TargetKind::Kubernetes => {
+            Err(Error::Other("the kubernetes target is not available in this version".into()))
+        }
     }
 }
 
@@ -59,7 +65,13 @@ struct Run {
 pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationToken) -> Outcome {
     let mut timeline = Timeline::default();
     let github = match inputs.github.enabled {
-        true => match Deployments::new(&inputs.github, &inputs.context, &inputs.environment, inputs.environment_url.as_ref(), runner.clone()) {
+        true => match Deployments::new(
+            &inputs.github,
+            &inputs.context,
+            &inputs.environment,
+            inputs.environment_url.as_ref(),
+            runner.clone(),
+        ) {
             Ok(g) => Some(g),
             Err(e) => return finish_early(inputs, runner, Error::from(e), "record"),
         },
@@ -89,16 +101,37 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
     };
     let image_ref = match crate::inputs::grammar::image(&image) {
         Ok(i) => i,
-        Err(e) => return finish_early(inputs, runner, Error::Other(format!("image {image} from the last good deployment {e}")), "record"),
+        Err(e) => {
+            return finish_early(
+                inputs,
+                runner,
+                Error::Other(format!("image {image} from the last good deployment {e}")),
+                "record",
+            );
+        }
     };
 
     // Secrets: masked on arrival, never written anywhere but the app's env.
-    let ssm = (!inputs.ssm.is_empty() || needs_ssm(inputs)).then(|| Ssm::new(inputs.ssm.region.as_deref(), runner.clone()));
     let t_secrets = Instant::now();
+    let ssm = match (!inputs.ssm.is_empty() || needs_ssm(inputs), inputs.ssm.region.as_deref()) {
+        (false, _) => None,
+        (true, Some(region)) => tokio::select! {
+            ssm = Ssm::new(region) => Some(Arc::new(ssm)),
+            _ = cancel.cancelled() => return finish_early(inputs, runner, Error::Cancelled, "secrets"),
+        },
+        (true, None) => {
+            return finish_early(
+                inputs,
+                runner,
+                crate::secrets::SecretsError::RegionMissing.into(),
+                "secrets",
+            );
+        }
+    };
     let secrets = match &ssm {
         Some(ssm) if !inputs.ssm.is_empty() => {
             let _g = runner.group("Secrets from SSM Parameter Store");
-            match ssm.fetch(&inputs.ssm, cancel).await {
+            match ssm.fetch(&inputs.ssm, runner, cancel).await {
                 Ok(s) => {
                     runner.line(&format!("{} secret(s) for the app: {}", s.len(), s.names().join(", ")));
                     s
@@ -111,23 +144,30 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
     let resolve = |src: &Option<SecretSource>| {
         let src = src.clone();
         let ssm = ssm.clone();
+        let runner = runner.clone();
         async move {
             match src {
                 None => Ok(None),
                 Some(SecretSource::Inline(v)) => Ok(Some(v)),
                 Some(SecretSource::Ssm(name)) => match ssm {
-                    Some(ssm) => ssm.fetch_one(&name).await.map(Some).map_err(Error::from),
+                    Some(ssm) => ssm.get(&name, &runner).await.map(Some).map_err(Error::from),
                     None => Err(Error::Other("SSM is not configured".into())),
                 },
             }
         }
     };
-    let (key, known_hosts, registry_password) = match tokio::try_join!(resolve(&inputs.ssh.private_key), resolve(&inputs.ssh.known_hosts), resolve(&inputs.registry.password)) {
+    let (key, known_hosts, registry_password) = match tokio::try_join!(
+        resolve(&inputs.ssh.private_key),
+        resolve(&inputs.ssh.known_hosts),
+        resolve(&inputs.registry.password)
+    ) {
         Ok(v) => v,
         Err(e) => return finish_early(inputs, runner, e, "secrets"),
     };
     timeline.push("secrets", t_secrets, true, format!("{} value(s)", secrets.len()));
     let digest = (!secrets.is_empty()).then(|| secrets.digest());
+    let secret_names = secrets.names();
+    let secret_env = secrets.into_env();
 
     // The record: lock across runs, create, in_progress.
     let record = match &github {
@@ -160,7 +200,9 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         .iter()
         .cloned()
         .map(|mut s| {
-            if inputs.image.is_none() || s.image.full() == inputs.image.as_ref().map(|i| i.full()).unwrap_or_default() {
+            if inputs.image.is_none()
+                || s.image.full() == inputs.image.as_ref().map(|i| i.full()).unwrap_or_default()
+            {
                 s.image = image_ref.clone();
             }
             s
@@ -171,12 +213,14 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         deploy_id: format!("{}-{}", inputs.context.run_id, inputs.context.run_attempt),
         run_url: inputs.context.run_url(),
         services,
-        secret_env: secrets.clone().into_env(),
+        secret_env,
         secrets_digest: digest.clone(),
         migrate_command: inputs.migrate_command.clone(),
     });
 
-    let run = deploy_units(inputs, runner, cancel, &release, key, known_hosts, registry_password, &mut timeline).await;
+    let run =
+        deploy_units(inputs, runner, cancel, &release, key, known_hosts, registry_password, &mut timeline)
+            .await;
     let run = Run { image: Some(image.clone()), previous_image: previous_image.clone(), ..run };
 
     // Final status: best effort, never changes what the deploy did.
@@ -190,24 +234,43 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
             None => format!("deployed {image}"),
             Some(e) => format!("{}: {} — {e}", run.stage, e.reason()),
         };
-        let post = g.finish(r, state, &description);
-        let budget = if cancel.is_cancelled() { Duration::from_millis(1500) } else { Duration::from_secs(90) };
-        let posted = match tokio::time::timeout(budget, post).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {}s", budget.as_secs_f32())),
-        };
+        // After a cancellation the runner will not wait: one short try.
+        let budget =
+            if cancel.is_cancelled() { Duration::from_millis(1500) } else { Duration::from_secs(90) };
+        let g = g.with_retry_budget(budget);
+        let posted =
+            match tokio::time::timeout(budget + Duration::from_millis(200), g.finish(r, state, &description))
+                .await
+            {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {}s", budget.as_secs_f32())),
+            };
         if let Err(e) = posted {
-            runner.warning("github_status_failed", &format!("could not post the final deployment status: {e}"));
+            runner
+                .warning("github_status_failed", &format!("could not post the final deployment status: {e}"));
             if inputs.github.fail_on_status_error && run.error.is_none() {
-                return report(inputs, runner, Run { status: Status::Error, error: Some(Error::Other(format!("final deployment status not recorded: {e}"))), ..run }, timeline, digest, &secrets);
+                return report(
+                    inputs,
+                    runner,
+                    Run {
+                        status: Status::Error,
+                        error: Some(Error::Other(format!("final deployment status not recorded: {e}"))),
+                        ..run
+                    },
+                    timeline,
+                    digest,
+                    &secret_names,
+                );
             }
         }
     }
-    report(inputs, runner, run, timeline, digest, &secrets)
+    report(inputs, runner, run, timeline, digest, &secret_names)
 }
 
 fn needs_ssm(inputs: &Inputs) -> bool {
-    [&inputs.ssh.private_key, &inputs.ssh.known_hosts, &inputs.registry.password].iter().any(|s| matches!(s, Some(SecretSource::Ssm(_))))
+    [&inputs.ssh.private_key, &inputs.ssh.known_hosts, &inputs.registry.password]
+        .iter()
+        .any(|s| matches!(s, Some(SecretSource::Ssm(_))))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -221,14 +284,25 @@ async fn deploy_units(
     registry_password: Option<SecretValue>,
     timeline: &mut Timeline,
 ) -> Run {
-    let fail = |status, error: Error, stage| Run { status, error: Some(error), stage, image: None, previous_image: None, units: vec![] };
+    let fail = |status, error: Error, stage| Run {
+        status,
+        error: Some(error),
+        stage,
+        image: None,
+        previous_image: None,
+        units: vec![],
+    };
     let t = Instant::now();
     let specs = match host_specs(inputs, runner).await {
         Ok(s) => s,
         Err(e) => return fail(Status::Failure, e, "discover"),
     };
     let (Some(key), Some(known_hosts)) = (key, known_hosts) else {
-        return fail(Status::Failure, Error::Other("ssh-private-key and ssh-known-hosts are required".into()), "connect");
+        return fail(
+            Status::Failure,
+            Error::Other("ssh-private-key and ssh-known-hosts are required".into()),
+            "connect",
+        );
     };
     let registry = inputs.registry.username.clone().zip(registry_password);
     let units: Vec<Arc<dyn Target>> = {
@@ -266,8 +340,14 @@ async fn deploy_units(
     for u in &units {
         match u.inspect().await {
             Ok(live) => {
-                runner.line(&format!("{}: live {} ({})", u.name(), live.image.as_deref().unwrap_or("nothing"), live.colour.as_deref().unwrap_or("no colour")));
-                let same_image = release.services.iter().all(|s| live.image.as_deref() == Some(s.image.full().as_str()));
+                runner.line(&format!(
+                    "{}: live {} ({})",
+                    u.name(),
+                    live.image.as_deref().unwrap_or("nothing"),
+                    live.colour.as_deref().unwrap_or("no colour")
+                ));
+                let same_image =
+                    release.services.iter().all(|s| live.image.as_deref() == Some(s.image.full().as_str()));
                 all_live &= same_image && live.secrets_digest == release.secrets_digest;
             }
             Err(e) => {
@@ -285,11 +365,15 @@ async fn deploy_units(
             stage: "done",
             image: None,
             previous_image: None,
-            units: units.iter().map(|u| (u.name().to_string(), "already live".to_string(), Duration::ZERO)).collect(),
+            units: units
+                .iter()
+                .map(|u| (u.name().to_string(), "already live".to_string(), Duration::ZERO))
+                .collect(),
         };
     }
 
-    let phases = strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some());
+    let phases =
+        strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some());
     let cfg = Arc::new(FleetConfig { health: inputs.health.clone(), rollout: inputs.rollout.clone() });
     let report = fleet::run(&units, &phases, release.clone(), cfg, runner, cancel).await;
     close_all(&units).await;
@@ -299,8 +383,12 @@ async fn deploy_units(
         (Some(_), true, _) => Status::Success,
         (Some(Error::Cancelled), _, _) => Status::Error,
         (Some(_), false, true) => Status::Failure,
-        (Some(_), false, false) if inputs.rollout.on_host_failure == crate::inputs::OnHostFailure::KeepGoing
-            && report.units.iter().all(|(_, o, _)| *o != UnitOutcome::Failed) => Status::Failure,
+        (Some(_), false, false)
+            if inputs.rollout.on_host_failure == crate::inputs::OnHostFailure::KeepGoing
+                && report.units.iter().all(|(_, o, _)| *o != UnitOutcome::Failed) =>
+        {
+            Status::Failure
+        }
         (Some(_), false, false) => Status::Error,
     };
     let stage = report.failed_stage.unwrap_or("done");
@@ -321,16 +409,37 @@ async fn close_all(units: &[Arc<dyn Target>]) {
 
 fn finish_early(inputs: &Inputs, runner: &Runner, error: Error, stage: &'static str) -> Outcome {
     let status = if matches!(error, Error::Cancelled) { Status::Error } else { Status::Failure };
-    report(inputs, runner, Run { status, error: Some(error), stage, image: inputs.image.as_ref().map(|i| i.full()), previous_image: None, units: vec![] }, Timeline::default(), None, &SecretSet::default())
+    report(
+        inputs,
+        runner,
+        Run {
+            status,
+            error: Some(error),
+            stage,
+            image: inputs.image.as_ref().map(|i| i.full()),
+            previous_image: None,
+            units: vec![],
+        },
+        Timeline::default(),
+        None,
+        &[],
+    )
 }
 
-fn report(inputs: &Inputs, runner: &Runner, run: Run, timeline: Timeline, digest: Option<String>, secrets: &SecretSet) -> Outcome {
+fn report(
+    inputs: &Inputs,
+    runner: &Runner,
+    run: Run,
+    timeline: Timeline,
+    digest: Option<String>,
+    secret_names: &[String],
+) -> Outcome {
     let image = run.image.clone().unwrap_or_default();
     runner.set_output("image", &image);
     runner.set_output("previous-image", run.previous_image.as_deref().unwrap_or(""));
     runner.set_output("environment-url", inputs.environment_url.as_ref().map(|u| u.as_str()).unwrap_or(""));
     runner.set_output("secrets-digest", digest.as_deref().unwrap_or(""));
-    runner.set_output("secret-names", &secrets.names().join(","));
+    runner.set_output("secret-names", &secret_names.join(","));
     runner.set_output("hosts", &run.units.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(","));
     runner.write_summary(&crate::runner::summary::render(&Report {
         title: format!("deploy-action: {} → {}", inputs.app, inputs.environment),

@@ -78,25 +78,43 @@ pub fn step_deadline(step: &Step, health: &HealthSpec) -> Duration {
     }
 }
 
-async fn run_step(step: &Step, unit: &dyn Target, release: &Release, cfg: &FleetConfig, runner: &Runner, cancel: &CancellationToken) -> Result<(), Error> {
+async fn run_step(
+    step: &Step,
+    unit: &dyn Target,
+    release: &Release,
+    cfg: &FleetConfig,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
     match step {
         Step::Prepare => unit.prepare(release).await,
         Step::Migrate => unit.migrate(release).await,
         Step::Launch => unit.launch(release).await,
         Step::Verify => health::wait_healthy(unit, release, &cfg.health, runner, cancel).await,
         Step::Shift(p) => unit.shift(release, *p).await,
-        Step::Observe(d) => health::observe(unit, release, *d, cfg.rollout.observe_failures, &cfg.health, cancel).await,
+        Step::Observe(d) => {
+            health::observe(unit, release, *d, cfg.rollout.observe_failures, &cfg.health, cancel).await
+        }
         Step::Retire(d) => unit.retire(release, *d).await,
     }
 }
 
 /// One step under its deadline; non-critical steps give way to cancellation
 /// at once, critical ones (the proxy switch) finish first.
-async fn guarded_step(step: &Step, unit: &dyn Target, release: &Release, cfg: &FleetConfig, runner: &Runner, cancel: &CancellationToken) -> Result<(), Error> {
+async fn guarded_step(
+    step: &Step,
+    unit: &dyn Target,
+    release: &Release,
+    cfg: &FleetConfig,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
     let deadline = step_deadline(step, &cfg.health);
     let work = tokio::time::timeout(deadline, run_step(step, unit, release, cfg, runner, cancel));
     let timed = |r: Result<Result<(), Error>, _>| {
-        r.unwrap_or_else(|_| Err(Error::Deadline { what: format!("{} on {}", step.stage(), unit.name()), after: deadline }))
+        r.unwrap_or_else(|_| {
+            Err(Error::Deadline { what: format!("{} on {}", step.stage(), unit.name()), after: deadline })
+        })
     };
     if step.is_critical() {
         return timed(work.await);
@@ -145,7 +163,8 @@ pub async fn run(
         for &i in &scope {
             let unit = units[i].clone();
             let steps = phase.steps.clone();
-            let (release, cfg, runner, cancel, limit) = (release.clone(), cfg.clone(), runner.clone(), phase_cancel.clone(), limit.clone());
+            let (release, cfg, runner, cancel, limit) =
+                (release.clone(), cfg.clone(), runner.clone(), phase_cancel.clone(), limit.clone());
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await.expect("semaphore open");
                 let mut times = Vec::new();
@@ -160,7 +179,13 @@ pub async fn run(
                         Ok(()) => String::new(),
                         Err(e) => e.to_string(),
                     };
-                    times.push(StageTiming { stage: step.stage().to_string(), unit: Some(unit.name().to_string()), duration: t0.elapsed(), ok: r.is_ok(), note });
+                    times.push(StageTiming {
+                        stage: step.stage().to_string(),
+                        unit: Some(unit.name().to_string()),
+                        duration: t0.elapsed(),
+                        ok: r.is_ok(),
+                        note,
+                    });
                     if let Err(e) = r {
                         return (i, times, Err((step.stage(), e)));
                     }
@@ -185,11 +210,15 @@ pub async fn run(
                 outcome[i] = UnitOutcome::Failed;
                 if committed {
                     // Past the commit point the new version serves: report, don't undo.
-                    runner.warning(e.reason(), &format!("{}: {stage} did not finish; the new version is serving", units[i].name()));
+                    runner.warning(
+                        e.reason(),
+                        &format!("{}: {stage} did not finish; the new version is serving", units[i].name()),
+                    );
                     continue;
                 }
                 if keep_going && !matches!(e, Error::Cancelled) && i != 0 {
-                    outcome[i] = rollback_one(units[i].as_ref(), &release, runner, Duration::from_secs(120)).await;
+                    outcome[i] =
+                        rollback_one(units[i].as_ref(), &release, runner, Duration::from_secs(120)).await;
                     failed_stage.get_or_insert(stage);
                     error.get_or_insert(e);
                     continue;
@@ -233,7 +262,13 @@ pub async fn run(
             }
             outcome[i] = o;
         }
-        timeline.push(StageTiming { stage: "rollback".into(), unit: None, duration: t0.elapsed(), ok: rolled_back, note: String::new() });
+        timeline.push(StageTiming {
+            stage: "rollback".into(),
+            unit: None,
+            duration: t0.elapsed(),
+            ok: rolled_back,
+            note: String::new(),
+        });
     }
     for (i, o) in outcome.iter_mut().enumerate() {
         if *o == UnitOutcome::Untouched && !failed[i] && (error.is_none() || committed || keep_going) {
@@ -243,14 +278,24 @@ pub async fn run(
     FleetReport {
         error,
         failed_stage,
-        units: units.iter().zip(outcome).zip(started).map(|((u, o), s)| (u.name().to_string(), o, s.elapsed())).collect(),
+        units: units
+            .iter()
+            .zip(outcome)
+            .zip(started)
+            .map(|((u, o), s)| (u.name().to_string(), o, s.elapsed()))
+            .collect(),
         timeline,
         rolled_back,
         committed,
     }
 }
 
-async fn rollback_one(unit: &dyn Target, release: &Release, runner: &Runner, budget: Duration) -> UnitOutcome {
+async fn rollback_one(
+    unit: &dyn Target,
+    release: &Release,
+    runner: &Runner,
+    budget: Duration,
+) -> UnitOutcome {
     match tokio::time::timeout(budget, unit.rollback(release)).await {
         Ok(Ok(())) => {
             runner.line(&format!("{}: back on the previous version", unit.name()));
@@ -261,7 +306,10 @@ async fn rollback_one(unit: &dyn Target, release: &Release, runner: &Runner, bud
             UnitOutcome::Failed
         }
         Err(_) => {
-            runner.error("rollback_failed", &format!("{}: rollback did not finish within {}s", unit.name(), budget.as_secs_f32()));
+            runner.error(
+                "rollback_failed",
+                &format!("{}: rollback did not finish within {}s", unit.name(), budget.as_secs_f32()),
+            );
             UnitOutcome::Failed
         }
     }
@@ -324,7 +372,11 @@ mod tests {
         async fn probe(&self, _: &Release, _: usize, via: Via, _: &str) -> Result<Probe, Error> {
             let failing = (via == Via::Candidate && self.fail_at == Some("health"))
                 || (via == Via::FrontDoor && self.fail_at == Some("observe"));
-            Ok(Probe { status: if failing { 503 } else { 200 }, latency: Duration::from_millis(1), body: String::new() })
+            Ok(Probe {
+                status: if failing { 503 } else { 200 },
+                latency: Duration::from_millis(1),
+                body: String::new(),
+            })
         }
         async fn candidate_running(&self, _: &Release, _: usize) -> Result<bool, Error> {
             Ok(true)
@@ -372,7 +424,12 @@ mod tests {
 
     fn cfg(on_host_failure: OnHostFailure) -> Arc<FleetConfig> {
         Arc::new(FleetConfig {
-            health: HealthSpec { timeout: Duration::from_millis(500), interval: Duration::from_millis(10), successes: 2, max_response_time: None },
+            health: HealthSpec {
+                timeout: Duration::from_millis(500),
+                interval: Duration::from_millis(10),
+                successes: 2,
+                max_response_time: None,
+            },
             rollout: RolloutSpec {
                 observe_window: Duration::from_millis(50),
                 observe_failures: 2,

@@ -4,20 +4,8 @@
 //! the whole run, cancellation as an outcome, and the final record (GitHub
 //! status, step outputs, job summary).
 
-pub mod fleet;
-// Wired in once the targets, secrets and github modules land.
-#[cfg(any())]
 mod deploy;
-mod deploy_gate {
-    use super::*;
-    pub async fn unit_names(inputs: &Inputs, _runner: &Runner) -> Result<Vec<String>, Error> {
-        Ok(inputs.hosts.iter().map(|h| h.host.clone()).collect())
-    }
-    pub async fn run(_inputs: &Inputs, _runner: &Runner, _cancel: &CancellationToken) -> Outcome {
-        Outcome { status: Status::Error, error: Some(Error::Other("deploy is not wired yet".into())) }
-    }
-}
-use deploy_gate as deploy;
+pub mod fleet;
 
 use std::time::Duration;
 
@@ -80,7 +68,13 @@ pub struct Timeline(pub Vec<StageTiming>);
 
 impl Timeline {
     pub fn push(&mut self, stage: &str, started: Instant, ok: bool, note: impl Into<String>) {
-        self.0.push(StageTiming { stage: stage.into(), unit: None, duration: started.elapsed(), ok, note: note.into() });
+        self.0.push(StageTiming {
+            stage: stage.into(),
+            unit: None,
+            duration: started.elapsed(),
+            ok,
+            note: note.into(),
+        });
     }
 }
 

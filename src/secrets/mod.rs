@@ -1,7 +1,26 @@
-//! Secrets from AWS SSM Parameter Store (see issue 5). This file holds the
-//! types the rest of the action relies on.
+//! Secrets from AWS SSM Parameter Store (issue 5): fetched fast, masked the
+//! moment they arrive, delivered without a trace.
+//!
+//! - [`client`] — [`Ssm`]: the one SSM client of a run; [`Ssm::fetch`] for
+//!   the app's environment, [`Ssm::get`] for single named secrets.
+//! - [`set`] — [`SecretSet`]: env name → value, with the name mapping and
+//!   the digest recorded with the deployment.
+//! - [`error`] — [`SecretsError`] with stable reason codes.
+
+pub mod client;
+pub mod error;
+pub mod set;
 
 use std::fmt;
+
+use tokio_util::sync::CancellationToken;
+
+pub use client::{Ssm, SsmOptions};
+pub use error::SecretsError;
+pub use set::{SecretSet, env_name};
+
+use crate::inputs::SsmSpec;
+use crate::runner::Runner;
 
 /// A secret value that redacts itself in `Debug` and `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -30,15 +49,26 @@ impl fmt::Display for SecretValue {
     }
 }
 
-/// Failures fetching secrets (filled in by the SSM work).
-#[derive(Debug, thiserror::Error)]
-pub enum SecretsError {
-    #[error("{0}")]
-    Other(String),
-}
-
-impl SecretsError {
-    pub fn reason(&self) -> &'static str {
-        "secrets_failed"
+/// Fetches the app's secrets named by `spec` with a client of its own (use
+/// [`Ssm::fetch`] to share one client with [`Ssm::get`]).
+///
+/// # Errors
+///
+/// [`SecretsError::RegionMissing`] without a region; otherwise as
+/// [`Ssm::fetch`].
+pub async fn fetch(
+    spec: &SsmSpec,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<SecretSet, SecretsError> {
+    if spec.is_empty() {
+        return Ok(SecretSet::new());
     }
+    let region = spec.region.as_deref().ok_or(SecretsError::RegionMissing)?;
+    let ssm = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Err(SecretsError::Cancelled),
+        ssm = Ssm::new(region) => ssm,
+    };
+    ssm.fetch(spec, runner, cancel).await
 }

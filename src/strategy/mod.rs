@@ -147,7 +147,10 @@ mod tests {
     fn blue_green_has_a_first_host_barrier() {
         let p = phases(StrategyKind::BlueGreen, &rollout(), 3, true);
         let scopes: Vec<&Scope> = p.iter().map(|p| &p.scope).collect();
-        assert_eq!(scopes, [&Scope::All, &Scope::First, &Scope::First, &Scope::Rest, &Scope::All, &Scope::All]);
+        assert_eq!(
+            scopes,
+            [&Scope::All, &Scope::First, &Scope::First, &Scope::Rest, &Scope::All, &Scope::All]
+        );
         assert_eq!(p[2].steps, [Step::Launch, Step::Verify, Step::Shift(100)]);
         assert_eq!(p[4].steps, [Step::Observe(Duration::from_secs(30))]);
         assert!(p[4].commits && !p[3].commits);
@@ -164,14 +167,16 @@ mod tests {
     #[test]
     fn canary_shifts_in_steps_with_observation() {
         let p = phases(StrategyKind::Canary, &rollout(), 2, false);
-        let shifts: Vec<Step> = p.iter().flat_map(|p| p.steps.clone()).filter(|s| matches!(s, Step::Shift(_))).collect();
+        let shifts: Vec<Step> =
+            p.iter().flat_map(|p| p.steps.clone()).filter(|s| matches!(s, Step::Shift(_))).collect();
         assert_eq!(shifts, [Step::Shift(10), Step::Shift(50), Step::Shift(100)]);
     }
 
     #[test]
     fn rolling_goes_in_batches() {
         let p = phases(StrategyKind::Rolling, &rollout(), 5, false);
-        let batches: Vec<&Scope> = p.iter().filter(|p| p.steps.contains(&Step::Launch)).map(|p| &p.scope).collect();
+        let batches: Vec<&Scope> =
+            p.iter().filter(|p| p.steps.contains(&Step::Launch)).map(|p| &p.scope).collect();
         assert_eq!(batches, [&Scope::Units(vec![0, 1]), &Scope::Units(vec![2, 3]), &Scope::Units(vec![4])]);
     }
 }

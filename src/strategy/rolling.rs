@@ -11,7 +11,12 @@ pub(super) fn phases(rollout: &RolloutSpec, units: usize) -> Vec<Phase> {
     for chunk in idx.chunks(batch) {
         out.push(Phase::new(
             Scope::Units(chunk.to_vec()),
-            vec![Step::Launch, Step::Verify, Step::Shift(100), Step::Observe(rollout.observe_window.min(rollout.canary_interval))],
+            vec![
+                Step::Launch,
+                Step::Verify,
+                Step::Shift(100),
+                Step::Observe(rollout.observe_window.min(rollout.canary_interval)),
+            ],
         ));
     }
     out.push(Phase::new(Scope::All, vec![Step::Observe(rollout.observe_window)]));

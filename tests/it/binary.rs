@@ -51,7 +51,9 @@ fn bad_inputs_name_every_problem_and_contact_nothing() {
         .input("ssh-known-hosts", "x ssh-ed25519 AAAA")
         .run();
     assert_eq!(run.code, Some(2), "{}", run.stdout);
-    for input in ["'hosts'", "'image'", "'strategy'", "'health-check-timeout'", "'blue-port'", "'ssh-private-key'"] {
+    for input in
+        ["'hosts'", "'image'", "'strategy'", "'health-check-timeout'", "'blue-port'", "'ssh-private-key'"]
+    {
         assert!(run.stdout.contains(&format!("input {input}")), "{input} not named in:\n{}", run.stdout);
     }
     assert!(run.stdout.contains("use one of: blue-green, rolling, canary"), "{}", run.stdout);

@@ -17,15 +17,27 @@ fn names(section: &str) -> Vec<String> {
 #[test]
 fn every_declared_input_is_parsed_and_every_parsed_input_is_declared() {
     let declared: BTreeSet<String> = names("inputs").into_iter().collect();
-    let parsed: BTreeSet<String> = deploy_action::inputs::raw::declared_fields().iter().map(|s| s.to_string()).collect();
-    assert_eq!(declared.difference(&parsed).collect::<Vec<_>>(), Vec::<&String>::new(), "declared in action.yml but not parsed");
-    assert_eq!(parsed.difference(&declared).collect::<Vec<_>>(), Vec::<&String>::new(), "parsed but not declared in action.yml");
+    let parsed: BTreeSet<String> =
+        deploy_action::inputs::raw::declared_fields().iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        declared.difference(&parsed).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "declared in action.yml but not parsed"
+    );
+    assert_eq!(
+        parsed.difference(&declared).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "parsed but not declared in action.yml"
+    );
 }
 
 #[test]
 fn every_input_reaches_the_parser_with_hyphens_kept() {
     // The runner turns `health-check-path` into INPUT_HEALTH-CHECK-PATH.
-    let env = deploy_action::inputs::Env::from_pairs([("INPUT_HEALTH-CHECK-PATH", "/healthz"), ("INPUT_REF", "hotfix")]);
+    let env = deploy_action::inputs::Env::from_pairs([
+        ("INPUT_HEALTH-CHECK-PATH", "/healthz"),
+        ("INPUT_REF", "hotfix"),
+    ]);
     let (raw, _) = deploy_action::inputs::raw::read(&env).unwrap();
     assert_eq!(raw.health_check_path.as_deref(), Some("/healthz"));
     assert_eq!(raw.git_ref.as_deref(), Some("hotfix"));

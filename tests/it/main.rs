@@ -7,4 +7,9 @@
 mod support;
 
 mod binary;
+mod deploy;
 mod docs;
+mod github;
+mod hosts;
+mod image;
+mod ssm;

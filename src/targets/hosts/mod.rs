@@ -1,2 +1,165 @@
 //! `target: hosts` (and `ec2` after discovery): Docker Engine over SSH,
-//! blue-green behind nginx.
+//! blue-green behind nginx. One [`HostTarget`] per host.
+//!
+//! # Layout
+//! - [`ssh`] — the session: pinned host key, key auth, argv commands,
+//!   channels to unix sockets and TCP ports on the host.
+//! - [`known_hosts`] — parsing and matching the `known-hosts` input.
+//! - [`docker`] — bollard over the session (a channel per request).
+//! - [`containers`] — candidate bodies, pulls, one-off runs, removal, pruning.
+//! - [`nginx`] — upstream rendering and the tested, reversible switch.
+//! - [`lock`] — the per-app deploy lock directory.
+//! - [`probe`] — HTTP GETs sent from the host.
+//!
+//! # How a host runs an app
+//! Each service runs as `<app>[-<service>]-blue|green`, published on
+//! 127.0.0.1:<blue-port|green-port>. nginx's upstream file for the service
+//! points at the live colour; a deploy starts the other colour, checks it,
+//! rewrites the upstream file, and removes the old colour after draining.
+//! What is live is read back from the host (container labels and the
+//! upstream file), never remembered between runs.
+
+pub mod containers;
+pub mod docker;
+pub mod known_hosts;
+pub mod lock;
+pub mod nginx;
+pub mod probe;
+pub mod ssh;
+mod target;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+
+use crate::error::Error;
+use crate::inputs::{HostSpec, Inputs, Service};
+use crate::runner::Runner;
+use crate::secrets::SecretValue;
+use crate::targets::LiveState;
+
+/// Everything needed to reach and drive one host.
+#[derive(Debug, Clone)]
+pub struct HostConn {
+    /// Shown in logs and errors: `host`, or `host:port` off port 22.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub private_key: SecretValue,
+    /// `known_hosts` text; the host's key must be pinned in it.
+    pub known_hosts: SecretValue,
+    /// Bound on every SSH command, channel open and Docker API call.
+    pub timeout: Duration,
+    /// Bound on an image pull and a migration run.
+    pub long_timeout: Duration,
+    pub docker_socket: String,
+    /// The front door as seen from the host (nginx), e.g. `http://127.0.0.1:80`.
+    pub proxy_url: url::Url,
+    pub lock_dir: String,
+    pub break_lock: bool,
+    /// Registry user and password, sent with each pull.
+    pub registry: Option<(String, SecretValue)>,
+    pub app: String,
+    /// The services (for reading the live state back in `inspect`).
+    pub services: Vec<Service>,
+}
+
+impl HostConn {
+    /// The connection settings for host `h` of a validated `inputs`.
+    pub fn from_inputs(
+        inputs: &Inputs,
+        h: &HostSpec,
+        private_key: SecretValue,
+        known_hosts: SecretValue,
+        registry: Option<(String, SecretValue)>,
+    ) -> HostConn {
+        let port = h.port.unwrap_or(inputs.ssh.port);
+        HostConn {
+            name: if port == 22 { h.host.clone() } else { format!("{}:{port}", h.host) },
+            host: h.host.clone(),
+            port,
+            user: h.user.clone().unwrap_or_else(|| inputs.ssh.user.clone()),
+            private_key,
+            known_hosts,
+            timeout: inputs.ssh.timeout,
+            long_timeout: inputs.timeout.max(inputs.ssh.timeout),
+            docker_socket: inputs.ssh.docker_socket.clone(),
+            proxy_url: inputs.ssh.proxy_url.clone(),
+            lock_dir: inputs.ssh.lock_dir.clone(),
+            break_lock: inputs.ssh.break_lock,
+            registry,
+            app: inputs.app.clone(),
+            services: inputs.services.clone(),
+        }
+    }
+}
+
+/// What this run did on the host, so that rollback and retire undo or
+/// finish exactly that.
+#[derive(Debug, Default)]
+struct State {
+    /// The app and deploy id of the lock we took.
+    locked_by: Option<(String, String)>,
+    /// What served before the candidate (read at launch).
+    previous: Option<LiveState>,
+    /// The colour launched.
+    candidate: Option<String>,
+    /// Upstream files as they were before the first shift.
+    saved_upstreams: Option<Vec<(String, nginx::Content)>>,
+    retired: bool,
+}
+
+/// One host, driven over one SSH session.
+pub struct HostTarget {
+    conn: HostConn,
+    session: Arc<ssh::Session>,
+    docker: Docker,
+    runner: Runner,
+    state: std::sync::Mutex<State>,
+}
+
+impl HostTarget {
+    /// Connects over SSH (host key pinned), then reaches the Docker Engine
+    /// through the session.
+    ///
+    /// # Errors
+    /// The SSH reasons of [`ssh::Session::connect`], `docker_unreachable`.
+    pub async fn connect(conn: HostConn, runner: Runner) -> Result<HostTarget, Error> {
+        for (what, v) in [("docker-socket", &conn.docker_socket), ("lock-dir", &conn.lock_dir)] {
+            ssh::value(&conn.name, what, v)?;
+        }
+        let session = Arc::new(
+            ssh::Session::connect(ssh::Dial {
+                name: &conn.name,
+                host: &conn.host,
+                port: conn.port,
+                user: &conn.user,
+                private_key: &conn.private_key,
+                known_hosts: conn.known_hosts.expose(),
+                timeout: conn.timeout,
+            })
+            .await?,
+        );
+        let docker =
+            match docker::connect(&conn.name, session.clone(), &conn.docker_socket, conn.timeout).await {
+                Ok(d) => d,
+                Err(e) => {
+                    session.close().await;
+                    return Err(e);
+                }
+            };
+        tracing::info!(host = %conn.name, "connected");
+        Ok(HostTarget { conn, session, docker, runner, state: Default::default() })
+    }
+
+    /// The SSH session, for callers that need the host directly (tests).
+    pub fn session(&self) -> &ssh::Session {
+        &self.session
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -98,7 +98,8 @@ impl Action {
     /// Reads back the file commands the way the runner does.
     pub fn finish(&self, out: Output) -> Run {
         let output_text = std::fs::read_to_string(self.path("output")).unwrap_or_default();
-        let outputs = deploy_action::runner::output::parse(&output_text).expect("GITHUB_OUTPUT parses the way the runner parses it");
+        let outputs = deploy_action::runner::output::parse(&output_text)
+            .expect("GITHUB_OUTPUT parses the way the runner parses it");
         Run {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -20,10 +20,14 @@ pub fn repo_root() -> PathBuf {
 pub fn stack() -> &'static HashMap<String, String> {
     static STACK: OnceLock<HashMap<String, String>> = OnceLock::new();
     STACK.get_or_init(|| {
-        let dir = std::env::var("STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join(".stack"));
+        let dir =
+            std::env::var("STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join(".stack"));
         let path = dir.join("env");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!("the local stack is not up ({}: {e}); run scripts/stack/up or the README's test command", path.display())
+            panic!(
+                "the local stack is not up ({}: {e}); run scripts/stack/up or the README's test command",
+                path.display()
+            )
         });
         text.lines()
             .filter_map(|l| l.split_once('='))
@@ -62,7 +66,10 @@ pub fn host_addr(k: usize) -> String {
 /// A plain HTTP GET (HTTP/1.0, no keep-alive): `(status, body)`.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&format!("{addr}:80").parse().unwrap(), std::time::Duration::from_secs(2))?;
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("{addr}:80").parse().unwrap(),
+        std::time::Duration::from_secs(2),
+    )?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut text = String::new();

@@ -1,0 +1,341 @@
+//! The HTTP side: octocrab pointed at `GITHUB_API_URL`, one request at a
+//! time, and the retry policy.
+//!
+//! We use octocrab's raw `_get`/`_post`, which hand back the status and the
+//! headers: the policy needs `retry-after` and `x-ratelimit-*`, and the
+//! error messages need GitHub's body.
+//!
+//! # Retry policy
+//!
+//! Retried: 5xx, no answer, 429 and 403 rate limits. The wait is
+//! `retry-after` when given, else the time until `x-ratelimit-reset` when
+//! `x-ratelimit-remaining` is 0, else exponential backoff with jitter. Every
+//! call has a budget ([`RETRY_BUDGET`]): a wait that would end past it is not
+//! started, the call fails at once with what GitHub said. Waits race the
+//! cancellation token, and so do requests.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use rand::Rng;
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::errors::{GithubError, Op, classify, secs};
+use crate::secrets::SecretValue;
+
+/// How long one call may take, retries and waits included.
+pub(crate) const RETRY_BUDGET: Duration = Duration::from_secs(60);
+/// One request, from connect to the end of the body.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+
+/// An answer, with its body read.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+
+    /// The body as `T`; a body that does not parse is an unexpected answer.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, op: &Op) -> Result<T, GithubError> {
+        serde_json::from_str(&self.body).map_err(|e| GithubError::Unexpected {
+            what: op.what.clone(),
+            detail: format!("{} with a body that does not parse: {e}", self.status),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Method {
+    Get,
+    Post,
+}
+
+/// What to do after one attempt.
+pub(crate) enum Next {
+    Done(Reply),
+    Fail(GithubError),
+    /// Try again after `wait`. `ambiguous`: the request may have been
+    /// carried out (5xx, no answer), so a create must look before repeating.
+    Retry {
+        wait: Duration,
+        ambiguous: bool,
+    },
+}
+
+/// Attempts of one call, against its budget.
+pub(crate) struct Attempts {
+    started: Instant,
+    deadline: Instant,
+    count: u32,
+}
+
+/// GitHub's REST API for one repository.
+#[derive(Clone)]
+pub(crate) struct Api {
+    octo: octocrab::Octocrab,
+    /// `GITHUB_API_URL` without a trailing slash: `https://HOST/api/v3`.
+    base: String,
+    /// `owner/repo`.
+    pub repository: String,
+    budget: Duration,
+}
+
+impl Api {
+    /// Must run inside a Tokio runtime (octocrab spawns its worker there).
+    ///
+    /// # Errors
+    /// No token, or an API URL octocrab cannot use.
+    pub fn new(
+        api_url: &str,
+        token: Option<&SecretValue>,
+        owner: &str,
+        repo: &str,
+    ) -> Result<Self, GithubError> {
+        let token = token.filter(|t| !t.expose().is_empty()).ok_or(GithubError::MissingToken)?;
+        let base = api_url.trim_end_matches('/').to_string();
+        let bad = |problem: String| GithubError::ApiUrl { url: api_url.to_string(), problem };
+        let parsed = url::Url::parse(&base).map_err(|e| bad(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(bad("it must be an http(s) URL".into()));
+        }
+        // Requests are sent with absolute URLs under `base` (see `uri`), so
+        // the base URI only serves octocrab to decide where the token may go:
+        // to this authority and nowhere else.
+        let octo = octocrab::Octocrab::builder()
+            .base_uri(format!("{base}/"))
+            .map_err(|e| bad(e.to_string()))?
+            .personal_token(token.expose().to_string())
+            .add_header(http::header::ACCEPT, "application/vnd.github+json".to_string())
+            .set_connect_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(REQUEST_TIMEOUT))
+            .build()
+            .map_err(|e| bad(format!("octocrab: {e}")))?;
+        Ok(Self { octo, base, repository: format!("{owner}/{repo}"), budget: RETRY_BUDGET })
+    }
+
+    /// Same client, another retry budget (tests; the final status after a
+    /// cancellation).
+    pub fn with_budget(&self, budget: Duration) -> Self {
+        Self { budget, ..self.clone() }
+    }
+
+    /// `op` for this repository.
+    pub fn op(&self, what: impl Into<String>) -> Op {
+        Op { what: what.into(), repository: self.repository.clone(), git_ref: None, deployment: None }
+    }
+
+    /// The absolute URL of `path` under the repository
+    /// (`/deployments?environment=...`). Built by hand, not joined by
+    /// octocrab: a GitHub Enterprise prefix such as `/api/v3` is kept as is.
+    fn uri(&self, path: &str) -> String {
+        format!("{}/repos/{}{path}", self.base, self.repository)
+    }
+
+    pub fn attempts(&self) -> Attempts {
+        let now = Instant::now();
+        Attempts { started: now, deadline: now + self.budget, count: 0 }
+    }
+
+    /// One call with the retry policy: the 2xx answer or the error.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        op: &Op,
+        cancel: &CancellationToken,
+    ) -> Result<Reply, GithubError> {
+        let mut attempts = self.attempts();
+        loop {
+            let result = self.once(method, path, body, op, cancel).await?;
+            match self.judge(op, result, &mut attempts) {
+                Next::Done(reply) => return Ok(reply),
+                Next::Fail(e) => return Err(e),
+                Next::Retry { wait, .. } => pause(wait, op, cancel).await?,
+            }
+        }
+    }
+
+    /// One request, no retry. `Err` only for a cancellation; no answer at
+    /// all is `Ok(Err(reason))`.
+    pub async fn once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        op: &Op,
+        cancel: &CancellationToken,
+    ) -> Result<Result<Reply, String>, GithubError> {
+        let uri = self.uri(path);
+        tracing::debug!(method = ?method, path, "github request");
+        let request = async {
+            let response = match method {
+                Method::Get => self.octo._get(uri).await,
+                Method::Post => self.octo._post(uri, body).await,
+            }
+            .map_err(|e| transport_error(&e))?;
+            let (parts, body) = response.into_parts();
+            let body =
+                self.octo.body_to_string(http::Response::new(body)).await.map_err(|e| transport_error(&e))?;
+            Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(GithubError::Cancelled { what: op.what.clone() }),
+            r = tokio::time::timeout(REQUEST_TIMEOUT, request) => {
+                Ok(r.unwrap_or_else(|_| Err(format!("no answer within {}", secs(REQUEST_TIMEOUT)))))
+            }
+        }
+    }
+
+    /// Decides what one attempt means: done, failed for good, or worth
+    /// another try after a wait that fits in the budget.
+    pub fn judge(&self, op: &Op, result: Result<Reply, String>, attempts: &mut Attempts) -> Next {
+        attempts.count += 1;
+        let (error, hint, ambiguous) = match result {
+            Ok(reply) if (200..300).contains(&reply.status) => return Next::Done(reply),
+            Ok(reply) => {
+                let error = classify(op, &reply);
+                if !error.is_retryable() {
+                    return Next::Fail(error);
+                }
+                (error, retry_hint(&reply), reply.status >= 500)
+            }
+            Err(reason) => (GithubError::Unavailable { what: op.what.clone(), detail: reason }, None, true),
+        };
+        let wait = hint.unwrap_or_else(|| backoff(attempts.count));
+        let now = Instant::now();
+        if now + wait <= attempts.deadline {
+            tracing::info!(what = %op.what, wait_ms = wait.as_millis() as u64, attempt = attempts.count, "github: {error}; retrying");
+            return Next::Retry { wait, ambiguous };
+        }
+        let tried = format!(
+            "{} attempt(s) in {}, and the next wait of {} would pass the {} budget",
+            attempts.count,
+            secs(now - attempts.started),
+            secs(wait),
+            secs(self.budget)
+        );
+        Next::Fail(match error {
+            GithubError::RateLimited { what, detail } => {
+                GithubError::RateLimited { what, detail: format!("{detail}; {tried}") }
+            }
+            GithubError::Unavailable { what, detail } => {
+                GithubError::Unavailable { what, detail: format!("{detail}; {tried}") }
+            }
+            other => other,
+        })
+    }
+}
+
+/// Sleeps `wait`, unless cancelled first.
+pub(crate) async fn pause(wait: Duration, op: &Op, cancel: &CancellationToken) -> Result<(), GithubError> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(GithubError::Cancelled { what: op.what.clone() }),
+        _ = tokio::time::sleep(wait) => Ok(()),
+    }
+}
+
+/// What GitHub asked for: `retry-after` (seconds), else, with the primary
+/// limit spent, the time until `x-ratelimit-reset` (epoch seconds).
+fn retry_hint(reply: &Reply) -> Option<Duration> {
+    if let Some(secs) = reply.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Some(Duration::from_secs(secs));
+    }
+    if reply.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
+        let reset = reply.header("x-ratelimit-reset")?.trim().parse::<i64>().ok()?;
+        let now = chrono::Utc::now().timestamp();
+        // A second more: the reset is rounded down and clocks drift.
+        return Some(Duration::from_secs((reset - now).max(0) as u64 + 1));
+    }
+    None
+}
+
+/// Exponential backoff with jitter: attempt 1 waits 0.25–0.5 s, doubling up
+/// to 7.5–15 s.
+fn backoff(attempt: u32) -> Duration {
+    let full = BACKOFF_FIRST.saturating_mul(1 << attempt.saturating_sub(1).min(10)).min(BACKOFF_MAX);
+    full.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// A transport failure in words, without the request (and so without any
+/// header).
+fn transport_error(e: &octocrab::Error) -> String {
+    use std::error::Error as _;
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(headers: &[(&'static str, String)]) -> Reply {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, v.parse().unwrap());
+        }
+        Reply { status: 403, headers: h, body: String::new() }
+    }
+
+    #[test]
+    fn retry_after_wins_then_the_reset() {
+        let soon = (chrono::Utc::now().timestamp() + 5).to_string();
+        let r = reply(&[
+            ("retry-after", "3".into()),
+            ("x-ratelimit-remaining", "0".into()),
+            ("x-ratelimit-reset", soon.clone()),
+        ]);
+        assert_eq!(retry_hint(&r), Some(Duration::from_secs(3)));
+        let r = reply(&[("x-ratelimit-remaining", "0".into()), ("x-ratelimit-reset", soon.clone())]);
+        let d = retry_hint(&r).unwrap();
+        assert!(d >= Duration::from_secs(5) && d <= Duration::from_secs(6), "{d:?}");
+        let r = reply(&[("x-ratelimit-remaining", "12".into()), ("x-ratelimit-reset", soon)]);
+        assert_eq!(retry_hint(&r), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..20 {
+            let d = backoff(attempt);
+            assert!(d <= BACKOFF_MAX, "{attempt}: {d:?}");
+        }
+        assert!(backoff(1) <= BACKOFF_FIRST);
+        assert!(backoff(6) >= BACKOFF_MAX / 2);
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_budget_fails_at_once() {
+        let api = Api::new("http://127.0.0.1:9/api/v3/", Some(&SecretValue::new("t".into())), "o", "r")
+            .unwrap()
+            .with_budget(Duration::from_secs(10));
+        assert_eq!(api.uri("/deployments"), "http://127.0.0.1:9/api/v3/repos/o/r/deployments");
+        let op = api.op("posting");
+        let mut attempts = api.attempts();
+        let mut r = reply(&[("retry-after", "30".into())]);
+        r.body = r#"{"message":"You have exceeded a secondary rate limit."}"#.into();
+        match api.judge(&op, Ok(r), &mut attempts) {
+            Next::Fail(e) => {
+                assert_eq!(e.reason(), "github_rate_limited");
+                assert!(e.to_string().contains("next wait of 30s"), "{e}");
+            }
+            _ => panic!("expected a failure"),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The per-app deploy lock on a host: `mkdir <lock-dir>/<app>.lock` is
+//! atomic, and an `owner` file inside says who holds it (deploy id, run URL,
+//! image, since when). A lock we find is never taken over silently: the
+//! error names its owner, and `break-lock: true` removes it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::ssh::{self, Session};
+use crate::error::Error;
+use crate::runner::Runner;
+
+/// Who takes the lock.
+pub struct Owner<'a> {
+    pub deploy_id: &'a str,
+    pub run_url: &'a str,
+    pub image: &'a str,
+}
+
+impl Owner<'_> {
+    fn render(&self) -> String {
+        format!(
+            "deploy-id: {}\nrun: {}\nimage: {}\nsince: {}\n",
+            self.deploy_id,
+            self.run_url,
+            self.image,
+            utc_now()
+        )
+    }
+}
+
+/// The lock directory of `app`.
+pub fn path(lock_dir: &str, app: &str) -> String {
+    format!("{}/{app}.lock", lock_dir.trim_end_matches('/'))
+}
+
+/// Takes the lock, or confirms we hold it already (same deploy id).
+///
+/// # Errors
+/// [`Error::Locked`] naming the owner; `lock_failed` when the directory
+/// cannot be created for another reason.
+pub async fn acquire(
+    session: &Session,
+    unit: &str,
+    lock_dir: &str,
+    app: &str,
+    owner: &Owner<'_>,
+    break_lock: bool,
+    runner: &Runner,
+) -> Result<(), Error> {
+    let dir = ssh::value(unit, "lock-dir", lock_dir)?;
+    let lock = path(dir, app);
+    session.run("lock_failed", &["mkdir", "-p", "--", dir], None).await?;
+    for attempt in 0..2 {
+        if session.exec(&["mkdir", "--", &lock], None).await?.success() {
+            session
+                .run("lock_failed", &["tee", "--", &format!("{lock}/owner")], Some(owner.render().as_bytes()))
+                .await?;
+            tracing::info!(host = unit, stage = "prepare", lock = %lock, "deploy lock taken");
+            return Ok(());
+        }
+        if !session.exec(&["test", "-d", &lock], None).await?.success() {
+            return Err(Error::unit(unit, "lock_failed", format!("could not create the deploy lock {lock}")));
+        }
+        let held_by = read_owner(session, &lock).await;
+        if held_by.as_deref().and_then(|o| field(o, "deploy-id")) == Some(owner.deploy_id) {
+            return Ok(());
+        }
+        let who = describe(held_by.as_deref());
+        if break_lock && attempt == 0 {
+            runner.warning(
+                "deploy_lock_broken",
+                &format!("{unit}: breaking the deploy lock held by {who} (break-lock: true)"),
+            );
+            session.run("lock_failed", &["rm", "-rf", "--", &lock], None).await?;
+            continue;
+        }
+        return Err(Error::Locked { unit: unit.to_string(), owner: who });
+    }
+    Err(Error::unit(
+        unit,
+        "lock_failed",
+        format!("could not take the deploy lock {lock}: another deploy took it first"),
+    ))
+}
+
+/// Removes the lock if `deploy_id` holds it. Best effort.
+pub async fn release(session: &Session, unit: &str, lock_dir: &str, app: &str, deploy_id: &str) {
+    let lock = path(lock_dir, app);
+    let held_by = read_owner(session, &lock).await;
+    if held_by.as_deref().and_then(|o| field(o, "deploy-id")) != Some(deploy_id) {
+        return;
+    }
+    match session.run("lock_failed", &["rm", "-rf", "--", &lock], None).await {
+        Ok(_) => tracing::info!(host = unit, lock = %lock, "deploy lock released"),
+        Err(e) => tracing::warn!(host = unit, lock = %lock, error = %e, "could not release the deploy lock"),
+    }
+}
+
+async fn read_owner(session: &Session, lock: &str) -> Option<String> {
+    let out = session.exec(&["cat", "--", &format!("{lock}/owner")], None).await.ok()?;
+    out.success().then_some(out.stdout)
+}
+
+fn field<'a>(owner: &'a str, key: &str) -> Option<&'a str> {
+    owner.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
+}
+
+/// `deploy 123-1 (https://…/runs/123), image app:v2, since 2026-…Z`.
+fn describe(owner: Option<&str>) -> String {
+    let Some(o) = owner else {
+        return "an unknown deploy (the lock has no owner file)".into();
+    };
+    let get = |k| field(o, k).unwrap_or("?");
+    format!("deploy {} ({}), image {}, since {}", get("deploy-id"), get("run"), get("image"), get("since"))
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc_now() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    utc(secs)
+}
+
+fn utc(secs: u64) -> String {
+    // Civil-from-days (H. Hinnant), for dates after 1970.
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_round_trips_into_the_message() {
+        let o = Owner { deploy_id: "42-1", run_url: "https://gh/runs/42", image: "app:v2" }.render();
+        assert_eq!(field(&o, "deploy-id"), Some("42-1"));
+        let d = describe(Some(&o));
+        assert!(d.starts_with("deploy 42-1 (https://gh/runs/42), image app:v2, since 20"), "{d}");
+        assert_eq!(describe(None), "an unknown deploy (the lock has no owner file)");
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_795_350_000), "2026-11-22T12:20:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn lock_paths() {
+        assert_eq!(path("/var/lib/deploy-action/", "web"), "/var/lib/deploy-action/web.lock");
+    }
+}

@@ -1,0 +1,420 @@
+//! One SSH session per host (russh): connect with a timeout, the host key
+//! pinned against the `known-hosts` input, public-key authentication, then
+//! commands given as argument vectors and channels to a unix socket (the
+//! Docker Engine) or a TCP port on the host (probes).
+//!
+//! SSH `exec` takes one command string that the remote shell splits, so each
+//! argument is single-quoted here; nothing is ever interpolated into a shell
+//! snippet.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::ChannelMsg;
+use russh::client::{self, Handle, Msg};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+
+use super::known_hosts::{self, KnownHosts, Verdict};
+use crate::error::Error;
+use crate::secrets::SecretValue;
+
+/// Output of a remote command is capped: we read status files, not logs.
+const MAX_OUTPUT: usize = 1 << 20;
+
+/// A bidirectional byte stream over an SSH channel.
+pub type Stream = russh::ChannelStream<Msg>;
+
+/// Where and how to connect.
+pub struct Dial<'a> {
+    /// Unit name used in errors (`web-1 (10.0.0.5)`).
+    pub name: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub private_key: &'a SecretValue,
+    pub known_hosts: &'a str,
+    pub timeout: Duration,
+}
+
+/// What a remote command did.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Exit status; `None` when the command died by a signal.
+    pub status: Option<u32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+}
+
+/// Why the handler refused the server's key (and which key it was).
+type Refusal = Arc<Mutex<Option<(Verdict, Option<PublicKey>)>>>;
+
+/// The russh client handler: checks the server's key against the pins and
+/// records why it refused, so the error can say how to fix it.
+struct Pinning {
+    known: KnownHosts,
+    host: String,
+    port: u16,
+    refused: Refusal,
+}
+
+impl client::Handler for Pinning {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let (verdict, key) = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                (self.known.check(&self.host, self.port, key), Some(key.clone()))
+            }
+            // Host certificates would need @cert-authority support.
+            PublicKeyOrCertificate::Certificate(_) => (Verdict::Unknown, None),
+        };
+        if verdict == Verdict::Trusted {
+            return Ok(true);
+        }
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some((verdict, key));
+        Ok(false)
+    }
+}
+
+/// An authenticated SSH session to one host. Cheap to share behind an `Arc`;
+/// every channel is opened through `&self`.
+pub struct Session {
+    name: String,
+    handle: Handle<Pinning>,
+    timeout: Duration,
+}
+
+impl Session {
+    /// Connects, checks the host key, and authenticates.
+    ///
+    /// # Errors
+    /// `Error::Unit` with reason `known_hosts_invalid`, `ssh_key_invalid`,
+    /// `ssh_connect_failed`, `host_key_unknown`, `host_key_mismatch`,
+    /// `host_key_revoked` or `ssh_auth_failed`.
+    pub async fn connect(d: Dial<'_>) -> Result<Session, Error> {
+        let unit = d.name;
+        let known = KnownHosts::parse(d.known_hosts)
+            .map_err(|e| Error::unit(unit, "known_hosts_invalid", format!("input 'known-hosts' {e}")))?;
+        let key = russh::keys::decode_secret_key(d.private_key.expose(), None).map_err(|e| {
+            Error::unit(
+                unit,
+                "ssh_key_invalid",
+                format!("input 'ssh-private-key' is not an unencrypted OpenSSH/PEM private key ({e})"),
+            )
+        })?;
+
+        let mut preferred = russh::Preferred::default();
+        let mut algs = known.algorithms(d.host, d.port);
+        for a in preferred.key.iter() {
+            if !algs.contains(a) {
+                algs.push(a.clone());
+            }
+        }
+        preferred.key = algs.into();
+        let config = Arc::new(client::Config {
+            preferred,
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 4,
+            nodelay: true,
+            ..Default::default()
+        });
+        let refused: Refusal = Arc::new(Mutex::new(None));
+        let handler = Pinning { known, host: d.host.to_string(), port: d.port, refused: refused.clone() };
+        let addr = (d.host, d.port);
+        let connected = tokio::time::timeout(d.timeout, client::connect(config, addr, handler)).await;
+        let mut handle = match connected {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                let refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+                return Err(match refused {
+                    Some((verdict, key)) => host_key_error(unit, d.host, d.port, verdict, key.as_ref()),
+                    None => Error::unit(
+                        unit,
+                        "ssh_connect_failed",
+                        format!("could not connect to {}:{} over SSH: {e}", d.host, d.port),
+                    ),
+                });
+            }
+            Err(_) => {
+                return Err(Error::unit(
+                    unit,
+                    "ssh_connect_failed",
+                    format!(
+                        "could not connect to {}:{} over SSH within {}s (check the address, port and firewall)",
+                        d.host,
+                        d.port,
+                        d.timeout.as_secs()
+                    ),
+                ));
+            }
+        };
+
+        let auth = async {
+            let hash = if key.algorithm().is_rsa() {
+                handle.best_supported_rsa_hash().await?.flatten().or(Some(HashAlg::Sha256))
+            } else {
+                None
+            };
+            handle.authenticate_publickey(d.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash)).await
+        };
+        let auth_failed = |why: String| {
+            Error::unit(unit, "ssh_auth_failed", format!("SSH authentication as {} failed: {why}", d.user))
+        };
+        match tokio::time::timeout(d.timeout, auth).await {
+            Ok(Ok(r)) if r.success() => {}
+            Ok(Ok(_)) => {
+                return Err(auth_failed(
+                    "the server refused the key (is its public key in the user's authorized_keys?)".into(),
+                ));
+            }
+            Ok(Err(e)) => return Err(auth_failed(e.to_string())),
+            Err(_) => return Err(auth_failed(format!("no answer within {}s", d.timeout.as_secs()))),
+        }
+        tracing::debug!(host = unit, "ssh session established");
+        Ok(Session { name: unit.to_string(), handle, timeout: d.timeout })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs `argv` (quoted argument by argument), feeding `stdin` if given,
+    /// within the session's command timeout.
+    ///
+    /// # Errors
+    /// `ssh_command_timeout`, or `ssh_channel_failed` when the session
+    /// broke. A non-zero exit status is not an error here (see [`Self::run`]).
+    pub async fn exec(&self, argv: &[&str], stdin: Option<&[u8]>) -> Result<Output, Error> {
+        self.exec_within(argv, stdin, self.timeout).await
+    }
+
+    pub async fn exec_within(
+        &self,
+        argv: &[&str],
+        stdin: Option<&[u8]>,
+        limit: Duration,
+    ) -> Result<Output, Error> {
+        let line = command_line(argv).map_err(|e| Error::unit(&self.name, "ssh_command_failed", e))?;
+        let program = argv.first().copied().unwrap_or_default();
+        match tokio::time::timeout(limit, self.exec_inner(&line, stdin)).await {
+            Ok(r) => r.map_err(|e| {
+                Error::unit(
+                    &self.name,
+                    "ssh_channel_failed",
+                    format!("running {program} over SSH failed: {e}"),
+                )
+            }),
+            Err(_) => Err(Error::unit(
+                &self.name,
+                "ssh_command_timeout",
+                format!("{program} did not finish within {}s", limit.as_secs()),
+            )),
+        }
+    }
+
+    /// Like [`Self::exec`], but a non-zero exit is an error with `reason`,
+    /// carrying the command's stderr.
+    ///
+    /// # Errors
+    /// As [`Self::exec`], plus `reason` on a non-zero exit.
+    pub async fn run(
+        &self,
+        reason: &'static str,
+        argv: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<Output, Error> {
+        let out = self.exec(argv, stdin).await?;
+        if out.success() {
+            return Ok(out);
+        }
+        let code = out.status.map_or_else(|| "a signal".to_string(), |c| format!("exit status {c}"));
+        Err(Error::unit(
+            &self.name,
+            reason,
+            format!("`{}` failed with {code}: {}", argv.join(" "), out.stderr.trim()),
+        ))
+    }
+
+    async fn exec_inner(&self, line: &str, stdin: Option<&[u8]>) -> Result<Output, russh::Error> {
+        let mut ch = self.handle.channel_open_session().await?;
+        ch.exec(true, line).await?;
+        if let Some(data) = stdin {
+            ch.data(data).await?;
+        }
+        ch.eof().await?;
+        let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), None);
+        while let Some(msg) = ch.wait().await {
+            match msg {
+                ChannelMsg::Data { data } if out.len() < MAX_OUTPUT => out.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, ext: 1 } if err.len() < MAX_OUTPUT => {
+                    err.extend_from_slice(&data)
+                }
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                ChannelMsg::Failure => {
+                    err.extend_from_slice(b"the server refused to run the command");
+                    break;
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        Ok(Output {
+            status,
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+        })
+    }
+
+    /// A stream to a unix socket on the host (`direct-streamlocal`).
+    ///
+    /// # Errors
+    /// `ssh_channel_failed` when sshd refuses (no such socket, or
+    /// `AllowStreamLocalForwarding no`).
+    pub async fn open_unix(&self, path: &str) -> Result<Stream, Error> {
+        let ch = tokio::time::timeout(self.timeout, self.handle.channel_open_direct_streamlocal(path))
+            .await
+            .map_err(|_| self.channel_timeout(path))?
+            .map_err(|e| {
+                Error::unit(
+                    &self.name,
+                    "ssh_channel_failed",
+                    format!("could not reach unix socket {path} through SSH: {e} (does it exist, and does sshd allow stream-local forwarding?)"),
+                )
+            })?;
+        Ok(ch.into_stream())
+    }
+
+    /// A stream to `host:port` as seen from the host (`direct-tcpip`).
+    ///
+    /// # Errors
+    /// `ssh_channel_failed` when nothing listens there or sshd refuses TCP
+    /// forwarding.
+    pub async fn open_tcp(&self, host: &str, port: u16) -> Result<Stream, Error> {
+        let ch = tokio::time::timeout(
+            self.timeout,
+            self.handle.channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0),
+        )
+        .await
+        .map_err(|_| self.channel_timeout(&format!("{host}:{port}")))?
+        .map_err(|e| {
+            Error::unit(
+                &self.name,
+                "ssh_channel_failed",
+                format!("could not connect to {host}:{port} from the host: {e}"),
+            )
+        })?;
+        Ok(ch.into_stream())
+    }
+
+    fn channel_timeout(&self, what: &str) -> Error {
+        Error::unit(
+            &self.name,
+            "ssh_channel_failed",
+            format!("opening a channel to {what} took more than {}s", self.timeout.as_secs()),
+        )
+    }
+
+    /// Closes the session. Best effort.
+    pub async fn close(&self) {
+        let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "deploy finished", "en").await;
+    }
+}
+
+fn host_key_error(unit: &str, host: &str, port: u16, verdict: Verdict, key: Option<&PublicKey>) -> Error {
+    let fingerprint =
+        key.map(|k| k.fingerprint(HashAlg::Sha256).to_string()).unwrap_or_else(|| "(a certificate)".into());
+    let line = key.map(|k| known_hosts::line_for(host, port, k)).unwrap_or_default();
+    let name = known_hosts::lookup_name(host, port);
+    match verdict {
+        Verdict::Mismatch => Error::unit(
+            unit,
+            "host_key_mismatch",
+            format!(
+                "the host key of {name} ({fingerprint}) does not match the one pinned in 'known-hosts'; \
+                 if the host was rebuilt, verify the new key out of band and replace its line with: {line}"
+            ),
+        ),
+        Verdict::Revoked => Error::unit(
+            unit,
+            "host_key_revoked",
+            format!("the host key of {name} ({fingerprint}) is marked @revoked in 'known-hosts'"),
+        ),
+        Verdict::Unknown | Verdict::Trusted => Error::unit(
+            unit,
+            "host_key_unknown",
+            format!(
+                "{name} is not in 'known-hosts'; verify its key ({fingerprint}) out of band \
+                 (e.g. ssh-keyscan from a trusted network) and add the line: {line}"
+            ),
+        ),
+    }
+}
+
+/// Quotes one argument for the remote POSIX shell.
+pub fn quote(arg: &str) -> String {
+    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-=:@,+%".contains(&b)) {
+        return arg.to_string();
+    }
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+/// The command string for `argv`.
+///
+/// # Errors
+/// An empty vector, or an argument with a NUL byte (it cannot be passed).
+pub fn command_line(argv: &[&str]) -> Result<String, String> {
+    if argv.is_empty() {
+        return Err("empty command".into());
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err("an argument contains a NUL byte".into());
+    }
+    Ok(argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" "))
+}
+
+/// A value (path, name) placed on a command line: refused if it could be
+/// read as an option.
+///
+/// # Errors
+/// `invalid_remote_value` naming `what`.
+pub fn value<'a>(unit: &str, what: &str, v: &'a str) -> Result<&'a str, Error> {
+    if v.is_empty() || v.starts_with('-') || v.contains('\0') || v.contains('\n') {
+        return Err(Error::unit(
+            unit,
+            "invalid_remote_value",
+            format!("{what} '{v}' cannot be used on a command line"),
+        ));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_quoted_for_the_remote_shell() {
+        assert_eq!(quote("/etc/nginx/x.conf"), "/etc/nginx/x.conf");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(command_line(&["mkdir", "/x y", ";reboot"]).unwrap(), "mkdir '/x y' ';reboot'");
+        assert!(command_line(&[]).is_err());
+        assert!(command_line(&["a\0b"]).is_err());
+    }
+
+    #[test]
+    fn option_like_values_are_refused() {
+        assert!(value("h", "lock-dir", "/var/lib/x").is_ok());
+        assert!(value("h", "lock-dir", "-rf").is_err());
+        assert!(value("h", "lock-dir", "").is_err());
+    }
+}

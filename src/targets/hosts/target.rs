@@ -1,0 +1,397 @@
+//! [`Target`] for one host: the steps of a deploy as Docker calls, nginx
+//! switches and probes (see the contract in [`crate::targets`]).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::containers::{self, LABEL_COLOUR, LABEL_IMAGE, LABEL_ROLE, LABEL_SECRETS, LABEL_SERVICE};
+use super::{HostTarget, lock, nginx, probe};
+use crate::error::Error;
+use crate::inputs::Service;
+use crate::targets::{LiveState, Probe, Release, Target, Via};
+
+/// How long a retired container gets to finish its requests after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// A candidate being rolled back already has no traffic.
+const ROLLBACK_GRACE: Duration = Duration::from_secs(2);
+/// After a full switch, this many answers in a row must come from the
+/// candidate (old nginx workers finish their keep-alive connections first).
+const SWITCH_STREAK: u32 = 3;
+
+fn other(colour: Option<&str>) -> &'static str {
+    if colour == Some("blue") { "green" } else { "blue" }
+}
+
+fn colour_of_port(service: &Service, port: u16) -> Option<&'static str> {
+    if port == 0 {
+        None
+    } else if port == service.blue_port {
+        Some("blue")
+    } else if port == service.green_port {
+        Some("green")
+    } else {
+        None
+    }
+}
+
+fn short(body: &str) -> String {
+    let b = body.trim();
+    if b.chars().count() > 60 {
+        format!("{}…", b.chars().take(60).collect::<String>())
+    } else {
+        b.to_string()
+    }
+}
+
+impl HostTarget {
+    fn unit(&self) -> &str {
+        &self.conn.name
+    }
+
+    /// Reads what serves now: running labelled containers, and for a
+    /// proxied service the upstream file, which wins when both colours run.
+    async fn live_state(&self) -> Result<LiveState, Error> {
+        let all = containers::list(&self.docker, self.unit(), &self.conn.app).await?;
+        let running: Vec<_> = all
+            .iter()
+            .filter(|c| {
+                containers::is_running(c) && containers::label(c, LABEL_ROLE).unwrap_or("app") == "app"
+            })
+            .collect();
+        let mut colours: Vec<&str> =
+            running.iter().filter_map(|c| containers::label(c, LABEL_COLOUR)).collect();
+        colours.sort_unstable();
+        colours.dedup();
+
+        let mut colour: Option<String> = None;
+        if let Some(svc) = self.conn.services.iter().find(|s| s.behind_proxy)
+            && let Some(text) = nginx::read(&self.session, self.unit(), &svc.upstream_file).await?
+        {
+            colour = nginx::ports(&text)
+                .into_iter()
+                .filter(|(_, w)| *w > 0)
+                .max_by_key(|(_, w)| *w)
+                .and_then(|(p, _)| colour_of_port(svc, p))
+                .filter(|c| colours.contains(c))
+                .map(str::to_string);
+        }
+        if colour.is_none() {
+            // No proxy to ask: the oldest running colour is the live one.
+            colour = running
+                .iter()
+                .filter(|c| containers::label(c, LABEL_COLOUR).is_some())
+                .min_by_key(|c| c.created.unwrap_or(i64::MAX))
+                .and_then(|c| containers::label(c, LABEL_COLOUR))
+                .map(str::to_string);
+        }
+        let Some(colour) = colour else { return Ok(LiveState::default()) };
+        let first = self.conn.services.first().map(|s| s.name.as_str()).unwrap_or("");
+        let main = running
+            .iter()
+            .filter(|c| containers::label(c, LABEL_COLOUR) == Some(colour.as_str()))
+            .find(|c| containers::label(c, LABEL_SERVICE).unwrap_or("") == first)
+            .or_else(|| running.iter().find(|c| containers::label(c, LABEL_COLOUR) == Some(colour.as_str())));
+        Ok(LiveState {
+            image: main.and_then(|c| {
+                containers::label(c, LABEL_IMAGE).map(str::to_string).or_else(|| c.image.clone())
+            }),
+            secrets_digest: main.and_then(|c| containers::label(c, LABEL_SECRETS)).map(str::to_string),
+            colour: Some(colour),
+        })
+    }
+
+    fn candidate(&self) -> Result<String, Error> {
+        self.state().candidate.clone().ok_or_else(|| {
+            Error::unit(
+                self.unit(),
+                "no_candidate",
+                "no candidate has been launched on this host in this run",
+            )
+        })
+    }
+
+    /// Proves the proxy took the switch: `version_path` through the front
+    /// door answers what the candidate answers directly (a health path with
+    /// a 2xx when there is no version path).
+    async fn verify_switch(&self, release: &Release, percent: u8) -> Result<(), Error> {
+        let bound = self.conn.timeout.max(Duration::from_secs(10));
+        for (idx, svc) in release.services.iter().enumerate().filter(|(_, s)| s.behind_proxy) {
+            let Some(path) = svc.version_path.as_deref().or(svc.health_path.as_deref()) else { continue };
+            let direct = self.probe(release, idx, Via::Candidate, path).await?;
+            let expected = direct.body.trim().to_string();
+            let compare = svc.version_path.is_some();
+            let need = if percent >= 100 { SWITCH_STREAK } else { 1 };
+            let deadline = Instant::now() + bound;
+            let (mut streak, mut last) = (0, String::from("no answer yet"));
+            while streak < need {
+                match self.probe(release, idx, Via::FrontDoor, path).await {
+                    Ok(p) if (200..300).contains(&p.status) && (!compare || p.body.trim() == expected) => {
+                        streak += 1
+                    }
+                    Ok(p) => {
+                        // During a canary step the live version answers too.
+                        if percent >= 100 {
+                            streak = 0;
+                        }
+                        last = format!("HTTP {} {:?}", p.status, short(&p.body));
+                    }
+                    Err(e) => {
+                        streak = 0;
+                        last = e.to_string();
+                    }
+                }
+                if streak >= need {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::unit(
+                        self.unit(),
+                        "switch_not_verified",
+                        format!(
+                            "after the switch, {path} through {} did not answer like the candidate ({:?}) within {}s (last: {last}); nginx may have refused the new configuration",
+                            self.conn.proxy_url,
+                            short(&expected),
+                            bound.as_secs()
+                        ),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tracing::info!(host = self.unit(), stage = "switch", path, answer = %short(&expected), "front door verified");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Target for HostTarget {
+    fn name(&self) -> &str {
+        &self.conn.name
+    }
+
+    async fn inspect(&self) -> Result<LiveState, Error> {
+        self.live_state().await
+    }
+
+    async fn prepare(&self, release: &Release) -> Result<(), Error> {
+        let unit = self.unit();
+        let image = release.services.first().map(|s| s.image.full()).unwrap_or_default();
+        let owner = lock::Owner { deploy_id: &release.deploy_id, run_url: &release.run_url, image: &image };
+        lock::acquire(
+            &self.session,
+            unit,
+            &self.conn.lock_dir,
+            &release.app,
+            &owner,
+            self.conn.break_lock,
+            &self.runner,
+        )
+        .await?;
+        self.state().locked_by = Some((release.app.clone(), release.deploy_id.clone()));
+        let mut pulled: Vec<String> = Vec::new();
+        for svc in &release.services {
+            let full = svc.image.full();
+            if pulled.contains(&full) {
+                continue;
+            }
+            self.runner.line(&format!("{unit}: pulling {full}"));
+            let creds = containers::credentials(self.conn.registry.as_ref(), &svc.image);
+            containers::pull(&self.docker, &self.runner, unit, &svc.image, creds, self.conn.long_timeout)
+                .await?;
+            pulled.push(full);
+        }
+        Ok(())
+    }
+
+    async fn migrate(&self, release: &Release) -> Result<(), Error> {
+        let unit = self.unit();
+        let (Some(cmd), Some(svc)) = (&release.migrate_command, release.services.first()) else {
+            return Ok(());
+        };
+        let name = format!("{}-migrate", release.app);
+        self.runner.line(&format!("{unit}: running the migration in {name}: {}", cmd.join(" ")));
+        let run = containers::run_once(&self.docker, unit, &name, release, svc, cmd, self.conn.long_timeout)
+            .await?;
+        self.runner.relay(&format!("{unit} migration"), &run.tail);
+        if run.exit_code != 0 {
+            return Err(Error::Migration {
+                unit: unit.to_string(),
+                message: format!(
+                    "`{}` exited with status {}; its last lines:\n{}",
+                    cmd.join(" "),
+                    run.exit_code,
+                    run.tail.trim_end()
+                ),
+            });
+        }
+        tracing::info!(host = unit, stage = "migrate", "migration finished");
+        Ok(())
+    }
+
+    async fn launch(&self, release: &Release) -> Result<(), Error> {
+        let unit = self.unit();
+        let known = self.state().previous.clone();
+        let previous = match known {
+            Some(p) => p,
+            None => self.live_state().await?,
+        };
+        let candidate = other(previous.colour.as_deref());
+        {
+            let mut st = self.state();
+            st.previous = Some(previous.clone());
+            st.candidate = Some(candidate.to_string());
+        }
+        tracing::info!(host = unit, stage = "launch", colour = candidate, live = ?previous.colour, "starting the candidate");
+        for svc in &release.services {
+            let name = svc.container_name(&release.app, candidate);
+            containers::start(&self.docker, unit, &name, containers::candidate_body(release, svc, candidate))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn probe(&self, release: &Release, service: usize, via: Via, path: &str) -> Result<Probe, Error> {
+        let unit = self.unit();
+        let svc = release
+            .services
+            .get(service)
+            .ok_or_else(|| Error::Other(format!("service index {service} out of range")))?;
+        match via {
+            Via::Candidate => {
+                let port = containers::port(svc, &self.candidate()?);
+                probe::get(&self.session, unit, ("127.0.0.1", port), "localhost", path, self.conn.timeout)
+                    .await
+            }
+            Via::FrontDoor => {
+                let url = &self.conn.proxy_url;
+                let host = url.host_str().unwrap_or("127.0.0.1");
+                let port = url.port_or_known_default().unwrap_or(80);
+                let header = match url.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.to_string(),
+                };
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                probe::get(&self.session, unit, (host, port), &header, path, self.conn.timeout).await
+            }
+        }
+    }
+
+    async fn candidate_running(&self, release: &Release, service: usize) -> Result<bool, Error> {
+        let Some(svc) = release.services.get(service) else { return Ok(false) };
+        let name = svc.container_name(&release.app, &self.candidate()?);
+        containers::running(&self.docker, self.unit(), &name).await
+    }
+
+    async fn shift(&self, release: &Release, percent: u8) -> Result<(), Error> {
+        let unit = self.unit();
+        let candidate = self.candidate()?;
+        let live = self.state().previous.as_ref().and_then(|p| p.colour.clone());
+        let mut changes = Vec::new();
+        for svc in release.services.iter().filter(|s| s.behind_proxy) {
+            if !nginx::valid_name(&svc.upstream_name) {
+                return Err(Error::unit(
+                    unit,
+                    "invalid_upstream_name",
+                    format!("upstream name '{}' must be letters, digits and '_'", svc.upstream_name),
+                ));
+            }
+            let live_port = live.as_deref().map(|c| containers::port(svc, c));
+            let servers = nginx::servers(live_port, containers::port(svc, &candidate), percent);
+            changes.push((svc.upstream_file.clone(), Some(nginx::render(&svc.upstream_name, &servers))));
+        }
+        if changes.is_empty() {
+            // Workers only: nothing to switch.
+            return Ok(());
+        }
+        tracing::info!(host = unit, stage = "switch", percent, colour = %candidate, "switching nginx");
+        let before = nginx::apply(&self.session, unit, &self.conn.lock_dir, &changes).await?;
+        {
+            let mut st = self.state();
+            if st.saved_upstreams.is_none() {
+                st.saved_upstreams = Some(before.clone());
+            }
+        }
+        if let Err(e) = self.verify_switch(release, percent).await {
+            tracing::warn!(host = unit, stage = "switch", error = %e, "switch not verified; restoring");
+            if let Err(undo) = nginx::restore(&self.session, unit, &self.conn.lock_dir, &before).await {
+                return Err(Error::unit(
+                    unit,
+                    e.reason(),
+                    format!("{e}; restoring the previous configuration failed: {undo}"),
+                ));
+            }
+            return Err(e);
+        }
+        self.runner.line(&format!("{unit}: {percent}% of traffic goes to {candidate}"));
+        Ok(())
+    }
+
+    async fn retire(&self, release: &Release, drain: Duration) -> Result<(), Error> {
+        let unit = self.unit();
+        let candidate = self.candidate()?;
+        let previous = self.state().previous.clone().unwrap_or_default();
+        tokio::time::sleep(drain).await;
+        let mut keep: Vec<String> = release.services.iter().map(|s| s.image.full()).collect();
+        if let Some(old) = previous.colour.as_deref().filter(|c| *c != candidate) {
+            let all = containers::list(&self.docker, unit, &release.app).await?;
+            keep.extend(
+                all.iter()
+                    .filter(|c| containers::label(c, LABEL_COLOUR) == Some(old))
+                    .filter_map(|c| containers::label(c, LABEL_IMAGE).map(str::to_string)),
+            );
+            for svc in &release.services {
+                let name = svc.container_name(&release.app, old);
+                containers::remove(&self.docker, unit, &name, STOP_GRACE).await?;
+                tracing::info!(host = unit, stage = "retire", container = %name, "old version removed");
+            }
+        }
+        self.state().retired = true;
+        let mut repos: Vec<String> = release.services.iter().map(|s| s.image.name()).collect();
+        repos.dedup();
+        for repo in repos {
+            containers::prune(&self.docker, unit, &repo, &keep).await;
+        }
+        Ok(())
+    }
+
+    async fn rollback(&self, release: &Release) -> Result<(), Error> {
+        let unit = self.unit();
+        let (saved, candidate, retired) = {
+            let st = self.state();
+            (st.saved_upstreams.clone(), st.candidate.clone(), st.retired)
+        };
+        if retired {
+            return Err(Error::unit(
+                unit,
+                "rollback_after_retire",
+                "the previous version was already removed on this host; deploy its image again instead",
+            ));
+        }
+        if let Some(saved) = saved {
+            tracing::warn!(host = unit, stage = "rollback", "restoring the previous nginx configuration");
+            nginx::restore(&self.session, unit, &self.conn.lock_dir, &saved).await?;
+        }
+        if let Some(candidate) = candidate {
+            let live = self.state().previous.as_ref().and_then(|p| p.colour.clone());
+            // Never remove what served before this run.
+            if live.as_deref() != Some(candidate.as_str()) {
+                for svc in &release.services {
+                    let name = svc.container_name(&release.app, &candidate);
+                    containers::remove(&self.docker, unit, &name, ROLLBACK_GRACE).await?;
+                }
+            }
+        }
+        self.runner.line(&format!("{unit}: rolled back; the previous version serves"));
+        Ok(())
+    }
+
+    async fn close(&self) {
+        let locked_by = self.state().locked_by.take();
+        if let Some((app, id)) = locked_by {
+            lock::release(&self.session, self.unit(), &self.conn.lock_dir, &app, &id).await;
+        }
+        self.session.close().await;
+    }
+}

@@ -1,0 +1,129 @@
+//! Full deploys by the built binary against the real stack: SSH, Docker
+//! Engine and nginx on simulated hosts.
+
+use std::time::{Duration, Instant};
+
+use crate::support::action::Action;
+use crate::support::{live_version, running_colours, shared_app_lock, stack_var};
+
+/// An action deploying the shared `app` to the first `hosts` hosts.
+pub fn hosts_action(hosts: usize, image: &str) -> Action {
+    let list: Vec<String> = stack_var("HOSTS").split(',').take(hosts).map(String::from).collect();
+    Action::new()
+        .input("target", "hosts")
+        .input("app", "app")
+        .input("image", image)
+        .input("hosts", &list.join("\n"))
+        .input("ssh-private-key", &std::fs::read_to_string(stack_var("SSH_KEY")).unwrap())
+        .input("ssh-known-hosts", &std::fs::read_to_string(stack_var("SSH_KNOWN_HOSTS")).unwrap())
+        .input("registry-username", &stack_var("REGISTRY_USERNAME"))
+        .input("registry-password", &stack_var("REGISTRY_PASSWORD"))
+        .input("github-deployments", "false")
+        .input("health-check-interval", "200ms")
+        .input("health-check-timeout", "20s")
+        .input("observe-window", "1s")
+        .input("drain-time", "500ms")
+}
+
+fn image(v: &str) -> String {
+    stack_var(&format!("IMAGE_{}", v.to_uppercase()))
+}
+
+/// Deploys `v` to host 1 and checks it serves.
+fn deploy_ok(v: &str) {
+    let run = hosts_action(1, &image(v)).run();
+    assert_eq!(run.code, Some(0), "deploy {v} failed:\n{}", run.stdout);
+    assert_eq!(live_version(1), v);
+}
+
+#[test]
+fn versions_follow_each_other_and_colours_alternate() {
+    let _lock = shared_app_lock();
+    deploy_ok("v1");
+    let first = running_colours(1, "app");
+    assert_eq!(first.len(), 1, "only the live colour runs after retire: {first:?}");
+    deploy_ok("v2");
+    let second = running_colours(1, "app");
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(first, second, "the colour alternates");
+    deploy_ok("v3");
+    assert_eq!(running_colours(1, "app"), first, "and comes back");
+}
+
+#[test]
+fn a_broken_image_keeps_the_old_version_serving() {
+    let _lock = shared_app_lock();
+    deploy_ok("v1");
+    let before = running_colours(1, "app");
+    let run = hosts_action(1, &image("broken")).input("health-check-timeout", "3s").run();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert_eq!(run.output("status"), Some("failure"));
+    assert!(run.stdout.contains("health_check_failed"), "{}", run.stdout);
+    assert_eq!(live_version(1), "v1");
+    assert_eq!(running_colours(1, "app"), before, "the candidate was removed");
+    assert!(run.summary.contains("rolled back"), "{}", run.summary);
+}
+
+#[test]
+fn relayed_output_cannot_inject_workflow_commands() {
+    let _lock = shared_app_lock();
+    deploy_ok("v1");
+    let run = hosts_action(1, &image("v2"))
+        .input(
+            "migrate-command",
+            r#"["sh", "-c", "echo '::error::injected by the app'; echo '::add-mask::x'; exit 3"]"#,
+        )
+        .run();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stdout.contains("migration_failed"), "{}", run.stdout);
+    // The runner reads a line as a command only when it starts with `::`.
+    // Outside a ::stop-commands:: block, no injected command may start a
+    // line; inside, the app's output is relayed verbatim but inert.
+    let mut stopped: Option<String> = None;
+    let mut seen = false;
+    for line in run.stdout.lines() {
+        if let Some(token) = line.strip_prefix("::stop-commands::") {
+            stopped = Some(format!("::{token}::"));
+        } else if stopped.as_deref() == Some(line) {
+            stopped = None;
+        } else if stopped.is_some() {
+            seen |= line.contains("::error::injected by the app");
+        } else {
+            assert!(
+                !line.starts_with("::error::injected") && !line.starts_with("::add-mask::x"),
+                "injected command reached the runner: {line}"
+            );
+        }
+    }
+    assert!(seen, "the migration's output was relayed:\n{}", run.stdout);
+    assert_eq!(live_version(1), "v1", "nothing switched");
+}
+
+#[test]
+fn sigterm_mid_deploy_exits_within_7s_with_one_version_serving() {
+    let _lock = shared_app_lock();
+    deploy_ok("v1");
+    let action = hosts_action(1, &image("v2")).input("observe-window", "60s");
+    let mut child = action.spawn();
+    // Wait until the switch has happened (v2 serves) and the observe window runs.
+    let t0 = Instant::now();
+    while live_version(1) != "v2" {
+        assert!(t0.elapsed() < Duration::from_secs(60), "v2 never switched in");
+        assert!(child.try_wait().unwrap().is_none(), "the action ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let signalled = Instant::now();
+    send_signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let run = action.finish(out);
+    assert!(took < Duration::from_secs(7), "took {took:?} to exit");
+    assert_ne!(run.code, Some(0));
+    assert_eq!(run.output("status"), Some("error"));
+    assert_eq!(live_version(1), "v1", "rolled back to exactly the previous version");
+    assert_eq!(running_colours(1, "app").len(), 1, "exactly one version runs");
+}
+
+fn send_signal(pid: u32, sig: &str) {
+    std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+}
