@@ -39,7 +39,11 @@ pub fn build(inputs: &Inputs, units: &[String]) -> Plan {
         .iter()
         .map(|s| ServicePlan {
             name: if s.name.is_empty() { inputs.app.clone() } else { s.name.clone() },
-            image: s.image.full(),
+            image: if s.image.full() == crate::inputs::ROLLBACK_PENDING {
+                "(the last good image)".into()
+            } else {
+                s.image.full()
+            },
             containers: (s.container_name(&inputs.app, "blue"), s.container_name(&inputs.app, "green")),
             ports: s.behind_proxy.then_some((s.blue_port, s.green_port)),
             container_port: s.container_port,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use grammar::{HostSpec, ImageRef};
 pub use services::{RestartPolicy, Service};
-pub use validate::validate;
+pub use validate::{ROLLBACK_PENDING, validate};
 
 use crate::secrets::SecretValue;
 

@@ -116,6 +116,9 @@ fn pairs(
     out
 }
 
+/// The image of a service whose image `mode: rollback` looks up later.
+pub const ROLLBACK_PENDING: &str = "deploy-action/rollback-pending";
+
 /// # Errors
 /// Every problem found, each naming its input.
 pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, Vec<Problem>> {
@@ -272,8 +275,13 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         if blue == green {
             c.problem("green-port", "must differ from blue-port");
         }
+        // `mode: rollback` without an image: the pipeline fills the image in
+        // from the last good deployment.
         image
             .clone()
+            .or_else(|| {
+                (mode == Mode::Rollback).then(|| g::image(ROLLBACK_PENDING).expect("valid placeholder"))
+            })
             .map(|image| {
                 vec![Service {
                     name: String::new(),

@@ -200,9 +200,8 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         .iter()
         .cloned()
         .map(|mut s| {
-            if inputs.image.is_none()
-                || s.image.full() == inputs.image.as_ref().map(|i| i.full()).unwrap_or_default()
-            {
+            // `mode: rollback` without an image: the last good one.
+            if s.image.full() == crate::inputs::ROLLBACK_PENDING {
                 s.image = image_ref.clone();
             }
             s
