@@ -13,5 +13,6 @@ mod fleet;
 mod github;
 mod hosts;
 mod image;
+mod leak;
 mod recorded;
 mod ssm;

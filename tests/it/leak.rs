@@ -1,0 +1,181 @@
+//! The leak test: the built binary deploys with tricky secrets from SSM
+//! (moto, real SDK) to a real host and records on the GitHub test server;
+//! then every byte the run produced is scanned for every secret and the
+//! forms the action could derive from it. Zero hits.
+//!
+//! The only place a secret may appear is the `::add-mask::` command itself,
+//! which the runner consumes to mask and never shows; those lines are
+//! checked to be well-formed and then left out of the scan.
+
+// The shared-app guard serialises whole tests, each on its own runtime.
+#![allow(clippy::await_holding_lock)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ssm::types::ParameterType;
+use base64::Engine as _;
+
+use crate::deploy::hosts_action;
+use crate::support::github_server::{GithubServer, TOKEN};
+use crate::support::{host_exec, live_version, shared_app_lock, stack_var};
+
+const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\nQ2xlYW4gZmFrZSBrZXkgbWF0ZXJpYWwgZm9yIHRlc3Rz+/==\n-----END PRIVATE KEY-----";
+
+fn secrets() -> Vec<(&'static str, String)> {
+    vec![
+        ("db/password", "p@ss w0rd/with%25\"quotes\"&amp;=?#".to_string()),
+        ("db/url", "postgres://app:s3cr3t-Pa55@db.internal:5432/app?sslmode=require".to_string()),
+        ("tls/key", PEM.to_string()),
+        (
+            "api/credentials",
+            r#"{"client_id":"abc-client","client_secret":"json-leaf-s3cret\\with\"escapes"}"#.to_string(),
+        ),
+        ("unicode", "pässwörd-ключ-密钥-🔑".to_string()),
+        ("big", "Z9".repeat(2000)),
+    ]
+}
+
+/// Every form a secret could leak in.
+fn forms(value: &str) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let mut f = vec![
+        value.to_string(),
+        STANDARD.encode(value),
+        URL_SAFE_NO_PAD.encode(value),
+        url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+        serde_json::to_string(value).unwrap().trim_matches('"').to_string(),
+    ];
+    // Each line of a multi-line value, and each JSON string leaf.
+    f.extend(value.lines().filter(|l| l.len() >= 8).map(String::from));
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(value) {
+        f.extend(map.values().filter_map(|v| v.as_str()).filter(|s| s.len() >= 8).map(String::from));
+    }
+    f.retain(|x| x.len() >= 8);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_appears_in_any_output() {
+    let _lock = shared_app_lock();
+    let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("/leak-{nonce}/app/");
+    let conf = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(stack_var("AWS_REGION")))
+        .endpoint_url(stack_var("AWS_ENDPOINT_URL"))
+        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+            stack_var("AWS_ACCESS_KEY_ID"),
+            stack_var("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "test",
+        ))
+        .load()
+        .await;
+    let ssm = aws_sdk_ssm::Client::new(&conf);
+    for (name, value) in secrets() {
+        ssm.put_parameter()
+            .name(format!("{prefix}{name}"))
+            .value(&value)
+            .r#type(ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap();
+    }
+    let server = GithubServer::start(None).await;
+    let action = hosts_action(1, &stack_var("IMAGE_V1"))
+        .input("github-deployments", "true")
+        .input("github-token", TOKEN)
+        .env("GITHUB_API_URL", &server.base_url)
+        .input("ssm-paths", &prefix)
+        .input("ssm-parameters", &format!("EXTRA_KEY={prefix}tls/key"))
+        .input("aws-region", &stack_var("AWS_REGION"))
+        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
+        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
+        .env("DEPLOY_ACTION_LOG", "trace");
+    let run = tokio::task::spawn_blocking(move || action.run()).await.unwrap();
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(live_version(1), "v1");
+
+    // Delivered: the app's environment on the host has every value.
+    let env = host_exec(
+        1,
+        &[
+            "sh",
+            "-c",
+            "docker inspect --format '{{json .Config.Env}}' $(docker ps -q --filter label=deploy-action.app=app)",
+        ],
+    );
+    let env: Vec<String> = serde_json::from_str(env.trim()).expect("container env");
+    for (name, value) in secrets() {
+        let var = name.to_uppercase().replace('/', "_");
+        assert!(env.contains(&format!("{var}={value}")), "{var} not delivered");
+    }
+    assert!(env.contains(&format!("EXTRA_KEY={PEM}")));
+    let names = run.output("secret-names").unwrap();
+    assert!(names.contains("DB_PASSWORD") && names.contains("EXTRA_KEY"), "{names}");
+    assert_eq!(run.output("secrets-digest").unwrap().len(), 64);
+
+    // Masks are registered, whole and line by line.
+    let masks: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("::add-mask::")).collect();
+    assert!(
+        masks.iter().any(|m| m.contains("-----BEGIN PRIVATE KEY-----%0A")),
+        "multi-line values are masked whole"
+    );
+    assert!(masks.contains(&"::add-mask::-----END PRIVATE KEY-----"), "and line by line");
+
+    // The scan: everything but the mask commands themselves.
+    let mut produced =
+        run.all_text().lines().filter(|l| !l.starts_with("::add-mask::")).collect::<Vec<_>>().join("\n");
+    for r in server.requests().await {
+        produced.push_str(&r["body"].as_str().unwrap_or_default().to_string());
+        produced.push_str(&r["query"].to_string());
+    }
+    let mut hits = Vec::new();
+    for (name, value) in secrets() {
+        for form in forms(&value) {
+            if produced.contains(&form) {
+                hits.push(format!("{name}: {}", &form[..form.len().min(24)]));
+            }
+        }
+    }
+    assert!(hits.is_empty(), "secrets leaked: {hits:?}");
+    server.assert_no_violations().await;
+
+    // Same image and secrets again: nothing to do. Rotated: redeployed.
+    let again = hosts_action(1, &stack_var("IMAGE_V1"))
+        .input("ssm-paths", &prefix)
+        .input("ssm-parameters", &format!("EXTRA_KEY={prefix}tls/key"))
+        .input("aws-region", &stack_var("AWS_REGION"))
+        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
+        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"));
+    let rerun = tokio::task::spawn_blocking(move || {
+        let r = again.run();
+        (r, again)
+    })
+    .await
+    .unwrap();
+    assert_eq!(rerun.0.code, Some(0), "{}", rerun.0.stdout);
+    assert!(rerun.0.stdout.contains("already live on every host: nothing to do"), "{}", rerun.0.stdout);
+    ssm.put_parameter()
+        .name(format!("{prefix}db/password"))
+        .value("rotated-Pa55word")
+        .r#type(ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    let a = rerun.1;
+    let rotated = tokio::task::spawn_blocking(move || a.run()).await.unwrap();
+    assert_eq!(rotated.code, Some(0), "{}", rotated.stdout);
+    assert!(!rotated.stdout.contains("nothing to do"), "rotated secrets redeploy the same image");
+    assert!(
+        !rotated
+            .all_text()
+            .lines()
+            .filter(|l| !l.starts_with("::add-mask::"))
+            .any(|l| l.contains("rotated-Pa55word"))
+    );
+}
