@@ -129,7 +129,7 @@ async fn no_secret_appears_in_any_output() {
     let mut produced =
         run.all_text().lines().filter(|l| !l.starts_with("::add-mask::")).collect::<Vec<_>>().join("\n");
     for r in server.requests().await {
-        produced.push_str(&r["body"].as_str().unwrap_or_default().to_string());
+        produced.push_str(r["body"].as_str().unwrap_or_default());
         produced.push_str(&r["query"].to_string());
     }
     let mut hits = Vec::new();
