@@ -40,10 +40,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Secrets given inline are masked before anything else is printed.
-    for s in
-        [&inputs.ssh.private_key, &inputs.ssh.known_hosts, &inputs.registry.password].into_iter().flatten()
-    {
+    // Secrets given inline are masked before anything else is printed
+    // (known_hosts holds public host keys: not a secret).
+    for s in [&inputs.ssh.private_key, &inputs.registry.password].into_iter().flatten() {
         if let SecretSource::Inline(v) = s {
             runner.add_secret(v.expose());
         }

@@ -220,6 +220,8 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
     let run =
         deploy_units(inputs, runner, cancel, &release, key, known_hosts, registry_password, &mut timeline)
             .await;
+    // What was live: GitHub's record, else what the first host ran.
+    let previous_image = previous_image.or(run.previous_image.clone());
     let run = Run { image: Some(image.clone()), previous_image: previous_image.clone(), ..run };
 
     // Final status: best effort, never changes what the deploy did.
@@ -336,9 +338,13 @@ async fn deploy_units(
 
     // Re-runs: the same image and secrets already live everywhere → nothing to do.
     let mut all_live = inputs.mode != Mode::Rollback;
+    let mut previous_image = None;
     for u in &units {
         match u.inspect().await {
             Ok(live) => {
+                if previous_image.is_none() {
+                    previous_image = live.image.clone();
+                }
                 runner.line(&format!(
                     "{}: live {} ({})",
                     u.name(),
@@ -397,7 +403,7 @@ async fn deploy_units(
         error,
         stage,
         image: None,
-        previous_image: None,
+        previous_image,
         units: report.units.into_iter().map(|(n, o, d)| (n, o.as_str().to_string(), d)).collect(),
     }
 }

@@ -30,10 +30,11 @@ fn image(v: &str) -> String {
 }
 
 /// Deploys `v` to host 1 and checks it serves.
-fn deploy_ok(v: &str) {
+fn deploy_ok(v: &str) -> crate::support::action::Run {
     let run = hosts_action(1, &image(v)).run();
     assert_eq!(run.code, Some(0), "deploy {v} failed:\n{}", run.stdout);
     assert_eq!(live_version(1), v);
+    run
 }
 
 #[test]
@@ -42,7 +43,9 @@ fn versions_follow_each_other_and_colours_alternate() {
     deploy_ok("v1");
     let first = running_colours(1, "app");
     assert_eq!(first.len(), 1, "only the live colour runs after retire: {first:?}");
-    deploy_ok("v2");
+    let run = deploy_ok("v2");
+    assert_eq!(run.output("previous-image"), Some(image("v1").as_str()), "read from the host without GitHub");
+    assert_eq!(run.output("image"), Some(image("v2").as_str()));
     let second = running_colours(1, "app");
     assert_eq!(second.len(), 1, "{second:?}");
     assert_ne!(first, second, "the colour alternates");
