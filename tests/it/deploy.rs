@@ -130,3 +130,39 @@ fn sigterm_mid_deploy_exits_within_7s_with_one_version_serving() {
 fn send_signal(pid: u32, sig: &str) {
     std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
 }
+
+#[test]
+fn a_services_file_switches_a_web_service_and_a_worker_together() {
+    let _lock = shared_app_lock();
+    let host3 = stack_var("HOSTS").split(',').nth(2).unwrap().to_string();
+    let file = |dir: &std::path::Path| {
+        std::fs::write(
+            dir.join("services.yml"),
+            "services:\n\
+             - name: web\n  blue-port: 8181\n  green-port: 8182\n  upstream-file: /etc/nginx/conf.d/upstreams/app.conf\n  upstream-name: app_backend\n\
+             - name: worker\n  proxy: false\n  env:\n    ROLE: worker\n",
+        )
+        .unwrap();
+    };
+    for v in ["v1", "v2"] {
+        let action = hosts_action(1, &image(v))
+            .input("hosts", &host3)
+            .input("app", "multi")
+            .input("services-file", "services.yml");
+        file(action.dir.path());
+        let run = action.run();
+        assert_eq!(run.code, Some(0), "{v}:\n{}", run.stdout);
+        assert_eq!(live_version(3), v, "the web service serves {v} through nginx");
+        let running = running_colours(3, "multi");
+        assert_eq!(running.len(), 2, "one web and one worker container: {running:?}");
+        assert!(
+            running.iter().any(|n| n.starts_with("multi-web-"))
+                && running.iter().any(|n| n.starts_with("multi-worker-"))
+        );
+        let images = crate::support::host_exec(
+            3,
+            &["docker", "ps", "--filter", "label=deploy-action.app=multi", "--format", "{{.Image}}"],
+        );
+        assert!(images.lines().all(|i| i == image(v)), "both services run {v}: {images}");
+    }
+}
