@@ -24,6 +24,9 @@ use crate::targets::{Release, Target};
 /// done (final status included) within 7 s.
 pub const CANCEL_BUDGET: Duration = Duration::from_millis(4500);
 
+/// Why a unit's step stopped when another unit's failure cancelled its phase.
+const SIBLING_FAILED: &str = "stopped: another host failed";
+
 /// What the fleet needs besides the units.
 pub struct FleetConfig {
     pub health: HealthSpec,
@@ -159,12 +162,14 @@ pub async fn run(
         let _group = runner.group(&format!("{} — {}", stage_names.join(", "), describe_scope(&scope, units)));
         // Cancelled when a sibling fails (all-or-nothing) or the run is cancelled.
         let phase_cancel = cancel.child_token();
+        let run_token = cancel.clone();
         let mut tasks = JoinSet::new();
         for &i in &scope {
             let unit = units[i].clone();
             let steps = phase.steps.clone();
             let (release, cfg, runner, cancel, limit) =
                 (release.clone(), cfg.clone(), runner.clone(), phase_cancel.clone(), limit.clone());
+            let run_cancel = run_token.clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await.expect("semaphore open");
                 let mut times = Vec::new();
@@ -177,6 +182,8 @@ pub async fn run(
                     let r = guarded_step(step, unit.as_ref(), &release, &cfg, &runner, &cancel).await;
                     let note = match &r {
                         Ok(()) => String::new(),
+                        // Stopped because a sibling failed, not by a signal.
+                        Err(Error::Cancelled) if !run_cancel.is_cancelled() => SIBLING_FAILED.into(),
                         Err(e) => e.to_string(),
                     };
                     times.push(StageTiming {
@@ -205,7 +212,11 @@ pub async fn run(
             };
             timeline.extend(times);
             if let Err((stage, e)) = result {
-                runner.error(e.reason(), &format!("{stage} failed: {e}"));
+                if matches!(e, Error::Cancelled) && !cancel.is_cancelled() {
+                    runner.line(&format!("{}: {stage} {SIBLING_FAILED}", units[i].name()));
+                } else {
+                    runner.error(e.reason(), &format!("{stage} failed: {e}"));
+                }
                 failed[i] = true;
                 outcome[i] = UnitOutcome::Failed;
                 if committed {

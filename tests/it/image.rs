@@ -75,9 +75,13 @@ impl StepRun {
     pub fn output(&self, name: &str) -> Option<&str> {
         self.outputs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
-    pub fn all_text(&self) -> String {
+    /// Everything a person can see: the log as the runner shows it (the
+    /// `::add-mask::` commands, which carry the values to mask by
+    /// necessity, are consumed by the runner), outputs and summary.
+    pub fn visible_text(&self) -> String {
+        let log: Vec<&str> = self.stdout.lines().filter(|l| !l.starts_with("::add-mask::")).collect();
         let outs: Vec<String> = self.outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("{}\n{}\n{}\n{}", self.stdout, self.stderr, outs.join("\n"), self.summary)
+        format!("{}\n{}\n{}\n{}", log.join("\n"), self.stderr, outs.join("\n"), self.summary)
     }
 }
 
@@ -298,7 +302,8 @@ fn the_image_is_scratch_with_only_the_binary_and_ca_bundle() {
         "entrypoint, no USER, no WORKDIR, two layers (CA bundle, binary)"
     );
     // Every regular file in the filesystem, less what Docker adds to any
-    // container it creates (/.dockerenv and the empty /etc mount points).
+    // container it creates (/.dockerenv, /dev/console and the empty /etc
+    // mount points).
     let name = format!("deploy-action-it-files-{}", std::process::id());
     let _cleanup = Cleanup(name.clone());
     let created = Command::new("docker")
@@ -317,7 +322,10 @@ fn the_image_is_scratch_with_only_the_binary_and_ca_bundle() {
         .lines()
         .filter(|l| l.starts_with('-'))
         .filter_map(|l| l.split_whitespace().last().map(String::from))
-        .filter(|f| ![".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf"].contains(&f.as_str()))
+        .filter(|f| {
+            ![".dockerenv", "dev/console", "etc/hosts", "etc/hostname", "etc/resolv.conf"]
+                .contains(&f.as_str())
+        })
         .collect();
     files.sort();
     assert_eq!(
@@ -346,8 +354,10 @@ fn plan_run_in_the_image_against_the_stack_hosts() {
     assert!(run.summary.contains("deploy-action plan: app → production"), "summary:\n{}", run.summary);
     // The key's first base64 line, the registry password, the token.
     let key_line = key.lines().nth(1).expect("an OpenSSH key has a body");
-    for secret in [key_line, &stack_var("REGISTRY_PASSWORD"), FAKE_TOKEN] {
-        assert!(!run.all_text().contains(secret), "a secret leaked into the step's output");
+    for (what, secret) in
+        [("ssh key", key_line), ("registry password", &stack_var("REGISTRY_PASSWORD")), ("token", FAKE_TOKEN)]
+    {
+        assert!(!run.visible_text().contains(secret), "the {what} leaked into the step's output");
     }
 }
 
@@ -372,7 +382,7 @@ fn bad_inputs_in_the_image_exit_2_naming_every_problem() {
     }
     assert!(run.stdout.contains("::error title=deploy-action (invalid_input)::"), "{}", run.stdout);
     assert_eq!(run.output("status"), Some("error"), "written through the mounted file-commands folder");
-    assert!(!run.all_text().contains("t0ken-value"));
+    assert!(!run.visible_text().contains("t0ken-value"));
 }
 
 /// The runner cancels a container step by signalling the container: SIGINT,
@@ -406,6 +416,7 @@ fn cancelled_image_deploy_exits_within_7s_with_one_version_serving() {
     let out = child.wait_with_output().unwrap();
     let took = signalled.elapsed();
     let run = step.finish(out);
+    eprintln!("cancelled run: exit {:?}, {took:?} after SIGINT", run.code);
     assert!(took < Duration::from_secs(7), "took {took:?} to exit after SIGINT:\n{}", run.stdout);
     assert_ne!(run.code, Some(0), "{}", run.stdout);
     assert_eq!(run.output("status"), Some("error"), "{}", run.stdout);

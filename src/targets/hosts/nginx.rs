@@ -154,7 +154,11 @@ async fn apply_locked(
             return Err(Error::unit(
                 unit,
                 e.reason(),
-                format!("{e}; restoring the previous configuration also failed: {undo}"),
+                format!(
+                    "{}; restoring the previous configuration also failed: {}",
+                    bare(unit, &e),
+                    bare(unit, &undo)
+                ),
             ));
         }
         return Err(e);
@@ -234,6 +238,13 @@ async fn put(session: &Session, unit: &str, path: &str, content: Option<&str>) -
     session.run("nginx_write_failed", &["tee", "--", &tmp], Some(content.as_bytes())).await?;
     session.run("nginx_write_failed", &["mv", "-f", "--", &tmp, path], None).await?;
     Ok(())
+}
+
+/// An error's text without its leading `<unit>: `, to nest it in another
+/// error of the same unit (which adds the prefix once).
+pub(super) fn bare(unit: &str, e: &Error) -> String {
+    let text = e.to_string();
+    text.strip_prefix(unit).and_then(|t| t.strip_prefix(": ")).map(str::to_string).unwrap_or(text)
 }
 
 fn last_lines(text: &str, n: usize) -> String {

@@ -208,7 +208,7 @@ impl Session {
                 Error::unit(
                     &self.name,
                     "ssh_channel_failed",
-                    format!("running {program} over SSH failed: {e}"),
+                    format!("running {program} over SSH failed: {}", self.why(&e)),
                 )
             }),
             Err(_) => Err(Error::unit(
@@ -285,7 +285,7 @@ impl Session {
                 Error::unit(
                     &self.name,
                     "ssh_channel_failed",
-                    format!("could not reach unix socket {path} through SSH: {e} (does it exist, and does sshd allow stream-local forwarding?)"),
+                    format!("could not reach unix socket {path} through SSH: {} (does it exist, and does sshd allow stream-local forwarding?)", self.why(&e)),
                 )
             })?;
         Ok(ch.into_stream())
@@ -307,10 +307,16 @@ impl Session {
             Error::unit(
                 &self.name,
                 "ssh_channel_failed",
-                format!("could not connect to {host}:{port} from the host: {e}"),
+                format!("could not connect to {host}:{port} from the host: {}", self.why(&e)),
             )
         })?;
         Ok(ch.into_stream())
+    }
+
+    /// A channel error, said plainly when the cause is a lost connection
+    /// (russh then only reports "Channel send error").
+    fn why(&self, e: &russh::Error) -> String {
+        if self.handle.is_closed() { format!("the SSH connection was lost ({e})") } else { e.to_string() }
     }
 
     fn channel_timeout(&self, what: &str) -> Error {

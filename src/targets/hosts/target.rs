@@ -319,7 +319,11 @@ impl Target for HostTarget {
                 return Err(Error::unit(
                     unit,
                     e.reason(),
-                    format!("{e}; restoring the previous configuration failed: {undo}"),
+                    format!(
+                        "{}; restoring the previous configuration failed: {}",
+                        nginx::bare(unit, &e),
+                        nginx::bare(unit, &undo)
+                    ),
                 ));
             }
             return Err(e);
