@@ -29,8 +29,11 @@ PY_PINS="moto[server]==5.2.5 openapi-core==0.23.1 awscli==1.46.3"
 APT_PKGS="docker.io docker-registry apache2-utils nginx openssh-server busybox-static socat iproute2 wrk curl ca-certificates"
 MAX_HOSTS=8
 # Paths that are private to every simulated host (bind-mounted from
-# $STACK_DIR/hosts/hK/fs/<path> inside the host's mount namespace).
-HOST_PRIVATE_PATHS="/run /etc/nginx /etc/docker /var/lib/docker /var/lib/deploy-action /var/lib/nginx /var/log/nginx /root/.docker /tmp"
+# $STACK_DIR/hosts/hK/fs/<path> inside the host's mount namespace). /root
+# too: a host's root starts with an empty home, as on a fresh server, so the
+# dev machine's ~/.bashrc (which bash sources for every SSH command, and
+# which here runs `pyenv init`, ~200 ms) does not slow every remote call.
+HOST_PRIVATE_PATHS="/run /etc/nginx /etc/docker /var/lib/docker /var/lib/deploy-action /var/lib/nginx /var/log/nginx /root /tmp"
 NGINX_UPSTREAM_FILE=/etc/nginx/conf.d/upstreams/app.conf
 
 log() { printf '[stack] %s\n' "$*" >&2; }
@@ -166,9 +169,9 @@ fwd_start_host() { # K
         log "h$k: starting forwarders $ip:22, $ip:80"
     fi
     ensure_bg "$RUN/fwd-h$k-ssh.pid" "TCP-LISTEN:22,bind=$ip," "$LOGS/h$k-fwd.log" \
-        socat "TCP-LISTEN:22,bind=$ip,reuseaddr,fork,backlog=128" "UNIX-CONNECT:$hd/ssh.sock"
+        socat "TCP-LISTEN:22,bind=$ip,reuseaddr,fork,backlog=128,nodelay" "UNIX-CONNECT:$hd/ssh.sock"
     ensure_bg "$RUN/fwd-h$k-http.pid" "TCP-LISTEN:80,bind=$ip," "$LOGS/h$k-fwd.log" \
-        socat "TCP-LISTEN:80,bind=$ip,reuseaddr,fork,backlog=128" "UNIX-CONNECT:$hd/http.sock"
+        socat "TCP-LISTEN:80,bind=$ip,reuseaddr,fork,backlog=128,nodelay" "UNIX-CONNECT:$hd/http.sock"
 }
 
 fwd_stop_host() { # K [ssh|http|all]: kills listener and all forked connections

@@ -354,6 +354,16 @@ async fn deploy_units(
                 let same_image =
                     release.services.iter().all(|s| live.image.as_deref() == Some(s.image.full().as_str()));
                 all_live &= same_image && live.secrets_digest == release.secrets_digest;
+                if !live.leftovers.is_empty() {
+                    // A re-run converges the host: the deploy replaces the leftover.
+                    runner.line(&format!(
+                        "{}: {} of {} also runs, left by an interrupted deploy; deploying to replace it",
+                        u.name(),
+                        live.leftovers.join(", "),
+                        inputs.app
+                    ));
+                    all_live = false;
+                }
             }
             Err(e) => {
                 runner.warning(e.reason(), &format!("could not read what runs on {}: {e}", u.name()));

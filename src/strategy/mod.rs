@@ -58,13 +58,22 @@ impl std::fmt::Display for Step {
         match self {
             Step::Shift(100) => write!(f, "switch traffic to the candidate"),
             Step::Shift(p) => write!(f, "shift {p}% of traffic to the candidate"),
-            Step::Observe(d) => write!(f, "observe health through the proxy for {}s", d.as_secs()),
-            Step::Retire(d) => write!(f, "drain {}s, then remove the old version", d.as_secs()),
+            Step::Observe(d) => write!(f, "observe health through the proxy for {}", span(*d)),
+            Step::Retire(d) => write!(f, "drain {}, then remove the old version", span(*d)),
             Step::Prepare => write!(f, "lock, log in to the registry, pull the image"),
             Step::Migrate => write!(f, "run the migration once"),
             Step::Launch => write!(f, "start the candidate colour"),
             Step::Verify => write!(f, "wait until the candidate is healthy"),
         }
+    }
+}
+
+/// A configured span as a person wrote it: `500ms`, `2s`, `1.5s`.
+fn span(d: Duration) -> String {
+    match d.as_millis() {
+        ms if ms < 1000 => format!("{ms}ms"),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{:.1}s", d.as_secs_f64()),
     }
 }
 
@@ -141,6 +150,22 @@ mod tests {
             max_parallel: 2,
             on_host_failure: OnHostFailure::RollbackAll,
         }
+    }
+
+    #[test]
+    fn steps_show_spans_as_configured() {
+        assert_eq!(
+            Step::Retire(Duration::from_millis(500)).to_string(),
+            "drain 500ms, then remove the old version"
+        );
+        assert_eq!(
+            Step::Observe(Duration::from_secs(60)).to_string(),
+            "observe health through the proxy for 60s"
+        );
+        assert_eq!(
+            Step::Retire(Duration::from_millis(1500)).to_string(),
+            "drain 1.5s, then remove the old version"
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct LiveState {
     pub image: Option<String>,
     /// Secrets digest the live version was started with.
     pub secrets_digest: Option<String>,
+    /// Other colours still running (left by an interrupted deploy).
+    pub leftovers: Vec<String>,
 }
 
 /// A single HTTP observation.

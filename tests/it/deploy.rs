@@ -4,25 +4,13 @@
 use std::time::{Duration, Instant};
 
 use crate::support::action::Action;
-use crate::support::{live_version, running_colours, shared_app_lock, stack_var};
+use crate::support::{
+    first_hosts, live_version, running_colours, shared_app_inputs, shared_app_lock, stack_var,
+};
 
 /// An action deploying the shared `app` to the first `hosts` hosts.
 pub fn hosts_action(hosts: usize, image: &str) -> Action {
-    let list: Vec<String> = stack_var("HOSTS").split(',').take(hosts).map(String::from).collect();
-    Action::new()
-        .input("target", "hosts")
-        .input("app", "app")
-        .input("image", image)
-        .input("hosts", &list.join("\n"))
-        .input("ssh-private-key", &std::fs::read_to_string(stack_var("SSH_KEY")).unwrap())
-        .input("ssh-known-hosts", &std::fs::read_to_string(stack_var("SSH_KNOWN_HOSTS")).unwrap())
-        .input("registry-username", &stack_var("REGISTRY_USERNAME"))
-        .input("registry-password", &stack_var("REGISTRY_PASSWORD"))
-        .input("github-deployments", "false")
-        .input("health-check-interval", "200ms")
-        .input("health-check-timeout", "20s")
-        .input("observe-window", "1s")
-        .input("drain-time", "500ms")
+    Action::new().inputs(shared_app_inputs(&first_hosts(hosts), image))
 }
 
 fn image(v: &str) -> String {

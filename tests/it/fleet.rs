@@ -1,7 +1,7 @@
 //! Fleet behaviour of the built binary against the real stack: a failing
-//! host in a fleet, a host lost mid-deploy, a foreign deploy lock, a changed
-//! host key, wrong registry credentials, and zero dropped requests through
-//! twenty consecutive deploys.
+//! host in a fleet, a host lost mid-deploy, SIGTERM during the switch, a
+//! foreign deploy lock, a changed host key, wrong registry credentials, and
+//! zero dropped requests through twenty consecutive deploys.
 //!
 //! Isolation: these tests use ONLY simulated hosts 4–8 (127.0.0.5–127.0.0.9);
 //! hosts 1–3 belong to `deploy.rs` (and may be deployed by another test
@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::support::action::{Action, Run};
-use crate::support::{host_addr, host_exec, live_version, repo_root, running_colours, stack_var};
+use crate::support::{
+    host_addr, host_exec, live_version, repo_root, running_colours, shared_app_inputs, stack_var,
+};
 
 /// Serialises this module's tests per host (4..=8), taken in ascending
 /// order so two tests never wait on each other crosswise.
@@ -47,24 +49,10 @@ fn host_spec(k: usize) -> String {
 }
 
 /// An action deploying the shared `app` to hosts `ks` (stack numbers, in
-/// this order: the first is the fleet's barrier). Same settings as
-/// `deploy::hosts_action`.
+/// this order: the first is the fleet's barrier).
 pub fn fleet_action(ks: &[usize], image: &str) -> Action {
     let list: Vec<String> = ks.iter().map(|&k| host_spec(k)).collect();
-    Action::new()
-        .input("target", "hosts")
-        .input("app", "app")
-        .input("image", image)
-        .input("hosts", &list.join("\n"))
-        .input("ssh-private-key", &std::fs::read_to_string(stack_var("SSH_KEY")).unwrap())
-        .input("ssh-known-hosts", &std::fs::read_to_string(stack_var("SSH_KNOWN_HOSTS")).unwrap())
-        .input("registry-username", &stack_var("REGISTRY_USERNAME"))
-        .input("registry-password", &stack_var("REGISTRY_PASSWORD"))
-        .input("github-deployments", "false")
-        .input("health-check-interval", "200ms")
-        .input("health-check-timeout", "20s")
-        .input("observe-window", "1s")
-        .input("drain-time", "500ms")
+    Action::new().inputs(shared_app_inputs(&list, image))
 }
 
 fn image(v: &str) -> String {
@@ -139,6 +127,15 @@ struct Uncut(usize);
 impl Drop for Uncut {
     fn drop(&mut self) {
         let _ = Command::new(repo_root().join("scripts/stack/restore-host")).arg(self.0.to_string()).output();
+    }
+}
+
+/// Kills a spawned action when a test fails before it ends.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).stderr(Stdio::null()).status();
     }
 }
 
@@ -369,6 +366,113 @@ fn wrong_registry_credentials_keep_the_old_version() {
     assert!(!leaks, "the password is masked everywhere but in its own ::add-mask::");
     assert_eq!(state(5), before, "the old version serves, nothing else runs");
     assert!(!lock_held(5));
+}
+
+/// SIGTERM while a non-barrier host is in the middle of its nginx switch:
+/// the switch (a critical step) finishes, then every host that switched is
+/// put back, and the run ends within the runner's 7 s with exactly one
+/// version serving on every host.
+#[test]
+fn sigterm_during_the_switch_leaves_one_version_serving_on_every_host() {
+    let ks = [4, 5, 6];
+    let _hosts = lock_hosts(&ks);
+    for k in ks {
+        ensure_serving(k, "v1");
+    }
+    let before: Vec<HostState> = ks.iter().map(|&k| state(k)).collect();
+    let action = fleet_action(&ks, &image("v2")).input("observe-window", "60s");
+    let mut child = action.spawn();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // Host 5 (127.0.0.6) switches after the barrier, host 4, has switched.
+    let target = "host=\"127.0.0.6\"";
+    let is_switch_start = |l: &str| l.contains("switching nginx") && l.contains(target);
+    let _kill = KillOnDrop(pid);
+    let mut seen = String::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(line) if is_switch_start(&line) => break,
+            Ok(line) => seen.push_str(&(line + "\n")),
+            Err(_) => panic!("host 5 never started its switch:\n{seen}"),
+        }
+    }
+    let signalled = Instant::now();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let (tx_done, rx_done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx_done.send(child.wait_with_output()));
+    let out = match rx_done.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("the action was still running 30s after SIGTERM");
+        }
+    };
+    let took = signalled.elapsed();
+    let stdout = reader.join().unwrap();
+    let run = action.finish(std::process::Output { stdout: stdout.into_bytes(), ..out });
+    println!("SIGTERM during host 5's switch: exited {:.1}s later\n{}", took.as_secs_f64(), run.summary);
+
+    // The signal really landed inside the switch: host 5's switch started
+    // before it and finished (traffic moved) after it.
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let at = |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l));
+    let started = at(&is_switch_start).expect("switch start logged");
+    let received = at(&|l: &str| l.contains("SIGTERM received")).expect("the signal is reported");
+    let moved = at(&|l: &str| l.contains("127.0.0.6: 100% of traffic goes to"))
+        .expect("the in-flight switch is finished, not cut half-way");
+    assert!(started < received && received < moved, "the signal landed mid-switch:\n{}", run.stdout);
+
+    assert!(took < Duration::from_secs(7), "took {took:?} to exit after SIGTERM:\n{}", run.stdout);
+    assert_ne!(run.code, Some(0));
+    assert_eq!(run.output("status"), Some("error"), "{}", run.stdout);
+    for (i, k) in ks.into_iter().enumerate() {
+        assert_eq!(state(k), before[i], "host {k}: v1 serves from its old colour, nothing else runs");
+        assert!(!lock_held(k), "host {k}: the deploy lock was released");
+    }
+}
+
+/// A run killed outright (SIGKILL: the runner's machine died) after its
+/// candidate started leaves a second colour running and its lock held. A
+/// re-run of the same workflow run converges the host: one colour, the
+/// requested version, the lock released.
+#[test]
+fn a_rerun_after_a_killed_deploy_converges_the_host() {
+    let _hosts = lock_hosts(&[8]);
+    ensure_serving(8, "v1");
+    let action = fleet_action(&[8], &image("v2"));
+    let mut child = action.spawn();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let mut seen = String::new();
+    for line in lines {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("container started") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen.contains("container started"), "the candidate never started:\n{seen}");
+    let left = state(8);
+    assert_eq!(left.colours.len(), 2, "the killed run left its candidate: {left:?}");
+    assert!(lock_held(8), "and its lock");
+
+    let rerun = fleet_action(&[8], &image("v1")).run();
+    assert_eq!(rerun.code, Some(0), "{}", rerun.stdout);
+    assert!(rerun.stdout.contains("left by an interrupted deploy"), "{}", rerun.stdout);
+    assert_eq!(live_version(8), "v1");
+    assert_eq!(running_colours(8, "app").len(), 1, "the leftover was replaced");
+    assert!(!lock_held(8));
 }
 
 // ---------------------------------------------------------------------------

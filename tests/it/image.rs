@@ -23,7 +23,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::support::{live_version, repo_root, running_colours, shared_app_lock, stack_var};
+use crate::support::{
+    first_hosts, live_version, repo_root, running_colours, shared_app_inputs, shared_app_lock, stack_var,
+};
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 /// What the runner substitutes for `${{ github.token }}` in input defaults.
@@ -264,23 +266,11 @@ fn action_defaults() -> Vec<(String, String)> {
 }
 
 /// A step deploying the shared `app` to the first `hosts` stack hosts with
-/// the inputs a real workflow passes (see `deploy::hosts_action`).
+/// the inputs a real workflow passes (`support::shared_app_inputs`).
 fn hosts_step(hosts: usize, image: &str) -> RunnerDocker {
-    let list: Vec<String> = stack_var("HOSTS").split(',').take(hosts).map(String::from).collect();
-    RunnerDocker::new()
-        .input("target", "hosts")
-        .input("app", "app")
-        .input("image", image)
-        .input("hosts", &list.join("\n"))
-        .input("ssh-private-key", &std::fs::read_to_string(stack_var("SSH_KEY")).unwrap())
-        .input("ssh-known-hosts", &std::fs::read_to_string(stack_var("SSH_KNOWN_HOSTS")).unwrap())
-        .input("registry-username", &stack_var("REGISTRY_USERNAME"))
-        .input("registry-password", &stack_var("REGISTRY_PASSWORD"))
-        .input("github-deployments", "false")
-        .input("health-check-interval", "200ms")
-        .input("health-check-timeout", "20s")
-        .input("observe-window", "1s")
-        .input("drain-time", "500ms")
+    shared_app_inputs(&first_hosts(hosts), image)
+        .into_iter()
+        .fold(RunnerDocker::new(), |s, (k, v)| s.input(k, &v))
 }
 
 #[test]

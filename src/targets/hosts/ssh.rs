@@ -203,7 +203,10 @@ impl Session {
     ) -> Result<Output, Error> {
         let line = command_line(argv).map_err(|e| Error::unit(&self.name, "ssh_command_failed", e))?;
         let program = argv.first().copied().unwrap_or_default();
-        match tokio::time::timeout(limit, self.exec_inner(&line, stdin)).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(limit, self.exec_inner(&line, stdin)).await;
+        tracing::debug!(host = %self.name, program, ms = started.elapsed().as_millis() as u64, "ssh exec");
+        match result {
             Ok(r) => r.map_err(|e| {
                 Error::unit(
                     &self.name,

@@ -98,6 +98,7 @@ impl HostTarget {
                 containers::label(c, LABEL_IMAGE).map(str::to_string).or_else(|| c.image.clone())
             }),
             secrets_digest: main.and_then(|c| containers::label(c, LABEL_SECRETS)).map(str::to_string),
+            leftovers: colours.iter().filter(|c| **c != colour).map(|c| c.to_string()).collect(),
             colour: Some(colour),
         })
     }

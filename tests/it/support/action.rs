@@ -66,6 +66,11 @@ impl Action {
         self
     }
 
+    /// Sets every input of a list (see `support::shared_app_inputs`).
+    pub fn inputs(self, list: Vec<(&str, String)>) -> Self {
+        list.into_iter().fold(self, |a, (k, v)| a.input(k, &v))
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.insert(key.to_string(), value.to_string());
         self

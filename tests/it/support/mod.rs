@@ -48,6 +48,34 @@ pub fn shared_app_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The inputs of a workflow step deploying the stack's shared `app` to
+/// `hosts` (stack specs, `root@127.0.0.K:22`; the first is the fleet's
+/// barrier) with quick health checks and short observe/drain windows.
+/// Every test that deploys the shared app starts from this list.
+pub fn shared_app_inputs(hosts: &[String], image: &str) -> Vec<(&'static str, String)> {
+    let read = |key: &str| std::fs::read_to_string(stack_var(key)).unwrap();
+    vec![
+        ("target", "hosts".into()),
+        ("app", "app".into()),
+        ("image", image.into()),
+        ("hosts", hosts.join("\n")),
+        ("ssh-private-key", read("SSH_KEY")),
+        ("ssh-known-hosts", read("SSH_KNOWN_HOSTS")),
+        ("registry-username", stack_var("REGISTRY_USERNAME")),
+        ("registry-password", stack_var("REGISTRY_PASSWORD")),
+        ("github-deployments", "false".into()),
+        ("health-check-interval", "200ms".into()),
+        ("health-check-timeout", "20s".into()),
+        ("observe-window", "1s".into()),
+        ("drain-time", "500ms".into()),
+    ]
+}
+
+/// The first `n` hosts of the stack, as `shared_app_inputs` takes them.
+pub fn first_hosts(n: usize) -> Vec<String> {
+    stack_var("HOSTS").split(',').take(n).map(String::from).collect()
+}
+
 /// Runs a command inside simulated host `k` (1-based).
 pub fn host_exec(k: usize, args: &[&str]) -> String {
     let out = std::process::Command::new(repo_root().join("scripts/stack/host-exec"))
