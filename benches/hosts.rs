@@ -152,7 +152,7 @@ fn main() {
     println!(
         "connecting, SSH commands (locks, nginx switch), Docker API calls, starting and removing containers."
     );
-    println!("On this stack every remote command also pays the host's login shell start-up.");
+    println!("A remote command costs about 10 ms here (SSH over loopback); more on a real network.");
     println!();
     let mut serving = Vec::new();
     for k in 1..=8 {

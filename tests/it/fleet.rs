@@ -420,7 +420,12 @@ fn sigterm_during_the_switch_leaves_one_version_serving_on_every_host() {
     let took = signalled.elapsed();
     let stdout = reader.join().unwrap();
     let run = action.finish(std::process::Output { stdout: stdout.into_bytes(), ..out });
-    println!("SIGTERM during host 5's switch: exited {:.1}s later\n{}", took.as_secs_f64(), run.summary);
+    let figure = format!(
+        "SIGTERM during host 5's switch (3 hosts): the action exited {:.1}s later\n",
+        took.as_secs_f64()
+    );
+    print!("{figure}{}", run.summary);
+    crate::support::save_figures("sigterm-during-switch", &figure);
 
     // The signal really landed inside the switch: host 5's switch started
     // before it and finished (traffic moved) after it.
@@ -774,13 +779,13 @@ fn zero_dropped_requests_through_twenty_deploys() {
         }
     }
 
-    println!(
-        "=== zero dropped requests: {deploys} deploys through 127.0.0.5 in {:.0}s",
+    let mut report = format!(
+        "=== zero dropped requests: {deploys} deploys through 127.0.0.5 in {:.0}s\n",
         deploy_time.as_secs_f64()
     );
     for (name, t) in [("wrk keep-alive", &ka), ("wrk Connection: close", &fr)] {
-        println!(
-            "{name:<22} requests {:>7}  non-2xx {}  socket errors: connect {} read {} write {} timeout {}  versions {:?}  latency {}",
+        report += &format!(
+            "{name:<22} requests {:>7}  non-2xx {}  socket errors: connect {} read {} write {} timeout {}  versions {:?}  latency {}\n",
             t.requests,
             t.non_2xx(),
             t.error("connect"),
@@ -791,8 +796,8 @@ fn zero_dropped_requests_through_twenty_deploys() {
             t.latency
         );
     }
-    println!(
-        "{:<22} requests {:>7}  non-2xx {}  dropped {}  connect errors {}  retried on a closed keep-alive connection {}  versions {:?}",
+    report += &format!(
+        "{:<22} requests {:>7}  non-2xx {}  dropped {}  connect errors {}  retried on a closed keep-alive connection {}  versions {:?}\n",
         "retrying keep-alive",
         rc.ok + rc.non_2xx,
         rc.non_2xx,
@@ -801,6 +806,9 @@ fn zero_dropped_requests_through_twenty_deploys() {
         rc.retried,
         rc.bodies
     );
+    print!("{report}");
+    // `scripts/test` prints this file after the tests, so CI's log has the totals.
+    crate::support::save_figures("zero-dropped-requests", &report);
 
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(ka.requests > 0 && fr.requests > 0 && rc.ok > 0, "every load ran");

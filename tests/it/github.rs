@@ -3,18 +3,15 @@
 //! lock across runs, and reading the history back. Each test has its own
 //! server and ends with no spec violations.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deploy_action::github::{DeployPayload, Deployments, FinalState, GithubError, Task};
 use deploy_action::inputs::{Context, GithubSpec};
-use deploy_action::redact::Redactor;
-use deploy_action::runner::Runner;
 use deploy_action::secrets::SecretValue;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::support::Log;
 use crate::support::github_server::{GithubServer, TOKEN};
 
 const RUN_ID: &str = "4242";
@@ -66,26 +63,6 @@ fn payload(image: &str) -> DeployPayload {
     }
 }
 
-/// The runner's log, shared with the test.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(d);
-        Ok(d.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 struct Setup {
     server: GithubServer,
     log: Log,
@@ -97,7 +74,7 @@ impl Setup {
     }
 
     fn deployments(&self, spec: GithubSpec) -> Deployments {
-        let runner = Runner::new(Box::new(self.log.clone()), Redactor::new(), None, None);
+        let runner = self.log.runner();
         let url = url::Url::parse("https://app.example/").unwrap();
         Deployments::new(&spec, &context(&self.server.base_url), "production", Some(&url), runner).unwrap()
     }
@@ -281,7 +258,7 @@ async fn each_answer_that_is_not_201_gives_its_message() {
     let e = wrong.begin(&payload("app:v2"), Task::Deploy, &CancellationToken::new()).await.unwrap_err();
     assert_eq!(e.reason(), "github_bad_credentials");
     assert!(!e.to_string().contains("not-the-token"));
-    let runner = Runner::new(Box::new(s.log.clone()), Redactor::new(), None, None);
+    let runner = s.log.runner();
     let mut ctx = context(&s.server.base_url);
     ctx.repo = "missing".into();
     let e = Deployments::new(&spec(), &ctx, "production", None, runner)
@@ -477,7 +454,7 @@ async fn the_lock_is_taken_when_the_other_run_finishes() {
     .await;
     let mut ctx = context(&s.server.base_url);
     ctx.run_attempt = "2".into();
-    let runner = Runner::new(Box::new(s.log.clone()), Redactor::new(), None, None);
+    let runner = s.log.runner();
     let retry = Deployments::new(&spec(), &ctx, "production", None, runner).unwrap();
     let started = Instant::now();
     let record = retry.begin(&payload("app:v3"), Task::Deploy, &CancellationToken::new()).await.unwrap();

@@ -11,43 +11,17 @@
 //! The front door is read from inside the host (`host-exec … curl`), as
 //! only ports 22 and 80 are forwarded out of a host.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deploy_action::Error;
 use deploy_action::inputs::{RestartPolicy, Service, grammar};
-use deploy_action::redact::Redactor;
-use deploy_action::runner::Runner;
 use deploy_action::secrets::SecretValue;
 use deploy_action::targets::hosts::{HostConn, HostTarget};
 use deploy_action::targets::{Release, Target, Via};
 
-use crate::support::{host_addr, host_exec, stack_var};
+use crate::support::{Log, host_addr, host_exec, stack_var};
 
 const LOCK_DIR: &str = "/var/lib/deploy-action/locks";
-
-/// A log that tests can read back.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Log {
-    fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(d);
-        Ok(d.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-    fn runner(&self) -> Runner {
-        Runner::new(Box::new(self.clone()), Redactor::new(), None, None)
-    }
-}
 
 /// One test app on one host: ports, front door, cleanup.
 struct App {

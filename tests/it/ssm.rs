@@ -5,8 +5,6 @@
 
 mod fault_proxy;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -15,7 +13,6 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, future};
 use aws_sdk_ssm::types::ParameterType;
 use deploy_action::inputs::SsmSpec;
-use deploy_action::redact::Redactor;
 use deploy_action::runner::Runner;
 use deploy_action::runner::commands::escape_data;
 use deploy_action::secrets::{SecretSet, SecretsError, Ssm, SsmOptions};
@@ -23,7 +20,7 @@ use fault_proxy::{Fault, FaultProxy, Rule};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::stack_var;
+use crate::support::{Log, stack_var};
 
 // ---------------------------------------------------------------- helpers
 
@@ -102,28 +99,9 @@ async fn seed(params: &[Param]) {
     }
 }
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(d);
-        Ok(d.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Buf {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-fn runner() -> (Runner, Buf) {
-    let buf = Buf::default();
-    (Runner::new(Box::new(buf.clone()), Redactor::new(), None, None), buf)
+fn runner() -> (Runner, Log) {
+    let buf = Log::default();
+    (buf.runner(), buf)
 }
 
 fn spec(paths: &[String], parameters: &[(&str, &str)]) -> SsmSpec {
@@ -134,7 +112,7 @@ fn spec(paths: &[String], parameters: &[(&str, &str)]) -> SsmSpec {
     }
 }
 
-async fn fetch(ssm: &Ssm, spec: &SsmSpec) -> (Result<SecretSet, SecretsError>, Buf) {
+async fn fetch(ssm: &Ssm, spec: &SsmSpec) -> (Result<SecretSet, SecretsError>, Log) {
     let (runner, buf) = runner();
     let r = ssm.fetch(spec, &runner, &CancellationToken::new()).await;
     (r, buf)

@@ -9,6 +9,37 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+/// An in-memory runner log: clones share one buffer, so a test hands one
+/// to `Runner::new` and reads the other back.
+#[derive(Clone, Default)]
+pub struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(d);
+        Ok(d.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// A runner (no secrets known yet, no file commands) writing here.
+    pub fn runner(&self) -> deploy_action::runner::Runner {
+        deploy_action::runner::Runner::new(
+            Box::new(self.clone()),
+            deploy_action::redact::Redactor::new(),
+            None,
+            None,
+        )
+    }
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -74,6 +105,15 @@ pub fn shared_app_inputs(hosts: &[String], image: &str) -> Vec<(&'static str, St
 /// The first `n` hosts of the stack, as `shared_app_inputs` takes them.
 pub fn first_hosts(n: usize) -> Vec<String> {
     stack_var("HOSTS").split(',').take(n).map(String::from).collect()
+}
+
+/// Keeps a test's measured figures in `target/tmp/figures/<name>.txt`;
+/// `scripts/test` prints every such file once the tests have run, so the
+/// figures reach CI's log even though passing tests' output is captured.
+pub fn save_figures(name: &str, text: &str) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("figures");
+    std::fs::create_dir_all(&dir).expect("figures dir");
+    std::fs::write(dir.join(format!("{name}.txt")), text).expect("write figures");
 }
 
 /// Runs a command inside simulated host `k` (1-based).
