@@ -154,3 +154,54 @@ fn a_services_file_switches_a_web_service_and_a_worker_together() {
         assert!(images.lines().all(|i| i == image(v)), "both services run {v}: {images}");
     }
 }
+
+/// `target: ec2` end to end: the binary finds the instances through the EC2
+/// API (moto, via `AWS_ENDPOINT_URL`), running ones only, and deploys to
+/// their private IPs, which are stack hosts 2 and 3. Host 1's instance is
+/// stopped: it must not be touched.
+#[test]
+fn an_ec2_target_deploys_to_the_running_instances_it_finds() {
+    let _lock = shared_app_lock();
+    let before = hosts_action(3, &image("v1")).run();
+    assert_eq!(before.code, Some(0), "{}", before.stdout);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let run_tag = format!("deploy-{}", std::process::id());
+    let (config, ids) = rt.block_on(async {
+        let config = crate::support::moto_config().await;
+        let ids = crate::support::moto_instances(
+            &config,
+            &run_tag,
+            &[("127.0.0.2", "web"), ("127.0.0.3", "web"), ("127.0.0.4", "web")],
+        )
+        .await;
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        ec2.stop_instances().instance_ids(&ids[0]).send().await.expect("stop host 1's instance");
+        (config, ids)
+    });
+
+    let run = Action::new()
+        .inputs(shared_app_inputs(&[], &image("v2")))
+        .without("INPUT_HOSTS")
+        .input("target", "ec2")
+        .input("ec2-filters", &format!("Role=web,Run={run_tag}"))
+        .input("aws-region", &stack_var("AWS_REGION"))
+        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
+        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
+        .run();
+    rt.block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        ec2.terminate_instances().set_instance_ids(Some(ids)).send().await.expect("terminate");
+    });
+
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.summary.contains("127.0.0.3") && run.summary.contains("127.0.0.4"),
+        "both running instances deployed:\n{}",
+        run.summary
+    );
+    assert!(!run.summary.contains("127.0.0.2"), "the stopped instance is not a target:\n{}", run.summary);
+    assert_eq!((live_version(2), live_version(3)), ("v2".to_string(), "v2".to_string()));
+    assert_eq!(live_version(1), "v1", "host 1 (stopped instance) untouched");
+}

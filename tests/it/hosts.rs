@@ -401,50 +401,18 @@ async fn a_held_lock_names_its_owner_and_can_be_broken() {
 
 #[tokio::test]
 async fn ec2_finds_running_instances_by_tag() {
-    use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
     use deploy_action::inputs::{AddressKind, Ec2Spec};
 
-    let creds = aws_credential_types::Credentials::new(
-        stack_var("AWS_ACCESS_KEY_ID"),
-        stack_var("AWS_SECRET_ACCESS_KEY"),
-        None,
-        None,
-        "stack",
-    );
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(stack_var("AWS_REGION")))
-        .endpoint_url(stack_var("AWS_ENDPOINT_URL"))
-        .credentials_provider(creds)
-        .load()
-        .await;
+    let config = crate::support::moto_config().await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
     // A unique tag value per run: moto's state outlives a test.
     let run = format!("it-{}", std::process::id());
-    let vpc = ec2.create_vpc().cidr_block("127.0.0.0/16").send().await.expect("moto accepts a loopback VPC");
-    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
-    let subnet = ec2.create_subnet().vpc_id(&vpc_id).cidr_block("127.0.0.0/24").send().await.expect("subnet");
-    let subnet_id = subnet.subnet().and_then(|s| s.subnet_id()).unwrap().to_string();
-    let mut ids = Vec::new();
-    for (ip, role) in [("127.0.0.3", "web"), ("127.0.0.2", "web"), ("127.0.0.4", "worker")] {
-        let tags = TagSpecification::builder()
-            .resource_type(ResourceType::Instance)
-            .tags(Tag::builder().key("Role").value(role).build())
-            .tags(Tag::builder().key("Run").value(&run).build())
-            .build();
-        let out = ec2
-            .run_instances()
-            .image_id("ami-12c6146b")
-            .instance_type(InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1)
-            .subnet_id(&subnet_id)
-            .private_ip_address(ip)
-            .tag_specifications(tags)
-            .send()
-            .await
-            .expect("run instance");
-        ids.push(out.instances()[0].instance_id().unwrap().to_string());
-    }
+    let ids = crate::support::moto_instances(
+        &config,
+        &run,
+        &[("127.0.0.3", "web"), ("127.0.0.2", "web"), ("127.0.0.4", "worker")],
+    )
+    .await;
 
     let spec = Ec2Spec {
         instance_ids: vec![],

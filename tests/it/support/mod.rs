@@ -116,6 +116,61 @@ pub fn save_figures(name: &str, text: &str) {
     std::fs::write(dir.join(format!("{name}.txt")), text).expect("write figures");
 }
 
+/// An AWS SDK configuration for the stack's moto server.
+pub async fn moto_config() -> aws_config::SdkConfig {
+    let creds = aws_credential_types::Credentials::new(
+        stack_var("AWS_ACCESS_KEY_ID"),
+        stack_var("AWS_SECRET_ACCESS_KEY"),
+        None,
+        None,
+        "stack",
+    );
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(stack_var("AWS_REGION")))
+        .endpoint_url(stack_var("AWS_ENDPOINT_URL"))
+        .credentials_provider(creds)
+        .load()
+        .await
+}
+
+/// Starts one moto EC2 instance per `(private IP, Role tag)`, in a loopback
+/// subnet so that the IP is a stack host, each also tagged `Run=<run>` (moto's
+/// state outlives a test: a unique `run` keeps tests apart). Returns the ids.
+pub async fn moto_instances(
+    config: &aws_config::SdkConfig,
+    run: &str,
+    hosts: &[(&str, &str)],
+) -> Vec<String> {
+    use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let vpc = ec2.create_vpc().cidr_block("127.0.0.0/16").send().await.expect("moto accepts a loopback VPC");
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+    let subnet = ec2.create_subnet().vpc_id(&vpc_id).cidr_block("127.0.0.0/24").send().await.expect("subnet");
+    let subnet_id = subnet.subnet().and_then(|s| s.subnet_id()).unwrap().to_string();
+    let mut ids = Vec::new();
+    for (ip, role) in hosts {
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::Instance)
+            .tags(Tag::builder().key("Role").value(*role).build())
+            .tags(Tag::builder().key("Run").value(run).build())
+            .build();
+        let out = ec2
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .instance_type(InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&subnet_id)
+            .private_ip_address(*ip)
+            .tag_specifications(tags)
+            .send()
+            .await
+            .expect("run instance");
+        ids.push(out.instances()[0].instance_id().unwrap().to_string());
+    }
+    ids
+}
+
 /// Runs a command inside simulated host `k` (1-based).
 pub fn host_exec(k: usize, args: &[&str]) -> String {
     let out = std::process::Command::new(repo_root().join("scripts/stack/host-exec"))
