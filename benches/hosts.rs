@@ -27,9 +27,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+// The integration tests' helpers: the runner-like `Action`, the stack's
+// settings and the shared app's inputs, so the bench runs the action
+// exactly as the tests do.
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use support::action::Action;
+use support::{shared_app_inputs, summary_table};
 
 const OBSERVE: Duration = Duration::from_secs(1);
 const DRAIN: Duration = Duration::from_secs(1);
@@ -51,7 +60,7 @@ fn main() {
         .status()
         .expect("scripts/stack/up");
     assert!(up.success(), "scripts/stack/up --hosts 8 failed");
-    let stack = read_stack(&root);
+    let stack = support::stack();
     let hosts: Vec<String> = stack["HOSTS"].split(',').map(String::from).collect();
     assert!(hosts.len() >= 8, "need 8 hosts, the stack has {}", hosts.len());
     let bench = Bench { root: root.clone(), stack, hosts };
@@ -190,7 +199,7 @@ struct Timed {
 
 struct Bench {
     root: PathBuf,
-    stack: HashMap<String, String>,
+    stack: &'static HashMap<String, String>,
     hosts: Vec<String>,
 }
 
@@ -207,11 +216,11 @@ impl Bench {
         }
     }
 
-    /// Runs `cmd`, timestamping each stdout line as it arrives.
-    fn timed(mut cmd: Command) -> Result<Timed, String> {
+    /// Runs what `spawn` starts (stdout and stderr piped), timestamping
+    /// each stdout line as it arrives.
+    fn timed(spawn: impl FnOnce() -> std::io::Result<Child>) -> Result<Timed, String> {
         let t0 = Instant::now();
-        let mut child =
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+        let mut child = spawn().map_err(|e| e.to_string())?;
         let stderr = child.stderr.take().unwrap();
         let err = std::thread::spawn(move || {
             let mut s = String::new();
@@ -230,52 +239,12 @@ impl Bench {
 
     /// The action deploying `v` to the first `n` hosts.
     fn action(&self, n: usize, v: &str) -> Result<Sample, String> {
-        let dir = tempfile_dir();
-        let key = std::fs::read_to_string(&self.stack["SSH_KEY"]).unwrap();
-        let known = std::fs::read_to_string(&self.stack["SSH_KNOWN_HOSTS"]).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_deploy-action"));
-        cmd.env_clear().stdin(Stdio::null());
-        for (k, val) in [
-            ("GITHUB_ACTIONS", "true"),
-            ("GITHUB_REPOSITORY", "acme/shop-api"),
-            ("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567"),
-            ("GITHUB_REF", "refs/heads/main"),
-            ("GITHUB_RUN_ID", "7001"),
-            ("GITHUB_RUN_ATTEMPT", "1"),
-            ("GITHUB_SERVER_URL", "https://github.com"),
-            ("GITHUB_API_URL", "https://api.github.com"),
-            ("GITHUB_EVENT_NAME", "push"),
-            ("GITHUB_ACTOR", "octocat"),
-            ("RUNNER_TEMP", "/tmp"),
-        ] {
-            cmd.env(k, val);
-        }
-        cmd.env("GITHUB_WORKSPACE", &dir)
-            .env("GITHUB_OUTPUT", dir.join("output"))
-            .env("GITHUB_STEP_SUMMARY", dir.join("summary"));
-        let image = self.image(v);
-        let list = self.hosts[..n].join("\n");
-        for (k, val) in [
-            ("target", "hosts"),
-            ("app", "app"),
-            ("image", image.as_str()),
-            ("hosts", list.as_str()),
-            ("ssh-private-key", key.as_str()),
-            ("ssh-known-hosts", known.as_str()),
-            ("registry-username", self.stack["REGISTRY_USERNAME"].as_str()),
-            ("registry-password", self.stack["REGISTRY_PASSWORD"].as_str()),
-            ("github-deployments", "false"),
-            ("health-check-interval", "200ms"),
-            ("health-check-timeout", "20s"),
-            ("observe-window", "1s"),
-            ("drain-time", "1s"),
-            ("max-parallel", "8"),
-        ] {
-            cmd.env(format!("INPUT_{}", k.to_uppercase()), val);
-        }
-        let Timed { wall, lines, stderr, ok } = Self::timed(cmd)?;
-        let summary = std::fs::read_to_string(dir.join("summary")).unwrap_or_default();
-        let _ = std::fs::remove_dir_all(&dir);
+        let action = Action::new()
+            .inputs(shared_app_inputs(&self.hosts[..n], &self.image(v)))
+            .input("drain-time", "1s")
+            .input("max-parallel", "8");
+        let Timed { wall, lines, stderr, ok } = Self::timed(|| Ok(action.spawn()))?;
+        let summary = std::fs::read_to_string(action.path("summary")).unwrap_or_default();
         if !ok {
             let tail: Vec<&str> = lines.iter().rev().take(15).map(|(_, l)| l.as_str()).collect();
             return Err(format!(
@@ -327,7 +296,8 @@ impl Bench {
         cmd.env("OBSERVE_SECS", OBSERVE.as_secs().to_string())
             .env("DRAIN_SECS", DRAIN.as_secs().to_string())
             .env("SSH_MUX", if mux { "1" } else { "0" });
-        let Timed { wall, lines, stderr, ok } = Self::timed(cmd)?;
+        let Timed { wall, lines, stderr, ok } =
+            Self::timed(|| cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn())?;
         if !ok {
             return Err(format!("ssh-deploy.sh failed: {stderr}"));
         }
@@ -374,19 +344,10 @@ fn address(h: &str) -> String {
 
 /// The summary's timeline: `(stage, where, seconds)`.
 fn timeline(summary: &str) -> Vec<(String, String, f64)> {
-    summary
-        .split("### Timeline")
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .filter(|l| l.starts_with('|') && !l.starts_with("|---") && !l.starts_with("| stage "))
-        .filter_map(|l| {
-            let c: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-            Some((
-                c.first()?.to_string(),
-                c.get(1)?.to_string(),
-                c.get(2)?.trim_end_matches('s').parse().ok()?,
-            ))
+    summary_table(summary, "### Timeline")
+        .into_iter()
+        .filter_map(|c| {
+            Some((c.first()?.clone(), c.get(1)?.clone(), c.get(2)?.trim_end_matches('s').parse().ok()?))
         })
         .collect()
 }
@@ -407,24 +368,4 @@ fn http_version(addr: &str) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|e| format!("error {e}"))
-}
-
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hosts-bench-{}-{}", std::process::id(), rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-}
-
-fn read_stack(root: &Path) -> HashMap<String, String> {
-    let dir = std::env::var("STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join(".stack"));
-    let text = std::fs::read_to_string(dir.join("env"))
-        .expect("the local stack is not up: scripts/stack/up --hosts 8");
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
 }

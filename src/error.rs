@@ -72,4 +72,15 @@ impl Error {
     pub fn unit(unit: &str, reason: &'static str, message: impl Into<String>) -> Self {
         Error::Unit { unit: unit.to_string(), reason, message: message.into() }
     }
+
+    /// The message without its `<unit>: ` prefix, to nest this error in
+    /// another one of the same unit (which says the unit once).
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Unit { message, .. }
+            | Error::Unhealthy { message, .. }
+            | Error::ObserveFailed { message, .. } => message.clone(),
+            e => e.to_string(),
+        }
+    }
 }

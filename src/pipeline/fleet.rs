@@ -27,6 +27,12 @@ pub const CANCEL_BUDGET: Duration = Duration::from_millis(4500);
 /// Why a unit's step stopped when another unit's failure cancelled its phase.
 const SIBLING_FAILED: &str = "stopped: another host failed";
 
+/// Whether `e` is a unit's phase being cancelled because another unit
+/// failed, not the run being cancelled by a signal or its deadline.
+fn stopped_by_sibling(e: &Error, run: &CancellationToken) -> bool {
+    matches!(e, Error::Cancelled) && !run.is_cancelled()
+}
+
 /// What the fleet needs besides the units.
 pub struct FleetConfig {
     pub health: HealthSpec,
@@ -162,14 +168,13 @@ pub async fn run(
         let _group = runner.group(&format!("{} — {}", stage_names.join(", "), describe_scope(&scope, units)));
         // Cancelled when a sibling fails (all-or-nothing) or the run is cancelled.
         let phase_cancel = cancel.child_token();
-        let run_token = cancel.clone();
         let mut tasks = JoinSet::new();
         for &i in &scope {
             let unit = units[i].clone();
             let steps = phase.steps.clone();
+            let run_cancel = cancel.clone();
             let (release, cfg, runner, cancel, limit) =
                 (release.clone(), cfg.clone(), runner.clone(), phase_cancel.clone(), limit.clone());
-            let run_cancel = run_token.clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await.expect("semaphore open");
                 let mut times = Vec::new();
@@ -182,8 +187,7 @@ pub async fn run(
                     let r = guarded_step(step, unit.as_ref(), &release, &cfg, &runner, &cancel).await;
                     let note = match &r {
                         Ok(()) => String::new(),
-                        // Stopped because a sibling failed, not by a signal.
-                        Err(Error::Cancelled) if !run_cancel.is_cancelled() => SIBLING_FAILED.into(),
+                        Err(e) if stopped_by_sibling(e, &run_cancel) => SIBLING_FAILED.into(),
                         Err(e) => e.to_string(),
                     };
                     times.push(StageTiming {
@@ -212,7 +216,7 @@ pub async fn run(
             };
             timeline.extend(times);
             if let Err((stage, e)) = result {
-                if matches!(e, Error::Cancelled) && !cancel.is_cancelled() {
+                if stopped_by_sibling(&e, cancel) {
                     runner.line(&format!("{}: {stage} {SIBLING_FAILED}", units[i].name()));
                 } else {
                     runner.error(e.reason(), &format!("{stage} failed: {e}"));

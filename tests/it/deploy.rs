@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::support::action::Action;
 use crate::support::{
     first_hosts, live_version, running_colours, shared_app_inputs, shared_app_lock, stack_var,
+    wait_until_serving,
 };
 
 /// An action deploying the shared `app` to the first `hosts` hosts.
@@ -97,12 +98,7 @@ fn sigterm_mid_deploy_exits_within_7s_with_one_version_serving() {
     let action = hosts_action(1, &image("v2")).input("observe-window", "60s");
     let mut child = action.spawn();
     // Wait until the switch has happened (v2 serves) and the observe window runs.
-    let t0 = Instant::now();
-    while live_version(1) != "v2" {
-        assert!(t0.elapsed() < Duration::from_secs(60), "v2 never switched in");
-        assert!(child.try_wait().unwrap().is_none(), "the action ended early");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_serving(1, "v2", &mut child, Duration::from_secs(60));
     let signalled = Instant::now();
     send_signal(child.id(), "TERM");
     let out = child.wait_with_output().unwrap();

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::support::action::{Action, Run};
 use crate::support::{
     host_addr, host_exec, live_version, repo_root, running_colours, shared_app_inputs, stack_var,
+    summary_table, wait_until_serving,
 };
 
 /// Serialises this module's tests per host (4..=8), taken in ascending
@@ -61,18 +62,9 @@ fn image(v: &str) -> String {
 
 /// The summary's "Hosts" table: `(host, outcome)` per row.
 fn host_rows(summary: &str) -> Vec<(String, String)> {
-    summary
-        .split("### Hosts")
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .skip_while(|l| !l.starts_with("|---"))
-        .skip(1)
-        .take_while(|l| l.starts_with('|'))
-        .map(|l| {
-            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-            (cells[0].to_string(), cells.get(1).unwrap_or(&"").to_string())
-        })
+    summary_table(summary, "### Hosts")
+        .into_iter()
+        .map(|cells| (cells[0].clone(), cells.get(1).cloned().unwrap_or_default()))
         .collect()
 }
 
@@ -139,6 +131,48 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A spawned action's stdout, read on a thread line by line as it arrives.
+struct LogWatch {
+    lines: std::sync::mpsc::Receiver<String>,
+    all: std::thread::JoinHandle<String>,
+}
+
+impl LogWatch {
+    fn start(child: &mut std::process::Child) -> LogWatch {
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let all = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                all.push_str(&line);
+                all.push('\n');
+                let _ = tx.send(line);
+            }
+            all
+        });
+        LogWatch { lines, all }
+    }
+
+    /// Returns at the first line matching `pred`; panics with the lines
+    /// before it when the log ends or `bound` passes first.
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        let mut seen = String::new();
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if pred(&line) => return,
+                Ok(line) => seen.push_str(&(line + "\n")),
+                Err(_) => panic!("{what} never came:\n{seen}"),
+            }
+        }
+    }
+
+    /// Everything the action wrote, once it has ended.
+    fn all(self) -> String {
+        self.all.join().unwrap()
+    }
+}
+
 /// Runs a spawned action to its end on another thread, so the test can
 /// bound how long it takes (and kill it if it hangs).
 fn finish_within(action: &Action, child: std::process::Child, bound: Duration) -> (Run, Duration) {
@@ -150,7 +184,7 @@ fn finish_within(action: &Action, child: std::process::Child, bound: Duration) -
         Ok(out) => (action.finish(out.unwrap()), started.elapsed()),
         Err(_) => {
             let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            panic!("the action was still running {}s after the host was cut (a hang)", bound.as_secs());
+            panic!("the action was still running {}s later (a hang)", bound.as_secs());
         }
     }
 }
@@ -221,12 +255,7 @@ fn cut_mid_deploy(mode: &[&str], ssh_timeout: &str, bound: Duration) {
     let action =
         fleet_action(&[7], &image("v2")).input("observe-window", "60s").input("ssh-timeout", ssh_timeout);
     let mut child = action.spawn();
-    let t0 = Instant::now();
-    while live_version(7) != "v2" {
-        assert!(t0.elapsed() < Duration::from_secs(90), "v2 never switched in");
-        assert!(child.try_wait().unwrap().is_none(), "the action ended before the switch");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_serving(7, "v2", &mut child, Duration::from_secs(90));
     // Into the observe window (the switch verifies 3 answers first).
     std::thread::sleep(Duration::from_secs(3));
     let mut args = vec!["7"];
@@ -383,43 +412,15 @@ fn sigterm_during_the_switch_leaves_one_version_serving_on_every_host() {
     let action = fleet_action(&ks, &image("v2")).input("observe-window", "60s");
     let mut child = action.spawn();
     let pid = child.id();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
+    let log = LogWatch::start(&mut child);
+    let _kill = KillOnDrop(pid);
     // Host 5 (127.0.0.6) switches after the barrier, host 4, has switched.
     let target = "host=\"127.0.0.6\"";
     let is_switch_start = |l: &str| l.contains("switching nginx") && l.contains(target);
-    let _kill = KillOnDrop(pid);
-    let mut seen = String::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(90)) {
-            Ok(line) if is_switch_start(&line) => break,
-            Ok(line) => seen.push_str(&(line + "\n")),
-            Err(_) => panic!("host 5 never started its switch:\n{seen}"),
-        }
-    }
-    let signalled = Instant::now();
+    log.wait_for("host 5's switch", is_switch_start, Duration::from_secs(90));
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let (tx_done, rx_done) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx_done.send(child.wait_with_output()));
-    let out = match rx_done.recv_timeout(Duration::from_secs(30)) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            panic!("the action was still running 30s after SIGTERM");
-        }
-    };
-    let took = signalled.elapsed();
-    let stdout = reader.join().unwrap();
-    let run = action.finish(std::process::Output { stdout: stdout.into_bytes(), ..out });
+    let (mut run, took) = finish_within(&action, child, Duration::from_secs(30));
+    run.stdout = log.all();
     let figure = format!(
         "SIGTERM during host 5's switch (3 hosts): the action exited {:.1}s later\n",
         took.as_secs_f64()
@@ -456,18 +457,10 @@ fn a_rerun_after_a_killed_deploy_converges_the_host() {
     ensure_serving(8, "v1");
     let action = fleet_action(&[8], &image("v2"));
     let mut child = action.spawn();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
-    let mut seen = String::new();
-    for line in lines {
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("container started") {
-            break;
-        }
-    }
+    let log = LogWatch::start(&mut child);
+    log.wait_for("the candidate's start", |l| l.contains("container started"), Duration::from_secs(90));
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(seen.contains("container started"), "the candidate never started:\n{seen}");
     let left = state(8);
     assert_eq!(left.colours.len(), 2, "the killed run left its candidate: {left:?}");
     assert!(lock_held(8), "and its lock");

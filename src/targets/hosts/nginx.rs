@@ -151,15 +151,7 @@ async fn apply_locked(
         tracing::warn!(host = unit, stage = "switch", error = %e, "restoring the previous nginx configuration");
         if let Err(undo) = restore_locked(session, unit, &before).await {
             tracing::error!(host = unit, stage = "switch", error = %undo, "could not restore the nginx configuration");
-            return Err(Error::unit(
-                unit,
-                e.reason(),
-                format!(
-                    "{}; restoring the previous configuration also failed: {}",
-                    bare(unit, &e),
-                    bare(unit, &undo)
-                ),
-            ));
+            return Err(restore_failed(unit, &e, &undo));
         }
         return Err(e);
     }
@@ -240,11 +232,14 @@ async fn put(session: &Session, unit: &str, path: &str, content: Option<&str>) -
     Ok(())
 }
 
-/// An error's text without its leading `<unit>: `, to nest it in another
-/// error of the same unit (which adds the prefix once).
-pub(super) fn bare(unit: &str, e: &Error) -> String {
-    let text = e.to_string();
-    text.strip_prefix(unit).and_then(|t| t.strip_prefix(": ")).map(str::to_string).unwrap_or(text)
+/// `e`, which a restore of the previous configuration should have undone,
+/// and the restore's own failure: the host's proxy state is now unknown.
+pub(super) fn restore_failed(unit: &str, e: &Error, undo: &Error) -> Error {
+    Error::unit(
+        unit,
+        e.reason(),
+        format!("{}; restoring the previous configuration also failed: {}", e.detail(), undo.detail()),
+    )
 }
 
 fn last_lines(text: &str, n: usize) -> String {

@@ -317,15 +317,7 @@ impl Target for HostTarget {
         if let Err(e) = self.verify_switch(release, percent).await {
             tracing::warn!(host = unit, stage = "switch", error = %e, "switch not verified; restoring");
             if let Err(undo) = nginx::restore(&self.session, unit, &self.conn.lock_dir, &before).await {
-                return Err(Error::unit(
-                    unit,
-                    e.reason(),
-                    format!(
-                        "{}; restoring the previous configuration failed: {}",
-                        nginx::bare(unit, &e),
-                        nginx::bare(unit, &undo)
-                    ),
-                ));
+                return Err(nginx::restore_failed(unit, &e, &undo));
             }
             return Err(e);
         }

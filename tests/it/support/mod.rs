@@ -211,6 +211,32 @@ pub fn live_version(k: usize) -> String {
     }
 }
 
+/// Waits until host `k`'s nginx serves `v` while `deploy` (the run
+/// switching it) goes on; panics after `bound`, or if the run ends first.
+pub fn wait_until_serving(k: usize, v: &str, deploy: &mut std::process::Child, bound: std::time::Duration) {
+    let t0 = std::time::Instant::now();
+    while live_version(k) != v {
+        assert!(t0.elapsed() < bound, "{v} never switched in on host {k}");
+        assert!(deploy.try_wait().unwrap().is_none(), "the action ended before {v} switched in");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The rows of the job summary's table under `heading` (`### Hosts`,
+/// `### Timeline`), each as its trimmed cells.
+pub fn summary_table(summary: &str, heading: &str) -> Vec<Vec<String>> {
+    summary
+        .split(heading)
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .skip_while(|l| !l.starts_with("|---"))
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
+        .collect()
+}
+
 /// Names of the running containers of app `app` on host `k`.
 pub fn running_colours(k: usize, app: &str) -> Vec<String> {
     let mut names: Vec<String> = host_exec(k, &["docker", "ps", "--format", "{{.Names}}"])
