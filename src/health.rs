@@ -97,7 +97,9 @@ pub async fn wait_healthy(
 }
 
 /// Watches health through the front door for `window`; `failures`
-/// consecutive failures fail the deploy.
+/// consecutive failures *of one service* fail the deploy. Each service keeps
+/// its own streak: a healthy worker must not reset the count of a web
+/// service that fails every check.
 ///
 /// # Errors
 /// [`Error::ObserveFailed`], or [`Error::Cancelled`].
@@ -110,7 +112,7 @@ pub async fn observe(
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
     let end = Instant::now() + window;
-    let mut streak = 0;
+    let mut streaks = vec![0u32; release.services.len()];
     loop {
         for (idx, service) in release.services.iter().enumerate() {
             let verdict = match (&service.health_path, service.behind_proxy) {
@@ -123,15 +125,17 @@ pub async fn observe(
                     Err(e) => Err(e.to_string()),
                 },
             };
+            let streak = &mut streaks[idx];
             match verdict {
-                Ok(()) => streak = 0,
+                Ok(()) => *streak = 0,
                 Err(why) => {
-                    streak += 1;
-                    if streak >= failures {
+                    *streak += 1;
+                    if *streak >= failures {
                         return Err(Error::ObserveFailed {
                             unit: target.name().to_string(),
                             message: format!(
-                                "{streak} health checks in a row failed through the proxy during the observe window{} (last: {why})",
+                                "{} health checks in a row failed through the proxy during the observe window{} (last: {why})",
+                                *streak,
                                 svc(&service.name)
                             ),
                         });

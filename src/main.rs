@@ -26,7 +26,11 @@ fn main() -> ExitCode {
         .init();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
-    let inputs = match inputs::load(&env) {
+    let checked = inputs::load(&env).and_then(|i| {
+        let problems = deploy_action::targets::preflight(&i);
+        if problems.is_empty() { Ok(i) } else { Err(problems) }
+    });
+    let inputs = match checked {
         Ok(i) => i,
         Err(problems) => {
             runner.line(&format!(

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::errors::{GithubError, Op, classify, secs};
+use crate::redact::Redactor;
 use crate::secrets::SecretValue;
 
 /// How long one call may take, retries and waits included.
@@ -88,6 +89,9 @@ pub(crate) struct Api {
     /// `owner/repo`.
     pub repository: String,
     budget: Duration,
+    /// Every string of every request body passes through it: a status
+    /// description can quote a failed command's output.
+    redactor: Redactor,
 }
 
 impl Api {
@@ -100,6 +104,7 @@ impl Api {
         token: Option<&SecretValue>,
         owner: &str,
         repo: &str,
+        redactor: Redactor,
     ) -> Result<Self, GithubError> {
         let token = token.filter(|t| !t.expose().is_empty()).ok_or(GithubError::MissingToken)?;
         let base = api_url.trim_end_matches('/').to_string();
@@ -120,7 +125,7 @@ impl Api {
             .set_read_timeout(Some(REQUEST_TIMEOUT))
             .build()
             .map_err(|e| bad(format!("octocrab: {e}")))?;
-        Ok(Self { octo, base, repository: format!("{owner}/{repo}"), budget: RETRY_BUDGET })
+        Ok(Self { octo, base, repository: format!("{owner}/{repo}"), budget: RETRY_BUDGET, redactor })
     }
 
     /// Same client, another retry budget (tests; the final status after a
@@ -177,6 +182,8 @@ impl Api {
         cancel: &CancellationToken,
     ) -> Result<Result<Reply, String>, GithubError> {
         let uri = self.uri(path);
+        let body = body.map(|b| redact_json(b, &self.redactor));
+        let body = body.as_ref();
         tracing::debug!(method = ?method, path, "github request");
         let request = async {
             let response = match method {
@@ -215,7 +222,8 @@ impl Api {
         };
         let wait = hint.unwrap_or_else(|| backoff(attempts.count));
         let now = Instant::now();
-        if now + wait <= attempts.deadline {
+        // Checked: `wait` comes from the network and may be near u64::MAX.
+        if now.checked_add(wait).is_some_and(|end| end <= attempts.deadline) {
             tracing::info!(what = %op.what, wait_ms = wait.as_millis() as u64, attempt = attempts.count, "github: {error}; retrying");
             return Next::Retry { wait, ambiguous };
         }
@@ -249,17 +257,36 @@ pub(crate) async fn pause(wait: Duration, op: &Op, cancel: &CancellationToken) -
 
 /// What GitHub asked for: `retry-after` (seconds), else, with the primary
 /// limit spent, the time until `x-ratelimit-reset` (epoch seconds).
+///
+/// Both come from the network: any number is capped at [`MAX_HINT`] (far
+/// past every budget), so no arithmetic on it can overflow.
 fn retry_hint(reply: &Reply) -> Option<Duration> {
     if let Some(secs) = reply.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()) {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX_HINT));
     }
     if reply.header("x-ratelimit-remaining").map(str::trim) == Some("0") {
         let reset = reply.header("x-ratelimit-reset")?.trim().parse::<i64>().ok()?;
         let now = chrono::Utc::now().timestamp();
         // A second more: the reset is rounded down and clocks drift.
-        return Some(Duration::from_secs((reset - now).max(0) as u64 + 1));
+        let secs = reset.saturating_sub(now).max(0).unsigned_abs().saturating_add(1);
+        return Some(Duration::from_secs(secs).min(MAX_HINT));
     }
     None
+}
+
+/// Longest wait a server may ask for; longer hints are read as this.
+const MAX_HINT: Duration = Duration::from_secs(24 * 3600);
+
+/// `value` with every string (keys too) redacted.
+fn redact_json(value: &Value, redactor: &Redactor) -> Value {
+    match value {
+        Value::String(s) => Value::String(redactor.redact(s)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| redact_json(v, redactor)).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (redactor.redact(k), redact_json(v, redactor))).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 /// Exponential backoff with jitter: attempt 1 waits 0.25–0.5 s, doubling up
@@ -311,6 +338,49 @@ mod tests {
     }
 
     #[test]
+    fn hints_near_the_integer_limits_do_not_overflow() {
+        for (k, v) in [
+            ("retry-after", u64::MAX.to_string()),
+            ("retry-after", (u64::MAX / 1000).to_string()),
+            ("x-ratelimit-reset", i64::MAX.to_string()),
+            ("x-ratelimit-reset", i64::MIN.to_string()),
+        ] {
+            let r = reply(&[("x-ratelimit-remaining", "0".into()), (k, v.clone())]);
+            let d = retry_hint(&r).unwrap();
+            assert!(d <= MAX_HINT, "{k}={v}: {d:?}");
+            // What `judge` does with it: no panic, no wrap.
+            assert!(Instant::now().checked_add(d).is_some(), "{k}={v}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_huge_retry_after_fails_the_call_instead_of_the_process() {
+        let api = Api::new(
+            "http://127.0.0.1:9/api/v3/",
+            Some(&SecretValue::new("t".into())),
+            "o",
+            "r",
+            Redactor::new(),
+        )
+        .unwrap();
+        let op = api.op("posting");
+        let mut attempts = api.attempts();
+        let mut r = reply(&[("retry-after", u64::MAX.to_string())]);
+        r.body = r#"{"message":"You have exceeded a secondary rate limit."}"#.into();
+        assert!(matches!(api.judge(&op, Ok(r), &mut attempts), Next::Fail(_)));
+    }
+
+    #[test]
+    fn request_bodies_are_redacted_to_every_leaf() {
+        let r = Redactor::new();
+        r.add("pa55%w0rd::add-mask::x");
+        let body = serde_json::json!({"description": "echo pa55%w0rd::add-mask::x", "payload": {"l": ["pa55%w0rd::add-mask::x"]}});
+        let text = redact_json(&body, &r).to_string();
+        assert!(!text.contains("pa55"), "{text}");
+        assert_eq!(text.matches("***").count(), 2, "{text}");
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         for attempt in 1..20 {
             let d = backoff(attempt);
@@ -322,9 +392,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_past_the_budget_fails_at_once() {
-        let api = Api::new("http://127.0.0.1:9/api/v3/", Some(&SecretValue::new("t".into())), "o", "r")
-            .unwrap()
-            .with_budget(Duration::from_secs(10));
+        let api = Api::new(
+            "http://127.0.0.1:9/api/v3/",
+            Some(&SecretValue::new("t".into())),
+            "o",
+            "r",
+            Redactor::new(),
+        )
+        .unwrap()
+        .with_budget(Duration::from_secs(10));
         assert_eq!(api.uri("/deployments"), "http://127.0.0.1:9/api/v3/repos/o/r/deployments");
         let op = api.op("posting");
         let mut attempts = api.attempts();

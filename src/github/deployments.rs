@@ -142,7 +142,11 @@ impl Deployments {
             git_ref: Some(git_ref.clone()),
             ..self.api.op(format!("creating the deployment of {git_ref} to {}", self.environment))
         };
-        let description = history::description(&format!("{} {}", task.as_str(), payload.image));
+        let description = history::description(&self.runner.redactor().redact(&format!(
+            "{} {}",
+            task.as_str(),
+            payload.image
+        )));
         let body = NewDeployment {
             git_ref,
             task: task.as_str(),
@@ -237,7 +241,8 @@ impl Deployments {
             state,
             log_url: Some(log_url),
             environment_url: self.environment_url.as_deref(),
-            description: &history::description(description),
+            // Redacted before the cut: a value cut in half no longer matches.
+            description: &history::description(&self.runner.redactor().redact(description)),
             auto_inactive,
         };
         let body = serde_json::to_value(&body).unwrap_or(Value::Null);

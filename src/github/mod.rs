@@ -49,7 +49,7 @@ pub struct DeployPayload {
     /// The run that made the deployment; the deploy lock compares it.
     pub run_url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secrets_digest: Option<String>,
+    pub secrets_fingerprint: Option<String>,
 }
 
 /// The deployment's `task`.
@@ -133,7 +133,13 @@ impl Deployments {
         runner: Runner,
     ) -> Result<Self, GithubError> {
         Ok(Self {
-            api: client::Api::new(&ctx.api_url, spec.token.as_ref(), &ctx.owner, &ctx.repo)?,
+            api: client::Api::new(
+                &ctx.api_url,
+                spec.token.as_ref(),
+                &ctx.owner,
+                &ctx.repo,
+                runner.redactor().clone(),
+            )?,
             spec: spec.clone(),
             environment: environment.to_string(),
             environment_url: environment_url.map(|u| u.to_string()),

@@ -97,6 +97,13 @@ pub fn image(s: &str) -> Result<ImageRef, String> {
     if repository.len() > 255 {
         return Err("repository name must be at most 255 characters".into());
     }
+    // The regex lets a registry-like first component through in any case;
+    // when it turns out to be part of the repository it must be lower-case.
+    if repository.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "has an upper-case repository name '{repository}': OCI repository names are lower-case (a registry host needs a '.' or a ':port')"
+        ));
+    }
     Ok(ImageRef {
         registry,
         repository,
@@ -286,6 +293,59 @@ pub fn list(s: &str) -> Vec<String> {
     s.split(['\n', ',']).map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
 }
 
+/// A strict list: a JSON array of strings (`["a", "b"]`, `[]`), or items
+/// separated by commas or newlines. A value that opens a JSON array must be
+/// one; an empty item between two commas (`a,,b`) is a typo, not nothing.
+pub fn strict_list(s: &str) -> Result<Vec<String>, String> {
+    let t = s.trim();
+    if t.starts_with('[') {
+        return serde_json::from_str::<Vec<String>>(t)
+            .map_err(|e| format!("starts a JSON array but is not a JSON array of strings ({e})"));
+    }
+    let mut out = Vec::new();
+    for line in t.lines() {
+        let items: Vec<&str> = line.split(',').map(str::trim).collect();
+        if items.len() > 1 && items.iter().any(|i| i.is_empty()) {
+            return Err(format!(
+                "'{}' has an empty item; separate items with one ',' or a newline",
+                line.trim()
+            ));
+        }
+        out.extend(items.into_iter().filter(|i| !i.is_empty()).map(String::from));
+    }
+    Ok(out)
+}
+
+/// A command as an argument vector: a JSON array of strings
+/// (`["bin", "--flag"]`), or words split on whitespace. A value that opens a
+/// JSON array must be a valid one: `["unterminated` or `[1,2]` is refused,
+/// never run as words.
+pub fn command(s: &str) -> Result<Vec<String>, String> {
+    let t = s.trim();
+    let argv = if t.starts_with('[') {
+        serde_json::from_str::<Vec<String>>(t)
+            .map_err(|e| format!("starts a JSON array but is not a JSON array of strings ({e}); write [\"bin\", \"arg\"] or plain words"))?
+    } else {
+        t.split_whitespace().map(String::from).collect()
+    };
+    match argv.first() {
+        None => Err("is empty; give a command like [\"bin/migrate\"] or bin/migrate".into()),
+        Some(first) if first.is_empty() => Err("starts with an empty program name".into()),
+        Some(_) => Ok(argv),
+    }
+}
+
+/// An AWS region name (`eu-west-1`, `us-gov-west-1`, `cn-north-1`).
+pub fn aws_region(s: &str) -> Result<String, String> {
+    static REGION: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}$").expect("regex"));
+    if REGION.is_match(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("'{s}' is not an AWS region name like eu-west-1 or us-gov-west-1"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,8 +360,39 @@ mod tests {
         assert_eq!((i.registry, i.repository.as_str()), (None, "team/app"));
         let d = format!("ghcr.io/o/app@sha256:{}", "a".repeat(64));
         assert_eq!(image(&d).unwrap().digest.unwrap(), format!("sha256:{}", "a".repeat(64)));
-        for bad in ["", "-oProxyCommand=x", "App:Upper", "app:", "a b", "app:v1;rm", "app@sha256:zz"] {
+        for bad in [
+            "",
+            "-oProxyCommand=x",
+            "App:Upper",
+            "R/app:v1",
+            "Team/app",
+            "app:",
+            "a b",
+            "app:v1;rm",
+            "app@sha256:zz",
+        ] {
             assert!(image(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn strict_lists_commands_and_regions() {
+        assert_eq!(strict_list("a, b\nc").unwrap(), vec!["a", "b", "c"]);
+        assert_eq!(strict_list("[]").unwrap(), Vec::<String>::new());
+        assert_eq!(strict_list(r#"["ci/test", "lint"]"#).unwrap(), vec!["ci/test", "lint"]);
+        for bad in ["[", "a,,b", "[1,2]", r#"["a""#, ",a"] {
+            assert!(strict_list(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(command(r#"["sh", "-c", "x y"]"#).unwrap(), vec!["sh", "-c", "x y"]);
+        assert_eq!(command("bin/migrate --all").unwrap(), vec!["bin/migrate", "--all"]);
+        for bad in [r#"["unterminated"#, "[1,2]", "[]", "", r#"[""]"#] {
+            assert!(command(bad).is_err(), "{bad} accepted");
+        }
+        for ok in ["eu-west-1", "us-gov-west-1", "cn-north-1", "ap-southeast-5", "eu-isoe-west-1"] {
+            assert!(aws_region(ok).is_ok(), "{ok} refused");
+        }
+        for bad in ["us east 1", "US-EAST-1", "useast1", "us-east-", "-us-east-1"] {
+            assert!(aws_region(bad).is_err(), "{bad} accepted");
         }
     }
 

@@ -262,6 +262,17 @@ pub struct Inputs {
 ///
 /// # Errors
 /// Every problem found, each naming its input.
+impl Inputs {
+    /// Whether the run reads anything from SSM: the app's secrets, or the
+    /// SSH key, known_hosts or registry password by parameter name.
+    pub fn needs_ssm(&self) -> bool {
+        !self.ssm.is_empty()
+            || [&self.ssh.private_key, &self.ssh.known_hosts, &self.registry.password]
+                .iter()
+                .any(|s| matches!(s, Some(SecretSource::Ssm(_))))
+    }
+}
+
 pub fn load(env: &Env) -> Result<Inputs, Vec<Problem>> {
     let (raw, ctx) =
         raw::read(env).map_err(|e| vec![Problem { input: "(environment)".into(), message: e }])?;

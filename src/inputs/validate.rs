@@ -236,8 +236,8 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         c.or("restart-policy", &raw.restart_policy, RestartPolicy::UnlessStopped, RestartPolicy::parse);
     let env_pairs =
         raw.env.as_deref().map(|t| pairs("env", t, &mut c, |v| Ok(v.to_string()))).unwrap_or_default();
-    let command = raw.command.as_deref().map(split_command);
-    let migrate_command = raw.migrate_command.as_deref().map(split_command);
+    let command = c.parse("command", &raw.command, g::command);
+    let migrate_command = c.parse("migrate-command", &raw.migrate_command, g::command);
     let services = if let Some(file) = &raw.services_file {
         let workspace = ctx.github_workspace.clone().unwrap_or_else(|| ".".into());
         let path = std::path::Path::new(&workspace).join(file);
@@ -436,16 +436,26 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     let ssm = SsmSpec {
         paths: ssm_paths,
         parameters: ssm_parameters,
-        region: raw
-            .aws_region
-            .clone()
-            .or_else(|| env.get("AWS_REGION").map(String::from))
-            .or_else(|| env.get("AWS_DEFAULT_REGION").map(String::from)),
+        region: match &raw.aws_region {
+            Some(_) => c.parse("aws-region", &raw.aws_region, g::aws_region),
+            None => {
+                env.get("AWS_REGION").or_else(|| env.get("AWS_DEFAULT_REGION")).map(|r| r.trim().to_string())
+            }
+        },
     };
+    // One rule for "this run talks to AWS"; the pipeline asks the same
+    // question through `Inputs::needs_ssm`.
     let needs_aws = target == TargetKind::Ec2
         || !ssm.is_empty()
-        || matches!(&ssh.private_key, Some(SecretSource::Ssm(_)))
-        || matches!(&registry.password, Some(SecretSource::Ssm(_)));
+        || [&ssh.private_key, &ssh.known_hosts, &registry.password]
+            .iter()
+            .any(|s| matches!(s, Some(SecretSource::Ssm(_))));
+    if needs_aws
+        && raw.aws_region.is_none()
+        && let Some(Err(e)) = ssm.region.as_deref().map(g::aws_region)
+    {
+        c.problem("aws-region", format!("not set, and AWS_REGION from the environment: {e}"));
+    }
     if needs_aws && ssm.region.is_none() {
         c.problem("aws-region", "is required for EC2 and SSM (or set AWS_REGION, e.g. with aws-actions/configure-aws-credentials)");
     }
@@ -488,10 +498,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
             s.parse::<u64>().map_err(|_| "must be a deployment id (a number)".to_string())
         }),
         git_ref,
-        required_contexts: raw
-            .required_contexts
-            .as_deref()
-            .map(|s| if s.trim() == "[]" { vec![] } else { g::list(s) }),
+        required_contexts: c.parse("required-contexts", &raw.required_contexts, g::strict_list),
         production_environment: c.parse("production-environment", &raw.production_environment, g::boolean),
         transient_environment: c.or("transient-environment", &raw.transient_environment, false, g::boolean),
         deactivate_previous: c.or("deactivate-previous", &raw.deactivate_previous, true, g::boolean),
@@ -543,13 +550,4 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         github,
         context,
     })
-}
-
-/// A command as an argument vector: a JSON array (`["bin", "--flag"]`) or
-/// words split on whitespace. Never run through a shell.
-fn split_command(s: &str) -> Vec<String> {
-    if let Ok(v) = serde_json::from_str::<Vec<String>>(s) {
-        return v;
-    }
-    s.split_whitespace().map(String::from).collect()
 }

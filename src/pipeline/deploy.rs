@@ -78,42 +78,9 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         false => None,
     };
 
-    // Which image, and what was live before.
-    let t0 = Instant::now();
-    let previous_image = match &github {
-        Some(g) => g.live_image().await.unwrap_or_else(|e| {
-            runner.warning(e.reason(), &format!("could not read the live deployment: {e}"));
-            None
-        }),
-        None => None,
-    };
-    let image = match (&inputs.image, inputs.mode, &github) {
-        (Some(i), _, _) => i.full(),
-        (None, Mode::Rollback, Some(g)) => match g.last_good_image().await {
-            Ok(Some(i)) => {
-                runner.line(&format!("rollback: redeploying the last good image {i}"));
-                i
-            }
-            Ok(None) => return finish_early(inputs, runner, Error::Other("no earlier successful deployment to this environment to roll back to; name the image to deploy".into()), "record"),
-            Err(e) => return finish_early(inputs, runner, e.into(), "record"),
-        },
-        _ => return finish_early(inputs, runner, Error::Other("no image to deploy".into()), "validate"),
-    };
-    let image_ref = match crate::inputs::grammar::image(&image) {
-        Ok(i) => i,
-        Err(e) => {
-            return finish_early(
-                inputs,
-                runner,
-                Error::Other(format!("image {image} from the last good deployment {e}")),
-                "record",
-            );
-        }
-    };
-
     // Secrets: masked on arrival, never written anywhere but the app's env.
     let t_secrets = Instant::now();
-    let ssm = match (!inputs.ssm.is_empty() || needs_ssm(inputs), inputs.ssm.region.as_deref()) {
+    let ssm = match (inputs.needs_ssm(), inputs.ssm.region.as_deref()) {
         (false, _) => None,
         (true, Some(region)) => tokio::select! {
             ssm = Ssm::new(region) => Some(Arc::new(ssm)),
@@ -164,8 +131,58 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         Ok(v) => v,
         Err(e) => return finish_early(inputs, runner, e, "secrets"),
     };
+    // Material read from SSM is checked like an input, before the record:
+    // a bad value leaves no trace on GitHub or on a host.
+    let from_ssm = |src: &Option<SecretSource>, v: &Option<SecretValue>, input: &'static str| match src {
+        Some(SecretSource::Ssm(_)) => v.clone().map(|v| (input, v)),
+        _ => None,
+    };
+    let key_ssm = from_ssm(&inputs.ssh.private_key, &key, "ssh-private-key-ssm");
+    let known_ssm = from_ssm(&inputs.ssh.known_hosts, &known_hosts, "ssh-known-hosts-ssm");
+    let problems = crate::targets::hosts::material::problems(
+        key_ssm.as_ref().map(|(i, v)| (*i, v)),
+        known_ssm.as_ref().map(|(i, v)| (*i, v)),
+    );
+    if !problems.is_empty() {
+        return finish_early(inputs, runner, Error::Inputs(problems), "validate");
+    }
     timeline.push("secrets", t_secrets, true, format!("{} value(s)", secrets.len()));
-    let digest = (!secrets.is_empty()).then(|| secrets.digest());
+
+    // Which image, and what was live before (GitHub is read only once
+    // every input, SSM values included, has been checked).
+    let t0 = Instant::now();
+    let previous_image = match &github {
+        Some(g) => g.live_image().await.unwrap_or_else(|e| {
+            runner.warning(e.reason(), &format!("could not read the live deployment: {e}"));
+            None
+        }),
+        None => None,
+    };
+    let image = match (&inputs.image, inputs.mode, &github) {
+        (Some(i), _, _) => i.full(),
+        (None, Mode::Rollback, Some(g)) => match g.last_good_image().await {
+            Ok(Some(i)) => {
+                runner.line(&format!("rollback: redeploying the last good image {i}"));
+                i
+            }
+            Ok(None) => return finish_early(inputs, runner, Error::Other("no earlier successful deployment to this environment to roll back to; name the image to deploy".into()), "record"),
+            Err(e) => return finish_early(inputs, runner, e.into(), "record"),
+        },
+        _ => return finish_early(inputs, runner, Error::Other("no image to deploy".into()), "validate"),
+    };
+    let image_ref = match crate::inputs::grammar::image(&image) {
+        Ok(i) => i,
+        Err(e) => {
+            return finish_early(
+                inputs,
+                runner,
+                Error::Other(format!("image {image} from the last good deployment {e}")),
+                "record",
+            );
+        }
+    };
+
+    let digest = (!secrets.is_empty()).then(|| secrets.fingerprint());
     let secret_names = secrets.names();
     let secret_env = secrets.into_env();
 
@@ -178,7 +195,7 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
                 strategy: inputs.strategy.as_str().into(),
                 target: inputs.target.as_str().into(),
                 run_url: inputs.context.run_url(),
-                secrets_digest: digest.clone(),
+                secrets_fingerprint: digest.clone(),
             };
             let task = if inputs.mode == Mode::Rollback { Task::Rollback } else { Task::Deploy };
             let _g = runner.group("GitHub deployment");
@@ -213,7 +230,7 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         run_url: inputs.context.run_url(),
         services,
         secret_env,
-        secrets_digest: digest.clone(),
+        secrets_fingerprint: digest.clone(),
         migrate_command: inputs.migrate_command.clone(),
     });
 
@@ -266,12 +283,6 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         }
     }
     report(inputs, runner, run, timeline, digest, &secret_names)
-}
-
-fn needs_ssm(inputs: &Inputs) -> bool {
-    [&inputs.ssh.private_key, &inputs.ssh.known_hosts, &inputs.registry.password]
-        .iter()
-        .any(|s| matches!(s, Some(SecretSource::Ssm(_))))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -336,6 +347,23 @@ async fn deploy_units(
     };
     timeline.push("connect", t, true, format!("{} host(s)", units.len()));
 
+    // Every host's lock first: whether there is anything to do is decided
+    // while no other deploy can be switching (a run reading "already live"
+    // before another run's switch would record a version that is not live).
+    let t = Instant::now();
+    let locks = tokio::select! {
+        r = futures::future::join_all(units.iter().map(|u| u.lock(release))) => r,
+        _ = cancel.cancelled() => {
+            close_all(&units).await;
+            return fail(Status::Error, Error::Cancelled, "lock");
+        }
+    };
+    if let Some(e) = locks.into_iter().find_map(Result::err) {
+        close_all(&units).await;
+        return fail(Status::Failure, e, "lock");
+    }
+    timeline.push("lock", t, true, format!("{} host(s)", units.len()));
+
     // Re-runs: the same image and secrets already live everywhere → nothing to do.
     let mut all_live = inputs.mode != Mode::Rollback;
     let mut previous_image = None;
@@ -353,7 +381,7 @@ async fn deploy_units(
                 ));
                 let same_image =
                     release.services.iter().all(|s| live.image.as_deref() == Some(s.image.full().as_str()));
-                all_live &= same_image && live.secrets_digest == release.secrets_digest;
+                all_live &= same_image && live.secrets_fingerprint == release.secrets_fingerprint;
                 if !live.leftovers.is_empty() {
                     // A re-run converges the host: the deploy replaces the leftover.
                     runner.line(&format!(
@@ -453,10 +481,10 @@ fn report(
     runner.set_output("image", &image);
     runner.set_output("previous-image", run.previous_image.as_deref().unwrap_or(""));
     runner.set_output("environment-url", inputs.environment_url.as_ref().map(|u| u.as_str()).unwrap_or(""));
-    runner.set_output("secrets-digest", digest.as_deref().unwrap_or(""));
+    runner.set_output("secrets-fingerprint", digest.as_deref().unwrap_or(""));
     runner.set_output("secret-names", &secret_names.join(","));
     runner.set_output("hosts", &run.units.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(","));
-    runner.write_summary(&crate::runner::summary::render(&Report {
+    runner.write_report(&Report {
         title: format!("deploy-action: {} → {}", inputs.app, inputs.environment),
         facts: facts(inputs, &image, run.previous_image.as_deref()),
         units: run.units.clone(),
@@ -464,6 +492,6 @@ fn report(
         outcome: run.status.as_str().into(),
         reason: run.error.as_ref().map(|e| e.reason().to_string()),
         message: run.error.as_ref().map(|e| format!("{} failed: {e}", run.stage)),
-    }));
+    });
     Outcome { status: run.status, error: run.error }
 }

@@ -391,6 +391,7 @@ mod tests {
                 status: if failing { 503 } else { 200 },
                 latency: Duration::from_millis(1),
                 body: String::new(),
+                upstream: None,
             })
         }
         async fn candidate_running(&self, _: &Release, _: usize) -> Result<bool, Error> {
@@ -432,7 +433,7 @@ mod tests {
                 upstream_name: "app_backend".into(),
             }],
             secret_env: vec![],
-            secrets_digest: None,
+            secrets_fingerprint: None,
             migrate_command: None,
         })
     }
@@ -537,6 +538,34 @@ mod tests {
         let s = fleet(1, Some((0, "observe")), Duration::ZERO);
         let r = go(&s, StrategyKind::BlueGreen, OnHostFailure::RollbackAll, &CancellationToken::new()).await;
         assert_eq!(r.error.as_ref().map(Error::reason), Some("observe_failed"));
+        assert_eq!(entries(&s, "rollback").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_healthy_worker_does_not_hide_a_failing_web_service() {
+        // The web service fails every check through the proxy; the worker
+        // beside it is always running. One shared streak was reset by the
+        // worker each round and the deploy committed.
+        let s = fleet(1, Some((0, "observe")), Duration::ZERO);
+        let mut r = (*release()).clone();
+        let mut worker = r.services[0].clone();
+        worker.name = "worker".into();
+        worker.behind_proxy = false;
+        worker.health_path = None;
+        r.services.push(worker);
+        let phases =
+            strategy::phases(StrategyKind::BlueGreen, &cfg(OnHostFailure::RollbackAll).rollout, 1, false);
+        let runner = crate::runner::Runner::new(Box::new(std::io::sink()), Redactor::new(), None, None);
+        let report = run(
+            &s.units,
+            &phases,
+            Arc::new(r),
+            cfg(OnHostFailure::RollbackAll),
+            &runner,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(report.error.as_ref().map(Error::reason), Some("observe_failed"), "{:?}", report.error);
         assert_eq!(entries(&s, "rollback").len(), 1);
     }
 

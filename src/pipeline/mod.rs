@@ -126,7 +126,7 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
     runner.set_output("plan", &plan::render(&plan).join("\n"));
     let mut timeline = Timeline::default();
     timeline.push("plan", started, true, "");
-    runner.write_summary(&crate::runner::summary::render(&Report {
+    runner.write_report(&Report {
         title: format!("deploy-action plan: {} → {}", inputs.app, inputs.environment),
         facts: facts(inputs, plan.image.as_deref().unwrap_or("(last good)"), None),
         units: units.iter().map(|u| (u.clone(), "planned".to_string(), Duration::ZERO)).collect(),
@@ -134,7 +134,7 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
         outcome: "planned".into(),
         reason: None,
         message: Some(plan::render(&plan).join("\n")),
-    }));
+    });
     Outcome { status: Status::Planned, error: None }
 }
 

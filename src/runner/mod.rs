@@ -55,7 +55,10 @@ impl Runner {
         &self.redactor
     }
 
-    /// Writes raw lines (already formatted) after redaction, atomically.
+    /// Writes raw lines (already formatted), atomically. Callers redact
+    /// every piece *before* formatting: escaping (`%` → `%25`) or cutting a
+    /// value would hide it from the redactor. This last pass only catches
+    /// what a caller let through unescaped.
     fn emit(&self, text: &str) {
         let text = self.redactor.redact(text);
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
@@ -65,23 +68,27 @@ impl Runner {
 
     /// A plain log line.
     pub fn line(&self, text: &str) {
+        let text = self.redactor.redact(text);
         // A plain line must not be read as a command: only our own builders
         // may start a line with `::`.
         if text.starts_with("::") {
             self.emit(&format!(" {text}"));
         } else {
-            self.emit(text);
+            self.emit(&text);
         }
     }
 
     /// Opens a collapsible log group; it closes when the guard drops.
     pub fn group(&self, name: &str) -> Group {
-        self.emit(&commands::group(name));
+        self.emit(&commands::group(&self.redactor.redact(name)));
         Group { runner: self.clone() }
     }
 
     pub fn annotate(&self, level: Level, reason: &str, message: &str) {
-        self.emit(&commands::annotation(level, reason, message));
+        // Redacted before the runner's escaping: `%` in a secret becomes
+        // `%25` in the command, which no longer matches the value.
+        let (reason, message) = (self.redactor.redact(reason), self.redactor.redact(message));
+        self.emit(&commands::annotation(level, &reason, &message));
     }
 
     pub fn error(&self, reason: &str, message: &str) {
@@ -133,6 +140,12 @@ impl Runner {
             }
             None => self.line(&format!("output {name}={value}")),
         }
+    }
+
+    /// Renders `report` into the job summary, every field redacted before
+    /// the Markdown escaping (`|` → `\|`) and the size cut.
+    pub fn write_report(&self, report: &summary::Report) {
+        self.write_summary(&summary::render(&report.redacted(&self.redactor)));
     }
 
     /// Appends Markdown to the job summary. Falls back to the log.

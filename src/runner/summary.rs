@@ -29,6 +29,32 @@ pub struct Report {
     pub message: Option<String>,
 }
 
+impl Report {
+    /// The same report with every string passed through `redactor`: done
+    /// before [`render`], whose escaping and cut would hide a value.
+    pub fn redacted(&self, redactor: &crate::redact::Redactor) -> Report {
+        let r = |s: &String| redactor.redact(s);
+        Report {
+            title: r(&self.title),
+            facts: self.facts.iter().map(|(k, v)| (r(k), r(v))).collect(),
+            units: self.units.iter().map(|(u, o, d)| (r(u), r(o), *d)).collect(),
+            timeline: self
+                .timeline
+                .iter()
+                .map(|t| StageTiming {
+                    stage: r(&t.stage),
+                    unit: t.unit.as_ref().map(r),
+                    note: r(&t.note),
+                    ..t.clone()
+                })
+                .collect(),
+            outcome: r(&self.outcome),
+            reason: self.reason.as_ref().map(r),
+            message: self.message.as_ref().map(r),
+        }
+    }
+}
+
 pub fn render(report: &Report) -> String {
     let mut md = format!("## {}\n\n", report.title);
     let icon = if report.outcome == "success" || report.outcome == "planned" { "✅" } else { "❌" };

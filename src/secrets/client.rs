@@ -23,7 +23,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 use super::error::{CallContext, Failure, classify, is_kms_denial};
-use super::set::{SecretSet, env_name};
+use super::set::{SecretSet, env_name, stamp};
 use super::{SecretValue, SecretsError};
 use crate::inputs::SsmSpec;
 use crate::runner::Runner;
@@ -78,12 +78,14 @@ impl Default for SsmOptions {
 struct Fetched {
     name: String,
     value: SecretValue,
+    /// Version and last-modified date (see [`stamp`]).
+    stamp: String,
 }
 
 /// What one unit of concurrent work brought back.
 enum JobOutput<'a> {
     Path { prefix: &'a str, parameters: Vec<Fetched> },
-    Names { found: HashMap<String, SecretValue>, missing: Vec<String> },
+    Names { found: HashMap<String, (SecretValue, String)>, missing: Vec<String> },
 }
 
 /// One SSM client for the run. Cheap to clone.
@@ -210,7 +212,7 @@ impl Ssm {
             match out {
                 JobOutput::Path { prefix, parameters } => {
                     for p in parameters {
-                        set.insert(env_name(prefix, &p.name), p.name, p.value)?;
+                        set.insert(env_name(prefix, &p.name), p.name, p.value, p.stamp)?;
                     }
                 }
                 JobOutput::Names { found, missing: m } => {
@@ -224,8 +226,8 @@ impl Ssm {
             return Err(SecretsError::ParametersMissing { names: missing, region: self.region.clone() });
         }
         for (env, name) in &spec.parameters {
-            if let Some(value) = found_by_name.get(name) {
-                set.insert(env.clone(), name.clone(), value.clone())?;
+            if let Some((value, stamp)) = found_by_name.get(name) {
+                set.insert(env.clone(), name.clone(), value.clone(), stamp.clone())?;
             }
         }
         tracing::info!(variables = set.len(), paths = spec.paths.len(), "fetched secrets from ssm");
@@ -319,7 +321,7 @@ impl Ssm {
         &self,
         names: &[&str],
         runner: &Runner,
-    ) -> Result<(HashMap<String, SecretValue>, Vec<String>), SecretsError> {
+    ) -> Result<(HashMap<String, (SecretValue, String)>, Vec<String>), SecretsError> {
         let res = self
             .client
             .get_parameters()
@@ -343,7 +345,8 @@ impl Ssm {
                 });
             }
         };
-        let found = arrived(out.parameters(), runner).into_iter().map(|f| (f.name, f.value)).collect();
+        let found =
+            arrived(out.parameters(), runner).into_iter().map(|f| (f.name, (f.value, f.stamp))).collect();
         Ok((found, out.invalid_parameters().to_vec()))
     }
 
@@ -435,7 +438,11 @@ fn arrived(parameters: &[Parameter], runner: &Runner) -> Vec<Fetched> {
         .filter_map(|p| {
             let (name, value) = (p.name()?, p.value()?);
             runner.add_secret(value);
-            Some(Fetched { name: name.to_string(), value: SecretValue::new(value.to_string()) })
+            Some(Fetched {
+                name: name.to_string(),
+                value: SecretValue::new(value.to_string()),
+                stamp: stamp(p.version(), p.last_modified_date()),
+            })
         })
         .collect()
 }

@@ -4,7 +4,7 @@
 //! - [`client`] — [`Ssm`]: the one SSM client of a run; [`Ssm::fetch`] for
 //!   the app's environment, [`Ssm::get`] for single named secrets.
 //! - [`set`] — [`SecretSet`]: env name → value, with the name mapping and
-//!   the digest recorded with the deployment.
+//!   the fingerprint (names, SSM versions, dates; never values) recorded with the deployment.
 //! - [`error`] — [`SecretsError`] with stable reason codes.
 
 pub mod client;

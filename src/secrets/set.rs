@@ -27,6 +27,17 @@ pub fn env_name(prefix: &str, parameter: &str) -> String {
 struct Entry {
     parameter: String,
     value: SecretValue,
+    /// SSM's `Version` and `LastModifiedDate` of the parameter: metadata
+    /// that changes on every rotation, and nothing derived from the value.
+    stamp: String,
+}
+
+/// The rotation stamp of an SSM parameter (`<Version>@<LastModifiedDate>`).
+pub fn stamp(version: i64, last_modified: Option<&aws_smithy_types::DateTime>) -> String {
+    match last_modified {
+        Some(t) => format!("{version}@{}.{:09}", t.secs(), t.subsec_nanos()),
+        None => version.to_string(),
+    }
 }
 
 /// Secrets by environment variable name, in name order. `Debug` shows the
@@ -41,7 +52,8 @@ impl SecretSet {
         Self::default()
     }
 
-    /// Adds `name` = `value` from SSM parameter `parameter`.
+    /// Adds `name` = `value` from SSM parameter `parameter`, whose rotation
+    /// stamp (see [`stamp`]) is `stamp`.
     ///
     /// # Errors
     ///
@@ -53,6 +65,7 @@ impl SecretSet {
         name: String,
         parameter: String,
         value: SecretValue,
+        stamp: String,
     ) -> Result<(), SecretsError> {
         if let Some(existing) = self.entries.get(&name) {
             if existing.parameter == parameter {
@@ -65,7 +78,7 @@ impl SecretSet {
             };
             return Err(SecretsError::NameCollision { name, first, second });
         }
-        self.entries.insert(name, Entry { parameter, value });
+        self.entries.insert(name, Entry { parameter, value, stamp });
         Ok(())
     }
 
@@ -91,15 +104,19 @@ impl SecretSet {
         self.entries.get(name).map(|e| e.parameter.as_str())
     }
 
-    /// SHA-256, hex, over the sorted `name\0value\0` pairs: changes when any
-    /// value rotates, and tells nothing about the values.
-    pub fn digest(&self) -> String {
+    /// SHA-256, hex, over the sorted `name\0parameter\0stamp\0` triples:
+    /// changes when a parameter is rotated (SSM bumps its `Version`), when
+    /// a name moves to another parameter, or when one is added or removed.
+    /// No secret-derived material goes in, so it can be published (deploy
+    /// payload, step output, container label) without letting anyone test
+    /// guesses at a weak value offline.
+    pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         for (name, e) in &self.entries {
-            h.update(name.as_bytes());
-            h.update([0]);
-            h.update(e.value.expose().as_bytes());
-            h.update([0]);
+            for part in [name.as_str(), e.parameter.as_str(), e.stamp.as_str()] {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -124,6 +141,10 @@ mod tests {
         SecretValue::new(s.to_string())
     }
 
+    fn st(n: i64) -> String {
+        stamp(n, Some(&aws_smithy_types::DateTime::from_secs(1_795_350_000 + n)))
+    }
+
     #[test]
     fn names_follow_the_path_below_the_prefix() {
         assert_eq!(env_name("/myapp/prod/", "/myapp/prod/db/password"), "DB_PASSWORD");
@@ -135,28 +156,35 @@ mod tests {
     #[test]
     fn collisions_name_both_parameters() {
         let mut s = SecretSet::new();
-        s.insert("DB_URL".into(), "/app/db/url".into(), v("x")).unwrap();
-        s.insert("DB_URL".into(), "/app/db/url".into(), v("x")).unwrap();
-        let e = s.insert("DB_URL".into(), "/app/db-url".into(), v("y")).unwrap_err();
+        s.insert("DB_URL".into(), "/app/db/url".into(), v("x"), st(1)).unwrap();
+        s.insert("DB_URL".into(), "/app/db/url".into(), v("x"), st(1)).unwrap();
+        let e = s.insert("DB_URL".into(), "/app/db-url".into(), v("y"), st(1)).unwrap_err();
         assert_eq!(e.reason(), "ssm_name_collision");
         let msg = e.to_string();
         assert!(msg.contains("/app/db/url") && msg.contains("/app/db-url") && !msg.contains(" y"), "{msg}");
     }
 
     #[test]
-    fn digest_is_order_free_and_value_sensitive() {
+    fn fingerprint_is_order_free_follows_rotations_and_never_the_values() {
         let mut a = SecretSet::new();
-        a.insert("B".into(), "/b".into(), v("2")).unwrap();
-        a.insert("A".into(), "/a".into(), v("1")).unwrap();
+        a.insert("B".into(), "/b".into(), v("2"), st(1)).unwrap();
+        a.insert("A".into(), "/a".into(), v("1"), st(1)).unwrap();
         let mut b = SecretSet::new();
-        b.insert("A".into(), "/a".into(), v("1")).unwrap();
-        b.insert("B".into(), "/b".into(), v("2")).unwrap();
-        assert_eq!(a.digest(), b.digest());
-        assert_eq!(a.digest().len(), 64);
+        b.insert("A".into(), "/a".into(), v("1"), st(1)).unwrap();
+        b.insert("B".into(), "/b".into(), v("2"), st(1)).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint().len(), 64);
+        // A rotation: SSM's version moves.
         let mut c = SecretSet::new();
-        c.insert("A".into(), "/a".into(), v("1")).unwrap();
-        c.insert("B".into(), "/b".into(), v("3")).unwrap();
-        assert_ne!(a.digest(), c.digest());
+        c.insert("A".into(), "/a".into(), v("1"), st(1)).unwrap();
+        c.insert("B".into(), "/b".into(), v("3"), st(2)).unwrap();
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        // Same metadata, other values: the fingerprint cannot tell, so it
+        // cannot be used to check a guessed value.
+        let mut d = SecretSet::new();
+        d.insert("A".into(), "/a".into(), v("guess-1"), st(1)).unwrap();
+        d.insert("B".into(), "/b".into(), v("guess-2"), st(1)).unwrap();
+        assert_eq!(a.fingerprint(), d.fingerprint());
         assert_eq!(a.names(), vec!["A", "B"]);
         assert!(!format!("{a:?}").contains('2'));
     }

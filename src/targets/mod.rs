@@ -15,6 +15,27 @@
 pub mod ec2;
 pub mod hosts;
 
+/// Checks a target needs beyond the inputs' grammar, run before anything
+/// is contacted (`main` reports them like input problems): for hosts, that
+/// the SSH key and known_hosts given inline parse.
+pub fn preflight(inputs: &crate::inputs::Inputs) -> Vec<crate::inputs::Problem> {
+    use crate::inputs::{SecretSource, TargetKind};
+    match inputs.target {
+        TargetKind::Hosts | TargetKind::Ec2 => {
+            let inline = |s: &Option<SecretSource>| match s {
+                Some(SecretSource::Inline(v)) => Some(v.clone()),
+                _ => None,
+            };
+            let (key, known) = (inline(&inputs.ssh.private_key), inline(&inputs.ssh.known_hosts));
+            hosts::material::problems(
+                key.as_ref().map(|k| ("ssh-private-key", k)),
+                known.as_ref().map(|k| ("ssh-known-hosts", k)),
+            )
+        }
+        TargetKind::Kubernetes => Vec::new(),
+    }
+}
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,7 +55,7 @@ pub struct Release {
     /// Secret environment from SSM, added to every service.
     pub secret_env: Vec<(String, SecretValue)>,
     /// Digest of the secret set (never the values): a change redeploys.
-    pub secrets_digest: Option<String>,
+    pub secrets_fingerprint: Option<String>,
     pub migrate_command: Option<Vec<String>>,
 }
 
@@ -45,8 +66,8 @@ pub struct LiveState {
     pub colour: Option<String>,
     /// Image of the live version, if any.
     pub image: Option<String>,
-    /// Secrets digest the live version was started with.
-    pub secrets_digest: Option<String>,
+    /// Secrets fingerprint the live version was started with.
+    pub secrets_fingerprint: Option<String>,
     /// Other colours still running (left by an interrupted deploy).
     pub leftovers: Vec<String>,
 }
@@ -57,6 +78,17 @@ pub struct Probe {
     pub status: u16,
     pub latency: Duration,
     pub body: String,
+    /// The backend that answered, as the proxy reports it
+    /// (`X-Upstream-Addr: 127.0.0.1:8082`; the last one when it retried).
+    pub upstream: Option<String>,
+}
+
+impl Probe {
+    /// The port of the backend that answered, when the proxy said.
+    pub fn upstream_port(&self) -> Option<u16> {
+        let last = self.upstream.as_deref()?.rsplit(',').next()?.trim();
+        last.rsplit_once(':')?.1.parse().ok()
+    }
 }
 
 /// Where a probe is sent.
@@ -74,11 +106,20 @@ pub trait Target: Send + Sync {
     /// Human name for logs and the summary (`web-1 (10.0.1.5)`).
     fn name(&self) -> &str;
 
+    /// Takes the unit's deploy lock for `release` (idempotent: a unit whose
+    /// lock this deploy holds answers `Ok` at once). Taken before
+    /// [`Target::inspect`] decides whether there is anything to do, so that
+    /// decision cannot race another deploy's switch. Units without a lock of
+    /// their own keep the default.
+    async fn lock(&self, _release: &Release) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Reads what runs now. Changes nothing.
     async fn inspect(&self) -> Result<LiveState, Error>;
 
-    /// Takes the unit's deploy lock, logs in to the registry and pulls the
-    /// release's images. Traffic is untouched.
+    /// Takes the unit's deploy lock (if [`Target::lock`] has not), logs in
+    /// to the registry and pulls the release's images. Traffic is untouched.
     async fn prepare(&self, release: &Release) -> Result<(), Error>;
 
     /// Runs the release's migration command once (called on the first unit

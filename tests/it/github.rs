@@ -59,7 +59,7 @@ fn payload(image: &str) -> DeployPayload {
         strategy: "rolling".into(),
         target: "hosts".into(),
         run_url: run_url(),
-        secrets_digest: None,
+        secrets_fingerprint: None,
     }
 }
 

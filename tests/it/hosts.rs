@@ -62,10 +62,8 @@ impl App {
     /// Runs `script` holding the host's nginx switch lock (the one
     /// `HostTarget` takes), so a deploy's half-done switch is never judged.
     fn sh_locked(&self, script: &str) -> String {
-        let lock = format!("{LOCK_DIR}/nginx-switch.lock");
-        self.sh(&format!(
-            "mkdir -p {LOCK_DIR}; until mkdir {lock} 2>/dev/null; do sleep 0.2; done; {script}; rmdir {lock}"
-        ))
+        self.sh(&format!("mkdir -p {LOCK_DIR}"));
+        host_exec(self.k, &["flock", &format!("{LOCK_DIR}/nginx-switch.flock"), "sh", "-c", script])
     }
 
     fn upstream_file(&self) -> String {
@@ -101,7 +99,7 @@ impl App {
             run_url: format!("https://github.com/acme/shop/actions/runs/{deploy_id}"),
             services: vec![self.service(image)],
             secret_env: vec![("DB_PASSWORD".into(), SecretValue::new("hunter2-secret".into()))],
-            secrets_digest: Some("sha256:test".into()),
+            secrets_fingerprint: Some("sha256:test".into()),
             migrate_command: None,
         }
     }
@@ -120,6 +118,7 @@ impl App {
             proxy_url: format!("http://127.0.0.1:{}", self.front).parse().unwrap(),
             lock_dir: LOCK_DIR.into(),
             break_lock: false,
+            privilege: deploy_action::targets::hosts::nginx::Privilege::Direct,
             registry: Some((
                 stack_var("REGISTRY_USERNAME"),
                 SecretValue::new(stack_var("REGISTRY_PASSWORD")),
@@ -241,7 +240,7 @@ async fn first_deploy_then_next_version_alternates_colours() {
     let live = t.inspect().await.unwrap();
     assert_eq!(live.colour.as_deref(), Some("blue"));
     assert_eq!(live.image, Some(stack_var("IMAGE_V1")));
-    assert_eq!(live.secrets_digest.as_deref(), Some("sha256:test"));
+    assert_eq!(live.secrets_fingerprint.as_deref(), Some("sha256:test"));
     t.close().await;
 
     deploy(&app, &log, &stack_var("IMAGE_V2"), "102-1").await;

@@ -115,7 +115,7 @@ async fn no_secret_appears_in_any_output() {
     assert!(env.contains(&format!("EXTRA_KEY={PEM}")));
     let names = run.output("secret-names").unwrap();
     assert!(names.contains("DB_PASSWORD") && names.contains("EXTRA_KEY"), "{names}");
-    assert_eq!(run.output("secrets-digest").unwrap().len(), 64);
+    assert_eq!(run.output("secrets-fingerprint").unwrap().len(), 64);
 
     // Masks are registered, whole and line by line.
     let masks: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("::add-mask::")).collect();

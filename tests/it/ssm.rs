@@ -187,7 +187,7 @@ async fn ssm_fetches_a_thousand_parameters_across_nested_paths() {
     assert_eq!(set.get("UNICODE_GREETING").unwrap().expose(), format!("héllo wörld — 你好 🌍 {tag}"));
     assert_eq!(set.get("TLS_DEPLOY_KEY_PEM").unwrap().expose().lines().count(), 5);
     assert_eq!(set.get("LIMITS_MAX_SECURE").unwrap().expose().len(), 4096);
-    let digest = set.digest();
+    let digest = set.fingerprint();
     assert_eq!(digest.len(), 64);
     let log = log.text();
     assert!(log.contains(&format!("SSM endpoint: {}", moto())), "endpoint not logged");
@@ -219,7 +219,7 @@ async fn ssm_every_value_is_masked_on_arrival_and_appears_nowhere_else() {
 
     // Everything that might carry a value on its way out goes through the
     // runner: debug output, errors, a careless log line, relayed output.
-    runner.line(&format!("secrets: {set:?} digest={} single={single:?}", set.digest()));
+    runner.line(&format!("secrets: {set:?} digest={} single={single:?}", set.fingerprint()));
     for (_, v, _) in &values {
         runner.line(&format!("careless: {v}"));
         runner.relay("host-1", &format!("app printed {v}"));

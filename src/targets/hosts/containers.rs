@@ -30,7 +30,7 @@ pub const LABEL_IMAGE: &str = "deploy-action.image";
 pub const LABEL_DEPLOY_ID: &str = "deploy-action.deploy-id";
 pub const LABEL_RUN_URL: &str = "deploy-action.run-url";
 pub const LABEL_COLOUR: &str = "deploy-action.colour";
-pub const LABEL_SECRETS: &str = "deploy-action.secrets-digest";
+pub const LABEL_SECRETS: &str = "deploy-action.secrets-fingerprint";
 pub const LABEL_SERVICE: &str = "deploy-action.service";
 pub const LABEL_ROLE: &str = "deploy-action.role";
 
@@ -61,7 +61,7 @@ fn labels(release: &Release, service: &Service, role: &str) -> HashMap<String, S
         (LABEL_SERVICE.to_string(), service.name.clone()),
         (LABEL_ROLE.to_string(), role.to_string()),
     ]);
-    if let Some(d) = &release.secrets_digest {
+    if let Some(d) = &release.secrets_fingerprint {
         l.insert(LABEL_SECRETS.to_string(), d.clone());
     }
     l

@@ -75,6 +75,11 @@ impl KnownHosts {
         Ok(Self { entries })
     }
 
+    /// Whether no line pins a key.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Judges the key `host:port` presented.
     pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
         let name = lookup_name(host, port);

@@ -1,10 +1,18 @@
 //! The per-app deploy lock on a host: `mkdir <lock-dir>/<app>.lock` is
 //! atomic, and an `owner` file inside says who holds it (deploy id, run URL,
-//! image, since when). A lock we find is never taken over silently: the
-//! error names its owner, and `break-lock: true` removes it.
+//! image, since when).
+//!
+//! A lock belongs to a workflow *run*, not to one attempt of it: the deploy
+//! id is `<run id>-<attempt>`, and a later attempt of the same run (GitHub's
+//! "Re-run jobs" after the runner was lost mid-deploy) takes over what an
+//! earlier attempt left, with a warning naming it: attempts of one run never
+//! execute at once, so the earlier one is dead. Another run's lock is never
+//! taken over silently: the error names its owner, and `break-lock: true`
+//! removes it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::nginx::Privilege;
 use super::ssh::{self, Session};
 use crate::error::Error;
 use crate::runner::Runner;
@@ -38,8 +46,10 @@ pub fn path(lock_dir: &str, app: &str) -> String {
 /// # Errors
 /// [`Error::Locked`] naming the owner; `lock_failed` when the directory
 /// cannot be created for another reason.
+#[allow(clippy::too_many_arguments)]
 pub async fn acquire(
     session: &Session,
+    privilege: Privilege,
     unit: &str,
     lock_dir: &str,
     app: &str,
@@ -49,29 +59,45 @@ pub async fn acquire(
 ) -> Result<(), Error> {
     let dir = ssh::value(unit, "lock-dir", lock_dir)?;
     let lock = path(dir, app);
-    session.run("lock_failed", &["mkdir", "-p", "--", dir], None).await?;
+    session.run("lock_failed", &privilege.wrap(&["mkdir", "-p", "--", dir]), None).await?;
     for attempt in 0..2 {
-        if session.exec(&["mkdir", "--", &lock], None).await?.success() {
+        if session.exec(&privilege.wrap(&["mkdir", "--", &lock]), None).await?.success() {
             session
-                .run("lock_failed", &["tee", "--", &format!("{lock}/owner")], Some(owner.render().as_bytes()))
+                .run(
+                    "lock_failed",
+                    &privilege.wrap(&["tee", "--", &format!("{lock}/owner")]),
+                    Some(owner.render().as_bytes()),
+                )
                 .await?;
             tracing::info!(host = unit, stage = "prepare", lock = %lock, "deploy lock taken");
             return Ok(());
         }
-        if !session.exec(&["test", "-d", &lock], None).await?.success() {
+        if !session.exec(&privilege.wrap(&["test", "-d", &lock]), None).await?.success() {
             return Err(Error::unit(unit, "lock_failed", format!("could not create the deploy lock {lock}")));
         }
-        let held_by = read_owner(session, &lock).await;
-        if held_by.as_deref().and_then(|o| field(o, "deploy-id")) == Some(owner.deploy_id) {
+        let held_by = read_owner(session, privilege, &lock).await;
+        let holder = held_by.as_deref().and_then(|o| field(o, "deploy-id"));
+        if holder == Some(owner.deploy_id) {
             return Ok(());
         }
         let who = describe(held_by.as_deref());
+        if let Some(earlier) = holder.filter(|h| same_run(h, owner.deploy_id) && attempt == 0) {
+            runner.warning(
+                "deploy_lock_taken_over",
+                &format!(
+                    "{unit}: taking over the deploy lock left by attempt {} of this run ({who}); that attempt is no longer running",
+                    attempt_of(earlier)
+                ),
+            );
+            session.run("lock_failed", &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await?;
+            continue;
+        }
         if break_lock && attempt == 0 {
             runner.warning(
                 "deploy_lock_broken",
                 &format!("{unit}: breaking the deploy lock held by {who} (break-lock: true)"),
             );
-            session.run("lock_failed", &["rm", "-rf", "--", &lock], None).await?;
+            session.run("lock_failed", &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await?;
             continue;
         }
         return Err(Error::Locked { unit: unit.to_string(), owner: who });
@@ -84,21 +110,41 @@ pub async fn acquire(
 }
 
 /// Removes the lock if `deploy_id` holds it. Best effort.
-pub async fn release(session: &Session, unit: &str, lock_dir: &str, app: &str, deploy_id: &str) {
+pub async fn release(
+    session: &Session,
+    privilege: Privilege,
+    unit: &str,
+    lock_dir: &str,
+    app: &str,
+    deploy_id: &str,
+) {
     let lock = path(lock_dir, app);
-    let held_by = read_owner(session, &lock).await;
+    let held_by = read_owner(session, privilege, &lock).await;
     if held_by.as_deref().and_then(|o| field(o, "deploy-id")) != Some(deploy_id) {
         return;
     }
-    match session.run("lock_failed", &["rm", "-rf", "--", &lock], None).await {
+    match session.run("lock_failed", &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await {
         Ok(_) => tracing::info!(host = unit, lock = %lock, "deploy lock released"),
         Err(e) => tracing::warn!(host = unit, lock = %lock, error = %e, "could not release the deploy lock"),
     }
 }
 
-async fn read_owner(session: &Session, lock: &str) -> Option<String> {
-    let out = session.exec(&["cat", "--", &format!("{lock}/owner")], None).await.ok()?;
+async fn read_owner(session: &Session, privilege: Privilege, lock: &str) -> Option<String> {
+    let owner = format!("{lock}/owner");
+    let out = session.exec(&privilege.wrap(&["cat", "--", &owner]), None).await.ok()?;
     out.success().then_some(out.stdout)
+}
+
+/// Whether two deploy ids (`<run id>-<attempt>`) are attempts of one run.
+pub fn same_run(a: &str, b: &str) -> bool {
+    fn run(id: &str) -> &str {
+        id.rsplit_once('-').map_or(id, |(run, _)| run)
+    }
+    run(a) == run(b)
+}
+
+fn attempt_of(id: &str) -> &str {
+    id.rsplit_once('-').map_or("?", |(_, a)| a)
 }
 
 fn field<'a>(owner: &'a str, key: &str) -> Option<&'a str> {
@@ -153,6 +199,14 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(1_795_350_000), "2026-11-22T12:20:00Z");
         assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn attempts_of_one_run_share_the_lock() {
+        assert!(same_run("4242-1", "4242-2"));
+        assert!(!same_run("4242-1", "4243-1"));
+        assert!(!same_run("42-1", "4242-1"));
+        assert_eq!(attempt_of("4242-3"), "3");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`containers`] — candidate bodies, pulls, one-off runs, removal, pruning.
 //! - [`nginx`] — upstream rendering and the tested, reversible switch.
 //! - [`lock`] — the per-app deploy lock directory.
+//! - [`material`] — the SSH key and known_hosts, checked before any contact.
 //! - [`probe`] — HTTP GETs sent from the host.
 //!
 //! # How a host runs an app
@@ -23,6 +24,7 @@ pub mod containers;
 pub mod docker;
 pub mod known_hosts;
 pub mod lock;
+pub mod material;
 pub mod nginx;
 pub mod probe;
 pub mod ssh;
@@ -59,6 +61,9 @@ pub struct HostConn {
     pub proxy_url: url::Url,
     pub lock_dir: String,
     pub break_lock: bool,
+    /// Root runs privileged steps (nginx, the lock directory) itself; any
+    /// other user through `sudo -n`, as stock EC2 images set up.
+    pub privilege: nginx::Privilege,
     /// Registry user and password, sent with each pull.
     pub registry: Option<(String, SecretValue)>,
     pub app: String,
@@ -76,11 +81,13 @@ impl HostConn {
         registry: Option<(String, SecretValue)>,
     ) -> HostConn {
         let port = h.port.unwrap_or(inputs.ssh.port);
+        let user = h.user.clone().unwrap_or_else(|| inputs.ssh.user.clone());
         HostConn {
             name: if port == 22 { h.host.clone() } else { format!("{}:{port}", h.host) },
             host: h.host.clone(),
             port,
-            user: h.user.clone().unwrap_or_else(|| inputs.ssh.user.clone()),
+            privilege: if user == "root" { nginx::Privilege::Direct } else { nginx::Privilege::Sudo },
+            user,
             private_key,
             known_hosts,
             timeout: inputs.ssh.timeout,

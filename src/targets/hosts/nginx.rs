@@ -1,16 +1,17 @@
 //! nginx upstream files: a pure renderer and parser, and the switch that
 //! installs new files safely.
 //!
-//! The switch: write each new file to a temp file beside the live one (its
-//! name does not end in `.conf`, so an `include *.conf` never sees it),
-//! rename it over the live file (atomic), `nginx -t`, `nginx -s reload`. Any
-//! failure puts every file back as it was and reloads. `nginx -s reload`
-//! exits 0 even when the new configuration is refused by the master, so the
+//! The switch ([`apply`]) is one fixed script in one SSH round trip: write
+//! each new file beside the live one, rename it in (atomic), `nginx -t`,
+//! reload; any failure puts every file back and reloads. `nginx -s reload`
+//! exits 0 even when the master refuses the new configuration, so the
 //! caller still verifies through the front door (see `HostTarget::shift`).
 //!
-//! Switches on one host are serialised (all apps) by a lock directory: a
-//! new file sits live between the rename and `nginx -t`, and another
-//! deploy's `nginx -t` in that window would judge it.
+//! Switches on one host are serialised (all apps) by a `flock` on
+//! `<lock-dir>/nginx-switch.flock`: a new file sits live between the rename
+//! and `nginx -t`, and another deploy's `nginx -t` in that window would
+//! judge it. The kernel releases the lock when the script ends, so a dead
+//! run or a dropped connection never leaves it held.
 
 use std::sync::LazyLock;
 
@@ -100,136 +101,190 @@ pub async fn read(session: &Session, unit: &str, path: &str) -> Result<Content, 
     Ok(Some(session.run("nginx_read_failed", &["cat", "--", path], None).await?.stdout))
 }
 
+/// The switch, as one fixed script run in one SSH round trip: its values
+/// come as arguments and the new files' content on stdin, so nothing is
+/// ever interpolated into a shell string.
+///
+/// `$1` lock file, `$2` seconds to wait for it, then `path length` pairs
+/// (length `-` removes the file); stdin holds the new contents back to back.
+///
+/// Under the host-wide `flock` (released by the kernel when the script
+/// ends, however it ends: no stale lock, no spin when the disk is full) it
+/// prints each file's old content (`OLD <path> <base64>` or `OLD <path> -`),
+/// writes the new ones beside the live ones (names that do not end in
+/// `.conf`, so `include *.conf` never sees them), renames them in, runs
+/// `nginx -t`, and reloads (`systemctl reload nginx` where systemd runs
+/// nginx, else `nginx -s reload`). Any failure puts every file back and
+/// reloads before it exits non-zero: 65 `nginx -t` refused, 66 reload
+/// failed, 70/71 lock, 72 write.
+const SWITCH: &str = r#"set -uf
+lock=$1 wait=$2; shift 2
+mkdir -p -- "${lock%/*}" || exit 70
+exec 9>>"$lock" || { echo "cannot open the switch lock $lock" >&2; exit 70; }
+flock -w "$wait" 9 || { echo "another switch held $lock for more than ${wait}s" >&2; exit 71; }
+reload() {
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+    systemctl reload nginx
+  else
+    nginx -s reload
+  fi
+}
+# Paths are validated by the caller (letters, digits, _ . - /): safe to split.
+files= absent=
+tidy() {
+  for p in $files; do d=${p%/*}; b=${p##*/}; rm -f -- "${d:-/}/.$b.deploy-tmp" "${d:-/}/.$b.deploy-bak"; done
+}
+undo() {
+  for p in $files; do
+    d=${p%/*}; b=${p##*/}
+    if [ -e "${d:-/}/.$b.deploy-bak" ]; then mv -f -- "${d:-/}/.$b.deploy-bak" "$p"; fi
+  done
+  for p in $absent; do rm -f -- "$p"; done
+  tidy
+  reload >/dev/null 2>&1
+}
+while [ $# -gt 1 ]; do
+  p=$1 n=$2; shift 2; d=${p%/*}; b=${p##*/}; d=${d:-/}
+  files="$files $p"
+  mkdir -p -- "$d" || { tidy; exit 72; }
+  rm -f -- "$d/.$b.deploy-bak" "$d/.$b.deploy-tmp"
+  if [ -e "$p" ]; then
+    printf 'OLD %s ' "$p"; base64 -w0 < "$p" || { tidy; exit 72; }; echo
+    cp -p -- "$p" "$d/.$b.deploy-bak" || { tidy; exit 72; }
+  else
+    echo "OLD $p -"
+    absent="$absent $p"
+  fi
+  if [ "$n" != - ]; then
+    dd bs=1 count="$n" of="$d/.$b.deploy-tmp" 2>/dev/null || { tidy; exit 72; }
+    [ "$(wc -c < "$d/.$b.deploy-tmp")" -eq "$n" ] || { echo "short write to $p" >&2; tidy; exit 72; }
+  fi
+done
+for p in $files; do
+  d=${p%/*}; b=${p##*/}; d=${d:-/}
+  if [ -e "$d/.$b.deploy-tmp" ]; then
+    mv -f -- "$d/.$b.deploy-tmp" "$p" || { undo; exit 72; }
+  else
+    rm -f -- "$p" || { undo; exit 72; }
+  fi
+done
+if ! out=$(nginx -t 2>&1); then echo "$out" >&2; undo; exit 65; fi
+if ! out=$(reload 2>&1); then echo "$out" >&2; undo; exit 66; fi
+tidy
+"#;
+
+/// How a host's privileged commands are run: as the SSH user (root), or
+/// through `sudo -n` (a non-root user with passwordless sudo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    Direct,
+    Sudo,
+}
+
+impl Privilege {
+    /// `argv` as this privilege runs it.
+    pub fn wrap<'a>(self, argv: &[&'a str]) -> Vec<&'a str> {
+        match self {
+            Privilege::Direct => argv.to_vec(),
+            Privilege::Sudo => ["sudo", "-n", "--"].into_iter().chain(argv.iter().copied()).collect(),
+        }
+    }
+}
+
 /// Installs `changes` (path → new content; `None` removes the file), tests
-/// and reloads nginx. On failure every file is put back and nginx reloaded
-/// before the error returns.
+/// and reloads nginx, in one round trip (see [`SWITCH`]). On failure every
+/// file is back as it was, and nginx reloaded, before the error returns.
 ///
 /// Returns what each file held before, to undo the change later with
 /// another `apply`.
 ///
 /// # Errors
 /// `nginx_config_rejected` (with `nginx -t`'s output), `nginx_reload_failed`,
-/// `nginx_write_failed`, or an SSH error.
+/// `nginx_write_failed`, `lock_failed`, `sudo_password_required`, or an SSH
+/// error.
 pub async fn apply(
     session: &Session,
     unit: &str,
     lock_dir: &str,
+    privilege: Privilege,
     changes: &[(String, Content)],
 ) -> Result<Vec<(String, Content)>, Error> {
-    let guard = SwitchLock::take(session, unit, lock_dir).await?;
-    let result = apply_locked(session, unit, changes).await;
-    guard.release(session).await;
-    result
-}
-
-async fn apply_locked(
-    session: &Session,
-    unit: &str,
-    changes: &[(String, Content)],
-) -> Result<Vec<(String, Content)>, Error> {
+    let dir = ssh::value(unit, "lock-dir", lock_dir)?;
+    // A file for flock (older versions used a directory of another name).
+    let lock = format!("{}/nginx-switch.flock", dir.trim_end_matches('/'));
+    // The lock wait stays inside the command's own timeout.
+    let wait = (session.timeout().as_secs() / 2).max(1).to_string();
+    let mut args: Vec<String> = vec![lock, wait];
+    let mut stdin = Vec::new();
+    for (path, content) in changes {
+        args.push(ssh::value(unit, "upstream-file", path)?.to_string());
+        match content {
+            Some(c) => {
+                args.push(c.len().to_string());
+                stdin.extend_from_slice(c.as_bytes());
+            }
+            None => args.push("-".into()),
+        }
+    }
+    let mut argv: Vec<&str> = vec!["sh", "-c", SWITCH, "deploy-action-switch"];
+    argv.extend(args.iter().map(String::as_str));
+    let out = session.exec(&privilege.wrap(&argv), Some(&stdin)).await?;
+    if !out.success() {
+        let detail = last_lines(&out.stderr, 5);
+        let (reason, what) = match out.status {
+            Some(65) => ("nginx_config_rejected", "nginx -t refused the new upstream configuration"),
+            Some(66) => ("nginx_reload_failed", "nginx did not reload"),
+            Some(70 | 71) => ("lock_failed", "could not take the host's nginx switch lock"),
+            _ if privilege == Privilege::Sudo && detail.contains("password") => {
+                return Err(sudo_refused(unit));
+            }
+            _ => ("nginx_write_failed", "could not write the upstream files"),
+        };
+        return Err(Error::unit(
+            unit,
+            reason,
+            format!("{what}: {detail}; the previous configuration is back"),
+        ));
+    }
     let mut before = Vec::new();
     for (path, _) in changes {
-        before.push((path.clone(), read(session, unit, path).await?));
-    }
-    let result = async {
-        for (path, content) in changes {
-            put(session, unit, path, content.as_deref()).await?;
-        }
-        let test = session.exec(&["nginx", "-t"], None).await?;
-        if !test.success() {
-            return Err(Error::unit(
-                unit,
-                "nginx_config_rejected",
-                format!("nginx -t refused the new upstream configuration: {}", last_lines(&test.stderr, 5)),
-            ));
-        }
-        session.run("nginx_reload_failed", &["nginx", "-s", "reload"], None).await?;
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(host = unit, stage = "switch", error = %e, "restoring the previous nginx configuration");
-        if let Err(undo) = restore_locked(session, unit, &before).await {
-            tracing::error!(host = unit, stage = "switch", error = %undo, "could not restore the nginx configuration");
-            return Err(restore_failed(unit, &e, &undo));
-        }
-        return Err(e);
+        let line = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("OLD ")?.strip_prefix(path.as_str())?.strip_prefix(' '));
+        let old = match line {
+            Some("-") => None,
+            Some(b64) => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| {
+                    Error::unit(
+                        unit,
+                        "nginx_read_failed",
+                        format!("the old content of {path} came back garbled ({e})"),
+                    )
+                })?;
+                Some(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            None => {
+                return Err(Error::unit(
+                    unit,
+                    "nginx_read_failed",
+                    format!("the switch did not report the old content of {path}"),
+                ));
+            }
+        };
+        before.push((path.clone(), old));
     }
     Ok(before)
 }
 
-/// Puts files back as they were and reloads (no `nginx -t`: this content
-/// was live before).
-///
-/// # Errors
-/// An SSH error or a failed reload.
-pub async fn restore(
-    session: &Session,
-    unit: &str,
-    lock_dir: &str,
-    files: &[(String, Content)],
-) -> Result<(), Error> {
-    let guard = SwitchLock::take(session, unit, lock_dir).await?;
-    let result = restore_locked(session, unit, files).await;
-    guard.release(session).await;
-    result
-}
-
-async fn restore_locked(session: &Session, unit: &str, files: &[(String, Content)]) -> Result<(), Error> {
-    for (path, content) in files {
-        put(session, unit, path, content.as_deref()).await?;
-    }
-    session.run("nginx_reload_failed", &["nginx", "-s", "reload"], None).await?;
-    Ok(())
-}
-
-/// The host-wide switch lock (`<lock-dir>/nginx-switch.lock`). A switch
-/// takes seconds; one held longer than the command timeout was left by a
-/// dead run and is broken.
-struct SwitchLock {
-    path: String,
-}
-
-impl SwitchLock {
-    async fn take(session: &Session, unit: &str, lock_dir: &str) -> Result<SwitchLock, Error> {
-        let dir = ssh::value(unit, "lock-dir", lock_dir)?;
-        let path = format!("{}/nginx-switch.lock", dir.trim_end_matches('/'));
-        session.run("lock_failed", &["mkdir", "-p", "--", dir], None).await?;
-        let deadline = tokio::time::Instant::now() + session.timeout();
-        loop {
-            if session.exec(&["mkdir", "--", &path], None).await?.success() {
-                return Ok(SwitchLock { path });
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(host = unit, lock = %path, "breaking a stale nginx switch lock");
-                session.run("lock_failed", &["rm", "-rf", "--", &path], None).await?;
-                continue;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn release(self, session: &Session) {
-        if let Err(e) = session.exec(&["rmdir", "--", &self.path], None).await {
-            tracing::warn!(lock = %self.path, error = %e, "could not release the nginx switch lock");
-        }
-    }
-}
-
-/// Writes `content` to `path` atomically (temp file + rename), or removes it.
-async fn put(session: &Session, unit: &str, path: &str, content: Option<&str>) -> Result<(), Error> {
-    let path = ssh::value(unit, "upstream-file", path)?;
-    let Some(content) = content else {
-        session.run("nginx_write_failed", &["rm", "-f", "--", path], None).await?;
-        return Ok(());
-    };
-    let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
-    let dir = if dir.is_empty() { "/" } else { dir };
-    let tmp = format!("{dir}/.{file}.deploy-tmp");
-    session.run("nginx_write_failed", &["mkdir", "-p", "--", dir], None).await?;
-    session.run("nginx_write_failed", &["tee", "--", &tmp], Some(content.as_bytes())).await?;
-    session.run("nginx_write_failed", &["mv", "-f", "--", &tmp, path], None).await?;
-    Ok(())
+/// What to tell a user whose deploy user's sudo wants a password.
+pub fn sudo_refused(unit: &str) -> Error {
+    Error::unit(
+        unit,
+        "sudo_password_required",
+        "sudo asked for a password: the deploy user needs passwordless sudo for nginx, the lock directory and Docker (see the README's sudoers line), or log in as root",
+    )
 }
 
 /// `e`, which a restore of the previous configuration should have undone,

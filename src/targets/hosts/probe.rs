@@ -48,13 +48,24 @@ pub async fn get(
             .map_err(|e| fail(e.to_string()))?;
         let resp = sender.send_request(req).await.map_err(|e| fail(e.to_string()))?;
         let status = resp.status().as_u16();
+        let upstream = resp
+            .headers()
+            .get("x-upstream-addr")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .filter(|v| !v.trim().is_empty());
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
             .map_err(|e| fail(format!("reading the body: {e}")))?
             .to_bytes();
         driver.abort();
-        Ok(Probe { status, latency: started.elapsed(), body: String::from_utf8_lossy(&body).into_owned() })
+        Ok(Probe {
+            status,
+            latency: started.elapsed(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            upstream,
+        })
     };
     tokio::time::timeout(timeout, exchange)
         .await

@@ -36,8 +36,11 @@ fn colour_of_port(service: &Service, port: u16) -> Option<&'static str> {
     }
 }
 
-fn short(body: &str) -> String {
-    let b = body.trim();
+/// The start of a response body for a message, redacted *before* the cut
+/// (half a secret no longer matches the redactor).
+fn short(redactor: &crate::redact::Redactor, body: &str) -> String {
+    let b = redactor.redact(body.trim());
+    let b = b.as_str();
     if b.chars().count() > 60 {
         format!("{}…", b.chars().take(60).collect::<String>())
     } else {
@@ -67,6 +70,11 @@ impl HostTarget {
 
         let mut colour: Option<String> = None;
         if let Some(svc) = self.conn.services.iter().find(|s| s.behind_proxy)
+            && let Some(serving) = self.serving_colour(svc).await
+            && colours.contains(&serving)
+        {
+            colour = Some(serving.to_string());
+        } else if let Some(svc) = self.conn.services.iter().find(|s| s.behind_proxy)
             && let Some(text) = nginx::read(&self.session, self.unit(), &svc.upstream_file).await?
         {
             colour = nginx::ports(&text)
@@ -97,7 +105,7 @@ impl HostTarget {
             image: main.and_then(|c| {
                 containers::label(c, LABEL_IMAGE).map(str::to_string).or_else(|| c.image.clone())
             }),
-            secrets_digest: main.and_then(|c| containers::label(c, LABEL_SECRETS)).map(str::to_string),
+            secrets_fingerprint: main.and_then(|c| containers::label(c, LABEL_SECRETS)).map(str::to_string),
             leftovers: colours.iter().filter(|c| **c != colour).map(|c| c.to_string()).collect(),
             colour: Some(colour),
         })
@@ -113,30 +121,78 @@ impl HostTarget {
         })
     }
 
-    /// Proves the proxy took the switch: `version_path` through the front
-    /// door answers what the candidate answers directly (a health path with
-    /// a 2xx when there is no version path).
-    async fn verify_switch(&self, release: &Release, percent: u8) -> Result<(), Error> {
+    /// GETs `path` from the host's loopback `port` (a colour's container).
+    async fn probe_port(&self, port: u16, path: &str) -> Result<Probe, Error> {
+        probe::get(&self.session, self.unit(), ("127.0.0.1", port), "localhost", path, self.conn.timeout)
+            .await
+    }
+
+    /// Proves through the front door that `colour` now takes the traffic of
+    /// every proxied service (`percent` of it; 100 = all).
+    ///
+    /// The proof must be unique to that colour, not the version text (a
+    /// redeploy after a secret rotation answers the same on both colours):
+    /// the backend nginx reports in `X-Upstream-Addr` (the README's setup
+    /// adds it) must be the colour's port, [`SWITCH_STREAK`] times in a row
+    /// for a full switch. Without that header, the answer must match what
+    /// the colour answers directly, and `other_same` (both colours run the
+    /// same image) makes that no proof at all: `switch_not_verifiable`.
+    async fn verify_serving(
+        &self,
+        release: &Release,
+        colour: &str,
+        percent: u8,
+        other_same: bool,
+    ) -> Result<(), Error> {
         let bound = self.conn.timeout.max(Duration::from_secs(10));
+        let redactor = self.runner.redactor();
         for (idx, svc) in release.services.iter().enumerate().filter(|(_, s)| s.behind_proxy) {
             let Some(path) = svc.version_path.as_deref().or(svc.health_path.as_deref()) else { continue };
-            let direct = self.probe(release, idx, Via::Candidate, path).await?;
+            let port = containers::port(svc, colour);
+            let direct = self.probe_port(port, path).await?;
             let expected = direct.body.trim().to_string();
             let compare = svc.version_path.is_some();
             let need = if percent >= 100 { SWITCH_STREAK } else { 1 };
             let deadline = Instant::now() + bound;
             let (mut streak, mut last) = (0, String::from("no answer yet"));
+            let mut saw_header = false;
             while streak < need {
                 match self.probe(release, idx, Via::FrontDoor, path).await {
-                    Ok(p) if (200..300).contains(&p.status) && (!compare || p.body.trim() == expected) => {
-                        streak += 1
-                    }
+                    Ok(p) if (200..300).contains(&p.status) => match p.upstream_port() {
+                        Some(got) if got == port => {
+                            saw_header = true;
+                            streak += 1;
+                        }
+                        Some(got) => {
+                            saw_header = true;
+                            if percent >= 100 {
+                                streak = 0;
+                            }
+                            last = format!("answered by 127.0.0.1:{got}, not {colour} on :{port}");
+                        }
+                        None if other_same => {
+                            return Err(Error::unit(
+                                self.unit(),
+                                "switch_not_verifiable",
+                                format!(
+                                    "both colours run the same image, so {path} through {} cannot tell which one answers; add `add_header X-Upstream-Addr $upstream_addr always;` to the location that proxies to {} (see the README's host setup)",
+                                    self.conn.proxy_url, svc.upstream_name
+                                ),
+                            ));
+                        }
+                        None if !compare || p.body.trim() == expected => streak += 1,
+                        None => {
+                            if percent >= 100 {
+                                streak = 0;
+                            }
+                            last = format!("HTTP {} {:?}", p.status, short(redactor, &p.body));
+                        }
+                    },
                     Ok(p) => {
-                        // During a canary step the live version answers too.
                         if percent >= 100 {
                             streak = 0;
                         }
-                        last = format!("HTTP {} {:?}", p.status, short(&p.body));
+                        last = format!("HTTP {} {:?}", p.status, short(redactor, &p.body));
                     }
                     Err(e) => {
                         streak = 0;
@@ -151,18 +207,41 @@ impl HostTarget {
                         self.unit(),
                         "switch_not_verified",
                         format!(
-                            "after the switch, {path} through {} did not answer like the candidate ({:?}) within {}s (last: {last}); nginx may have refused the new configuration",
+                            "{path} through {} did not answer from {colour} (:{port}, {:?}) within {}s (last: {last}); nginx may have refused the new configuration",
                             self.conn.proxy_url,
-                            short(&expected),
+                            short(redactor, &expected),
                             bound.as_secs()
                         ),
                     ));
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tracing::info!(host = self.unit(), stage = "switch", path, answer = %short(&expected), "front door verified");
+            tracing::info!(
+                host = self.unit(),
+                stage = "switch",
+                path,
+                colour,
+                port,
+                by_upstream = saw_header,
+                "front door verified"
+            );
         }
         Ok(())
+    }
+
+    /// Which colour nginx actually sends traffic to, asked through the
+    /// front door (`X-Upstream-Addr`), not read from the upstream file: a
+    /// run that died between the rename and the reload leaves a file that
+    /// names a colour nginx never loaded. `None` when nginx does not say.
+    async fn serving_colour(&self, svc: &Service) -> Option<&'static str> {
+        let path = svc.version_path.as_deref().or(svc.health_path.as_deref())?;
+        let url = &self.conn.proxy_url;
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = url.port_or_known_default().unwrap_or(80);
+        let p =
+            probe::get(&self.session, self.unit(), (host, port), host, path, self.conn.timeout).await.ok()?;
+        colour_of_port(svc, p.upstream_port()?)
     }
 }
 
@@ -176,13 +255,13 @@ impl Target for HostTarget {
         self.live_state().await
     }
 
-    async fn prepare(&self, release: &Release) -> Result<(), Error> {
-        let unit = self.unit();
+    async fn lock(&self, release: &Release) -> Result<(), Error> {
         let image = release.services.first().map(|s| s.image.full()).unwrap_or_default();
         let owner = lock::Owner { deploy_id: &release.deploy_id, run_url: &release.run_url, image: &image };
         lock::acquire(
             &self.session,
-            unit,
+            self.conn.privilege,
+            self.unit(),
             &self.conn.lock_dir,
             &release.app,
             &owner,
@@ -191,6 +270,15 @@ impl Target for HostTarget {
         )
         .await?;
         self.state().locked_by = Some((release.app.clone(), release.deploy_id.clone()));
+        Ok(())
+    }
+
+    async fn prepare(&self, release: &Release) -> Result<(), Error> {
+        let unit = self.unit();
+        let held = self.state().locked_by.as_ref().is_some_and(|(_, id)| *id == release.deploy_id);
+        if !held {
+            self.lock(release).await?;
+        }
         let mut pulled: Vec<String> = Vec::new();
         for svc in &release.services {
             let full = svc.image.full();
@@ -307,16 +395,23 @@ impl Target for HostTarget {
             return Ok(());
         }
         tracing::info!(host = unit, stage = "switch", percent, colour = %candidate, "switching nginx");
-        let before = nginx::apply(&self.session, unit, &self.conn.lock_dir, &changes).await?;
+        let before =
+            nginx::apply(&self.session, unit, &self.conn.lock_dir, self.conn.privilege, &changes).await?;
         {
             let mut st = self.state();
             if st.saved_upstreams.is_none() {
                 st.saved_upstreams = Some(before.clone());
             }
         }
-        if let Err(e) = self.verify_switch(release, percent).await {
+        let other_same = self.state().previous.as_ref().is_some_and(|p| {
+            p.colour.is_some()
+                && p.image.as_deref() == release.services.first().map(|s| s.image.full()).as_deref()
+        });
+        if let Err(e) = self.verify_serving(release, &candidate, percent, other_same).await {
             tracing::warn!(host = unit, stage = "switch", error = %e, "switch not verified; restoring");
-            if let Err(undo) = nginx::restore(&self.session, unit, &self.conn.lock_dir, &before).await {
+            if let Err(undo) =
+                nginx::apply(&self.session, unit, &self.conn.lock_dir, self.conn.privilege, &before).await
+            {
                 return Err(nginx::restore_failed(unit, &e, &undo));
             }
             return Err(e);
@@ -366,9 +461,26 @@ impl Target for HostTarget {
                 "the previous version was already removed on this host; deploy its image again instead",
             ));
         }
+        let previous = self.state().previous.clone();
         if let Some(saved) = saved {
             tracing::warn!(host = unit, stage = "rollback", "restoring the previous nginx configuration");
-            nginx::restore(&self.session, unit, &self.conn.lock_dir, &saved).await?;
+            nginx::apply(&self.session, unit, &self.conn.lock_dir, self.conn.privilege, &saved).await?;
+            // `nginx -s reload` exits 0 even when nginx refuses the file:
+            // prove the old colour answers before removing the candidate.
+            if let Some(old) = previous.as_ref().and_then(|p| p.colour.clone()) {
+                let same = previous.as_ref().and_then(|p| p.image.clone())
+                    == release.services.first().map(|s| s.image.full());
+                if let Err(e) = self.verify_serving(release, &old, 100, same).await {
+                    return Err(Error::unit(
+                        unit,
+                        "rollback_not_verified",
+                        format!(
+                            "the previous nginx configuration was put back but could not be proven to serve {old}: {}; the candidate is kept running so that something answers",
+                            e.detail()
+                        ),
+                    ));
+                }
+            }
         }
         if let Some(candidate) = candidate {
             let live = self.state().previous.as_ref().and_then(|p| p.colour.clone());
@@ -387,7 +499,8 @@ impl Target for HostTarget {
     async fn close(&self) {
         let locked_by = self.state().locked_by.take();
         if let Some((app, id)) = locked_by {
-            lock::release(&self.session, self.unit(), &self.conn.lock_dir, &app, &id).await;
+            lock::release(&self.session, self.conn.privilege, self.unit(), &self.conn.lock_dir, &app, &id)
+                .await;
         }
         self.session.close().await;
     }

@@ -8,6 +8,22 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
+/// A workflow run id no other `Action` of this test run (or, very likely, of
+/// an earlier one) has: each test is its own run, so a lock or deployment
+/// that one test leaks is never silently adopted by the next as its own.
+pub fn unique_run_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static BASE: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        // Seconds since 2026, times 1000 runs per process start.
+        (now.as_secs().saturating_sub(1_767_225_600) % 1_000_000_000) * 1000
+    });
+    (base + NEXT.fetch_add(1, Ordering::Relaxed)).to_string()
+}
+
 pub struct Action {
     env: BTreeMap<String, String>,
     pub dir: tempfile::TempDir,
@@ -44,7 +60,6 @@ impl Action {
             ("GITHUB_SHA", SHA),
             ("GITHUB_REF", "refs/heads/main"),
             ("GITHUB_REF_NAME", "main"),
-            ("GITHUB_RUN_ID", "4242"),
             ("GITHUB_RUN_ATTEMPT", "1"),
             ("GITHUB_SERVER_URL", "https://github.com"),
             ("GITHUB_API_URL", "https://api.github.com"),
@@ -54,6 +69,7 @@ impl Action {
         ] {
             env.insert(k.to_string(), v.to_string());
         }
+        env.insert("GITHUB_RUN_ID".into(), unique_run_id());
         env.insert("GITHUB_WORKSPACE".into(), dir.path().display().to_string());
         env.insert("GITHUB_OUTPUT".into(), dir.path().join("output").display().to_string());
         env.insert("GITHUB_STEP_SUMMARY".into(), dir.path().join("summary").display().to_string());
@@ -69,6 +85,11 @@ impl Action {
     /// Sets every input of a list (see `support::shared_app_inputs`).
     pub fn inputs(self, list: Vec<(&str, String)>) -> Self {
         list.into_iter().fold(self, |a, (k, v)| a.input(k, &v))
+    }
+
+    /// This run's `GITHUB_RUN_ID`.
+    pub fn run_id(&self) -> &str {
+        &self.env["GITHUB_RUN_ID"]
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {

@@ -1,0 +1,42 @@
+# shellcheck shell=bash
+# Common definitions for scripts/stack/k8s/*. Sourced, never executed.
+# shellcheck source=../lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"
+K8S_SCRIPTS="$STACK_SCRIPTS/k8s"
+
+# One pinned release of each; bump here (a new cache dir is built).
+K8S_VERSION=v1.36.3   # k8s.io/kubernetes: kube-apiserver, -controller-manager, -scheduler, kubectl
+ETCD_VERSION=v3.6.16  # go.etcd.io/etcd/server/v3
+KWOK_VERSION=v0.8.0   # sigs.k8s.io/kwok (cmd/kwok, built with its own go.mod)
+K8S_BINARIES="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok"
+
+# Built binaries and Go caches live outside the repo, so that reruns (and
+# other checkouts) on this machine reuse them.
+DA_CACHE="${DA_CACHE:-/var/cache/deploy-action}"
+K8S_CACHE="$DA_CACHE/k8s/$K8S_VERSION-etcd${ETCD_VERSION#v}-kwok${KWOK_VERSION#v}"
+K8S_BIN="$K8S_CACHE/bin"
+GO="${GO:-/usr/local/go/bin/go}"
+
+# Runtime state (certs, etcd data, kubeconfig, pids) under the stack dir.
+K8S_DIR="$STACK_DIR/k8s"
+
+# Ports, all on 127.0.0.1 only.
+K8S_ETCD_PORT=16379        # etcd client (plain http)
+K8S_ETCD_PEER_PORT=16380   # etcd peer (plain http, single member)
+K8S_API_PORT=16443         # kube-apiserver (https)
+K8S_KCM_PORT=16257         # kube-controller-manager /healthz (https)
+K8S_SCHED_PORT=16259       # kube-scheduler /healthz (https)
+K8S_KWOK_PORT=16247        # kwok /healthz, /metrics (http)
+K8S_SERVER="https://127.0.0.1:$K8S_API_PORT"
+K8S_KUBECONFIG="$K8S_DIR/admin.kubeconfig"
+K8S_NODES="kwok-node-1 kwok-node-2 kwok-node-3"
+
+k8s_log() { printf '[stack k8s] %s\n' "$*" >&2; }
+k8s_die() { printf '[stack k8s] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# k8s_built: every binary of the pinned set is in the cache.
+k8s_built() {
+    local b
+    [ -e "$K8S_CACHE/.complete" ] || return 1
+    for b in $K8S_BINARIES; do [ -x "$K8S_BIN/$b" ] || return 1; done
+}
