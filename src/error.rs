@@ -55,7 +55,7 @@ impl Error {
     /// Stable reason code.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Inputs(_) => "invalid_inputs",
+            Error::Inputs(_) => "invalid_input",
             Error::Unit { reason, .. } => reason,
             Error::Unhealthy { .. } => "health_check_failed",
             Error::ObserveFailed { .. } => "observe_failed",

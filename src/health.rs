@@ -9,15 +9,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::inputs::HealthSpec;
+use crate::redact::Redactor;
 use crate::runner::Runner;
 use crate::targets::{Probe, Release, Target, Via};
 
 /// How often a long wait says where it is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-fn judge(probe: &Result<Probe, Error>, max: Option<Duration>) -> Result<(), String> {
+/// The start of an answer's body for a message (what the app said went
+/// wrong), redacted *before* it is cut: half a secret no longer matches.
+pub fn body_start(redactor: &Redactor, body: &str) -> String {
+    let text = redactor.redact(body.trim());
+    let first: String = text.lines().next().unwrap_or("").chars().take(80).collect();
+    if first.len() < text.len() { format!("{first}…") } else { first }
+}
+
+fn judge(probe: &Result<Probe, Error>, max: Option<Duration>, redactor: &Redactor) -> Result<(), String> {
     match probe {
-        Ok(p) if !(200..300).contains(&p.status) => Err(format!("HTTP {}", p.status)),
+        Ok(p) if !(200..300).contains(&p.status) => match body_start(redactor, &p.body) {
+            b if b.is_empty() => Err(format!("HTTP {}", p.status)),
+            b => Err(format!("HTTP {}: {b}", p.status)),
+        },
         Ok(p) => match max {
             Some(max) if p.latency > max => {
                 Err(format!("answered in {}ms, over the {}ms limit", p.latency.as_millis(), max.as_millis()))
@@ -48,9 +60,11 @@ pub async fn wait_healthy(
         let mut said = started;
         while streak < spec.successes {
             let verdict = match &service.health_path {
-                Some(path) => {
-                    judge(&target.probe(release, idx, Via::Candidate, path).await, spec.max_response_time)
-                }
+                Some(path) => judge(
+                    &target.probe(release, idx, Via::Candidate, path).await,
+                    spec.max_response_time,
+                    runner.redactor(),
+                ),
                 None => match target.candidate_running(release, idx).await {
                     Ok(true) => Ok(()),
                     Ok(false) => Err("container is not running".into()),
@@ -109,6 +123,7 @@ pub async fn observe(
     window: Duration,
     failures: u32,
     spec: &HealthSpec,
+    runner: &Runner,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
     let end = Instant::now() + window;
@@ -116,9 +131,11 @@ pub async fn observe(
     loop {
         for (idx, service) in release.services.iter().enumerate() {
             let verdict = match (&service.health_path, service.behind_proxy) {
-                (Some(path), true) => {
-                    judge(&target.probe(release, idx, Via::FrontDoor, path).await, spec.max_response_time)
-                }
+                (Some(path), true) => judge(
+                    &target.probe(release, idx, Via::FrontDoor, path).await,
+                    spec.max_response_time,
+                    runner.redactor(),
+                ),
                 _ => match target.candidate_running(release, idx).await {
                     Ok(true) => Ok(()),
                     Ok(false) => Err("container is not running".into()),

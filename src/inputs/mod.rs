@@ -145,6 +145,8 @@ pub struct RolloutSpec {
     pub canary_interval: Duration,
     pub max_parallel: usize,
     pub on_host_failure: OnHostFailure,
+    /// Bound on the migration container (`migration-timeout`).
+    pub migration_timeout: Duration,
 }
 
 /// SSH and host-level settings shared by `hosts` and `ec2`.

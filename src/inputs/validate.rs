@@ -228,7 +228,25 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
             OnHostFailure::RollbackAll,
             &[("rollback-all", OnHostFailure::RollbackAll), ("keep-going", OnHostFailure::KeepGoing)],
         ),
+        migration_timeout: c.or(
+            "migration-timeout",
+            &raw.migration_timeout,
+            Duration::from_secs(10 * 60),
+            g::duration,
+        ),
     };
+    // A migration bound at or past the run's own would never fire: the run
+    // deadline would cancel first and leave the container running.
+    if raw.migrate_command.is_some() && rollout.migration_timeout + Duration::from_secs(60) > timeout {
+        c.problem(
+            "migration-timeout",
+            format!(
+                "must leave at least 60s of 'timeout' ({}s) for the rest of the deploy; it is {}s",
+                timeout.as_secs(),
+                rollout.migration_timeout.as_secs()
+            ),
+        );
+    }
 
     // The services.
     let container_port = c.or("container-port", &raw.container_port, 8080, g::port);

@@ -108,7 +108,7 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         }
         _ => SecretSet::default(),
     };
-    let resolve = |src: &Option<SecretSource>| {
+    let resolve = |src: &Option<SecretSource>, input: &'static str| {
         let src = src.clone();
         let ssm = ssm.clone();
         let runner = runner.clone();
@@ -117,16 +117,18 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
                 None => Ok(None),
                 Some(SecretSource::Inline(v)) => Ok(Some(v)),
                 Some(SecretSource::Ssm(name)) => match ssm {
-                    Some(ssm) => ssm.get(&name, &runner).await.map(Some).map_err(Error::from),
+                    Some(ssm) => {
+                        ssm.get(&name, &runner).await.map(Some).map_err(|e| e.for_input(input).into())
+                    }
                     None => Err(Error::Other("SSM is not configured".into())),
                 },
             }
         }
     };
     let (key, known_hosts, registry_password) = match tokio::try_join!(
-        resolve(&inputs.ssh.private_key),
-        resolve(&inputs.ssh.known_hosts),
-        resolve(&inputs.registry.password)
+        resolve(&inputs.ssh.private_key, "ssh-private-key-ssm"),
+        resolve(&inputs.ssh.known_hosts, "ssh-known-hosts-ssm"),
+        resolve(&inputs.registry.password, "registry-password-ssm")
     ) {
         Ok(v) => v,
         Err(e) => return finish_early(inputs, runner, e, "secrets"),

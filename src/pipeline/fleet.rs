@@ -75,10 +75,13 @@ pub struct FleetReport {
 }
 
 /// The deadline for one step, generous but finite.
-pub fn step_deadline(step: &Step, health: &HealthSpec) -> Duration {
+pub fn step_deadline(step: &Step, cfg: &FleetConfig) -> Duration {
+    let health = &cfg.health;
     match step {
         Step::Prepare => Duration::from_secs(15 * 60),
-        Step::Migrate => Duration::from_secs(30 * 60),
+        // The target stops the migration at its own bound; this one only
+        // catches a target that does not.
+        Step::Migrate => cfg.rollout.migration_timeout + Duration::from_secs(60),
         Step::Launch => Duration::from_secs(120),
         Step::Verify => health.timeout + Duration::from_secs(30),
         Step::Shift(_) => Duration::from_secs(60),
@@ -102,7 +105,8 @@ async fn run_step(
         Step::Verify => health::wait_healthy(unit, release, &cfg.health, runner, cancel).await,
         Step::Shift(p) => unit.shift(release, *p).await,
         Step::Observe(d) => {
-            health::observe(unit, release, *d, cfg.rollout.observe_failures, &cfg.health, cancel).await
+            health::observe(unit, release, *d, cfg.rollout.observe_failures, &cfg.health, runner, cancel)
+                .await
         }
         Step::Retire(d) => unit.retire(release, *d).await,
     }
@@ -118,7 +122,7 @@ async fn guarded_step(
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
-    let deadline = step_deadline(step, &cfg.health);
+    let deadline = step_deadline(step, cfg);
     let work = tokio::time::timeout(deadline, run_step(step, unit, release, cfg, runner, cancel));
     let timed = |r: Result<Result<(), Error>, _>| {
         r.unwrap_or_else(|_| {
@@ -317,7 +321,12 @@ async fn rollback_one(
             UnitOutcome::RolledBack
         }
         Ok(Err(e)) => {
-            runner.error("rollback_failed", &format!("{}: rollback failed: {e}", unit.name()));
+            // The step's own code when it has one (`rollback_not_verified`).
+            let reason = match e.reason() {
+                "internal_error" => "rollback_failed",
+                r => r,
+            };
+            runner.error(reason, &format!("{}: rollback failed: {e}", unit.name()));
             UnitOutcome::Failed
         }
         Err(_) => {
@@ -454,6 +463,7 @@ mod tests {
                 canary_interval: Duration::from_millis(20),
                 max_parallel: 4,
                 on_host_failure,
+                migration_timeout: Duration::from_secs(5),
             },
         })
     }

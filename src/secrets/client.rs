@@ -223,7 +223,11 @@ impl Ssm {
         }
         if !missing.is_empty() {
             missing.sort();
-            return Err(SecretsError::ParametersMissing { names: missing, region: self.region.clone() });
+            return Err(SecretsError::ParametersMissing {
+                names: missing,
+                region: self.region.clone(),
+                input: "ssm-parameters",
+            });
         }
         for (env, name) in &spec.parameters {
             if let Some((value, stamp)) = found_by_name.get(name) {
@@ -250,6 +254,7 @@ impl Ssm {
                 return Err(SecretsError::ParametersMissing {
                     names: vec![name.to_string()],
                     region: self.region.clone(),
+                    input: "(a parameter name)",
                 });
             }
             Err(e) => {

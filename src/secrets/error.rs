@@ -18,10 +18,10 @@ pub enum SecretsError {
     /// `GetParameters` listed these names in `InvalidParameters`, or
     /// `GetParameter` answered `ParameterNotFound`.
     #[error(
-        "{} ssm parameter(s) not found in {region}: {}; check each name (case matters) and the region",
+        "{} ssm parameter(s) named by input '{input}' not found in {region}: {}; check each name (case matters, and a name without a leading '/' is a top-level parameter) and the region",
         .names.len(), .names.join(", ")
     )]
-    ParametersMissing { names: Vec<String>, region: String },
+    ParametersMissing { names: Vec<String>, region: String, input: &'static str },
 
     /// The caller may not make this SSM call on this resource.
     #[error(
@@ -87,6 +87,16 @@ pub enum SecretsError {
 }
 
 impl SecretsError {
+    /// The same error, saying which input named the missing parameter.
+    pub fn for_input(self, named_by: &'static str) -> Self {
+        match self {
+            SecretsError::ParametersMissing { names, region, .. } => {
+                SecretsError::ParametersMissing { names, region, input: named_by }
+            }
+            e => e,
+        }
+    }
+
     /// Stable reason code for annotations, statuses and the summary.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -149,6 +149,7 @@ mod tests {
             canary_interval: Duration::from_secs(60),
             max_parallel: 2,
             on_host_failure: OnHostFailure::RollbackAll,
+            migration_timeout: Duration::from_secs(600),
         }
     }
 

@@ -122,3 +122,116 @@ fn outside_actions_outputs_and_summary_go_to_the_log() {
     assert!(run.stdout.contains("output status=planned"));
     assert!(run.stdout.contains("::group::Summary"));
 }
+
+/// Each of these got past validation before: the run recorded a GitHub
+/// deployment (or retried against the API) and only then failed. One bad
+/// value at a time, on an otherwise valid deploy: refused before any
+/// contact, naming the input.
+#[test]
+fn malformed_keys_references_regions_commands_and_lists_are_refused_before_any_contact() {
+    let key = std::fs::read_to_string(crate::support::stack_var("SSH_KEY")).unwrap();
+    let known = std::fs::read_to_string(crate::support::stack_var("SSH_KNOWN_HOSTS")).unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("ssh-private-key", "this is not a key"),
+        ("ssh-private-key", "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----"),
+        ("ssh-known-hosts", "127.0.0.2 ssh-ed25519 !!!not-base64"),
+        ("ssh-known-hosts", "just-one-field"),
+        ("image", "R/app:v1"),
+        ("aws-region", "us east 1"),
+        ("command", r#"["unterminated"#),
+        ("command", "[1,2]"),
+        ("migrate-command", r#"["unterminated"#),
+        ("required-contexts", "["),
+        ("required-contexts", "a,,b"),
+    ];
+    for (input, value) in cases {
+        let (ssh, api, aws) = (Tripwire::new(), Tripwire::new(), Tripwire::new());
+        let mut action = Action::new()
+            .env("GITHUB_API_URL", &format!("http://127.0.0.1:{}", api.port))
+            .env("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{}", aws.port))
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "secret-example")
+            .input("target", "hosts")
+            .input("image", "127.0.0.1:5000/demo/app:v2")
+            .input("hosts", &format!("root@127.0.0.1:{}", ssh.port))
+            .input("ssh-private-key", &key)
+            .input("ssh-known-hosts", &known)
+            .input("github-token", "t0ken-value")
+            .input("ssm-paths", "/app/prod/")
+            .input("aws-region", "us-east-1");
+        action = action.input(input, value);
+        let run = action.run();
+        assert_eq!(run.code, Some(2), "{input}={value:?}:\n{}", run.stdout);
+        assert!(run.stdout.contains(&format!("input '{input}'")), "{input} not named:\n{}", run.stdout);
+        assert_eq!(
+            (ssh.hits(), api.hits(), aws.hits()),
+            (0, 0, 0),
+            "{input}={value:?}: a connection was made"
+        );
+        assert!(!run.stdout.contains("this is not a key"), "a key's text is never echoed");
+    }
+}
+
+/// A key or known_hosts read from SSM is checked right after the fetch,
+/// before the deployment is recorded: GitHub and the hosts see nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_ssh_material_from_ssm_is_refused_before_the_record() {
+    use crate::support::stack_var;
+    let prefix = format!("/material-{}", crate::support::action::unique_run_id());
+    let ssm = aws_sdk_ssm::Client::new(&crate::support::moto_config().await);
+    for (name, value) in [("key", "not a key at all"), ("known", "127.0.0.2 ssh-ed25519 !!!")] {
+        ssm.put_parameter()
+            .name(format!("{prefix}/{name}"))
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap();
+    }
+    let (ssh, api) = (Tripwire::new(), Tripwire::new());
+    let action = Action::new()
+        .env("GITHUB_API_URL", &format!("http://127.0.0.1:{}", api.port))
+        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
+        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
+        .input("target", "hosts")
+        .input("image", "127.0.0.1:5000/demo/app:v2")
+        .input("hosts", &format!("root@127.0.0.1:{}", ssh.port))
+        .input("ssh-private-key-ssm", &format!("{prefix}/key"))
+        .input("ssh-known-hosts-ssm", &format!("{prefix}/known"))
+        .input("github-token", "t0ken-value")
+        .input("aws-region", &stack_var("AWS_REGION"));
+    let run = tokio::task::spawn_blocking(move || action.run()).await.unwrap();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    for input in ["'ssh-private-key-ssm'", "'ssh-known-hosts-ssm'"] {
+        assert!(run.stdout.contains(&format!("input {input}")), "{input} not named:\n{}", run.stdout);
+    }
+    let shown: Vec<&str> = run.stdout.lines().filter(|l| !l.starts_with("::add-mask::")).collect();
+    assert!(!shown.iter().any(|l| l.contains("not a key at all")), "{}", run.stdout);
+    assert!(run.stdout.contains("(invalid_input)"), "{}", run.stdout);
+    assert_eq!((ssh.hits(), api.hits()), (0, 0), "GitHub or a host was contacted");
+
+    // A parameter that does not exist is named with the input that named it.
+    let (ssh, api) = (Tripwire::new(), Tripwire::new());
+    let action = Action::new()
+        .env("GITHUB_API_URL", &format!("http://127.0.0.1:{}", api.port))
+        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
+        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
+        .input("target", "hosts")
+        .input("image", "127.0.0.1:5000/demo/app:v2")
+        .input("hosts", &format!("root@127.0.0.1:{}", ssh.port))
+        .input("ssh-private-key", &std::fs::read_to_string(stack_var("SSH_KEY")).unwrap())
+        .input("ssh-known-hosts", &std::fs::read_to_string(stack_var("SSH_KNOWN_HOSTS")).unwrap())
+        .input("ssm-parameters", "X=noslash")
+        .input("github-token", "t0ken-value")
+        .input("aws-region", &stack_var("AWS_REGION"));
+    let run = tokio::task::spawn_blocking(move || action.run()).await.unwrap();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("named by input 'ssm-parameters'") && run.stdout.contains("noslash"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!((ssh.hits(), api.hits()), (0, 0), "GitHub or a host was contacted");
+}

@@ -26,7 +26,7 @@ use crate::support::{
 
 /// Serialises this module's tests per host (4..=8), taken in ascending
 /// order so two tests never wait on each other crosswise.
-fn lock_hosts(ks: &[usize]) -> Vec<MutexGuard<'static, ()>> {
+pub(crate) fn lock_hosts(ks: &[usize]) -> Vec<MutexGuard<'static, ()>> {
     static LOCKS: [Mutex<()>; 9] = [const { Mutex::new(()) }; 9];
     let mut ks = ks.to_vec();
     ks.sort_unstable();
@@ -56,7 +56,7 @@ pub fn fleet_action(ks: &[usize], image: &str) -> Action {
     Action::new().inputs(shared_app_inputs(&list, image))
 }
 
-fn image(v: &str) -> String {
+pub(crate) fn image(v: &str) -> String {
     stack_var(&format!("IMAGE_{}", v.to_uppercase()))
 }
 
@@ -69,7 +69,7 @@ fn host_rows(summary: &str) -> Vec<(String, String)> {
 }
 
 /// Runs `scripts/stack/<script> args…`, panicking with its output on failure.
-fn stack_script(script: &str, args: &[&str]) {
+pub(crate) fn stack_script(script: &str, args: &[&str]) {
     let out = Command::new(repo_root().join("scripts/stack").join(script)).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -81,7 +81,7 @@ fn stack_script(script: &str, args: &[&str]) {
 
 /// Makes host `k` serve `v` from exactly one colour (deploying it when
 /// needed; a host left in a strange state by an earlier run is reset first).
-fn ensure_serving(k: usize, v: &str) {
+pub(crate) fn ensure_serving(k: usize, v: &str) {
     if live_version(k) == v && running_colours(k, "app").len() == 1 && !lock_held(k) {
         return;
     }
@@ -96,20 +96,20 @@ fn ensure_serving(k: usize, v: &str) {
     assert_eq!(running_colours(k, "app").len(), 1, "host {k}");
 }
 
-const LOCK: &str = "/var/lib/deploy-action/locks/app.lock";
+pub(crate) const LOCK: &str = "/var/lib/deploy-action/locks/app.lock";
 
-fn lock_held(k: usize) -> bool {
+pub(crate) fn lock_held(k: usize) -> bool {
     host_exec(k, &["sh", "-c", &format!("test -d {LOCK} && echo held")]).trim() == "held"
 }
 
 /// What a host serves and runs, for assertions and for the test's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct HostState {
-    version: String,
-    colours: Vec<String>,
+pub(crate) struct HostState {
+    pub version: String,
+    pub colours: Vec<String>,
 }
 
-fn state(k: usize) -> HostState {
+pub(crate) fn state(k: usize) -> HostState {
     HostState { version: live_version(k), colours: running_colours(k, "app") }
 }
 
@@ -123,7 +123,7 @@ impl Drop for Uncut {
 }
 
 /// Kills a spawned action when a test fails before it ends.
-struct KillOnDrop(u32);
+pub(crate) struct KillOnDrop(pub u32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -132,13 +132,13 @@ impl Drop for KillOnDrop {
 }
 
 /// A spawned action's stdout, read on a thread line by line as it arrives.
-struct LogWatch {
+pub(crate) struct LogWatch {
     lines: std::sync::mpsc::Receiver<String>,
     all: std::thread::JoinHandle<String>,
 }
 
 impl LogWatch {
-    fn start(child: &mut std::process::Child) -> LogWatch {
+    pub(crate) fn start(child: &mut std::process::Child) -> LogWatch {
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = std::sync::mpsc::channel();
         let all = std::thread::spawn(move || {
@@ -155,7 +155,7 @@ impl LogWatch {
 
     /// Returns at the first line matching `pred`; panics with the lines
     /// before it when the log ends or `bound` passes first.
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool, bound: Duration) {
+    pub(crate) fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool, bound: Duration) {
         let deadline = Instant::now() + bound;
         let mut seen = String::new();
         loop {
@@ -168,14 +168,14 @@ impl LogWatch {
     }
 
     /// Everything the action wrote, once it has ended.
-    fn all(self) -> String {
+    pub(crate) fn all(self) -> String {
         self.all.join().unwrap()
     }
 }
 
 /// Runs a spawned action to its end on another thread, so the test can
 /// bound how long it takes (and kill it if it hangs).
-fn finish_within(action: &Action, child: std::process::Child, bound: Duration) -> (Run, Duration) {
+pub(crate) fn finish_within(action: &Action, child: std::process::Child, bound: Duration) -> (Run, Duration) {
     let pid = child.id();
     let started = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -445,32 +445,6 @@ fn sigterm_during_the_switch_leaves_one_version_serving_on_every_host() {
         assert_eq!(state(k), before[i], "host {k}: v1 serves from its old colour, nothing else runs");
         assert!(!lock_held(k), "host {k}: the deploy lock was released");
     }
-}
-
-/// A run killed outright (SIGKILL: the runner's machine died) after its
-/// candidate started leaves a second colour running and its lock held. A
-/// re-run of the same workflow run converges the host: one colour, the
-/// requested version, the lock released.
-#[test]
-fn a_rerun_after_a_killed_deploy_converges_the_host() {
-    let _hosts = lock_hosts(&[8]);
-    ensure_serving(8, "v1");
-    let action = fleet_action(&[8], &image("v2"));
-    let mut child = action.spawn();
-    let log = LogWatch::start(&mut child);
-    log.wait_for("the candidate's start", |l| l.contains("container started"), Duration::from_secs(90));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let left = state(8);
-    assert_eq!(left.colours.len(), 2, "the killed run left its candidate: {left:?}");
-    assert!(lock_held(8), "and its lock");
-
-    let rerun = fleet_action(&[8], &image("v1")).run();
-    assert_eq!(rerun.code, Some(0), "{}", rerun.stdout);
-    assert!(rerun.stdout.contains("left by an interrupted deploy"), "{}", rerun.stdout);
-    assert_eq!(live_version(8), "v1");
-    assert_eq!(running_colours(8, "app").len(), 1, "the leftover was replaced");
-    assert!(!lock_held(8));
 }
 
 // ---------------------------------------------------------------------------

@@ -114,6 +114,7 @@ impl App {
             known_hosts: SecretValue::new(std::fs::read_to_string(stack_var("SSH_KNOWN_HOSTS")).unwrap()),
             timeout: Duration::from_secs(20),
             long_timeout: Duration::from_secs(180),
+            migration_timeout: Duration::from_secs(60),
             docker_socket: "/var/run/docker.sock".into(),
             proxy_url: format!("http://127.0.0.1:{}", self.front).parse().unwrap(),
             lock_dir: LOCK_DIR.into(),

@@ -1,7 +1,14 @@
 //! The leak test: the built binary deploys with tricky secrets from SSM
 //! (moto, real SDK) to a real host and records on the GitHub test server;
 //! then every byte the run produced is scanned for every secret and the
-//! forms the action could derive from it. Zero hits.
+//! forms the action could derive from it. Zero hits — on success and on
+//! the failure paths where the app's own output comes back: a migration
+//! that prints the secrets (stdout and stderr), and a health check whose
+//! answer carries one.
+//!
+//! Every run starts from a known host state (the host is reset), so each
+//! really deploys: a run that finds its release already live does nothing
+//! and would prove nothing.
 //!
 //! The only place a secret may appear is the `::add-mask::` command itself,
 //! which the runner consumes to mask and never shows; those lines are
@@ -17,6 +24,8 @@ use aws_sdk_ssm::types::ParameterType;
 use base64::Engine as _;
 
 use crate::deploy::hosts_action;
+use crate::fleet::stack_script;
+use crate::support::action::{Action, Run};
 use crate::support::github_server::{GithubServer, TOKEN};
 use crate::support::{host_exec, live_version, shared_app_lock, stack_var};
 
@@ -33,6 +42,9 @@ fn secrets() -> Vec<(&'static str, String)> {
         ),
         ("unicode", "pässwörd-ключ-密钥-🔑".to_string()),
         ("big", "Z9".repeat(2000)),
+        // `%` is what the runner's escaping changes (`%25`); `::` what it parses.
+        ("percent/colon", "pa55%w0rd::add-mask::x".to_string()),
+        ("pipe/newline", "left|right\nsecond|line-of-it".to_string()),
     ]
 }
 
@@ -55,9 +67,144 @@ fn forms(value: &str) -> Vec<String> {
     f
 }
 
+/// Puts the secrets under a fresh prefix in moto; returns the prefix.
+async fn put_secrets() -> (String, aws_sdk_ssm::Client) {
+    let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("/leak-{nonce}/app/");
+    let conf = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(stack_var("AWS_REGION")))
+        .endpoint_url(stack_var("AWS_ENDPOINT_URL"))
+        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+            stack_var("AWS_ACCESS_KEY_ID"),
+            stack_var("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "test",
+        ))
+        .load()
+        .await;
+    let ssm = aws_sdk_ssm::Client::new(&conf);
+    for (name, value) in secrets() {
+        ssm.put_parameter()
+            .name(format!("{prefix}{name}"))
+            .value(&value)
+            .r#type(ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap();
+    }
+    (prefix, ssm)
+}
+
+/// A deploy of `image` to host 1 with the secrets and the GitHub record.
+fn secret_action(server: &GithubServer, prefix: &str, image: &str) -> Action {
+    hosts_action(1, image)
+        .input("github-deployments", "true")
+        .input("github-token", TOKEN)
+        .env("GITHUB_API_URL", &server.base_url)
+        .input("ssm-paths", prefix)
+        .input("ssm-parameters", &format!("EXTRA_KEY={prefix}tls/key"))
+        .input("aws-region", &stack_var("AWS_REGION"))
+        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
+        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
+        .env("DEPLOY_ACTION_LOG", "trace")
+}
+
+/// Every secret form found in what `run` produced and what GitHub
+/// received, as `name: start…` (cut on characters: the values are not
+/// ASCII). Empty when nothing leaked.
+async fn leaks(run: &Run, server: &GithubServer) -> Vec<String> {
+    let mut produced =
+        run.all_text().lines().filter(|l| !l.starts_with("::add-mask::")).collect::<Vec<_>>().join("\n");
+    for r in server.requests().await {
+        produced.push_str(r["body"].as_str().unwrap_or_default());
+        produced.push_str(&r["query"].to_string());
+    }
+    let mut hits = Vec::new();
+    for (name, value) in secrets() {
+        for form in forms(&value) {
+            if produced.contains(&form) {
+                hits.push(format!("{name}: {}…", form.chars().take(6).collect::<String>()));
+            }
+        }
+    }
+    hits
+}
+
+/// The descriptions of every deployment status GitHub received.
+async fn status_descriptions(server: &GithubServer) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in server.requests_to("POST", "/statuses").await {
+        let body: serde_json::Value =
+            serde_json::from_str(r["body"].as_str().unwrap_or("{}")).unwrap_or_default();
+        out.push(body["description"].as_str().unwrap_or_default().to_string());
+    }
+    out
+}
+
+/// The migration prints every secret, on stdout and on stderr, and fails;
+/// its last lines go into the error, the annotation, the summary and the
+/// deployment status. Then a candidate whose health answer carries a
+/// secret fails its checks; the answer's start goes into the error.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_appears_in_any_output_on_the_failure_paths() {
+    let _lock = shared_app_lock();
+    stack_script("reset-host", &["1"]);
+    let (prefix, _ssm) = put_secrets().await;
+    let server = GithubServer::start(None).await;
+    let first = secret_action(&server, &prefix, &stack_var("IMAGE_V1"));
+    let first = tokio::task::spawn_blocking(move || first.run()).await.unwrap();
+    assert_eq!(first.code, Some(0), "{}", first.stdout);
+
+    let shout = "echo $PERCENT_COLON $DB_PASSWORD $UNICODE; echo \"$PIPE_NEWLINE\"; echo $DB_URL $API_CREDENTIALS >&2; echo \"$TLS_KEY\" >&2; exit 1";
+    let migrate = secret_action(&server, &prefix, &stack_var("IMAGE_V2"))
+        .input("migrate-command", &serde_json::to_string(&["sh", "-c", shout]).unwrap());
+    let migrate = tokio::task::spawn_blocking(move || migrate.run()).await.unwrap();
+    assert_eq!(migrate.code, Some(1), "{}", migrate.stdout);
+    assert!(migrate.stdout.contains("migration_failed"), "{}", migrate.stdout);
+    // The path was exercised: masked output reached the annotation and the
+    // status description (cut to 140 characters after redaction).
+    let annotation =
+        migrate.stdout.lines().find(|l| l.starts_with("::error") && l.contains("migration")).unwrap_or("");
+    assert!(annotation.contains("***"), "the migration's output reached the annotation: {annotation}");
+    let failed = status_descriptions(&server)
+        .await
+        .into_iter()
+        .filter(|d| d.contains("migration_failed"))
+        .collect::<Vec<_>>();
+    assert!(!failed.is_empty(), "a failure status was posted");
+    assert!(failed.iter().all(|d| d.chars().count() <= 140));
+    assert_eq!(live_version(1), "v1");
+
+    // Health: the candidate answers 500 with a secret in the body.
+    let cgi = "mkdir -p /tmp/w/cgi-bin && printf '#!/bin/sh\\necho Status: 500\\necho\\necho db is $PERCENT_COLON and $UNICODE\\n' > /tmp/w/cgi-bin/h && chmod +x /tmp/w/cgi-bin/h && exec httpd -f -p 8080 -h /tmp/w";
+    let health = secret_action(&server, &prefix, &stack_var("IMAGE_V2"))
+        .input("command", &serde_json::to_string(&["sh", "-c", cgi]).unwrap())
+        .input("health-check-path", "/cgi-bin/h")
+        .input("health-check-timeout", "3s");
+    let health = tokio::task::spawn_blocking(move || health.run()).await.unwrap();
+    assert_eq!(health.code, Some(1), "{}", health.stdout);
+    assert!(health.stdout.contains("health_check_failed"), "{}", health.stdout);
+    assert!(
+        health.stdout.contains("HTTP 500: db is *** and ***"),
+        "the answer's start is reported, redacted:\n{}",
+        health.stdout
+    );
+    assert_eq!(live_version(1), "v1");
+
+    for (what, run) in [("migration", &migrate), ("health", &health)] {
+        let hits = leaks(run, &server).await;
+        assert!(hits.is_empty(), "secrets leaked on the {what} path: {hits:?}");
+    }
+    server.assert_no_violations().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_appears_in_any_output() {
     let _lock = shared_app_lock();
+    // From a known state: this run really deploys.
+    stack_script("reset-host", &["1"]);
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let prefix = format!("/leak-{nonce}/app/");
     let conf = aws_config::defaults(BehaviorVersion::latest())
@@ -116,6 +263,7 @@ async fn no_secret_appears_in_any_output() {
     let names = run.output("secret-names").unwrap();
     assert!(names.contains("DB_PASSWORD") && names.contains("EXTRA_KEY"), "{names}");
     assert_eq!(run.output("secrets-fingerprint").unwrap().len(), 64);
+    assert!(run.stdout.contains("container started"), "the run deployed:\n{}", run.stdout);
 
     // Masks are registered, whole and line by line.
     let masks: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("::add-mask::")).collect();
@@ -136,7 +284,7 @@ async fn no_secret_appears_in_any_output() {
     for (name, value) in secrets() {
         for form in forms(&value) {
             if produced.contains(&form) {
-                hits.push(format!("{name}: {}", &form[..form.len().min(24)]));
+                hits.push(format!("{name}: {}…", form.chars().take(6).collect::<String>()));
             }
         }
     }

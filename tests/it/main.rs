@@ -15,4 +15,5 @@ mod hosts;
 mod image;
 mod leak;
 mod recorded;
+mod safety;
 mod ssm;

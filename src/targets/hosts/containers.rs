@@ -212,6 +212,27 @@ pub async fn running(docker: &Docker, unit: &str, name: &str) -> Result<bool, Er
     }
 }
 
+/// The deploy id of container `name` if it is running (`None` when it does
+/// not exist or has stopped).
+///
+/// # Errors
+/// `docker_failed`.
+pub async fn running_deploy(docker: &Docker, unit: &str, name: &str) -> Result<Option<String>, Error> {
+    match docker.inspect_container(name, None).await {
+        Ok(c) if c.state.as_ref().and_then(|s| s.running) == Some(true) => Ok(Some(
+            c.config
+                .and_then(|c| c.labels)
+                .and_then(|l| l.get(LABEL_DEPLOY_ID).cloned())
+                .unwrap_or_else(|| "(unknown)".into()),
+        )),
+        Ok(_) => Ok(None),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => {
+            Err(Error::unit(unit, "docker_failed", format!("inspecting {name} failed: {}", message(&e))))
+        }
+    }
+}
+
 /// Registry credentials for `image`, if configured.
 pub fn credentials(
     registry: Option<&(String, crate::secrets::SecretValue)>,
@@ -353,17 +374,28 @@ pub async fn run_once(
             None => Err(Error::unit(unit, "docker_failed", format!("waiting for {name}: no answer"))),
         }
     };
-    let exit = match tokio::time::timeout(bound, waited).await {
-        Ok(r) => r,
+    let exit = tokio::time::timeout(bound, waited).await;
+    let tail = tail_logs(docker, name, 20).await;
+    // Removed either way: on a timeout it is stopped first (SIGTERM, then
+    // SIGKILL after a short grace), so nothing is left running for the next
+    // deploy to find.
+    let removed = remove(docker, unit, name, Duration::from_secs(2)).await;
+    match exit {
+        Ok(code) => {
+            let _ = removed;
+            Ok(OneOff { exit_code: code?, tail })
+        }
         Err(_) => Err(Error::unit(
             unit,
             "migration_timeout",
-            format!("{name} did not finish within {}s", bound.as_secs()),
+            format!(
+                "{name} did not finish within {}s (migration-timeout) and was {}; its last lines:\n{}",
+                bound.as_secs(),
+                if removed.is_ok() { "stopped and removed" } else { "stopped, but could not be removed" },
+                tail.trim_end()
+            ),
         )),
-    };
-    let tail = tail_logs(docker, name, 20).await;
-    let _ = remove(docker, unit, name, Duration::ZERO).await;
-    Ok(OneOff { exit_code: exit?, tail })
+    }
 }
 
 /// The last `n` lines of a container's output; empty if unavailable.

@@ -1,7 +1,10 @@
 //! The host's Docker Engine reached through the SSH session: every API
 //! request opens a `direct-streamlocal` channel to the engine's unix socket
 //! and speaks HTTP/1.1 on it (bollard's custom transport), so nothing
-//! listens locally and no `docker` CLI runs on the host.
+//! listens locally. For a deploy user who may not open the socket (a stock
+//! EC2 user outside the `docker` group), the channel is an exec of
+//! `sudo -n docker system dial-stdio` instead: a byte relay to the same
+//! socket, still the Engine API end to end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,25 +19,81 @@ use crate::error::Error;
 /// The oldest Engine API we speak (Docker 20.10); negotiation only lowers it.
 const API_VERSION: ClientVersion = ClientVersion { major_version: 1, minor_version: 41 };
 
-/// A bollard client whose requests travel over `session` to `socket`.
+/// How a request reaches the engine.
+#[derive(Clone)]
+enum Route {
+    /// `direct-streamlocal` to the socket, opened by sshd as the SSH user.
+    Socket(String),
+    /// `sudo -n docker -H unix://<socket> system dial-stdio` on an exec
+    /// channel: for a deploy user outside the `docker` group.
+    Sudo(String),
+}
+
+/// A bollard client whose requests travel over `session` to `socket`. With
+/// `sudo`, an engine the SSH user may not reach directly is reached through
+/// `sudo -n docker system dial-stdio` (the Docker CLI on the host only
+/// relays bytes; every call is still the Engine API from here).
 ///
 /// # Errors
-/// `docker_unreachable` when the engine does not answer `/version`.
+/// `docker_unreachable` when the engine does not answer `/version`;
+/// `sudo_password_required`.
 pub async fn connect(
     unit: &str,
     session: Arc<Session>,
     socket: &str,
     timeout: Duration,
+    sudo: bool,
 ) -> Result<Docker, Error> {
-    let socket = socket.to_string();
+    let direct = client(unit, session.clone(), Route::Socket(socket.to_string()), timeout)?;
+    let first = match direct.negotiate_version().await {
+        Ok(d) => return Ok(d),
+        Err(e) => e,
+    };
+    let fail = |e: &bollard::errors::Error| {
+        Error::unit(
+            unit,
+            "docker_unreachable",
+            format!(
+                "the Docker Engine did not answer through the SSH session: {e} (is dockerd running, and docker-socket right?)"
+            ),
+        )
+    };
+    if !sudo {
+        return Err(fail(&first));
+    }
+    tracing::info!(host = unit, error = %first, "the docker socket is not the SSH user's; trying sudo -n docker system dial-stdio");
+    let via_sudo = client(unit, session, Route::Sudo(socket.to_string()), timeout)?;
+    via_sudo.negotiate_version().await.map_err(|e| {
+        if e.to_string().contains("password") {
+            super::nginx::sudo_refused(unit)
+        } else {
+            Error::unit(
+                unit,
+                "docker_unreachable",
+                format!(
+                    "the Docker Engine did not answer: as the SSH user ({first}), nor through sudo -n docker system dial-stdio ({e}); add the user to the docker group, or allow it passwordless sudo for docker"
+                ),
+            )
+        }
+    })
+}
+
+fn client(unit: &str, session: Arc<Session>, route: Route, timeout: Duration) -> Result<Docker, Error> {
     let transport = move |req: BollardRequest| {
         let session = session.clone();
-        let socket = socket.clone();
+        let route = route.clone();
         async move {
-            let stream = session
-                .open_unix(&socket)
-                .await
-                .map_err(|e| bollard::errors::Error::IOError { err: std::io::Error::other(e.to_string()) })?;
+            let io = |e: Error| bollard::errors::Error::IOError { err: std::io::Error::other(e.to_string()) };
+            let stream = match &route {
+                Route::Socket(socket) => session.open_unix(socket).await.map_err(io)?,
+                Route::Sudo(socket) => {
+                    let host = format!("unix://{socket}");
+                    session
+                        .open_exec(&["sudo", "-n", "--", "docker", "-H", &host, "system", "dial-stdio"])
+                        .await
+                        .map_err(io)?
+                }
+            };
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             // The connection lives as long as the response body is read.
             tokio::spawn(async move {
@@ -54,16 +113,8 @@ pub async fn connect(
         }
     };
     let secs = timeout.as_secs().max(1);
-    let docker = Docker::connect_with_custom_transport(transport, Some("http://docker"), secs, &API_VERSION)
-        .map_err(|e| {
-            Error::unit(unit, "docker_unreachable", format!("could not set up the Docker client: {e}"))
-        })?;
-    docker.negotiate_version().await.map_err(|e| {
-        Error::unit(
-            unit,
-            "docker_unreachable",
-            format!("the Docker Engine did not answer through the SSH session: {e} (is dockerd running, and docker-socket right?)"),
-        )
+    Docker::connect_with_custom_transport(transport, Some("http://docker"), secs, &API_VERSION).map_err(|e| {
+        Error::unit(unit, "docker_unreachable", format!("could not set up the Docker client: {e}"))
     })
 }
 

@@ -54,8 +54,10 @@ pub struct HostConn {
     pub known_hosts: SecretValue,
     /// Bound on every SSH command, channel open and Docker API call.
     pub timeout: Duration,
-    /// Bound on an image pull and a migration run.
+    /// Bound on an image pull.
     pub long_timeout: Duration,
+    /// Bound on the migration container (`migration-timeout`).
+    pub migration_timeout: Duration,
     pub docker_socket: String,
     /// The front door as seen from the host (nginx), e.g. `http://127.0.0.1:80`.
     pub proxy_url: url::Url,
@@ -92,6 +94,7 @@ impl HostConn {
             known_hosts,
             timeout: inputs.ssh.timeout,
             long_timeout: inputs.timeout.max(inputs.ssh.timeout),
+            migration_timeout: inputs.rollout.migration_timeout,
             docker_socket: inputs.ssh.docker_socket.clone(),
             proxy_url: inputs.ssh.proxy_url.clone(),
             lock_dir: inputs.ssh.lock_dir.clone(),
@@ -115,6 +118,8 @@ struct State {
     candidate: Option<String>,
     /// Upstream files as they were before the first shift.
     saved_upstreams: Option<Vec<(String, nginx::Content)>>,
+    /// The migration container this run started and has not seen end.
+    migrating: Option<String>,
     retired: bool,
 }
 
@@ -149,14 +154,21 @@ impl HostTarget {
             })
             .await?,
         );
-        let docker =
-            match docker::connect(&conn.name, session.clone(), &conn.docker_socket, conn.timeout).await {
-                Ok(d) => d,
-                Err(e) => {
-                    session.close().await;
-                    return Err(e);
-                }
-            };
+        let docker = match docker::connect(
+            &conn.name,
+            session.clone(),
+            &conn.docker_socket,
+            conn.timeout,
+            conn.privilege == nginx::Privilege::Sudo,
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                session.close().await;
+                return Err(e);
+            }
+        };
         tracing::info!(host = %conn.name, "connected");
         Ok(HostTarget { conn, session, docker, runner, state: Default::default() })
     }

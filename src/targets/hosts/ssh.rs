@@ -294,6 +294,32 @@ impl Session {
         Ok(ch.into_stream())
     }
 
+    /// A byte stream to a command's stdin and stdout on the host (an `exec`
+    /// channel): `sudo -n docker system dial-stdio` reaches an engine whose
+    /// socket the SSH user may not open itself.
+    ///
+    /// # Errors
+    /// `ssh_channel_failed`.
+    pub async fn open_exec(&self, argv: &[&str]) -> Result<Stream, Error> {
+        let line = command_line(argv).map_err(|e| Error::unit(&self.name, "ssh_command_failed", e))?;
+        let open = async {
+            let ch = self.handle.channel_open_session().await?;
+            ch.exec(true, line.as_str()).await?;
+            Ok::<_, russh::Error>(ch)
+        };
+        let ch = tokio::time::timeout(self.timeout, open)
+            .await
+            .map_err(|_| self.channel_timeout(argv.first().copied().unwrap_or_default()))?
+            .map_err(|e| {
+                Error::unit(
+                    &self.name,
+                    "ssh_channel_failed",
+                    format!("could not run {} over SSH: {}", argv.join(" "), self.why(&e)),
+                )
+            })?;
+        Ok(ch.into_stream())
+    }
+
     /// A stream to `host:port` as seen from the host (`direct-tcpip`).
     ///
     /// # Errors

@@ -39,13 +39,7 @@ fn colour_of_port(service: &Service, port: u16) -> Option<&'static str> {
 /// The start of a response body for a message, redacted *before* the cut
 /// (half a secret no longer matches the redactor).
 fn short(redactor: &crate::redact::Redactor, body: &str) -> String {
-    let b = redactor.redact(body.trim());
-    let b = b.as_str();
-    if b.chars().count() > 60 {
-        format!("{}…", b.chars().take(60).collect::<String>())
-    } else {
-        b.to_string()
-    }
+    crate::health::body_start(redactor, body)
 }
 
 impl HostTarget {
@@ -300,9 +294,30 @@ impl Target for HostTarget {
             return Ok(());
         };
         let name = format!("{}-migrate", release.app);
-        self.runner.line(&format!("{unit}: running the migration in {name}: {}", cmd.join(" ")));
-        let run = containers::run_once(&self.docker, unit, &name, release, svc, cmd, self.conn.long_timeout)
-            .await?;
+        // A migration another run started and that still runs is never
+        // removed mid-way: that would cut a schema change in half.
+        if let Some(owner) = containers::running_deploy(&self.docker, unit, &name).await?
+            && owner != release.deploy_id
+        {
+            return Err(Error::unit(
+                unit,
+                "migration_running",
+                format!(
+                    "{name} from deploy {owner} is still running; wait for it to end (or stop it: docker rm -f {name}) and deploy again"
+                ),
+            ));
+        }
+        self.runner.line(&format!(
+            "{unit}: running the migration in {name} (at most {}s): {}",
+            self.conn.migration_timeout.as_secs(),
+            cmd.join(" ")
+        ));
+        self.state().migrating = Some(name.clone());
+        let run =
+            containers::run_once(&self.docker, unit, &name, release, svc, cmd, self.conn.migration_timeout)
+                .await;
+        self.state().migrating = None;
+        let run = run?;
         self.runner.relay(&format!("{unit} migration"), &run.tail);
         if run.exit_code != 0 {
             return Err(Error::Migration {
@@ -460,6 +475,13 @@ impl Target for HostTarget {
                 "rollback_after_retire",
                 "the previous version was already removed on this host; deploy its image again instead",
             ));
+        }
+        // A migration cut short by a cancellation: stopped, not left running
+        // for the next deploy to find.
+        let migrating = self.state().migrating.take();
+        if let Some(name) = migrating {
+            self.runner.line(&format!("{unit}: stopping the unfinished migration {name}"));
+            containers::remove(&self.docker, unit, &name, ROLLBACK_GRACE).await?;
         }
         let previous = self.state().previous.clone();
         if let Some(saved) = saved {
