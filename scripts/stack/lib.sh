@@ -26,7 +26,7 @@ IMAGE_TAGS="v1 v2 v3 broken"
 IMAGE_BUILD_REV=1
 MOTO_PORT=5055
 PY_PINS="moto[server]==5.2.5 openapi-core==0.23.1 awscli==1.46.3"
-APT_PKGS="docker.io docker-registry apache2-utils nginx openssh-server busybox-static socat iproute2 wrk curl ca-certificates"
+APT_PKGS="docker.io docker-registry apache2-utils nginx openssh-server busybox-static socat iproute2 wrk curl ca-certificates sudo"
 MAX_HOSTS=8
 # Paths that are private to every simulated host (bind-mounted from
 # $STACK_DIR/hosts/hK/fs/<path> inside the host's mount namespace). /root

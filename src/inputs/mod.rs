@@ -161,6 +161,9 @@ pub struct SshSpec {
     pub proxy_url: url::Url,
     pub lock_dir: String,
     pub break_lock: bool,
+    /// A bastion every host is reached through (`ssh-jump-host`); its key
+    /// is pinned in `ssh-known-hosts` like the hosts'.
+    pub jump: Option<HostSpec>,
 }
 
 #[derive(Debug, Clone)]

@@ -57,6 +57,7 @@ pub struct RawInputs {
     pub ssh_known_hosts: Option<String>,
     pub ssh_known_hosts_ssm: Option<String>,
     pub ssh_timeout: Option<String>,
+    pub ssh_jump_host: Option<String>,
     pub docker_socket: Option<String>,
     pub nginx_upstream_file: Option<String>,
     pub proxy_url: Option<String>,

@@ -364,6 +364,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         ),
         lock_dir: c.or("lock-dir", &raw.lock_dir, "/var/lib/deploy-action/locks".into(), g::remote_path),
         break_lock: c.or("break-lock", &raw.break_lock, false, g::boolean),
+        jump: c.parse("ssh-jump-host", &raw.ssh_jump_host, g::host_spec),
     };
     let ec2_ids: Vec<String> = raw.ec2_instance_ids.as_deref().map(g::list).unwrap_or_default();
     let instance_id = regex::Regex::new(r"^i-[0-9a-f]{8,17}$").expect("regex");

@@ -119,6 +119,7 @@ impl App {
             proxy_url: format!("http://127.0.0.1:{}", self.front).parse().unwrap(),
             lock_dir: LOCK_DIR.into(),
             break_lock: false,
+            jump: None,
             privilege: deploy_action::targets::hosts::nginx::Privilege::Direct,
             registry: Some((
                 stack_var("REGISTRY_USERNAME"),

@@ -367,3 +367,65 @@ fn sigterm_during_a_migration_stops_it_within_the_budget() {
     assert_eq!(live_version(6), "v1");
     assert!(!lock_held(6));
 }
+
+/// Stock EC2 images refuse root: the deploy user is `ec2-user`, with
+/// passwordless sudo and outside the `docker` group. The whole deploy goes
+/// through (nginx switch and lock under `sudo -n`, the Engine through
+/// `sudo -n docker system dial-stdio`); a user whose sudo wants a password
+/// is told exactly that, and nothing changes.
+#[test]
+fn a_non_root_sudo_user_deploys_and_one_without_passwordless_sudo_is_told_why() {
+    let _hosts = lock_hosts(&[4]);
+    ensure_serving(4, "v1");
+    let as_user = |user: &str, v: &str| {
+        fleet_action(&[4], &image(v)).input("hosts", &format!("{user}@{}:22", host_addr(4)))
+    };
+    let run = as_user(&stack_var("SSH_USER_SUDO"), "v2").run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(run.stdout.contains("trying sudo -n docker system dial-stdio"), "{}", run.stdout);
+    assert_eq!(live_version(4), "v2");
+    assert_eq!(running_colours(4, "app").len(), 1);
+    assert!(!lock_held(4));
+
+    let before = state(4);
+    let run = as_user(&stack_var("SSH_USER_SUDO_PASSWORD"), "v3").run();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stdout.contains("sudo_password_required"), "{}", run.stdout);
+    assert!(run.stdout.contains("passwordless sudo"), "{}", run.stdout);
+    assert_eq!(state(4), before, "nothing changed");
+}
+
+fn bastion_logins() -> usize {
+    let log = std::fs::read_to_string(format!("{}/logs/bastion-sshd.log", stack_var("STACK_DIR")))
+        .unwrap_or_default();
+    log.matches("Accepted publickey for jump").count()
+}
+
+/// Private instances are reached through a bastion: `ssh-jump-host`, with
+/// the bastion's key pinned in `ssh-known-hosts` like the hosts'. Without
+/// its pin the bastion is refused, by name, before anything changes.
+#[test]
+fn a_jump_host_reaches_the_hosts_and_an_unpinned_one_is_refused() {
+    let _hosts = lock_hosts(&[8]);
+    ensure_serving(8, "v1");
+    let known = std::fs::read_to_string(stack_var("SSH_KNOWN_HOSTS")).unwrap();
+    let bastion = std::fs::read_to_string(stack_var("JUMP_KNOWN_HOSTS")).unwrap();
+    let logins = bastion_logins();
+    let run = fleet_action(&[8], &image("v2"))
+        .input("ssh-jump-host", &stack_var("JUMP_HOST"))
+        .input("ssh-known-hosts", &format!("{known}\n{bastion}"))
+        .run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert_eq!(live_version(8), "v2");
+    assert!(bastion_logins() > logins, "the session went through the bastion");
+
+    let before = state(8);
+    let run = fleet_action(&[8], &image("v3")).input("ssh-jump-host", &stack_var("JUMP_HOST")).run();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("host_key_unknown") && run.stdout.contains("jump host 127.0.0.1:2222"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(state(8), before, "nothing changed");
+}

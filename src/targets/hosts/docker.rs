@@ -62,6 +62,23 @@ pub async fn connect(
         return Err(fail(&first));
     }
     tracing::info!(host = unit, error = %first, "the docker socket is not the SSH user's; trying sudo -n docker system dial-stdio");
+    // sudo's own complaint goes to stderr, which the byte stream below
+    // would not show: ask it plainly first.
+    let check = session.exec(&["sudo", "-n", "true"], None).await?;
+    if !check.success() {
+        return Err(if check.stderr.contains("password") {
+            super::nginx::sudo_refused(unit)
+        } else {
+            Error::unit(
+                unit,
+                "docker_unreachable",
+                format!(
+                    "the Docker Engine did not answer as the SSH user ({first}), and sudo -n failed: {}",
+                    check.stderr.trim()
+                ),
+            )
+        });
+    }
     let via_sudo = client(unit, session, Route::Sudo(socket.to_string()), timeout)?;
     via_sudo.negotiate_version().await.map_err(|e| {
         if e.to_string().contains("password") {

@@ -63,6 +63,8 @@ pub struct HostConn {
     pub proxy_url: url::Url,
     pub lock_dir: String,
     pub break_lock: bool,
+    /// The bastion (`user`, `host`, `port`), if the host is reached through one.
+    pub jump: Option<(String, String, u16)>,
     /// Root runs privileged steps (nginx, the lock directory) itself; any
     /// other user through `sudo -n`, as stock EC2 images set up.
     pub privilege: nginx::Privilege,
@@ -99,6 +101,13 @@ impl HostConn {
             proxy_url: inputs.ssh.proxy_url.clone(),
             lock_dir: inputs.ssh.lock_dir.clone(),
             break_lock: inputs.ssh.break_lock,
+            jump: inputs.ssh.jump.as_ref().map(|j| {
+                (
+                    j.user.clone().unwrap_or_else(|| inputs.ssh.user.clone()),
+                    j.host.clone(),
+                    j.port.unwrap_or(22),
+                )
+            }),
             registry,
             app: inputs.app.clone(),
             services: inputs.services.clone(),
@@ -151,6 +160,7 @@ impl HostTarget {
                 private_key: &conn.private_key,
                 known_hosts: conn.known_hosts.expose(),
                 timeout: conn.timeout,
+                jump: conn.jump.as_ref().map(|(user, host, port)| ssh::End { host, port: *port, user }),
             })
             .await?,
         );

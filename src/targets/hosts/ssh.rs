@@ -34,6 +34,8 @@ pub struct Dial<'a> {
     pub private_key: &'a SecretValue,
     pub known_hosts: &'a str,
     pub timeout: Duration,
+    /// A bastion to reach the host through (`ssh-jump-host`).
+    pub jump: Option<End<'a>>,
 }
 
 /// What a remote command did.
@@ -87,7 +89,101 @@ impl client::Handler for Pinning {
 pub struct Session {
     name: String,
     handle: Handle<Pinning>,
+    /// The bastion's session, when the host is reached through one: kept
+    /// as long as the host's, which runs inside one of its channels.
+    jump: Option<Handle<Pinning>>,
     timeout: Duration,
+}
+
+/// One end of an SSH hop: where, and as whom.
+pub struct End<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+}
+
+/// Connects to `end` (over TCP, or over `stream`: a channel of a jump
+/// host), checks its key against `known`, and authenticates with `key`.
+async fn handshake(
+    unit: &str,
+    known: &KnownHosts,
+    key: &Arc<russh::keys::PrivateKey>,
+    end: &End<'_>,
+    timeout: Duration,
+    stream: Option<Stream>,
+) -> Result<Handle<Pinning>, Error> {
+    let mut preferred = russh::Preferred::default();
+    let mut algs = known.algorithms(end.host, end.port);
+    for a in preferred.key.iter() {
+        if !algs.contains(a) {
+            algs.push(a.clone());
+        }
+    }
+    preferred.key = algs.into();
+    let config = Arc::new(client::Config {
+        preferred,
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 4,
+        nodelay: true,
+        ..Default::default()
+    });
+    let refused: Refusal = Arc::new(Mutex::new(None));
+    let handler = Pinning {
+        known: known.clone(),
+        host: end.host.to_string(),
+        port: end.port,
+        refused: refused.clone(),
+    };
+    let connected = match stream {
+        None => tokio::time::timeout(timeout, client::connect(config, (end.host, end.port), handler)).await,
+        Some(s) => tokio::time::timeout(timeout, client::connect_stream(config, s, handler)).await,
+    };
+    let mut handle = match connected {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            let refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+            return Err(match refused {
+                Some((verdict, key)) => host_key_error(unit, end.host, end.port, verdict, key.as_ref()),
+                None => Error::unit(
+                    unit,
+                    "ssh_connect_failed",
+                    format!("could not connect to {}:{} over SSH: {e}", end.host, end.port),
+                ),
+            });
+        }
+        Err(_) => {
+            return Err(Error::unit(
+                unit,
+                "ssh_connect_failed",
+                format!(
+                    "could not connect to {}:{} over SSH within {}s (check the address, port and firewall)",
+                    end.host,
+                    end.port,
+                    timeout.as_secs()
+                ),
+            ));
+        }
+    };
+    let auth = async {
+        let hash = if key.algorithm().is_rsa() {
+            handle.best_supported_rsa_hash().await?.flatten().or(Some(HashAlg::Sha256))
+        } else {
+            None
+        };
+        handle.authenticate_publickey(end.user, PrivateKeyWithHashAlg::new(key.clone(), hash)).await
+    };
+    let auth_failed = |why: String| {
+        Error::unit(unit, "ssh_auth_failed", format!("SSH authentication as {} failed: {why}", end.user))
+    };
+    match tokio::time::timeout(timeout, auth).await {
+        Ok(Ok(r)) if r.success() => Ok(handle),
+        Ok(Ok(_)) => Err(auth_failed(
+            "the server refused the key (is its public key in the user's authorized_keys?)".into(),
+        )),
+        Ok(Err(e)) => Err(auth_failed(e.to_string())),
+        Err(_) => Err(auth_failed(format!("no answer within {}s", timeout.as_secs()))),
+    }
 }
 
 impl Session {
@@ -101,84 +197,46 @@ impl Session {
         let unit = d.name;
         let known = KnownHosts::parse(d.known_hosts)
             .map_err(|e| Error::unit(unit, "known_hosts_invalid", format!("input 'known-hosts' {e}")))?;
-        let key = russh::keys::decode_secret_key(d.private_key.expose(), None).map_err(|e| {
+        let key = Arc::new(russh::keys::decode_secret_key(d.private_key.expose(), None).map_err(|e| {
             Error::unit(
                 unit,
                 "ssh_key_invalid",
                 format!("input 'ssh-private-key' is not an unencrypted OpenSSH/PEM private key ({e})"),
             )
-        })?;
-
-        let mut preferred = russh::Preferred::default();
-        let mut algs = known.algorithms(d.host, d.port);
-        for a in preferred.key.iter() {
-            if !algs.contains(a) {
-                algs.push(a.clone());
-            }
-        }
-        preferred.key = algs.into();
-        let config = Arc::new(client::Config {
-            preferred,
-            inactivity_timeout: None,
-            keepalive_interval: Some(Duration::from_secs(15)),
-            keepalive_max: 4,
-            nodelay: true,
-            ..Default::default()
-        });
-        let refused: Refusal = Arc::new(Mutex::new(None));
-        let handler = Pinning { known, host: d.host.to_string(), port: d.port, refused: refused.clone() };
-        let addr = (d.host, d.port);
-        let connected = tokio::time::timeout(d.timeout, client::connect(config, addr, handler)).await;
-        let mut handle = match connected {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
-                let refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
-                return Err(match refused {
-                    Some((verdict, key)) => host_key_error(unit, d.host, d.port, verdict, key.as_ref()),
-                    None => Error::unit(
+        })?);
+        let target = End { host: d.host, port: d.port, user: d.user };
+        let (jump, handle) = match &d.jump {
+            None => (None, handshake(unit, &known, &key, &target, d.timeout, None).await?),
+            Some(j) => {
+                // The bastion: its own key pinned in the same known_hosts.
+                let jh = handshake(unit, &known, &key, j, d.timeout, None).await.map_err(|e| {
+                    Error::unit(unit, e.reason(), format!("jump host {}:{}: {}", j.host, j.port, e.detail()))
+                })?;
+                let ch = tokio::time::timeout(
+                    d.timeout,
+                    jh.channel_open_direct_tcpip(d.host, u32::from(d.port), "127.0.0.1", 0),
+                )
+                .await
+                .map_err(|_| {
+                    Error::unit(
                         unit,
                         "ssh_connect_failed",
-                        format!("could not connect to {}:{} over SSH: {e}", d.host, d.port),
-                    ),
-                });
-            }
-            Err(_) => {
-                return Err(Error::unit(
-                    unit,
-                    "ssh_connect_failed",
-                    format!(
-                        "could not connect to {}:{} over SSH within {}s (check the address, port and firewall)",
-                        d.host,
-                        d.port,
-                        d.timeout.as_secs()
-                    ),
-                ));
+                        format!("the jump host {}:{} did not open a connection to {}:{} within {}s", j.host, j.port, d.host, d.port, d.timeout.as_secs()),
+                    )
+                })?
+                .map_err(|e| {
+                    Error::unit(
+                        unit,
+                        "ssh_connect_failed",
+                        format!("the jump host {}:{} could not reach {}:{} ({e}); does it allow TCP forwarding to it?", j.host, j.port, d.host, d.port),
+                    )
+                })?;
+                let h = handshake(unit, &known, &key, &target, d.timeout, Some(ch.into_stream())).await?;
+                (Some(jh), h)
             }
         };
-
-        let auth = async {
-            let hash = if key.algorithm().is_rsa() {
-                handle.best_supported_rsa_hash().await?.flatten().or(Some(HashAlg::Sha256))
-            } else {
-                None
-            };
-            handle.authenticate_publickey(d.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash)).await
-        };
-        let auth_failed = |why: String| {
-            Error::unit(unit, "ssh_auth_failed", format!("SSH authentication as {} failed: {why}", d.user))
-        };
-        match tokio::time::timeout(d.timeout, auth).await {
-            Ok(Ok(r)) if r.success() => {}
-            Ok(Ok(_)) => {
-                return Err(auth_failed(
-                    "the server refused the key (is its public key in the user's authorized_keys?)".into(),
-                ));
-            }
-            Ok(Err(e)) => return Err(auth_failed(e.to_string())),
-            Err(_) => return Err(auth_failed(format!("no answer within {}s", d.timeout.as_secs()))),
-        }
-        tracing::debug!(host = unit, "ssh session established");
-        Ok(Session { name: unit.to_string(), handle, timeout: d.timeout })
+        tracing::debug!(host = unit, via_jump = jump.is_some(), "ssh session established");
+        Ok(Session { name: unit.to_string(), handle, jump, timeout: d.timeout })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -359,6 +417,9 @@ impl Session {
     /// Closes the session. Best effort.
     pub async fn close(&self) {
         let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "deploy finished", "en").await;
+        if let Some(j) = &self.jump {
+            let _ = j.disconnect(russh::Disconnect::ByApplication, "deploy finished", "en").await;
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod action;
 pub mod github_server;
+pub mod latency;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
