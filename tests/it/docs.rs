@@ -83,3 +83,33 @@ fn readme_tables_match_action_yml() {
         assert!(readme == updated, "README tables are stale: run `UPDATE_DOCS=1 cargo test --test it docs`");
     }
 }
+
+/// Every reason code the source can emit is in the README's table. Codes
+/// are the snake_case string literals of `src/` (outside `#[cfg(test)]`);
+/// the few such literals that are not codes are listed here.
+#[test]
+fn every_reason_code_in_the_source_is_in_the_readme() {
+    const NOT_CODES: &[&str] = &["per_page", "endpoint_url", "run_url"];
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let code = regex::Regex::new(r#""([a-z]+(?:_[a-z0-9]+)+)""#).unwrap();
+    let mut missing = BTreeSet::new();
+    let mut stack = vec![repo_root().join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let shipped = text.split("#[cfg(test)]").next().unwrap_or("");
+            for c in code.captures_iter(shipped) {
+                let c = &c[1];
+                if !NOT_CODES.contains(&c) && !readme.contains(&format!("`{c}`")) {
+                    missing.insert(format!("{c} ({})", path.display()));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "reason codes missing from the README's table: {missing:?}");
+}
