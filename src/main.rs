@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let env = Env::from_process();
-    let runner = Runner::from_env(&env, Redactor::new());
+    let runner =
+        Runner::stdout(env.get_path("GITHUB_OUTPUT"), env.get_path("GITHUB_STEP_SUMMARY"), Redactor::new());
     tracing_subscriber::fmt()
         .with_writer(runner.clone())
         .with_ansi(false)

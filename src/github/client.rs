@@ -16,12 +16,13 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
 use rand::Rng;
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+// `Reply` lives with the errors that classify it: client → errors only.
+pub(crate) use super::errors::Reply;
 use super::errors::{GithubError, Op, classify, secs};
 use crate::redact::Redactor;
 use crate::secrets::SecretValue;
@@ -32,28 +33,6 @@ pub(crate) const RETRY_BUDGET: Duration = Duration::from_secs(60);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
-
-/// An answer, with its body read.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name)?.to_str().ok()
-    }
-
-    /// The body as `T`; a body that does not parse is an unexpected answer.
-    pub fn json<T: serde::de::DeserializeOwned>(&self, op: &Op) -> Result<T, GithubError> {
-        serde_json::from_str(&self.body).map_err(|e| GithubError::Unexpected {
-            what: op.what.clone(),
-            detail: format!("{} with a body that does not parse: {e}", self.status),
-        })
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Method {
@@ -314,7 +293,7 @@ mod tests {
     use super::*;
 
     fn reply(headers: &[(&'static str, String)]) -> Reply {
-        let mut h = HeaderMap::new();
+        let mut h = http::HeaderMap::new();
         for (k, v) in headers {
             h.insert(*k, v.parse().unwrap());
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::client::Reply;
+use http::HeaderMap;
 
 /// Failures talking to the GitHub API.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +128,28 @@ struct ErrorBody {
     message: Option<String>,
     #[serde(default)]
     errors: Vec<Value>,
+}
+
+/// An answer, with its body read.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+
+    /// The body as `T`; a body that does not parse is an unexpected answer.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, op: &Op) -> Result<T, GithubError> {
+        serde_json::from_str(&self.body).map_err(|e| GithubError::Unexpected {
+            what: op.what.clone(),
+            detail: format!("{} with a body that does not parse: {e}", self.status),
+        })
+    }
 }
 
 /// Maps an answer that is not 2xx to the error it means.

@@ -179,19 +179,7 @@ pub struct RegistryAuth {
     pub password: Option<SecretSource>,
 }
 
-/// What to fetch from SSM Parameter Store for the app's environment.
-#[derive(Debug, Clone, Default)]
-pub struct SsmSpec {
-    pub paths: Vec<String>,
-    pub parameters: Vec<(String, String)>,
-    pub region: Option<String>,
-}
-
-impl SsmSpec {
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty() && self.parameters.is_empty()
-    }
-}
+pub use crate::secrets::SsmSpec;
 
 /// GitHub Deployments settings.
 #[derive(Debug, Clone)]

@@ -31,15 +31,10 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// A runner writing to stdout, with file commands taken from the
-    /// environment the runner gives the container.
-    pub fn from_env(env: &crate::inputs::Env, redactor: Redactor) -> Self {
-        Self::new(
-            Box::new(std::io::stdout()),
-            redactor,
-            env.get_path("GITHUB_OUTPUT"),
-            env.get_path("GITHUB_STEP_SUMMARY"),
-        )
+    /// A runner writing to stdout, with the file commands' paths the
+    /// runner gives the container (`GITHUB_OUTPUT`, `GITHUB_STEP_SUMMARY`).
+    pub fn stdout(output_path: Option<PathBuf>, summary_path: Option<PathBuf>, redactor: Redactor) -> Self {
+        Self::new(Box::new(std::io::stdout()), redactor, output_path, summary_path)
     }
 
     pub fn new(

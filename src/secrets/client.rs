@@ -22,10 +22,10 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use futures::{StreamExt as _, TryStreamExt as _};
 use tokio_util::sync::CancellationToken;
 
+use super::SsmSpec;
 use super::error::{CallContext, Failure, classify, is_kms_denial};
 use super::set::{SecretSet, env_name, stamp};
 use super::{SecretValue, SecretsError};
-use crate::inputs::SsmSpec;
 use crate::runner::Runner;
 
 /// `GetParameters` takes at most this many names.

@@ -19,7 +19,21 @@ pub use client::{Ssm, SsmOptions};
 pub use error::SecretsError;
 pub use set::{SecretSet, env_name};
 
-use crate::inputs::SsmSpec;
+/// What to fetch from SSM Parameter Store for the app's environment
+/// (validated by the `inputs` module, which depends on this one, never the
+/// other way round).
+#[derive(Debug, Clone, Default)]
+pub struct SsmSpec {
+    pub paths: Vec<String>,
+    pub parameters: Vec<(String, String)>,
+    pub region: Option<String>,
+}
+
+impl SsmSpec {
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.parameters.is_empty()
+    }
+}
 use crate::runner::Runner;
 
 /// A secret value that redacts itself in `Debug` and `Display`.
