@@ -429,3 +429,33 @@ fn a_jump_host_reaches_the_hosts_and_an_unpinned_one_is_refused() {
     );
     assert_eq!(state(8), before, "nothing changed");
 }
+
+/// Another switch holds the host's nginx switch lock past our wait: the
+/// deploy fails with `lock_failed`, changes nothing, and leaves the other
+/// holder's lock alone (waiters used to remove a lock another waiter had
+/// just taken). Once it is free, the deploy goes through.
+#[test]
+fn a_held_switch_lock_is_waited_for_never_broken() {
+    let _hosts = lock_hosts(&[5]);
+    ensure_serving(5, "v1");
+    let before = state(5);
+    let lock = "/var/lib/deploy-action/locks/nginx-switch.flock";
+    let holder = std::thread::spawn(move || {
+        host_exec(5, &["sh", "-c", &format!("mkdir -p /var/lib/deploy-action/locks; flock {lock} sleep 25")])
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let run = fleet_action(&[5], &image("v2")).input("ssh-timeout", "4s").run();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("lock_failed") && run.stdout.contains("another switch held"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(state(5), before, "nothing changed");
+    let held = host_exec(5, &["sh", "-c", &format!("flock -n {lock} true && echo free || echo held")]);
+    assert_eq!(held.trim(), "held", "the other holder keeps its lock");
+    holder.join().unwrap();
+    let run = fleet_action(&[5], &image("v2")).run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert_eq!(live_version(5), "v2");
+}
