@@ -254,6 +254,7 @@ fn cut_mid_deploy(mode: &[&str], ssh_timeout: &str, bound: Duration) {
     ensure_serving(7, "v1");
     let action =
         fleet_action(&[7], &image("v2")).input("observe-window", "60s").input("ssh-timeout", ssh_timeout);
+    let run_id = action.run_id().to_string();
     let mut child = action.spawn();
     wait_until_serving(7, "v2", &mut child, Duration::from_secs(90));
     // Into the observe window (the switch verifies 3 answers first).
@@ -292,8 +293,10 @@ fn cut_mid_deploy(mode: &[&str], ssh_timeout: &str, bound: Duration) {
         after.version, after.colours
     );
     assert!(after.version == "v2" || after.version == "v1", "something serves: {after:?}");
-    // Recovery is a re-run of the deploy (same run: it holds the lock).
-    let rerun = fleet_action(&[7], &image("v1")).run();
+    // Recovery is GitHub's "Re-run" of the job: the same run, attempt 2,
+    // which takes over the lock the lost attempt may still hold.
+    let rerun =
+        fleet_action(&[7], &image("v1")).env("GITHUB_RUN_ID", &run_id).env("GITHUB_RUN_ATTEMPT", "2").run();
     assert_eq!(rerun.code, Some(0), "re-running the deploy converges the host:\n{}", rerun.stdout);
     assert_eq!(live_version(7), "v1", "v1 serves after the re-run");
     assert_eq!(running_colours(7, "app").len(), 1, "exactly one version runs after the re-run");
