@@ -13,6 +13,7 @@ mod fleet;
 mod github;
 mod hosts;
 mod image;
+mod kubernetes;
 mod leak;
 mod recorded;
 mod safety;

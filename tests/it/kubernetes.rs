@@ -1,0 +1,401 @@
+//! `target: kubernetes` on the stack's real control plane (kube-apiserver,
+//! controller-manager, scheduler; kwok nodes), through the built binary.
+//! Each test has its own namespace, deleted at the end. In each, `kubectl
+//! rollout status` judges a Deployment in the same state and must reach the
+//! action's verdict.
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::action::{Action, Run, unique_run_id};
+use crate::support::stack_var;
+
+fn kubectl_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(stack_var("K8S_KUBECTL"));
+    c.arg("--kubeconfig").arg(stack_var("K8S_KUBECONFIG")).args(args);
+    c
+}
+
+fn kubectl(args: &[&str]) -> Output {
+    kubectl_cmd(args).output().expect("run kubectl")
+}
+
+fn kubectl_ok(args: &[&str]) -> String {
+    let o = kubectl(args);
+    assert!(o.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn kubectl_stdin(args: &[&str], input: &str) {
+    let mut c = kubectl_cmd(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A namespace of this test only, deleted when dropped.
+struct Ns(String);
+
+impl Ns {
+    fn new(tag: &str) -> Self {
+        let name = format!("da-it-{tag}-{}", unique_run_id());
+        kubectl_ok(&["create", "namespace", &name]);
+        let ns = Ns(name);
+        // Pods are refused until the serviceaccount controller made `default`.
+        ns.until(30, "the default serviceaccount", || {
+            kubectl(&["-n", &ns.0, "get", "serviceaccount", "default"]).status.success()
+        });
+        ns
+    }
+
+    fn until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < end, "{what} not within {secs}s in {}", self.0);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn get(&self, name: &str, path: &str) -> String {
+        kubectl_ok(&["-n", &self.0, "get", "deployment", name, "-o", &format!("jsonpath={path}")])
+    }
+
+    /// A Deployment made with plain `kubectl apply`, rolled out to `image`.
+    fn deployment(&self, name: &str, image: &str, replicas: u32, deadline: u32) {
+        let yaml = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  progressDeadlineSeconds: {deadline}\n  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n      - {{name: app, image: \"{image}\"}}\n      - {{name: sidecar, image: \"example.invalid/sidecar:1\"}}\n",
+            ns = self.0
+        );
+        kubectl_stdin(&["apply", "-f", "-"], &yaml);
+        self.rollout_status(name, &[]).assert_ok();
+    }
+
+    fn rollout_status(&self, name: &str, extra: &[&str]) -> Verdict {
+        let mut args = vec!["-n", &self.0, "rollout", "status", "--timeout=90s"];
+        let target = format!("deployment/{name}");
+        args.push(&target);
+        args.extend_from_slice(extra);
+        Verdict(kubectl(&args))
+    }
+
+    fn spawn_rollout_status(&self, name: &str) -> Child {
+        kubectl_cmd(&["-n", &self.0, "rollout", "status", "--timeout=90s", &format!("deployment/{name}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until the controller has observed a template change past
+    /// `generation` (so a `kubectl rollout status` started now judges the
+    /// new rollout, not the finished old one).
+    fn wait_observed_past(&self, name: &str, generation: u64) {
+        self.until(30, "the new generation observed", || {
+            let g: u64 = self.get(name, "{.metadata.generation}").parse().unwrap_or(0);
+            let o: u64 = self.get(name, "{.status.observedGeneration}").parse().unwrap_or(0);
+            g > generation && o >= g
+        });
+    }
+
+    fn action(&self, deployments: &str) -> Action {
+        let kubeconfig = std::fs::read_to_string(stack_var("K8S_KUBECONFIG")).unwrap();
+        Action::new()
+            .input("target", "kubernetes")
+            .input("app", "web")
+            .input("kubeconfig", &kubeconfig)
+            .input("namespace", &self.0)
+            .input("deployments", deployments)
+            .input("github-deployments", "false")
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
+    }
+}
+
+struct Verdict(Output);
+
+impl Verdict {
+    fn text(&self) -> String {
+        format!("{}{}", String::from_utf8_lossy(&self.0.stdout), String::from_utf8_lossy(&self.0.stderr))
+    }
+    fn assert_ok(&self) {
+        assert!(self.0.status.success(), "kubectl rollout status failed: {}", self.text());
+    }
+    fn assert_failed(&self, why: &str) {
+        assert!(!self.0.status.success(), "kubectl rollout status succeeded: {}", self.text());
+        assert!(self.text().contains(why), "kubectl said: {}", self.text());
+    }
+}
+
+fn image_of(ns: &Ns, name: &str) -> String {
+    ns.get(name, "{.spec.template.spec.containers[?(@.name==\"app\")].image}")
+}
+
+/// The image of the ReplicaSet whose pods serve: all ready replicas in one
+/// ReplicaSet, none elsewhere.
+fn serving_image(ns: &Ns, name: &str) -> String {
+    let out = kubectl_ok(&[
+        "-n",
+        &ns.0,
+        "get",
+        "rs",
+        "-l",
+        &format!("app={name}"),
+        "-o",
+        "jsonpath={range .items[*]}{.status.readyReplicas}={.spec.template.spec.containers[0].image}{\"\\n\"}{end}",
+    ]);
+    let serving: Vec<&str> = out.lines().filter(|l| !l.starts_with('=') && !l.starts_with("0=")).collect();
+    assert_eq!(serving.len(), 1, "ReplicaSets with ready pods: {out}");
+    serving[0].split_once('=').unwrap().1.to_string()
+}
+
+fn assert_status(run: &Run, status: &str, code: i32) {
+    // KDEBUG=1 prints every run checked here (passing tests' output is captured).
+    if std::env::var("KDEBUG").is_ok() {
+        eprintln!("=====\n{}\n-----\n{}", run.stdout, run.summary);
+    }
+    assert_eq!(run.output("status"), Some(status), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(code), "{}\n{}", run.stdout, run.stderr);
+}
+
+#[test]
+fn kubernetes_rolling_success_three_replicas() {
+    let ns = Ns::new("ok");
+    ns.deployment("web", "example.invalid/web:v1", 3, 60);
+    let generation: u64 = ns.get("web", "{.metadata.generation}").parse().unwrap();
+    let action = ns.action("web:app").input("image", "example.invalid/web:v2");
+    let child = action.spawn();
+    ns.wait_observed_past("web", generation);
+    let kubectl = Verdict(ns.spawn_rollout_status("web").wait_with_output().unwrap());
+    let run = action.finish(child.wait_with_output().unwrap());
+    assert_status(&run, "success", 0);
+    kubectl.assert_ok();
+    assert!(kubectl.text().contains("successfully rolled out"), "{}", kubectl.text());
+    assert!(
+        run.stdout.contains("updated replicas are available")
+            || run.stdout.contains("new replicas have been updated"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    // Only the named container changed; the sidecar is not the action's.
+    assert_eq!(ns.get("web", "{.spec.template.spec.containers[1].image}"), "example.invalid/sidecar:1");
+    assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v2");
+    assert_eq!(ns.get("web", "{.status.readyReplicas}"), "3");
+    assert!(run.summary.contains("revision 2, 3/3 ready"), "{}", run.summary);
+    assert_eq!(run.output("previous-image"), Some("example.invalid/web:v1"));
+    // The action owns the image by server-side apply, and not replicas.
+    let managed =
+        kubectl_ok(&["-n", &ns.0, "get", "deployment", "web", "--show-managed-fields", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&managed).unwrap();
+    let ours: Vec<&serde_json::Value> = v["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["manager"] == "deploy-action" && m["operation"] == "Apply")
+        .collect();
+    assert_eq!(ours.len(), 1, "{managed}");
+    assert!(!ours[0]["fieldsV1"].to_string().contains("f:replicas"), "{}", ours[0]);
+}
+
+/// An early failure: the action must fail (and roll back) before the
+/// progress deadline, while kubectl on an identical Deployment given the
+/// same image reaches failure only at that deadline.
+fn early_failure(tag: &str, bad: &str, reason: &str) {
+    let ns = Ns::new(tag);
+    ns.deployment("web", "example.invalid/web:v1", 2, 20);
+    ns.deployment("twin", "example.invalid/web:v1", 2, 20);
+    kubectl_ok(&["-n", &ns.0, "set", "image", "deployment/twin", &format!("app={bad}")]);
+    let started = Instant::now();
+    let twin = ns.spawn_rollout_status("twin");
+    let run = ns.action("web").input("image", bad).run();
+    let action_took = started.elapsed();
+    let kubectl = Verdict(twin.wait_with_output().unwrap());
+    let kubectl_took = started.elapsed();
+    assert_status(&run, "failure", 1);
+    kubectl.assert_failed("exceeded its progress deadline");
+    assert!(
+        action_took + Duration::from_secs(3) < kubectl_took,
+        "action {action_took:?}, kubectl {kubectl_took:?}"
+    );
+    assert!(run.stdout.contains(reason), "{}", run.stdout);
+    assert!(run.stdout.contains("pod web-"), "the pod is named: {}", run.stdout);
+    assert!(run.stdout.contains("rolled back"), "{}", run.stdout);
+    // The previous ReplicaSet serves again, and kubectl agrees it is done.
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    ns.rollout_status("web", &[]).assert_ok();
+    assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v1");
+    assert!(run.summary.contains("failure"), "{}", run.summary);
+}
+
+#[test]
+fn kubernetes_bad_image_is_caught_before_the_deadline_and_rolled_back() {
+    early_failure("pull", "example.invalid/web:imagepull", "ImagePullBackOff");
+}
+
+#[test]
+fn kubernetes_crashloop_is_caught_early_and_rolled_back() {
+    early_failure("crash", "example.invalid/web:crashloop", "CrashLoopBackOff");
+}
+
+#[test]
+fn kubernetes_never_ready_hits_the_progress_deadline_and_rolls_back() {
+    let ns = Ns::new("never");
+    ns.deployment("web", "example.invalid/web:v1", 2, 8);
+    let generation: u64 = ns.get("web", "{.metadata.generation}").parse().unwrap();
+    let action = ns.action("web").input("image", "example.invalid/web:never-ready");
+    let child = action.spawn();
+    ns.wait_observed_past("web", generation);
+    let kubectl = Verdict(ns.spawn_rollout_status("web").wait_with_output().unwrap());
+    let run = action.finish(child.wait_with_output().unwrap());
+    kubectl.assert_failed("exceeded its progress deadline");
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("exceeded its progress deadline"), "{}", run.stdout);
+    assert!(run.stdout.contains("progress_deadline_exceeded"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    ns.rollout_status("web", &[]).assert_ok();
+    assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v1");
+}
+
+#[test]
+fn kubernetes_rollback_mode_matches_kubectl_rollout_undo() {
+    let (a, b) = (Ns::new("undo-a"), Ns::new("undo-b"));
+    for ns in [&a, &b] {
+        ns.deployment("web", "example.invalid/web:v1", 2, 60);
+        kubectl_ok(&["-n", &ns.0, "annotate", "deployment/web", "team=payments"]);
+        kubectl_ok(&["-n", &ns.0, "set", "image", "deployment/web", "app=example.invalid/web:v2"]);
+        ns.rollout_status("web", &[]).assert_ok();
+    }
+    let run = a.action("web").input("mode", "rollback").run();
+    assert_status(&run, "success", 0);
+    kubectl_ok(&["-n", &b.0, "rollout", "undo", "deployment/web"]);
+    b.rollout_status("web", &[]).assert_ok();
+    let template = |ns: &Ns| {
+        let v: serde_json::Value =
+            serde_json::from_str(&kubectl_ok(&["-n", &ns.0, "get", "deployment", "web", "-o", "json"]))
+                .unwrap();
+        let mut ann = v["metadata"]["annotations"].clone();
+        ann.as_object_mut().unwrap().remove("kubectl.kubernetes.io/last-applied-configuration");
+        (
+            v["spec"]["template"].to_string().replace(&ns.0, "NS"),
+            ann,
+            v["metadata"]["annotations"]["deployment.kubernetes.io/revision"].clone(),
+        )
+    };
+    assert_eq!(template(&a), template(&b));
+    assert_eq!(image_of(&a, "web"), "example.invalid/web:v1");
+    assert_eq!(run.output("image"), Some("example.invalid/web:v1"));
+    assert!(run.summary.contains("rolled back: revision 3"), "{}", run.summary);
+}
+
+#[test]
+fn kubernetes_paused_deployment_is_refused() {
+    let ns = Ns::new("paused");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    kubectl_ok(&["-n", &ns.0, "set", "image", "deployment/web", "app=example.invalid/web:v2"]);
+    ns.rollout_status("web", &[]).assert_ok();
+    kubectl_ok(&["-n", &ns.0, "rollout", "pause", "deployment/web"]);
+    let undo = kubectl(&["-n", &ns.0, "rollout", "undo", "deployment/web"]);
+    let kubectl_says = String::from_utf8_lossy(&undo.stderr).into_owned();
+    assert!(!undo.status.success());
+    let run = ns.action("web").input("mode", "rollback").run();
+    assert_status(&run, "failure", 1);
+    let ours = "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' and try again";
+    assert!(kubectl_says.contains(ours), "{kubectl_says}");
+    assert!(run.stdout.contains(ours), "{}", run.stdout);
+    let run = ns.action("web").input("image", "example.invalid/web:v3").run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("you cannot deploy to a paused deployment"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+}
+
+#[test]
+fn kubernetes_apply_conflict_names_the_other_manager() {
+    let ns = Ns::new("conflict");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    // Another declarative owner (a GitOps tool) applies the image.
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {}}}\nspec:\n  template:\n    spec:\n      containers:\n      - {{name: app, image: example.invalid/web:v1}}\n",
+        ns.0
+    );
+    kubectl_stdin(
+        &["apply", "--server-side", "--force-conflicts", "--field-manager=gitops", "-f", "-"],
+        &yaml,
+    );
+    let before: String = ns.get("web", "{.metadata.generation}");
+    let run = ns.action("web").input("image", "example.invalid/web:v2").run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("kube_apply_conflict"), "{}", run.stdout);
+    assert!(run.stdout.contains("gitops"), "{}", run.stdout);
+    assert!(run.stdout.contains(".spec.template.spec.containers[name=\"app\"].image"), "{}", run.stdout);
+    assert_eq!(ns.get("web", "{.metadata.generation}"), before);
+    // kubectl's own verdict on the untouched Deployment: still rolled out.
+    ns.rollout_status("web", &[]).assert_ok();
+}
+
+#[test]
+fn kubernetes_forbidden_names_verb_resource_and_namespace() {
+    let ns = Ns::new("rbac");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    let ca = std::fs::read(stack_var("K8S_CA_FILE")).unwrap();
+    use base64::Engine;
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{}\", certificate-authority-data: {}}}\nusers:\n- name: deployer\n  user: {{token: {}}}\ncontexts:\n- name: d\n  context: {{cluster: c, user: deployer}}\ncurrent-context: d\n",
+        stack_var("K8S_SERVER"),
+        base64::engine::general_purpose::STANDARD.encode(ca),
+        stack_var("K8S_RESTRICTED_TOKEN")
+    );
+    let run =
+        ns.action("web").input("kubeconfig", &kubeconfig).input("image", "example.invalid/web:v2").run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("kube_forbidden"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("cannot get deployments in namespace {}", ns.0)), "{}", run.stdout);
+    assert!(run.stdout.contains("verbs [\"get\"]"), "{}", run.stdout);
+    // Masked: the token shows only in its own ::add-mask:: command.
+    let token = stack_var("K8S_RESTRICTED_TOKEN");
+    assert!(run.stdout.contains(&format!("::add-mask::{token}")), "{}", run.stdout);
+    let leaked = run.all_text().lines().any(|l| !l.starts_with("::add-mask::") && l.contains(&token));
+    assert!(!leaked, "the token leaked");
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    ns.rollout_status("web", &[]).assert_ok();
+}
+
+#[test]
+fn kubernetes_inputs_are_checked_before_any_contact() {
+    let run = Action::new()
+        .input("target", "kubernetes")
+        .input("image", "example.invalid/web:v2")
+        .input("deployments", "Web_1, ok:Bad_Container")
+        .input("namespace", "Not-OK")
+        .input("strategy", "canary")
+        .input("github-deployments", "false")
+        .run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    for input in ["'deployments'", "'namespace'", "'strategy'"] {
+        assert!(run.stdout.contains(&format!("input {input}")), "{input} not named in:\n{}", run.stdout);
+    }
+    assert!(
+        !run.stdout.contains("input 'hosts'") && !run.stdout.contains("ssh-private-key"),
+        "{}",
+        run.stdout
+    );
+    // The kubeconfig is parsed before any contact too.
+    let run = Action::new()
+        .input("target", "kubernetes")
+        .input("image", "example.invalid/web:v2")
+        .input("deployments", "web")
+        .input("kubeconfig", "not: [a kubeconfig")
+        .input("github-deployments", "false")
+        .run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(run.stdout.contains("input 'kubeconfig'"), "{}", run.stdout);
+}
