@@ -346,14 +346,7 @@ fn kubernetes_apply_conflict_names_the_other_manager() {
 fn kubernetes_forbidden_names_verb_resource_and_namespace() {
     let ns = Ns::new("rbac");
     ns.deployment("web", "example.invalid/web:v1", 1, 60);
-    let ca = std::fs::read(stack_var("K8S_CA_FILE")).unwrap();
-    use base64::Engine;
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{}\", certificate-authority-data: {}}}\nusers:\n- name: deployer\n  user: {{token: {}}}\ncontexts:\n- name: d\n  context: {{cluster: c, user: deployer}}\ncurrent-context: d\n",
-        stack_var("K8S_SERVER"),
-        base64::engine::general_purpose::STANDARD.encode(ca),
-        stack_var("K8S_RESTRICTED_TOKEN")
-    );
+    let kubeconfig = token_kubeconfig(&stack_var("K8S_RESTRICTED_TOKEN"));
     let run =
         ns.action("web").input("kubeconfig", &kubeconfig).input("image", "example.invalid/web:v2").run();
     assert_status(&run, "failure", 1);
@@ -398,4 +391,90 @@ fn kubernetes_inputs_are_checked_before_any_contact() {
         .run();
     assert_eq!(run.code, Some(2), "{}", run.stdout);
     assert!(run.stdout.contains("input 'kubeconfig'"), "{}", run.stdout);
+}
+
+/// SIGTERM while the new pods never become ready: the action undoes the
+/// rollout and exits within the runner's 7 s grace, status `error`.
+#[test]
+fn kubernetes_sigterm_mid_rollout_rolls_back_within_7s() {
+    let ns = Ns::new("term");
+    ns.deployment("web", "example.invalid/web:v1", 2, 120);
+    let generation: u64 = ns.get("web", "{.metadata.generation}").parse().unwrap();
+    let action = ns.action("web").input("image", "example.invalid/web:never-ready");
+    let child = action.spawn();
+    ns.wait_observed_past("web", generation);
+    std::thread::sleep(Duration::from_secs(2));
+    let signalled = Instant::now();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let (run, took) = crate::fleet::finish_within(&action, child, Duration::from_secs(20));
+    assert!(took < Duration::from_secs(7), "took {took:?} after SIGTERM:\n{}", run.stdout);
+    assert!(signalled.elapsed() >= took);
+    assert_status(&run, "error", 130);
+    assert!(run.stdout.contains("rolled back to revision 1"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    // kubectl's verdict on what the action left: the previous revision, done.
+    ns.rollout_status("web", &[]).assert_ok();
+    assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v1");
+}
+
+/// The README's Role, read from the README itself, bound to a
+/// ServiceAccount: enough for a deploy and its automatic rollback; the same
+/// Role without `patch` is refused with a message naming it.
+#[test]
+fn kubernetes_the_readme_role_is_enough_and_patch_is_named_when_missing() {
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let section = &readme[readme.find("## Kubernetes (rolling)").expect("the README section")..];
+    let role = section.split("kind: Role").nth(1).expect("the Role in the README");
+    let role = format!("kind: Role{}", &role[..role.find("```").unwrap()]);
+    for (tag, role, image, ok) in [
+        ("role", role.clone(), "example.invalid/web:imagepull", true),
+        ("nopatch", role.replace("\"watch\", \"patch\"]", "\"watch\"]"), "example.invalid/web:v2", false),
+    ] {
+        let ns = Ns::new(tag);
+        ns.deployment("web", "example.invalid/web:v1", 2, 60);
+        let role = role.replace("namespace: shop", &format!("namespace: {}", ns.0));
+        kubectl_stdin(
+            &["-n", &ns.0, "apply", "-f", "-"],
+            &format!("apiVersion: rbac.authorization.k8s.io/v1\n{role}"),
+        );
+        kubectl_ok(&["-n", &ns.0, "create", "serviceaccount", "deployer"]);
+        kubectl_ok(&[
+            "-n",
+            &ns.0,
+            "create",
+            "rolebinding",
+            "deployer",
+            "--role=deploy-action",
+            &format!("--serviceaccount={}:deployer", ns.0),
+        ]);
+        let token = kubectl_ok(&["-n", &ns.0, "create", "token", "deployer"]).trim().to_string();
+        let run = ns.action("web").input("kubeconfig", &token_kubeconfig(&token)).input("image", image).run();
+        if ok {
+            // A failed rollout on purpose: apply, watch pods, undo all allowed.
+            assert_status(&run, "failure", 1);
+            assert!(run.stdout.contains("ImagePullBackOff"), "{}", run.stdout);
+            assert!(run.stdout.contains("rolled back to revision 1"), "{}", run.stdout);
+            assert!(!run.stdout.contains("kube_forbidden"), "{}", run.stdout);
+        } else {
+            assert_status(&run, "failure", 1);
+            assert!(
+                run.stdout.contains(&format!("cannot patch deployments in namespace {}", ns.0)),
+                "{}",
+                run.stdout
+            );
+            assert!(run.stdout.contains("verbs [\"patch\"]"), "{}", run.stdout);
+        }
+        assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+        ns.rollout_status("web", &[]).assert_ok();
+    }
+}
+
+fn token_kubeconfig(token: &str) -> String {
+    use base64::Engine;
+    let ca = std::fs::read(stack_var("K8S_CA_FILE")).unwrap();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{}\", certificate-authority-data: {}}}\nusers:\n- name: u\n  user: {{token: {token}}}\ncontexts:\n- name: d\n  context: {{cluster: c, user: u}}\ncurrent-context: d\n",
+        stack_var("K8S_SERVER"),
+        base64::engine::general_purpose::STANDARD.encode(ca),
+    )
 }
