@@ -478,3 +478,75 @@ fn token_kubeconfig(token: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(ca),
     )
 }
+
+/// The GitHub Deployment record, as for hosts: in_progress then success
+/// for a good rollout, failure (with the reason) for a rolled-back one.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_records_the_github_deployment() {
+    use crate::support::github_server::{GithubServer, TOKEN};
+    let server = GithubServer::start(None).await;
+    let ns = Ns::new("gh");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    let mut runs = Vec::new();
+    for image in ["example.invalid/web:v2", "example.invalid/web:crashloop"] {
+        let action = ns
+            .action("web")
+            .input("image", image)
+            .input("github-deployments", "true")
+            .input("github-token", TOKEN)
+            .env("GITHUB_API_URL", &server.base_url);
+        runs.push(tokio::task::spawn_blocking(move || action.run()).await.unwrap());
+    }
+    assert_status(&runs[0], "success", 0);
+    assert_status(&runs[1], "failure", 1);
+    assert!(runs[0].output("deployment-id").is_some_and(|d| !d.is_empty()));
+    let deployments = server.deployments().await;
+    // Statuses come newest first.
+    let states = |d: &serde_json::Value| -> Vec<String> {
+        d["statuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|s| s["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let find = |image: &str| {
+        deployments
+            .iter()
+            .find(|d| d["payload"]["image"] == image)
+            .unwrap_or_else(|| panic!("{deployments:?}"))
+    };
+    let ok = find("example.invalid/web:v2");
+    assert_eq!(ok["payload"]["target"], "kubernetes");
+    assert_eq!(states(ok), ["in_progress", "success"], "{ok}");
+    let bad = find("example.invalid/web:crashloop");
+    assert_eq!(states(bad), ["in_progress", "failure"], "{bad}");
+    let last = bad["statuses"][0]["description"].as_str().unwrap().to_string();
+    assert!(last.contains("pod_failed"), "{last}");
+    assert_eq!(bad["payload"]["previous_image"], "example.invalid/web:v2");
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    server.assert_no_violations().await;
+}
+
+/// Several Deployments move together: a failure rolls back every one this
+/// run changed.
+#[test]
+fn kubernetes_several_deployments_roll_back_together() {
+    let ns = Ns::new("multi");
+    ns.deployment("api", "example.invalid/web:v1", 2, 60);
+    ns.deployment("worker", "example.invalid/web:v1", 1, 60);
+    let run = ns.action("api\nworker:app").input("image", "example.invalid/web:crashloop").run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("CrashLoopBackOff"), "{}", run.stdout);
+    for name in ["api", "worker"] {
+        assert!(
+            run.stdout.contains(&format!("deployment {}/{name}: rolled back to revision 1", ns.0)),
+            "{name}: {}",
+            run.stdout
+        );
+        assert_eq!(image_of(&ns, name), "example.invalid/web:v1");
+        ns.rollout_status(name, &[]).assert_ok();
+        assert_eq!(serving_image(&ns, name), "example.invalid/web:v1");
+    }
+}
