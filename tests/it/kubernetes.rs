@@ -549,4 +549,18 @@ fn kubernetes_several_deployments_roll_back_together() {
         ns.rollout_status(name, &[]).assert_ok();
         assert_eq!(serving_image(&ns, name), "example.invalid/web:v1");
     }
+    // mode: plan lists the Deployments and the cluster's steps, contacting nothing.
+    let run = Action::new()
+        .input("target", "kubernetes")
+        .input("mode", "plan")
+        .input("image", "example.invalid/web:v2")
+        .input("deployments", "web, api:app")
+        .input("namespace", "shop")
+        .input("kubeconfig", &token_kubeconfig("not-used").replace("127.0.0.1:16443", "127.0.0.1:9"))
+        .input("github-deployments", "false")
+        .run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(run.stdout.contains("2 unit(s): deployment shop/web, deployment shop/api"), "{}", run.stdout);
+    assert!(run.stdout.contains("server-side apply (field manager deploy-action)"), "{}", run.stdout);
+    assert!(!run.stdout.contains("nginx"), "{}", run.stdout);
 }
