@@ -446,6 +446,9 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
                     .collect()
             })
             .unwrap_or_default();
+        if deployments.is_empty() && raw.deployments.as_deref().is_some_and(|d| g::list(d).is_empty()) {
+            c.problem("deployments", "names no Deployment; list them as name or name:container");
+        }
         for (i, d) in deployments.iter().enumerate() {
             if deployments[..i].iter().any(|o| o.name == d.name) {
                 c.problem("deployments", format!("'{}' is named twice", d.name));

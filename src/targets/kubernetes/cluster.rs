@@ -25,9 +25,7 @@ pub fn problems(spec: &KubernetesSpec) -> Vec<Problem> {
                 kc.contexts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
             ),
         }],
-        (None, None) if kc.contexts.len() != 1 => {
-            problem("has no current-context; set 'kube-context' to one of its contexts".into())
-        }
+        (None, None) => problem("has no current-context; set 'kube-context' to one of its contexts".into()),
         _ => Vec::new(),
     }
 }
