@@ -172,12 +172,37 @@ fn kubernetes_rolling_success_three_replicas() {
     let ns = Ns::new("ok");
     ns.deployment("web", "example.invalid/web:v1", 3, 60);
     let generation: u64 = ns.get("web", "{.metadata.generation}").parse().unwrap();
+    // Every status the Deployment goes through, to check the surge bounds.
+    let mut states = kubectl_cmd(&[
+        "-n",
+        &ns.0,
+        "get",
+        "deployment",
+        "web",
+        "-w",
+        "-o",
+        "jsonpath={.status.replicas} {.status.availableReplicas}{\"\\n\"}",
+    ])
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let action = ns.action("web:app").input("image", "example.invalid/web:v2");
     let child = action.spawn();
     ns.wait_observed_past("web", generation);
     let kubectl = Verdict(ns.spawn_rollout_status("web").wait_with_output().unwrap());
     let run = action.finish(child.wait_with_output().unwrap());
     assert_status(&run, "success", 0);
+    // maxSurge 1, maxUnavailable 0: never more than 4 pods, never fewer than 3 available.
+    states.kill().unwrap();
+    let seen = String::from_utf8_lossy(&states.wait_with_output().unwrap().stdout).into_owned();
+    let pairs: Vec<(u32, u32)> = seen
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(r, a)| Some((r.parse().ok()?, a.parse().ok()?)))
+        .collect();
+    assert!(pairs.len() >= 3, "the rollout's states were seen: {seen}");
+    assert!(pairs.iter().all(|(r, a)| *r <= 4 && *a >= 3), "surge bounds broken: {seen}");
+    assert!(pairs.iter().any(|(r, _)| *r == 4), "the surge pod was used: {seen}");
     kubectl.assert_ok();
     assert!(kubectl.text().contains("successfully rolled out"), "{}", kubectl.text());
     assert!(
@@ -563,4 +588,22 @@ fn kubernetes_several_deployments_roll_back_together() {
     assert!(run.stdout.contains("2 unit(s): deployment shop/web, deployment shop/api"), "{}", run.stdout);
     assert!(run.stdout.contains("server-side apply (field manager deploy-action)"), "{}", run.stdout);
     assert!(!run.stdout.contains("nginx"), "{}", run.stdout);
+}
+
+/// Replicas set by someone else (an HPA, `kubectl scale`) survive a deploy
+/// and its rollback: the action never writes them.
+#[test]
+fn kubernetes_replicas_set_elsewhere_are_kept() {
+    let ns = Ns::new("scale");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    kubectl_ok(&["-n", &ns.0, "scale", "deployment/web", "--replicas=3"]);
+    ns.rollout_status("web", &[]).assert_ok();
+    let run = ns.action("web").input("image", "example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.get("web", "{.spec.replicas}"), "3");
+    let run = ns.action("web").input("mode", "rollback").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.get("web", "{.spec.replicas}"), "3");
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    ns.rollout_status("web", &[]).assert_ok();
 }
