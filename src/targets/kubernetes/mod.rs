@@ -199,6 +199,12 @@ async fn deploy(
     }
 
     // Failure or cancellation: undo what this run changed, as kubectl would.
+    if changed.is_empty() {
+        out.units =
+            targets.iter().map(|t| (t.object.to_string(), "unchanged".into(), Duration::ZERO)).collect();
+        out.rolled_back = true;
+        return out;
+    }
     let msg = match &out.error {
         Some(e) => format!("rolling back after: {e}"),
         None => "cancelled: rolling back".into(),
