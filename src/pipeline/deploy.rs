@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::fleet::{self, FleetConfig, UnitOutcome};
-use super::{Outcome, Status, Timeline, facts};
+use super::{Outcome, Status, Timeline, facts, unit_kind};
 use crate::error::Error;
 use crate::github::{DeployPayload, Deployments, FinalState, Task};
 use crate::inputs::{HostSpec, Inputs, Mode, SecretSource, TargetKind};
@@ -540,6 +540,7 @@ fn report(
     runner.set_output("hosts", &run.units.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(","));
     runner.write_report(&Report {
         title: format!("deploy-action: {} → {}", inputs.app, inputs.environment),
+        unit_kind: unit_kind(inputs),
         facts: facts(inputs, &image, run.previous_image.as_deref()),
         units: run.units.clone(),
         timeline: timeline.0,

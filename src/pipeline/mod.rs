@@ -128,6 +128,7 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
     timeline.push("plan", started, true, "");
     runner.write_report(&Report {
         title: format!("deploy-action plan: {} → {}", inputs.app, inputs.environment),
+        unit_kind: unit_kind(inputs),
         facts: facts(inputs, plan.image.as_deref().unwrap_or("(last good)"), None),
         units: units.iter().map(|u| (u.clone(), "planned".to_string(), Duration::ZERO)).collect(),
         timeline: timeline.0,
@@ -136,6 +137,14 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
         message: Some(plan::render(&plan).join("\n")),
     });
     Outcome { status: Status::Planned, error: None }
+}
+
+/// What the summary's unit rows are.
+pub fn unit_kind(inputs: &Inputs) -> crate::runner::summary::UnitKind {
+    match inputs.target {
+        crate::inputs::TargetKind::Kubernetes => crate::runner::summary::UnitKind::Deployment,
+        _ => crate::runner::summary::UnitKind::Host,
+    }
 }
 
 /// The key facts of a run for the summary table.

@@ -216,7 +216,8 @@ fn kubernetes_rolling_success_three_replicas() {
     assert_eq!(ns.get("web", "{.spec.template.spec.containers[1].image}"), "example.invalid/sidecar:1");
     assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v2");
     assert_eq!(ns.get("web", "{.status.readyReplicas}"), "3");
-    assert!(run.summary.contains("revision 2, 3/3 ready"), "{}", run.summary);
+    assert!(run.summary.contains("| deployment | outcome | time |"), "{}", run.summary);
+    assert!(run.summary.contains("rolled out: revision 2, 3/3 ready"), "{}", run.summary);
     assert_eq!(run.output("previous-image"), Some("example.invalid/web:v1"));
     // The action owns the image by server-side apply, and not replicas.
     let managed =
