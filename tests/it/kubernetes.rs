@@ -602,6 +602,17 @@ fn kubernetes_replicas_set_elsewhere_are_kept() {
     let run = ns.action("web").input("image", "example.invalid/web:v2").run();
     assert_status(&run, "success", 0);
     assert_eq!(ns.get("web", "{.spec.replicas}"), "3");
+    // A re-run with the same image changes nothing (and reads KUBECONFIG
+    // when there is no kubeconfig input).
+    let rerun = ns
+        .action("web")
+        .without("INPUT_KUBECONFIG")
+        .env("KUBECONFIG", &stack_var("K8S_KUBECONFIG"))
+        .input("image", "example.invalid/web:v2")
+        .run();
+    assert_status(&rerun, "success", 0);
+    assert!(rerun.stdout.contains("already runs example.invalid/web:v2"), "{}", rerun.stdout);
+    assert_eq!(ns.get("web", "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}"), "2");
     let run = ns.action("web").input("mode", "rollback").run();
     assert_status(&run, "success", 0);
     assert_eq!(ns.get("web", "{.spec.replicas}"), "3");
