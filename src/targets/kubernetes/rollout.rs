@@ -160,6 +160,11 @@ pub async fn watch(
                     }
                     Some(Ok(watcher::Event::Delete(_))) => return Err(KubeError::Deleted { object }),
                     Some(Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) => d,
+                    // The initial list held nothing: it is gone (waiting
+                    // would only end at the run's deadline).
+                    Some(Ok(watcher::Event::InitDone)) if current.is_none() => {
+                        return Err(KubeError::Deleted { object });
+                    }
                     Some(Ok(_)) => continue,
                 };
                 if p_events.is_none() && let Some(sel) = selector(&d) {
