@@ -192,7 +192,10 @@ fn kubernetes_rolling_success_three_replicas() {
     let kubectl = Verdict(ns.spawn_rollout_status("web").wait_with_output().unwrap());
     let run = action.finish(child.wait_with_output().unwrap());
     assert_status(&run, "success", 0);
-    // maxSurge 1, maxUnavailable 0: never more than 4 pods, never fewer than 3 available.
+    // maxUnavailable 0: never fewer than 3 available; maxSurge 1: a surge
+    // pod was used. (The controller bounds the ReplicaSets' *spec* counts by
+    // maxSurge; status.replicas can pass 4 for a moment while a deleted old
+    // pod is not yet counted out, so it is no bound to assert.)
     states.kill().unwrap();
     let seen = String::from_utf8_lossy(&states.wait_with_output().unwrap().stdout).into_owned();
     let pairs: Vec<(u32, u32)> = seen
@@ -201,8 +204,8 @@ fn kubernetes_rolling_success_three_replicas() {
         .filter_map(|(r, a)| Some((r.parse().ok()?, a.parse().ok()?)))
         .collect();
     assert!(pairs.len() >= 3, "the rollout's states were seen: {seen}");
-    assert!(pairs.iter().all(|(r, a)| *r <= 4 && *a >= 3), "surge bounds broken: {seen}");
-    assert!(pairs.iter().any(|(r, _)| *r == 4), "the surge pod was used: {seen}");
+    assert!(pairs.iter().all(|(_, a)| *a >= 3), "maxUnavailable 0 broken: {seen}");
+    assert!(pairs.iter().any(|(r, _)| *r >= 4), "the surge pod was used: {seen}");
     kubectl.assert_ok();
     assert!(kubectl.text().contains("successfully rolled out"), "{}", kubectl.text());
     assert!(
