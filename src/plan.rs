@@ -22,6 +22,9 @@ pub struct Plan {
     /// `target: kubernetes`: the cluster rolls the pods itself, so the
     /// steps are the action's calls, not the hosts' phases.
     pub cluster_steps: Vec<String>,
+    /// What the cluster's dry run says would change, one line per
+    /// Deployment (filled in by `mode: plan` after contacting it).
+    pub cluster_changes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +81,7 @@ pub fn build(inputs: &Inputs, units: &[String]) -> Plan {
         ),
         secret_sources,
         cluster_steps: Vec::new(),
+        cluster_changes: Vec::new(),
     }
 }
 
@@ -111,6 +115,7 @@ fn cluster_plan(inputs: &Inputs, units: &[String]) -> Plan {
         phases: Vec::new(),
         secret_sources: Vec::new(),
         cluster_steps,
+        cluster_changes: Vec::new(),
     }
 }
 
@@ -148,6 +153,10 @@ pub fn render(plan: &Plan) -> Vec<String> {
         out.push("secrets: none".into());
     } else {
         out.push(format!("secrets: {}", plan.secret_sources.join("; ")));
+    }
+    if !plan.cluster_changes.is_empty() {
+        out.push("changes (server-side dry run):".into());
+        out.extend(plan.cluster_changes.iter().map(|l| format!("  {l}")));
     }
     out.push("steps:".into());
     if !plan.cluster_steps.is_empty() {

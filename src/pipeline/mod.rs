@@ -116,7 +116,16 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
         Ok(u) => u,
         Err(e) => return Outcome { status: Status::Error, error: Some(e) },
     };
-    let plan = plan::build(inputs, &units);
+    let mut plan = plan::build(inputs, &units);
+    // A cluster answers what would change: a server-side dry run.
+    if let Some(k) = &inputs.kubernetes {
+        let _g = runner.group("Server-side dry run (dryRun=All — nothing is persisted)");
+        let image = inputs.image.as_ref().map(|i| i.full());
+        match crate::targets::kubernetes::plan(k, image.as_deref(), runner).await {
+            Ok(lines) => plan.cluster_changes = lines,
+            Err(e) => return Outcome { status: Status::Failure, error: Some(e.into()) },
+        }
+    }
     {
         let _g = runner.group("Plan (mode: plan — nothing will be changed)");
         for line in plan::render(&plan) {

@@ -361,6 +361,10 @@ fn kubernetes_apply_conflict_names_the_other_manager() {
         &yaml,
     );
     let before: String = ns.get("web", "{.metadata.generation}");
+    // The plan's dry run already meets the conflict.
+    let plan = ns.action("web").input("mode", "plan").input("image", "example.invalid/web:v2").run();
+    assert_eq!(plan.code, Some(1), "{}", plan.stdout);
+    assert!(plan.stdout.contains("conflicts with field manager gitops"), "{}", plan.stdout);
     let run = ns.action("web").input("image", "example.invalid/web:v2").run();
     assert_status(&run, "failure", 1);
     assert!(run.stdout.contains("kube_apply_conflict"), "{}", run.stdout);
@@ -578,20 +582,6 @@ fn kubernetes_several_deployments_roll_back_together() {
         ns.rollout_status(name, &[]).assert_ok();
         assert_eq!(serving_image(&ns, name), "example.invalid/web:v1");
     }
-    // mode: plan lists the Deployments and the cluster's steps, contacting nothing.
-    let run = Action::new()
-        .input("target", "kubernetes")
-        .input("mode", "plan")
-        .input("image", "example.invalid/web:v2")
-        .input("deployments", "web, api:app")
-        .input("namespace", "shop")
-        .input("kubeconfig", &token_kubeconfig("not-used").replace("127.0.0.1:16443", "127.0.0.1:9"))
-        .input("github-deployments", "false")
-        .run();
-    assert_eq!(run.code, Some(0), "{}", run.stdout);
-    assert!(run.stdout.contains("2 unit(s): deployment shop/web, deployment shop/api"), "{}", run.stdout);
-    assert!(run.stdout.contains("server-side apply (field manager deploy-action)"), "{}", run.stdout);
-    assert!(!run.stdout.contains("nginx"), "{}", run.stdout);
 }
 
 /// Replicas set by someone else (an HPA, `kubectl scale`) survive a deploy
@@ -620,5 +610,36 @@ fn kubernetes_replicas_set_elsewhere_are_kept() {
     assert_status(&run, "success", 0);
     assert_eq!(ns.get("web", "{.spec.replicas}"), "3");
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    ns.rollout_status("web", &[]).assert_ok();
+}
+
+/// `mode: plan` asks the cluster (server-side dry run) and changes nothing.
+#[test]
+fn kubernetes_plan_is_a_server_side_dry_run() {
+    let ns = Ns::new("plan");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    ns.deployment("api", "example.invalid/web:v2", 1, 60);
+    let before = ns.get("web", "{.metadata.generation}");
+    let run = ns.action("web, api:app").input("mode", "plan").input("image", "example.invalid/web:v2").run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert_eq!(run.output("status"), Some("planned"));
+    let web = format!(
+        "deployment {}/web: container app example.invalid/web:v1 → example.invalid/web:v2 (a new revision)",
+        ns.0
+    );
+    assert!(run.stdout.contains(&web), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(
+            "deployment {}/api: container app already runs example.invalid/web:v2: nothing to do",
+            ns.0
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("server-side apply (field manager deploy-action)"), "{}", run.stdout);
+    assert!(!run.stdout.contains("nginx"), "{}", run.stdout);
+    assert_eq!(ns.get("web", "{.metadata.generation}"), before, "the dry run changed the Deployment");
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    // kubectl agrees nothing moved.
     ns.rollout_status("web", &[]).assert_ok();
 }

@@ -114,7 +114,9 @@ fn applies(d: &Deployment, manager: &str) -> bool {
         .any(|m| m.manager.as_deref() == Some(manager) && m.operation.as_deref() == Some("Apply"))
 }
 
-/// Sets the image. Returns whether the template changed (a new rollout).
+/// Sets the image (or, with `dry_run`, asks the server what setting it
+/// would do: `dryRun=All`, nothing persisted). Returns whether the
+/// template changes (a new rollout).
 ///
 /// A conflict with a manager that *applies* the image (another declarative
 /// owner) is an error naming it: forcing would start a tug of war. Fields
@@ -129,11 +131,15 @@ pub async fn set_image(
     t: &Current,
     image: &str,
     runner: &Runner,
+    dry_run: bool,
 ) -> Result<bool, KubeError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), &t.object.namespace);
     let patch = apply_patch(t, image);
     let before = t.deployment.metadata.generation.unwrap_or(0);
-    let params = PatchParams::apply(FIELD_MANAGER);
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    if dry_run {
+        params = params.dry_run();
+    }
     let applied = match api.patch(&t.object.name, &params, &Patch::Apply(&patch)).await {
         Ok(d) => d,
         Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -147,8 +153,9 @@ pub async fn set_image(
                 });
             }
             runner.line(&format!(
-                "{}: taking over {} from imperative update(s) by {}",
+                "{}: {} {} from imperative update(s) by {}",
                 t.object,
+                if dry_run { "would take over" } else { "taking over" },
                 fields.join(", "),
                 managers.join(", ")
             ));
@@ -159,9 +166,11 @@ pub async fn set_image(
         Err(e) => return Err(KubeError::from_api(e, "patch", "deployments", "apps", t.object.clone())),
     };
     let after = applied.metadata.generation.unwrap_or(0);
-    runner.line(&format!(
-        "{}: container {} set to {image} (generation {before} → {after})",
-        t.object, t.container
-    ));
+    if !dry_run {
+        runner.line(&format!(
+            "{}: container {} set to {image} (generation {before} → {after})",
+            t.object, t.container
+        ));
+    }
     Ok(after > before)
 }

@@ -69,6 +69,35 @@ pub fn unit_names(spec: &KubernetesSpec) -> Vec<String> {
     spec.deployments.iter().map(|d| format!("deployment {}/{}", spec.namespace, d.name)).collect()
 }
 
+/// `mode: plan` on a cluster: every apply as a server-side dry run
+/// (`dryRun=All`: admission and conflicts checked, nothing persisted).
+/// Returns one line per Deployment saying what would change in the fields
+/// the action owns.
+///
+/// # Errors
+/// What the deploy itself would meet first: a missing or paused
+/// Deployment, a conflict, a refusal.
+pub async fn plan(
+    spec: &KubernetesSpec,
+    image: Option<&str>,
+    runner: &Runner,
+) -> Result<Vec<String>, KubeError> {
+    let client = cluster::connect(spec).await?;
+    let ns = spec.namespace.as_str();
+    let mut lines = Vec::new();
+    for r in &spec.deployments {
+        let t = apply::read(&client, ns, r).await?;
+        let image = image.ok_or_else(|| KubeError::Config("no image to deploy".into()))?;
+        let changes = apply::set_image(&client, &t, image, runner, true).await?;
+        let was = t.image.as_deref().unwrap_or("(no image)");
+        lines.push(match changes {
+            true => format!("{}: container {} {was} → {image} (a new revision)", t.object, t.container),
+            false => format!("{}: container {} already runs {image}: nothing to do", t.object, t.container),
+        });
+    }
+    Ok(lines)
+}
+
 fn summary(r: &Rolled) -> String {
     format!("revision {}, {}/{} ready", r.revision, r.ready, r.replicas)
 }
@@ -144,7 +173,7 @@ async fn deploy(
             if cancel.is_cancelled() {
                 break;
             }
-            match apply::set_image(client, t, image, runner).await {
+            match apply::set_image(client, t, image, runner, false).await {
                 Ok(true) => changed.push(t),
                 Ok(false) => runner.line(&format!("{}: already runs {image}", t.object)),
                 Err(e) => {

@@ -116,13 +116,26 @@ pub enum Undone {
     Skipped { revision: String },
 }
 
-/// `kubectl rollout undo deployment/<name>`.
-///
-/// # Errors
-/// The API's refusal (named verb/resource), [`KubeError::NoHistory`] or
-/// [`KubeError::Paused`].
-pub async fn undo(client: &kube::Client, namespace: &str, name: &str) -> Result<Undone, KubeError> {
-    let object = ObjectRef::deployment(namespace, name);
+fn revision_of(rs: &ReplicaSet) -> String {
+    rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).cloned().unwrap_or_default()
+}
+
+fn first_image(rs: &ReplicaSet) -> Option<String> {
+    rs.spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+}
+
+/// The Deployment and the ReplicaSets its selector matches.
+async fn read(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    object: &ObjectRef,
+) -> Result<(Deployment, Vec<ReplicaSet>), KubeError> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
     let d = deployments
@@ -138,23 +151,27 @@ pub async fn undo(client: &kube::Client, namespace: &str, name: &str) -> Result<
         .await
         .map_err(|e| KubeError::from_api(e, "list", "replicasets", "apps", object.clone()))?
         .items;
+    Ok((d, rss))
+}
+
+/// `kubectl rollout undo deployment/<name>`.
+///
+/// # Errors
+/// The API's refusal (named verb/resource), [`KubeError::NoHistory`] or
+/// [`KubeError::Paused`].
+pub async fn undo(client: &kube::Client, namespace: &str, name: &str) -> Result<Undone, KubeError> {
+    let object = ObjectRef::deployment(namespace, name);
+    let (d, rss) = read(client, namespace, name, &object).await?;
     let rs = previous(&d, &rss, &object)?;
-    let revision =
-        rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).cloned().unwrap_or_default();
+    let revision = revision_of(rs);
     let Some(p) = patch(&d, rs, &object)? else { return Ok(Undone::Skipped { revision }) };
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     deployments
         .patch(name, &params, &Patch::<()>::Json(p))
         .await
         .map_err(|e| KubeError::from_api(e, "patch", "deployments", "apps", object.clone()))?;
-    let image = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.as_ref())
-        .and_then(|t| t.spec.as_ref())
-        .and_then(|s| s.containers.first())
-        .and_then(|c| c.image.clone());
-    Ok(Undone::RolledBack { revision, image })
+    Ok(Undone::RolledBack { revision, image: first_image(rs) })
 }
 
 #[cfg(test)]
