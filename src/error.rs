@@ -41,6 +41,10 @@ pub enum Error {
     #[error(transparent)]
     Github(#[from] crate::github::GithubError),
 
+    /// Boxed: the cluster's errors carry the object's full name.
+    #[error(transparent)]
+    Kubernetes(Box<crate::targets::kubernetes::KubeError>),
+
     #[error("{what} did not finish within {}s", .after.as_secs())]
     Deadline { what: String, after: Duration },
 
@@ -49,6 +53,12 @@ pub enum Error {
 
     #[error("{0}")]
     Other(String),
+}
+
+impl From<crate::targets::kubernetes::KubeError> for Error {
+    fn from(e: crate::targets::kubernetes::KubeError) -> Self {
+        Error::Kubernetes(Box::new(e))
+    }
 }
 
 impl Error {
@@ -63,6 +73,7 @@ impl Error {
             Error::Locked { .. } => "deploy_locked",
             Error::Secrets(e) => e.reason(),
             Error::Github(e) => e.reason(),
+            Error::Kubernetes(e) => e.reason(),
             Error::Deadline { .. } => "deadline_exceeded",
             Error::Cancelled => "cancelled",
             Error::Other(_) => "internal_error",

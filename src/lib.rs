@@ -15,7 +15,8 @@
 //! - [`strategy`] — the order of steps for blue-green, rolling and canary.
 //! - [`health`] — health-check loops over [`targets::Target::probe`].
 //! - [`targets`] — the mechanics: `hosts` (SSH, Docker, nginx), `ec2`
-//!   (discovery, then hosts).
+//!   (discovery, then hosts), `kubernetes` (server-side apply, kubectl's
+//!   rollout verdict by watch, `rollout undo`; it takes the whole deploy).
 
 pub mod error;
 pub mod github;

@@ -52,6 +52,11 @@ fn main() -> ExitCode {
             runner.add_secret(v.expose());
         }
     }
+    if let Some(k) = &inputs.kubernetes {
+        for v in deploy_action::targets::kubernetes::cluster::credentials(k) {
+            runner.add_secret(&v);
+        }
+    }
     if let Some(t) = &inputs.github.token {
         runner.add_secret(t.expose());
     }

@@ -19,6 +19,12 @@ pub struct Plan {
     pub phases: Vec<Phase>,
     /// Where secrets come from (paths and names, never values).
     pub secret_sources: Vec<String>,
+    /// `target: kubernetes`: the cluster rolls the pods itself, so the
+    /// steps are the action's calls, not the hosts' phases.
+    pub cluster_steps: Vec<String>,
+    /// What the cluster's dry run says would change, one line per
+    /// Deployment (filled in by `mode: plan` after contacting it).
+    pub cluster_changes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +40,9 @@ pub struct ServicePlan {
 
 /// Builds the plan for these units (host names, or the cluster).
 pub fn build(inputs: &Inputs, units: &[String]) -> Plan {
+    if inputs.target == TargetKind::Kubernetes {
+        return cluster_plan(inputs, units);
+    }
     let services = inputs
         .services
         .iter()
@@ -71,6 +80,42 @@ pub fn build(inputs: &Inputs, units: &[String]) -> Plan {
             inputs.migrate_command.is_some(),
         ),
         secret_sources,
+        cluster_steps: Vec::new(),
+        cluster_changes: Vec::new(),
+    }
+}
+
+fn cluster_plan(inputs: &Inputs, units: &[String]) -> Plan {
+    let cluster_steps = match inputs.mode {
+        Mode::Rollback => vec![
+            "kubectl rollout undo of each (the previous revision's template; a paused Deployment is refused)"
+                .into(),
+            "watch each rollout to kubectl rollout status's verdict".into(),
+        ],
+        _ => vec![
+            "read each Deployment (missing, paused or without the container: stop, nothing changed)".into(),
+            "set the container's image by server-side apply (field manager deploy-action)".into(),
+            "watch each rollout to kubectl rollout status's verdict; fail early on stuck new pods".into(),
+            "on any failure or cancellation: kubectl rollout undo of every Deployment this run changed"
+                .into(),
+        ],
+    };
+    Plan {
+        app: inputs.app.clone(),
+        environment: inputs.environment.clone(),
+        target: inputs.target,
+        strategy: inputs.strategy,
+        mode: inputs.mode,
+        image: match inputs.mode {
+            Mode::Rollback => Some("(each Deployment's previous revision)".into()),
+            _ => inputs.image.as_ref().map(|i| i.full()),
+        },
+        units: units.to_vec(),
+        services: Vec::new(),
+        phases: Vec::new(),
+        secret_sources: Vec::new(),
+        cluster_steps,
+        cluster_changes: Vec::new(),
     }
 }
 
@@ -109,7 +154,17 @@ pub fn render(plan: &Plan) -> Vec<String> {
     } else {
         out.push(format!("secrets: {}", plan.secret_sources.join("; ")));
     }
+    if !plan.cluster_changes.is_empty() {
+        out.push("changes (server-side dry run):".into());
+        out.extend(plan.cluster_changes.iter().map(|l| format!("  {l}")));
+    }
     out.push("steps:".into());
+    if !plan.cluster_steps.is_empty() {
+        for (n, s) in plan.cluster_steps.iter().enumerate() {
+            out.push(format!("  {}. {s}", n + 1));
+        }
+        return out;
+    }
     let mut n = 1;
     for phase in &plan.phases {
         let units: Vec<&str> =

@@ -231,6 +231,36 @@ pub fn dns1123_label(s: &str) -> Result<String, String> {
     }
 }
 
+/// A DNS-1123 subdomain: what Kubernetes accepts as most object names
+/// (Deployments among them).
+pub fn dns1123_subdomain(s: &str) -> Result<String, String> {
+    let ok = s.len() <= 253 && s.split('.').all(|l| dns1123_label(l).is_ok());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "'{s}' must be a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', each part starting and ending with a letter or digit, at most 253 characters"
+        ))
+    }
+}
+
+/// One item of `deployments`: `name` or `name:container`.
+pub fn deployment_ref(s: &str) -> Result<super::DeploymentRef, String> {
+    let (name, container) = match s.split_once(':') {
+        Some((n, c)) => (n.trim(), Some(c.trim())),
+        None => (s.trim(), None),
+    };
+    let name = dns1123_subdomain(name)?;
+    let container = match container {
+        Some(c) => Some(
+            dns1123_label(c)
+                .map_err(|e| format!("container '{c}' in '{s}' {}", e.trim_start_matches("must")))?,
+        ),
+        None => None,
+    };
+    Ok(super::DeploymentRef { name, container })
+}
+
 /// An environment variable name.
 pub fn env_name(s: &str) -> Result<String, String> {
     static NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("regex"));

@@ -173,6 +173,27 @@ pub struct Ec2Spec {
     pub address: AddressKind,
 }
 
+/// One Deployment to update (`deployments` input): the container whose
+/// image is set, or `None` for the only (or first) container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRef {
+    pub name: String,
+    pub container: Option<String>,
+}
+
+/// How `target: kubernetes` reaches the cluster and what it updates.
+#[derive(Debug, Clone)]
+pub struct KubernetesSpec {
+    /// Kubeconfig content from the `kubeconfig` input; kept in memory only.
+    pub kubeconfig: Option<SecretValue>,
+    /// `KUBECONFIG` from the environment, used when the input is unset;
+    /// with neither, the in-cluster service account.
+    pub kubeconfig_env: Option<String>,
+    pub context: Option<String>,
+    pub namespace: String,
+    pub deployments: Vec<DeploymentRef>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RegistryAuth {
     pub username: Option<String>,
@@ -245,6 +266,7 @@ pub struct Inputs {
     pub hosts: Vec<HostSpec>,
     pub ssh: SshSpec,
     pub ec2: Option<Ec2Spec>,
+    pub kubernetes: Option<KubernetesSpec>,
     pub registry: RegistryAuth,
     pub ssm: SsmSpec,
     pub github: GithubSpec,

@@ -72,6 +72,11 @@ pub struct RawInputs {
     pub ec2_filters: Option<String>,
     pub ec2_address: Option<String>,
     pub aws_region: Option<String>,
+    // Kubernetes.
+    pub kubeconfig: Option<String>,
+    pub kube_context: Option<String>,
+    pub namespace: Option<String>,
+    pub deployments: Option<String>,
     // Secrets from SSM.
     pub ssm_paths: Option<String>,
     pub ssm_parameters: Option<String>,

@@ -165,10 +165,14 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         c.problem("environment", "must be at most 255 printable characters");
     }
     let environment_url = c.parse("environment-url", &raw.environment_url, g::http_url);
+    // Kubernetes rolls with the Deployment's own strategy: rolling is its
+    // default, and the only one this version has there.
+    let default_strategy =
+        if target == TargetKind::Kubernetes { StrategyKind::Rolling } else { StrategyKind::BlueGreen };
     let strategy = c.choice(
         "strategy",
         &raw.strategy,
-        StrategyKind::BlueGreen,
+        default_strategy,
         &[
             ("blue-green", StrategyKind::BlueGreen),
             ("rolling", StrategyKind::Rolling),
@@ -408,8 +412,68 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         TargetKind::Ec2 if ec2_ids.is_empty() && ec2_filters.is_empty() => {
             c.problem("ec2-filters", "target 'ec2' needs 'ec2-instance-ids' or 'ec2-filters' (like Role=web,Env=prod) to find instances")
         }
-        TargetKind::Kubernetes => c.problem("target", "'kubernetes' is not available in this version yet; use 'hosts' or 'ec2'"),
+        TargetKind::Kubernetes if raw.deployments.is_none() => c.problem(
+            "deployments",
+            "is required for target 'kubernetes': Deployment names (name or name:container), one per line or comma-separated",
+        ),
         _ => {}
+    }
+    if target == TargetKind::Kubernetes {
+        for (name, set) in [
+            ("migrate-command", &raw.migrate_command),
+            ("services-file", &raw.services_file),
+            ("ssm-paths", &raw.ssm_paths),
+            ("ssm-parameters", &raw.ssm_parameters),
+        ] {
+            if set.is_some() {
+                c.problem(name, "is not available for target 'kubernetes' yet");
+            }
+        }
+    }
+    if target == TargetKind::Kubernetes && mode == Mode::Rollback && raw.image.is_some() {
+        c.problem("image", "mode 'rollback' on target 'kubernetes' restores the previous revision (as kubectl rollout undo); omit 'image', or deploy that image with mode 'deploy'");
+    }
+    if target == TargetKind::Kubernetes && strategy != StrategyKind::Rolling {
+        c.problem("strategy", format!("'{}' is not available for target 'kubernetes' yet; use 'rolling' (the Deployment's own rolling update)", strategy.as_str()));
+    }
+    let kubernetes = (target == TargetKind::Kubernetes).then(|| {
+        let deployments: Vec<DeploymentRef> = raw
+            .deployments
+            .as_deref()
+            .map(|d| {
+                g::list(d)
+                    .iter()
+                    .filter_map(|s| c.parse("deployments", &Some(s.clone()), g::deployment_ref))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if deployments.is_empty() && raw.deployments.as_deref().is_some_and(|d| g::list(d).is_empty()) {
+            c.problem("deployments", "names no Deployment; list them as name or name:container");
+        }
+        for (i, d) in deployments.iter().enumerate() {
+            if deployments[..i].iter().any(|o| o.name == d.name) {
+                c.problem("deployments", format!("'{}' is named twice", d.name));
+            }
+        }
+        KubernetesSpec {
+            kubeconfig: raw.kubeconfig.clone().map(SecretValue::new),
+            kubeconfig_env: env.get("KUBECONFIG").map(String::from),
+            context: raw.kube_context.as_deref().map(|s| s.trim().to_string()),
+            namespace: c.or("namespace", &raw.namespace, "default".into(), g::dns1123_label),
+            deployments,
+        }
+    });
+    if target != TargetKind::Kubernetes {
+        for (name, set) in [
+            ("kubeconfig", &raw.kubeconfig),
+            ("kube-context", &raw.kube_context),
+            ("namespace", &raw.namespace),
+            ("deployments", &raw.deployments),
+        ] {
+            if set.is_some() {
+                c.problem(name, "is only used with target 'kubernetes'");
+            }
+        }
     }
     if matches!(target, TargetKind::Hosts | TargetKind::Ec2) && mode != Mode::Plan {
         if ssh.private_key.is_none() {
@@ -507,7 +571,9 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     if github_enabled && token.is_none() && mode != Mode::Plan {
         c.problem("github-token", "is required to record the deployment (it defaults to ${{ github.token }}; or set github-deployments: false)");
     }
-    if mode == Mode::Rollback && image.is_none() && !github_enabled {
+    // Kubernetes rolls back to the previous ReplicaSet (as `kubectl rollout
+    // undo`): it needs no image from GitHub.
+    if mode == Mode::Rollback && image.is_none() && !github_enabled && target != TargetKind::Kubernetes {
         c.problem("image", "mode 'rollback' without an image reads the last good image from GitHub Deployments; enable github-deployments or name the image");
     }
     let github = GithubSpec {
@@ -564,6 +630,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         hosts,
         ssh,
         ec2,
+        kubernetes,
         registry,
         ssm,
         github,

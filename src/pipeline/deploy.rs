@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::fleet::{self, FleetConfig, UnitOutcome};
-use super::{Outcome, Status, Timeline, facts};
+use super::{Outcome, Status, Timeline, facts, unit_kind};
 use crate::error::Error;
 use crate::github::{DeployPayload, Deployments, FinalState, Task};
 use crate::inputs::{HostSpec, Inputs, Mode, SecretSource, TargetKind};
@@ -21,6 +21,9 @@ use crate::targets::{Release, Target, ec2};
 
 /// The units' names for the plan (hosts; instances found through EC2).
 pub(super) async fn unit_names(inputs: &Inputs, runner: &Runner) -> Result<Vec<String>, Error> {
+    if let Some(k) = &inputs.kubernetes {
+        return Ok(crate::targets::kubernetes::unit_names(k));
+    }
     Ok(host_specs(inputs, runner).await?.iter().map(host_label).collect())
 }
 
@@ -46,9 +49,7 @@ async fn host_specs(inputs: &Inputs, runner: &Runner) -> Result<Vec<HostSpec>, E
             ));
             Ok(hosts)
         }
-        TargetKind::Kubernetes => {
-            Err(Error::Other("the kubernetes target is not available in this version".into()))
-        }
+        TargetKind::Kubernetes => Err(Error::Other("a cluster has no hosts".into())),
     }
 }
 
@@ -162,6 +163,9 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
     };
     let image = match (&inputs.image, inputs.mode, &github) {
         (Some(i), _, _) => i.full(),
+        // A cluster rolls back to its previous ReplicaSet (`kubectl rollout
+        // undo`): no image is needed; the restored one is reported after.
+        (None, Mode::Rollback, _) if inputs.target == TargetKind::Kubernetes => String::new(),
         (None, Mode::Rollback, Some(g)) => match g.last_good_image().await {
             Ok(Some(i)) => {
                 runner.line(&format!("rollback: redeploying the last good image {i}"));
@@ -173,7 +177,8 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         _ => return finish_early(inputs, runner, Error::Other("no image to deploy".into()), "validate"),
     };
     let image_ref = match crate::inputs::grammar::image(&image) {
-        Ok(i) => i,
+        _ if image.is_empty() => None,
+        Ok(i) => Some(i),
         Err(e) => {
             return finish_early(
                 inputs,
@@ -220,8 +225,10 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         .cloned()
         .map(|mut s| {
             // `mode: rollback` without an image: the last good one.
-            if s.image.full() == crate::inputs::ROLLBACK_PENDING {
-                s.image = image_ref.clone();
+            if s.image.full() == crate::inputs::ROLLBACK_PENDING
+                && let Some(i) = &image_ref
+            {
+                s.image = i.clone();
             }
             s
         })
@@ -241,6 +248,7 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
             .await;
     // What was live: GitHub's record, else what the first host ran.
     let previous_image = previous_image.or(run.previous_image.clone());
+    let image = run.image.clone().unwrap_or(image);
     let run = Run { image: Some(image.clone()), previous_image: previous_image.clone(), ..run };
 
     // Final status: best effort, never changes what the deploy did.
@@ -306,6 +314,9 @@ async fn deploy_units(
         previous_image: None,
         units: vec![],
     };
+    if let Some(k) = &inputs.kubernetes {
+        return cluster_units(inputs, k, runner, cancel, timeline).await;
+    }
     let t = Instant::now();
     let specs = match host_specs(inputs, runner).await {
         Ok(s) => s,
@@ -448,6 +459,47 @@ async fn deploy_units(
     }
 }
 
+/// `target: kubernetes`: the cluster does the rolling; its result mapped to
+/// the run's (the same statuses as hosts: failure when rolled back, error
+/// when the state is unknown or the run was cancelled).
+async fn cluster_units(
+    inputs: &Inputs,
+    spec: &crate::inputs::KubernetesSpec,
+    runner: &Runner,
+    cancel: &CancellationToken,
+    timeline: &mut Timeline,
+) -> Run {
+    use crate::targets::kubernetes;
+    let t = Instant::now();
+    let image = inputs.image.as_ref().map(|i| i.full());
+    let k = kubernetes::run(spec, inputs.mode, image.as_deref(), runner, cancel).await;
+    let status = match (&k.error, k.cancelled, k.rolled_back) {
+        (None, false, _) => Status::Success,
+        (_, true, _) => Status::Error,
+        (Some(kubernetes::KubeError::Paused { .. } | kubernetes::KubeError::NoHistory { .. }), _, _) => {
+            Status::Failure
+        }
+        // Nothing changed yet (read or apply refused) counts as rolled back.
+        (Some(_), false, true) => Status::Failure,
+        (Some(_), false, false) if k.units.iter().all(|(_, o, _)| o == "unchanged") => Status::Failure,
+        (Some(_), false, false) => Status::Error,
+    };
+    timeline.push(k.stage, t, status == Status::Success, format!("{} deployment(s)", spec.deployments.len()));
+    let error = match (k.error, k.cancelled) {
+        (Some(e), _) => Some(Error::from(e)),
+        (None, true) => Some(Error::Cancelled),
+        (None, false) => None,
+    };
+    Run {
+        status,
+        error,
+        stage: k.stage,
+        image: k.restored_image,
+        previous_image: k.previous_image,
+        units: k.units,
+    }
+}
+
 async fn close_all(units: &[Arc<dyn Target>]) {
     futures::future::join_all(units.iter().map(|u| u.close())).await;
 }
@@ -488,6 +540,7 @@ fn report(
     runner.set_output("hosts", &run.units.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(","));
     runner.write_report(&Report {
         title: format!("deploy-action: {} → {}", inputs.app, inputs.environment),
+        unit_kind: unit_kind(inputs),
         facts: facts(inputs, &image, run.previous_image.as_deref()),
         units: run.units.clone(),
         timeline: timeline.0,

@@ -116,7 +116,16 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
         Ok(u) => u,
         Err(e) => return Outcome { status: Status::Error, error: Some(e) },
     };
-    let plan = plan::build(inputs, &units);
+    let mut plan = plan::build(inputs, &units);
+    // A cluster answers what would change: a server-side dry run.
+    if let Some(k) = &inputs.kubernetes {
+        let _g = runner.group("Server-side dry run (dryRun=All — nothing is persisted)");
+        let image = inputs.image.as_ref().map(|i| i.full());
+        match crate::targets::kubernetes::plan(k, image.as_deref(), runner).await {
+            Ok(lines) => plan.cluster_changes = lines,
+            Err(e) => return Outcome { status: Status::Failure, error: Some(e.into()) },
+        }
+    }
     {
         let _g = runner.group("Plan (mode: plan — nothing will be changed)");
         for line in plan::render(&plan) {
@@ -128,6 +137,7 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
     timeline.push("plan", started, true, "");
     runner.write_report(&Report {
         title: format!("deploy-action plan: {} → {}", inputs.app, inputs.environment),
+        unit_kind: unit_kind(inputs),
         facts: facts(inputs, plan.image.as_deref().unwrap_or("(last good)"), None),
         units: units.iter().map(|u| (u.clone(), "planned".to_string(), Duration::ZERO)).collect(),
         timeline: timeline.0,
@@ -136,6 +146,14 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
         message: Some(plan::render(&plan).join("\n")),
     });
     Outcome { status: Status::Planned, error: None }
+}
+
+/// What the summary's unit rows are.
+pub fn unit_kind(inputs: &Inputs) -> crate::runner::summary::UnitKind {
+    match inputs.target {
+        crate::inputs::TargetKind::Kubernetes => crate::runner::summary::UnitKind::Deployment,
+        _ => crate::runner::summary::UnitKind::Host,
+    }
 }
 
 /// The key facts of a run for the summary table.

@@ -17,11 +17,21 @@ pub struct StageTiming {
     pub note: String,
 }
 
+/// What the units of a report are, for its table's heading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnitKind {
+    #[default]
+    Host,
+    /// `target: kubernetes`: one row per Deployment.
+    Deployment,
+}
+
 /// Everything a person needs at a glance.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub title: String,
     pub facts: Vec<(String, String)>,
+    pub unit_kind: UnitKind,
     pub units: Vec<(String, String, Duration)>,
     pub timeline: Vec<StageTiming>,
     pub outcome: String,
@@ -37,6 +47,7 @@ impl Report {
         Report {
             title: r(&self.title),
             facts: self.facts.iter().map(|(k, v)| (r(k), r(v))).collect(),
+            unit_kind: self.unit_kind,
             units: self.units.iter().map(|(u, o, d)| (r(u), r(o), *d)).collect(),
             timeline: self
                 .timeline
@@ -71,7 +82,11 @@ pub fn render(report: &Report) -> String {
         md.push_str(&format!("| {} | {} |\n", cell(k), cell(v)));
     }
     if !report.units.is_empty() {
-        md.push_str("\n### Hosts\n\n| host | outcome | time |\n|---|---|---|\n");
+        let (heading, column) = match report.unit_kind {
+            UnitKind::Host => ("Hosts", "host"),
+            UnitKind::Deployment => ("Deployments", "deployment"),
+        };
+        md.push_str(&format!("\n### {heading}\n\n| {column} | outcome | time |\n|---|---|---|\n"));
         for (unit, outcome, d) in &report.units {
             md.push_str(&format!("| {} | {} | {} |\n", cell(unit), cell(outcome), secs(*d)));
         }

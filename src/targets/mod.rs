@@ -1,6 +1,8 @@
 //! Targets do the mechanics; strategies decide the order (see
 //! [`crate::strategy`]). A deploy runs over *units*: a host for `hosts` and
-//! `ec2`, a cluster for `kubernetes`. Each unit is one [`Target`].
+//! `ec2`, a cluster for `kubernetes`. Each host is one [`Target`]; a
+//! cluster rolls its pods itself, so [`kubernetes`] takes the whole deploy
+//! through its own entry point ([`kubernetes::run`]) instead.
 //!
 //! # Contract
 //! - Nothing before [`Target::launch`] changes what serves traffic.
@@ -14,6 +16,7 @@
 
 pub mod ec2;
 pub mod hosts;
+pub mod kubernetes;
 
 /// Checks a target needs beyond the inputs' grammar, run before anything
 /// is contacted (`main` reports them like input problems): for hosts, that
@@ -32,7 +35,9 @@ pub fn preflight(inputs: &crate::inputs::Inputs) -> Vec<crate::inputs::Problem> 
                 known.as_ref().map(|k| ("ssh-known-hosts", k)),
             )
         }
-        TargetKind::Kubernetes => Vec::new(),
+        TargetKind::Kubernetes => {
+            inputs.kubernetes.as_ref().map(kubernetes::cluster::problems).unwrap_or_default()
+        }
     }
 }
 

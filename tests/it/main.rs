@@ -13,6 +13,7 @@ mod fleet;
 mod github;
 mod hosts;
 mod image;
+mod kubernetes;
 mod latency;
 mod leak;
 mod recorded;

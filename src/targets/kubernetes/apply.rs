@@ -1,0 +1,176 @@
+//! Setting the image by server-side apply under [`FIELD_MANAGER`]: the
+//! applied object holds only the container's name and image, so the action
+//! owns exactly those fields and nothing else (never `replicas`).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+
+use super::FIELD_MANAGER;
+use super::error::{KubeError, ObjectRef};
+use super::rollout::REVISION;
+use crate::inputs::DeploymentRef;
+use crate::runner::Runner;
+
+/// A Deployment as read before the deploy.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub object: ObjectRef,
+    /// The container whose image is set.
+    pub container: String,
+    pub image: Option<String>,
+    pub revision: Option<String>,
+    pub deployment: Deployment,
+}
+
+/// The image of `container` (or the first container).
+pub fn container_image(d: &Deployment, container: Option<&str>) -> Option<String> {
+    let containers = &d.spec.as_ref()?.template.spec.as_ref()?.containers;
+    let c = match container {
+        Some(n) => containers.iter().find(|c| c.name == n)?,
+        None => containers.first()?,
+    };
+    c.image.clone()
+}
+
+/// Reads the Deployment and picks the container.
+///
+/// # Errors
+/// Missing Deployment or container, a paused Deployment (it would never
+/// roll), or the API's refusal.
+pub async fn read(client: &kube::Client, namespace: &str, r: &DeploymentRef) -> Result<Current, KubeError> {
+    let object = ObjectRef::deployment(namespace, &r.name);
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let d = api
+        .get(&r.name)
+        .await
+        .map_err(|e| KubeError::from_api(e, "get", "deployments", "apps", object.clone()))?;
+    if d.spec.as_ref().and_then(|s| s.paused) == Some(true) {
+        return Err(KubeError::Paused { object, action: "deploy to" });
+    }
+    let names: Vec<String> = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    let container = match &r.container {
+        Some(c) if names.contains(c) => c.clone(),
+        Some(c) => {
+            return Err(KubeError::NoSuchContainer { object, container: c.clone(), containers: names });
+        }
+        None => match names.first() {
+            Some(c) => c.clone(),
+            None => {
+                return Err(KubeError::NoSuchContainer {
+                    object,
+                    container: "(any)".into(),
+                    containers: names,
+                });
+            }
+        },
+    };
+    Ok(Current {
+        image: container_image(&d, Some(&container)),
+        revision: d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).cloned(),
+        object,
+        container,
+        deployment: d,
+    })
+}
+
+/// The minimal apply configuration: the container's name (its merge key)
+/// and image.
+pub fn apply_patch(t: &Current, image: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": t.object.name, "namespace": t.object.namespace},
+        "spec": {"template": {"spec": {"containers": [{"name": t.container, "image": image}]}}},
+    })
+}
+
+/// The managers named by a conflict's causes, and the fields.
+fn conflicts(s: &kube::core::Status) -> (Vec<String>, Vec<String>) {
+    let causes = s.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
+    let managers = causes.iter().filter_map(|c| c.message.split('"').nth(1).map(String::from)).fold(
+        Vec::new(),
+        |mut v, m| {
+            if !v.contains(&m) {
+                v.push(m);
+            }
+            v
+        },
+    );
+    (managers, causes.iter().map(|c| c.field.clone()).filter(|f| !f.is_empty()).collect())
+}
+
+/// Whether `manager` holds fields by `Apply` (a declarative owner such as
+/// a GitOps controller) rather than only by imperative `Update`s.
+fn applies(d: &Deployment, manager: &str) -> bool {
+    d.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|m| m.manager.as_deref() == Some(manager) && m.operation.as_deref() == Some("Apply"))
+}
+
+/// Sets the image (or, with `dry_run`, asks the server what setting it
+/// would do: `dryRun=All`, nothing persisted). Returns whether the
+/// template changes (a new rollout).
+///
+/// A conflict with a manager that *applies* the image (another declarative
+/// owner) is an error naming it: forcing would start a tug of war. Fields
+/// last written by imperative updates (`kubectl create`, `kubectl set
+/// image`, client-side apply, our own undo) are taken over, as `kubectl set
+/// image` would overwrite them.
+///
+/// # Errors
+/// [`KubeError::Conflict`] naming the manager and field; API refusals.
+pub async fn set_image(
+    client: &kube::Client,
+    t: &Current,
+    image: &str,
+    runner: &Runner,
+    dry_run: bool,
+) -> Result<bool, KubeError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &t.object.namespace);
+    let patch = apply_patch(t, image);
+    let before = t.deployment.metadata.generation.unwrap_or(0);
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    if dry_run {
+        params = params.dry_run();
+    }
+    let applied = match api.patch(&t.object.name, &params, &Patch::Apply(&patch)).await {
+        Ok(d) => d,
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let (managers, fields) = conflicts(&s);
+            if managers.is_empty() || managers.iter().any(|m| applies(&t.deployment, m)) {
+                let named = if managers.is_empty() { s.message.clone() } else { managers.join(", ") };
+                return Err(KubeError::Conflict {
+                    object: t.object.clone(),
+                    managers: named,
+                    fields: if fields.is_empty() { "the image".into() } else { fields.join(", ") },
+                });
+            }
+            runner.line(&format!(
+                "{}: {} {} from imperative update(s) by {}",
+                t.object,
+                if dry_run { "would take over" } else { "taking over" },
+                fields.join(", "),
+                managers.join(", ")
+            ));
+            api.patch(&t.object.name, &params.clone().force(), &Patch::Apply(&patch))
+                .await
+                .map_err(|e| KubeError::from_api(e, "patch", "deployments", "apps", t.object.clone()))?
+        }
+        Err(e) => return Err(KubeError::from_api(e, "patch", "deployments", "apps", t.object.clone())),
+    };
+    let after = applied.metadata.generation.unwrap_or(0);
+    if !dry_run {
+        runner.line(&format!(
+            "{}: container {} set to {image} (generation {before} → {after})",
+            t.object, t.container
+        ));
+    }
+    Ok(after > before)
+}

@@ -1,0 +1,118 @@
+//! What can go wrong on a cluster, each variant naming the object
+//! (kind/namespace/name) and a stable [`KubeError::reason`] code.
+
+/// An object, as users name it (`deployment default/web`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+impl ObjectRef {
+    pub fn deployment(namespace: &str, name: &str) -> Self {
+        Self { kind: "deployment", namespace: namespace.into(), name: name.into() }
+    }
+}
+
+/// Holds text only (never a `kube::Error`), so it can be cloned.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KubeError {
+    #[error("cannot configure the cluster client: {0}")]
+    Config(String),
+
+    #[error("cannot reach the cluster: {0}")]
+    Connect(String),
+
+    #[error(
+        "forbidden: cannot {verb} {resource} in namespace {namespace} ({message}); the action's Role needs a rule with apiGroups [\"{group}\"], resources [\"{resource}\"], verbs [\"{verb}\"] (see the README's least-privilege Role)"
+    )]
+    Forbidden {
+        verb: &'static str,
+        resource: &'static str,
+        group: &'static str,
+        namespace: String,
+        message: String,
+    },
+
+    #[error("{object} not found")]
+    NotFound { object: ObjectRef },
+
+    #[error("{object} has no container named '{container}' (it has: {})", .containers.join(", "))]
+    NoSuchContainer { object: ObjectRef, container: String, containers: Vec<String> },
+
+    #[error(
+        "{object}: server-side apply conflicts with field manager {managers} on {fields}; that manager owns the image: change it there, or stop it managing the field"
+    )]
+    Conflict { object: ObjectRef, managers: String, fields: String },
+
+    #[error("{object}: {message}")]
+    ProgressDeadline { object: ObjectRef, message: String },
+
+    #[error("{object}: pod {pod} of the new ReplicaSet is in {reason}: {message}")]
+    PodFailed { object: ObjectRef, pod: String, reason: String, message: String },
+
+    #[error("{object}: object has been deleted during the rollout")]
+    Deleted { object: ObjectRef },
+
+    /// kubectl's message; `action` is `rollback` (its wording) or `deploy to`.
+    #[error(
+        "{object}: you cannot {action} a paused deployment; resume it first with 'kubectl rollout resume' and try again"
+    )]
+    Paused { object: ObjectRef, action: &'static str },
+
+    #[error("{object}: no rollout history found for deployment \"{}\"", .object.name)]
+    NoHistory { object: ObjectRef },
+
+    #[error("{object}: cannot {verb}: {message}")]
+    Api { object: ObjectRef, verb: &'static str, message: String },
+}
+
+impl KubeError {
+    /// Stable reason code for annotations, statuses and the summary.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            KubeError::Config(_) => "kube_config_invalid",
+            KubeError::Connect(_) => "kube_connect_failed",
+            KubeError::Forbidden { .. } => "kube_forbidden",
+            KubeError::NotFound { .. } => "kube_not_found",
+            KubeError::NoSuchContainer { .. } => "kube_no_such_container",
+            KubeError::Conflict { .. } => "kube_apply_conflict",
+            KubeError::ProgressDeadline { .. } => "progress_deadline_exceeded",
+            KubeError::PodFailed { .. } => "pod_failed",
+            KubeError::Deleted { .. } => "kube_object_deleted",
+            KubeError::Paused { .. } => "deployment_paused",
+            KubeError::NoHistory { .. } => "no_rollout_history",
+            KubeError::Api { .. } => "kube_api_error",
+        }
+    }
+
+    /// Maps an API error for `verb` on `object` (whose resource is
+    /// `resource` in API group `group`).
+    pub fn from_api(
+        e: kube::Error,
+        verb: &'static str,
+        resource: &'static str,
+        group: &'static str,
+        object: ObjectRef,
+    ) -> Self {
+        match &e {
+            kube::Error::Api(s) if s.code == 403 => KubeError::Forbidden {
+                verb,
+                resource,
+                group,
+                namespace: object.namespace,
+                message: s.message.clone(),
+            },
+            kube::Error::Api(s) if s.code == 404 => KubeError::NotFound { object },
+            kube::Error::Api(s) => KubeError::Api { object, verb, message: s.message.clone() },
+            other => KubeError::Api { object, verb, message: other.to_string() },
+        }
+    }
+}

@@ -1,0 +1,645 @@
+//! `target: kubernetes` on the stack's real control plane (kube-apiserver,
+//! controller-manager, scheduler; kwok nodes), through the built binary.
+//! Each test has its own namespace, deleted at the end. In each, `kubectl
+//! rollout status` judges a Deployment in the same state and must reach the
+//! action's verdict.
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::action::{Action, Run, unique_run_id};
+use crate::support::stack_var;
+
+fn kubectl_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(stack_var("K8S_KUBECTL"));
+    c.arg("--kubeconfig").arg(stack_var("K8S_KUBECONFIG")).args(args);
+    c
+}
+
+fn kubectl(args: &[&str]) -> Output {
+    kubectl_cmd(args).output().expect("run kubectl")
+}
+
+fn kubectl_ok(args: &[&str]) -> String {
+    let o = kubectl(args);
+    assert!(o.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn kubectl_stdin(args: &[&str], input: &str) {
+    let mut c = kubectl_cmd(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A namespace of this test only, deleted when dropped.
+struct Ns(String);
+
+impl Ns {
+    fn new(tag: &str) -> Self {
+        let name = format!("da-it-{tag}-{}", unique_run_id());
+        kubectl_ok(&["create", "namespace", &name]);
+        let ns = Ns(name);
+        // Pods are refused until the serviceaccount controller made `default`.
+        ns.until(30, "the default serviceaccount", || {
+            kubectl(&["-n", &ns.0, "get", "serviceaccount", "default"]).status.success()
+        });
+        ns
+    }
+
+    fn until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < end, "{what} not within {secs}s in {}", self.0);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn get(&self, name: &str, path: &str) -> String {
+        kubectl_ok(&["-n", &self.0, "get", "deployment", name, "-o", &format!("jsonpath={path}")])
+    }
+
+    /// A Deployment made with plain `kubectl apply`, rolled out to `image`.
+    fn deployment(&self, name: &str, image: &str, replicas: u32, deadline: u32) {
+        let yaml = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  progressDeadlineSeconds: {deadline}\n  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n      - {{name: app, image: \"{image}\"}}\n      - {{name: sidecar, image: \"example.invalid/sidecar:1\"}}\n",
+            ns = self.0
+        );
+        kubectl_stdin(&["apply", "-f", "-"], &yaml);
+        self.rollout_status(name, &[]).assert_ok();
+    }
+
+    fn rollout_status(&self, name: &str, extra: &[&str]) -> Verdict {
+        let mut args = vec!["-n", &self.0, "rollout", "status", "--timeout=90s"];
+        let target = format!("deployment/{name}");
+        args.push(&target);
+        args.extend_from_slice(extra);
+        Verdict(kubectl(&args))
+    }
+
+    fn spawn_rollout_status(&self, name: &str) -> Child {
+        kubectl_cmd(&["-n", &self.0, "rollout", "status", "--timeout=90s", &format!("deployment/{name}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until the controller has observed a template change past
+    /// `generation` (so a `kubectl rollout status` started now judges the
+    /// new rollout, not the finished old one).
+    fn wait_observed_past(&self, name: &str, generation: u64) {
+        self.until(30, "the new generation observed", || {
+            let g: u64 = self.get(name, "{.metadata.generation}").parse().unwrap_or(0);
+            let o: u64 = self.get(name, "{.status.observedGeneration}").parse().unwrap_or(0);
+            g > generation && o >= g
+        });
+    }
+
+    fn action(&self, deployments: &str) -> Action {
+        let kubeconfig = std::fs::read_to_string(stack_var("K8S_KUBECONFIG")).unwrap();
+        Action::new()
+            .input("target", "kubernetes")
+            .input("app", "web")
+            .input("kubeconfig", &kubeconfig)
+            .input("namespace", &self.0)
+            .input("deployments", deployments)
+            .input("github-deployments", "false")
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
+    }
+}
+
+struct Verdict(Output);
+
+impl Verdict {
+    fn text(&self) -> String {
+        format!("{}{}", String::from_utf8_lossy(&self.0.stdout), String::from_utf8_lossy(&self.0.stderr))
+    }
+    fn assert_ok(&self) {
+        assert!(self.0.status.success(), "kubectl rollout status failed: {}", self.text());
+    }
+    fn assert_failed(&self, why: &str) {
+        assert!(!self.0.status.success(), "kubectl rollout status succeeded: {}", self.text());
+        assert!(self.text().contains(why), "kubectl said: {}", self.text());
+    }
+}
+
+fn image_of(ns: &Ns, name: &str) -> String {
+    ns.get(name, "{.spec.template.spec.containers[?(@.name==\"app\")].image}")
+}
+
+/// The image of the ReplicaSet whose pods serve: all ready replicas in one
+/// ReplicaSet, none elsewhere.
+fn serving_image(ns: &Ns, name: &str) -> String {
+    let out = kubectl_ok(&[
+        "-n",
+        &ns.0,
+        "get",
+        "rs",
+        "-l",
+        &format!("app={name}"),
+        "-o",
+        "jsonpath={range .items[*]}{.status.readyReplicas}={.spec.template.spec.containers[0].image}{\"\\n\"}{end}",
+    ]);
+    let serving: Vec<&str> = out.lines().filter(|l| !l.starts_with('=') && !l.starts_with("0=")).collect();
+    assert_eq!(serving.len(), 1, "ReplicaSets with ready pods: {out}");
+    serving[0].split_once('=').unwrap().1.to_string()
+}
+
+fn assert_status(run: &Run, status: &str, code: i32) {
+    // KDEBUG=1 prints every run checked here (passing tests' output is captured).
+    if std::env::var("KDEBUG").is_ok() {
+        eprintln!("=====\n{}\n-----\n{}", run.stdout, run.summary);
+    }
+    assert_eq!(run.output("status"), Some(status), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(code), "{}\n{}", run.stdout, run.stderr);
+}
+
+#[test]
+fn kubernetes_rolling_success_three_replicas() {
+    let ns = Ns::new("ok");
+    ns.deployment("web", "example.invalid/web:v1", 3, 60);
+    let generation: u64 = ns.get("web", "{.metadata.generation}").parse().unwrap();
+    // Every status the Deployment goes through, to check the surge bounds.
+    let mut states = kubectl_cmd(&[
+        "-n",
+        &ns.0,
+        "get",
+        "deployment",
+        "web",
+        "-w",
+        "-o",
+        "jsonpath={.status.replicas} {.status.availableReplicas}{\"\\n\"}",
+    ])
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let action = ns.action("web:app").input("image", "example.invalid/web:v2");
+    let child = action.spawn();
+    ns.wait_observed_past("web", generation);
+    let kubectl = Verdict(ns.spawn_rollout_status("web").wait_with_output().unwrap());
+    let run = action.finish(child.wait_with_output().unwrap());
+    assert_status(&run, "success", 0);
+    // maxUnavailable 0: never fewer than 3 available; maxSurge 1: a surge
+    // pod was used. (The controller bounds the ReplicaSets' *spec* counts by
+    // maxSurge; status.replicas can pass 4 for a moment while a deleted old
+    // pod is not yet counted out, so it is no bound to assert.)
+    states.kill().unwrap();
+    let seen = String::from_utf8_lossy(&states.wait_with_output().unwrap().stdout).into_owned();
+    let pairs: Vec<(u32, u32)> = seen
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(r, a)| Some((r.parse().ok()?, a.parse().ok()?)))
+        .collect();
+    assert!(pairs.len() >= 3, "the rollout's states were seen: {seen}");
+    assert!(pairs.iter().all(|(_, a)| *a >= 3), "maxUnavailable 0 broken: {seen}");
+    assert!(pairs.iter().any(|(r, _)| *r >= 4), "the surge pod was used: {seen}");
+    kubectl.assert_ok();
+    assert!(kubectl.text().contains("successfully rolled out"), "{}", kubectl.text());
+    assert!(
+        run.stdout.contains("updated replicas are available")
+            || run.stdout.contains("new replicas have been updated"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    // Only the named container changed; the sidecar is not the action's.
+    assert_eq!(ns.get("web", "{.spec.template.spec.containers[1].image}"), "example.invalid/sidecar:1");
+    assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v2");
+    assert_eq!(ns.get("web", "{.status.readyReplicas}"), "3");
+    assert!(run.summary.contains("| deployment | outcome | time |"), "{}", run.summary);
+    assert!(run.summary.contains("rolled out: revision 2, 3/3 ready"), "{}", run.summary);
+    assert_eq!(run.output("previous-image"), Some("example.invalid/web:v1"));
+    // The action owns the image by server-side apply, and not replicas.
+    let managed =
+        kubectl_ok(&["-n", &ns.0, "get", "deployment", "web", "--show-managed-fields", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&managed).unwrap();
+    let ours: Vec<&serde_json::Value> = v["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["manager"] == "deploy-action" && m["operation"] == "Apply")
+        .collect();
+    assert_eq!(ours.len(), 1, "{managed}");
+    assert!(!ours[0]["fieldsV1"].to_string().contains("f:replicas"), "{}", ours[0]);
+}
+
+/// An early failure: the action must fail (and roll back) before the
+/// progress deadline, while kubectl on an identical Deployment given the
+/// same image reaches failure only at that deadline.
+fn early_failure(tag: &str, bad: &str, reason: &str) {
+    let ns = Ns::new(tag);
+    ns.deployment("web", "example.invalid/web:v1", 2, 20);
+    ns.deployment("twin", "example.invalid/web:v1", 2, 20);
+    kubectl_ok(&["-n", &ns.0, "set", "image", "deployment/twin", &format!("app={bad}")]);
+    let started = Instant::now();
+    let twin = ns.spawn_rollout_status("twin");
+    let run = ns.action("web").input("image", bad).run();
+    let action_took = started.elapsed();
+    let kubectl = Verdict(twin.wait_with_output().unwrap());
+    let kubectl_took = started.elapsed();
+    assert_status(&run, "failure", 1);
+    kubectl.assert_failed("exceeded its progress deadline");
+    assert!(
+        action_took + Duration::from_secs(3) < kubectl_took,
+        "action {action_took:?}, kubectl {kubectl_took:?}"
+    );
+    assert!(run.stdout.contains(reason), "{}", run.stdout);
+    assert!(run.stdout.contains("pod web-"), "the pod is named: {}", run.stdout);
+    assert!(run.stdout.contains("rolled back"), "{}", run.stdout);
+    // The previous ReplicaSet serves again, and kubectl agrees it is done.
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    ns.rollout_status("web", &[]).assert_ok();
+    assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v1");
+    assert!(run.summary.contains("failure"), "{}", run.summary);
+}
+
+#[test]
+fn kubernetes_bad_image_is_caught_before_the_deadline_and_rolled_back() {
+    early_failure("pull", "example.invalid/web:imagepull", "ImagePullBackOff");
+}
+
+#[test]
+fn kubernetes_crashloop_is_caught_early_and_rolled_back() {
+    early_failure("crash", "example.invalid/web:crashloop", "CrashLoopBackOff");
+}
+
+#[test]
+fn kubernetes_never_ready_hits_the_progress_deadline_and_rolls_back() {
+    let ns = Ns::new("never");
+    ns.deployment("web", "example.invalid/web:v1", 2, 8);
+    let generation: u64 = ns.get("web", "{.metadata.generation}").parse().unwrap();
+    let action = ns.action("web").input("image", "example.invalid/web:never-ready");
+    let child = action.spawn();
+    ns.wait_observed_past("web", generation);
+    let kubectl = Verdict(ns.spawn_rollout_status("web").wait_with_output().unwrap());
+    let run = action.finish(child.wait_with_output().unwrap());
+    kubectl.assert_failed("exceeded its progress deadline");
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("exceeded its progress deadline"), "{}", run.stdout);
+    assert!(run.stdout.contains("progress_deadline_exceeded"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    ns.rollout_status("web", &[]).assert_ok();
+    assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v1");
+}
+
+#[test]
+fn kubernetes_rollback_mode_matches_kubectl_rollout_undo() {
+    let (a, b) = (Ns::new("undo-a"), Ns::new("undo-b"));
+    for ns in [&a, &b] {
+        ns.deployment("web", "example.invalid/web:v1", 2, 60);
+        kubectl_ok(&["-n", &ns.0, "annotate", "deployment/web", "team=payments"]);
+        kubectl_ok(&["-n", &ns.0, "set", "image", "deployment/web", "app=example.invalid/web:v2"]);
+        ns.rollout_status("web", &[]).assert_ok();
+    }
+    let run = a.action("web").input("mode", "rollback").run();
+    assert_status(&run, "success", 0);
+    kubectl_ok(&["-n", &b.0, "rollout", "undo", "deployment/web"]);
+    b.rollout_status("web", &[]).assert_ok();
+    let template = |ns: &Ns| {
+        let v: serde_json::Value =
+            serde_json::from_str(&kubectl_ok(&["-n", &ns.0, "get", "deployment", "web", "-o", "json"]))
+                .unwrap();
+        let mut ann = v["metadata"]["annotations"].clone();
+        ann.as_object_mut().unwrap().remove("kubectl.kubernetes.io/last-applied-configuration");
+        (
+            v["spec"]["template"].to_string().replace(&ns.0, "NS"),
+            ann,
+            v["metadata"]["annotations"]["deployment.kubernetes.io/revision"].clone(),
+        )
+    };
+    assert_eq!(template(&a), template(&b));
+    assert_eq!(image_of(&a, "web"), "example.invalid/web:v1");
+    assert_eq!(run.output("image"), Some("example.invalid/web:v1"));
+    assert!(run.summary.contains("rolled back: revision 3"), "{}", run.summary);
+}
+
+#[test]
+fn kubernetes_paused_deployment_is_refused() {
+    let ns = Ns::new("paused");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    kubectl_ok(&["-n", &ns.0, "set", "image", "deployment/web", "app=example.invalid/web:v2"]);
+    ns.rollout_status("web", &[]).assert_ok();
+    kubectl_ok(&["-n", &ns.0, "rollout", "pause", "deployment/web"]);
+    let undo = kubectl(&["-n", &ns.0, "rollout", "undo", "deployment/web"]);
+    let kubectl_says = String::from_utf8_lossy(&undo.stderr).into_owned();
+    assert!(!undo.status.success());
+    let run = ns.action("web").input("mode", "rollback").run();
+    assert_status(&run, "failure", 1);
+    let ours = "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' and try again";
+    assert!(kubectl_says.contains(ours), "{kubectl_says}");
+    assert!(run.stdout.contains(ours), "{}", run.stdout);
+    let run = ns.action("web").input("image", "example.invalid/web:v3").run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("you cannot deploy to a paused deployment"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+}
+
+#[test]
+fn kubernetes_apply_conflict_names_the_other_manager() {
+    let ns = Ns::new("conflict");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    // Another declarative owner (a GitOps tool) applies the image.
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {}}}\nspec:\n  template:\n    spec:\n      containers:\n      - {{name: app, image: example.invalid/web:v1}}\n",
+        ns.0
+    );
+    kubectl_stdin(
+        &["apply", "--server-side", "--force-conflicts", "--field-manager=gitops", "-f", "-"],
+        &yaml,
+    );
+    let before: String = ns.get("web", "{.metadata.generation}");
+    // The plan's dry run already meets the conflict.
+    let plan = ns.action("web").input("mode", "plan").input("image", "example.invalid/web:v2").run();
+    assert_eq!(plan.code, Some(1), "{}", plan.stdout);
+    assert!(plan.stdout.contains("conflicts with field manager gitops"), "{}", plan.stdout);
+    let run = ns.action("web").input("image", "example.invalid/web:v2").run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("kube_apply_conflict"), "{}", run.stdout);
+    assert!(run.stdout.contains("gitops"), "{}", run.stdout);
+    assert!(run.stdout.contains(".spec.template.spec.containers[name=\"app\"].image"), "{}", run.stdout);
+    assert_eq!(ns.get("web", "{.metadata.generation}"), before);
+    // kubectl's own verdict on the untouched Deployment: still rolled out.
+    ns.rollout_status("web", &[]).assert_ok();
+}
+
+#[test]
+fn kubernetes_forbidden_names_verb_resource_and_namespace() {
+    let ns = Ns::new("rbac");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    let kubeconfig = token_kubeconfig(&stack_var("K8S_RESTRICTED_TOKEN"));
+    let run =
+        ns.action("web").input("kubeconfig", &kubeconfig).input("image", "example.invalid/web:v2").run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("kube_forbidden"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("cannot get deployments in namespace {}", ns.0)), "{}", run.stdout);
+    assert!(run.stdout.contains("verbs [\"get\"]"), "{}", run.stdout);
+    // Masked: the token shows only in its own ::add-mask:: command.
+    let token = stack_var("K8S_RESTRICTED_TOKEN");
+    assert!(run.stdout.contains(&format!("::add-mask::{token}")), "{}", run.stdout);
+    let leaked = run.all_text().lines().any(|l| !l.starts_with("::add-mask::") && l.contains(&token));
+    assert!(!leaked, "the token leaked");
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    ns.rollout_status("web", &[]).assert_ok();
+}
+
+#[test]
+fn kubernetes_inputs_are_checked_before_any_contact() {
+    let run = Action::new()
+        .input("target", "kubernetes")
+        .input("image", "example.invalid/web:v2")
+        .input("deployments", "Web_1, ok:Bad_Container")
+        .input("namespace", "Not-OK")
+        .input("strategy", "canary")
+        .input("github-deployments", "false")
+        .run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    for input in ["'deployments'", "'namespace'", "'strategy'"] {
+        assert!(run.stdout.contains(&format!("input {input}")), "{input} not named in:\n{}", run.stdout);
+    }
+    assert!(
+        !run.stdout.contains("input 'hosts'") && !run.stdout.contains("ssh-private-key"),
+        "{}",
+        run.stdout
+    );
+    // The kubeconfig is parsed before any contact too.
+    let run = Action::new()
+        .input("target", "kubernetes")
+        .input("image", "example.invalid/web:v2")
+        .input("deployments", "web")
+        .input("kubeconfig", "not: [a kubeconfig")
+        .input("github-deployments", "false")
+        .run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(run.stdout.contains("input 'kubeconfig'"), "{}", run.stdout);
+}
+
+/// SIGTERM while the new pods never become ready: the action undoes the
+/// rollout and exits within the runner's 7 s grace, status `error`.
+#[test]
+fn kubernetes_sigterm_mid_rollout_rolls_back_within_7s() {
+    let ns = Ns::new("term");
+    ns.deployment("web", "example.invalid/web:v1", 2, 120);
+    let generation: u64 = ns.get("web", "{.metadata.generation}").parse().unwrap();
+    let action = ns.action("web").input("image", "example.invalid/web:never-ready");
+    let child = action.spawn();
+    ns.wait_observed_past("web", generation);
+    std::thread::sleep(Duration::from_secs(2));
+    let signalled = Instant::now();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let (run, took) = crate::fleet::finish_within(&action, child, Duration::from_secs(20));
+    assert!(took < Duration::from_secs(7), "took {took:?} after SIGTERM:\n{}", run.stdout);
+    assert!(signalled.elapsed() >= took);
+    assert_status(&run, "error", 130);
+    assert!(run.stdout.contains("rolled back to revision 1"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    // kubectl's verdict on what the action left: the previous revision, done.
+    ns.rollout_status("web", &[]).assert_ok();
+    assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v1");
+}
+
+/// The README's Role, read from the README itself, bound to a
+/// ServiceAccount: enough for a deploy and its automatic rollback; the same
+/// Role without `patch` is refused with a message naming it.
+#[test]
+fn kubernetes_the_readme_role_is_enough_and_patch_is_named_when_missing() {
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let section = &readme[readme.find("## Kubernetes (rolling)").expect("the README section")..];
+    let role = section.split("kind: Role").nth(1).expect("the Role in the README");
+    let role = format!("kind: Role{}", &role[..role.find("```").unwrap()]);
+    for (tag, role, image, ok) in [
+        ("role", role.clone(), "example.invalid/web:imagepull", true),
+        ("nopatch", role.replace("\"watch\", \"patch\"]", "\"watch\"]"), "example.invalid/web:v2", false),
+    ] {
+        let ns = Ns::new(tag);
+        ns.deployment("web", "example.invalid/web:v1", 2, 60);
+        let role = role.replace("namespace: shop", &format!("namespace: {}", ns.0));
+        kubectl_stdin(
+            &["-n", &ns.0, "apply", "-f", "-"],
+            &format!("apiVersion: rbac.authorization.k8s.io/v1\n{role}"),
+        );
+        kubectl_ok(&["-n", &ns.0, "create", "serviceaccount", "deployer"]);
+        kubectl_ok(&[
+            "-n",
+            &ns.0,
+            "create",
+            "rolebinding",
+            "deployer",
+            "--role=deploy-action",
+            &format!("--serviceaccount={}:deployer", ns.0),
+        ]);
+        let token = kubectl_ok(&["-n", &ns.0, "create", "token", "deployer"]).trim().to_string();
+        let run = ns.action("web").input("kubeconfig", &token_kubeconfig(&token)).input("image", image).run();
+        if ok {
+            // A failed rollout on purpose: apply, watch pods, undo all allowed.
+            assert_status(&run, "failure", 1);
+            assert!(run.stdout.contains("ImagePullBackOff"), "{}", run.stdout);
+            assert!(run.stdout.contains("rolled back to revision 1"), "{}", run.stdout);
+            assert!(!run.stdout.contains("kube_forbidden"), "{}", run.stdout);
+        } else {
+            assert_status(&run, "failure", 1);
+            assert!(
+                run.stdout.contains(&format!("cannot patch deployments in namespace {}", ns.0)),
+                "{}",
+                run.stdout
+            );
+            assert!(run.stdout.contains("verbs [\"patch\"]"), "{}", run.stdout);
+        }
+        assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+        ns.rollout_status("web", &[]).assert_ok();
+    }
+}
+
+fn token_kubeconfig(token: &str) -> String {
+    use base64::Engine;
+    let ca = std::fs::read(stack_var("K8S_CA_FILE")).unwrap();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{}\", certificate-authority-data: {}}}\nusers:\n- name: u\n  user: {{token: {token}}}\ncontexts:\n- name: d\n  context: {{cluster: c, user: u}}\ncurrent-context: d\n",
+        stack_var("K8S_SERVER"),
+        base64::engine::general_purpose::STANDARD.encode(ca),
+    )
+}
+
+/// The GitHub Deployment record, as for hosts: in_progress then success
+/// for a good rollout, failure (with the reason) for a rolled-back one.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_records_the_github_deployment() {
+    use crate::support::github_server::{GithubServer, TOKEN};
+    let server = GithubServer::start(None).await;
+    let ns = Ns::new("gh");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    let mut runs = Vec::new();
+    for image in ["example.invalid/web:v2", "example.invalid/web:crashloop"] {
+        let action = ns
+            .action("web")
+            .input("image", image)
+            .input("github-deployments", "true")
+            .input("github-token", TOKEN)
+            .env("GITHUB_API_URL", &server.base_url);
+        runs.push(tokio::task::spawn_blocking(move || action.run()).await.unwrap());
+    }
+    assert_status(&runs[0], "success", 0);
+    assert_status(&runs[1], "failure", 1);
+    assert!(runs[0].output("deployment-id").is_some_and(|d| !d.is_empty()));
+    let deployments = server.deployments().await;
+    // Statuses come newest first.
+    let states = |d: &serde_json::Value| -> Vec<String> {
+        d["statuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|s| s["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let find = |image: &str| {
+        deployments
+            .iter()
+            .find(|d| d["payload"]["image"] == image)
+            .unwrap_or_else(|| panic!("{deployments:?}"))
+    };
+    let ok = find("example.invalid/web:v2");
+    assert_eq!(ok["payload"]["target"], "kubernetes");
+    assert_eq!(states(ok), ["in_progress", "success"], "{ok}");
+    let bad = find("example.invalid/web:crashloop");
+    assert_eq!(states(bad), ["in_progress", "failure"], "{bad}");
+    let last = bad["statuses"][0]["description"].as_str().unwrap().to_string();
+    assert!(last.contains("pod_failed"), "{last}");
+    assert_eq!(bad["payload"]["previous_image"], "example.invalid/web:v2");
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    server.assert_no_violations().await;
+}
+
+/// Several Deployments move together: a failure rolls back every one this
+/// run changed.
+#[test]
+fn kubernetes_several_deployments_roll_back_together() {
+    let ns = Ns::new("multi");
+    ns.deployment("api", "example.invalid/web:v1", 2, 60);
+    ns.deployment("worker", "example.invalid/web:v1", 1, 60);
+    let run = ns.action("api\nworker:app").input("image", "example.invalid/web:crashloop").run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("CrashLoopBackOff"), "{}", run.stdout);
+    for name in ["api", "worker"] {
+        assert!(
+            run.stdout.contains(&format!("deployment {}/{name}: rolled back to revision 1", ns.0)),
+            "{name}: {}",
+            run.stdout
+        );
+        assert_eq!(image_of(&ns, name), "example.invalid/web:v1");
+        ns.rollout_status(name, &[]).assert_ok();
+        assert_eq!(serving_image(&ns, name), "example.invalid/web:v1");
+    }
+}
+
+/// Replicas set by someone else (an HPA, `kubectl scale`) survive a deploy
+/// and its rollback: the action never writes them.
+#[test]
+fn kubernetes_replicas_set_elsewhere_are_kept() {
+    let ns = Ns::new("scale");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    kubectl_ok(&["-n", &ns.0, "scale", "deployment/web", "--replicas=3"]);
+    ns.rollout_status("web", &[]).assert_ok();
+    let run = ns.action("web").input("image", "example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.get("web", "{.spec.replicas}"), "3");
+    // A re-run with the same image changes nothing (and reads KUBECONFIG
+    // when there is no kubeconfig input).
+    let rerun = ns
+        .action("web")
+        .without("INPUT_KUBECONFIG")
+        .env("KUBECONFIG", &stack_var("K8S_KUBECONFIG"))
+        .input("image", "example.invalid/web:v2")
+        .run();
+    assert_status(&rerun, "success", 0);
+    assert!(rerun.stdout.contains("already runs example.invalid/web:v2"), "{}", rerun.stdout);
+    assert_eq!(ns.get("web", "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}"), "2");
+    let run = ns.action("web").input("mode", "rollback").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.get("web", "{.spec.replicas}"), "3");
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    ns.rollout_status("web", &[]).assert_ok();
+}
+
+/// `mode: plan` asks the cluster (server-side dry run) and changes nothing.
+#[test]
+fn kubernetes_plan_is_a_server_side_dry_run() {
+    let ns = Ns::new("plan");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    ns.deployment("api", "example.invalid/web:v2", 1, 60);
+    let before = ns.get("web", "{.metadata.generation}");
+    let run = ns.action("web, api:app").input("mode", "plan").input("image", "example.invalid/web:v2").run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert_eq!(run.output("status"), Some("planned"));
+    let web = format!(
+        "deployment {}/web: container app example.invalid/web:v1 → example.invalid/web:v2 (a new revision)",
+        ns.0
+    );
+    assert!(run.stdout.contains(&web), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(
+            "deployment {}/api: container app already runs example.invalid/web:v2: nothing to do",
+            ns.0
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("server-side apply (field manager deploy-action)"), "{}", run.stdout);
+    assert!(!run.stdout.contains("nginx"), "{}", run.stdout);
+    assert_eq!(ns.get("web", "{.metadata.generation}"), before, "the dry run changed the Deployment");
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    // kubectl agrees nothing moved.
+    ns.rollout_status("web", &[]).assert_ok();
+}
