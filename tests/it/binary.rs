@@ -235,3 +235,44 @@ async fn malformed_ssh_material_from_ssm_is_refused_before_the_record() {
     );
     assert_eq!((ssh.hits(), api.hits()), (0, 0), "GitHub or a host was contacted");
 }
+
+/// A `retry-after` or `x-ratelimit-reset` near the integer limits once
+/// overflowed `Instant + Duration`; with `panic = "abort"` that killed the
+/// process (PID 1) mid-deploy. Now such a hint is capped: the call fails
+/// with the rate-limit reason, and the run ends as a run. (A reset far in
+/// the past only means "retry soon": the unit tests cover `i64::MIN`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_hints_at_the_integer_limits_fail_the_call_not_the_process() {
+    use crate::support::github_server::{GithubServer, TOKEN};
+    for headers in [
+        serde_json::json!({"retry-after": u64::MAX.to_string()}),
+        serde_json::json!({"x-ratelimit-remaining": "0", "x-ratelimit-reset": i64::MAX.to_string()}),
+    ] {
+        let server = GithubServer::start(None).await;
+        server
+            .fault(serde_json::json!({"method": "GET", "path": "/deployments", "status": 403, "kind": "rate_limit", "headers": headers, "times": null}))
+            .await;
+        let ssh = Tripwire::new();
+        let action = Action::new()
+            .env("GITHUB_API_URL", &server.base_url)
+            .input("target", "hosts")
+            .input("image", "127.0.0.1:5000/demo/app:v2")
+            .input("hosts", &format!("root@127.0.0.1:{}", ssh.port))
+            .input("ssh-private-key", &std::fs::read_to_string(crate::support::stack_var("SSH_KEY")).unwrap())
+            .input(
+                "ssh-known-hosts",
+                &std::fs::read_to_string(crate::support::stack_var("SSH_KNOWN_HOSTS")).unwrap(),
+            )
+            .input("github-token", TOKEN);
+        let run = tokio::task::spawn_blocking(move || action.run()).await.unwrap();
+        assert_eq!(
+            run.code,
+            Some(1),
+            "{headers}: not a crash, a failed run:\n{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+        assert!(run.stdout.contains("github_rate_limited"), "{headers}:\n{}", run.stdout);
+        assert_eq!(run.output("status"), Some("failure"), "{headers}");
+    }
+}
