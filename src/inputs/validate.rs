@@ -119,12 +119,64 @@ fn pairs(
 /// The image of a service whose image `mode: rollback` looks up later.
 pub const ROLLBACK_PENDING: &str = "deploy-action/rollback-pending";
 
+/// What every target shares: what, where, how, and for how long.
+struct Basics {
+    target: TargetKind,
+    mode: Mode,
+    image: Option<ImageRef>,
+    app: String,
+    environment: String,
+    environment_url: Option<url::Url>,
+    strategy: StrategyKind,
+    timeout: Duration,
+}
+
+/// Raw strings → typed [`Inputs`]. Each area has its own function below, so
+/// each rule lives in one place; this one only puts them in order.
+///
 /// # Errors
 /// Every problem found, each naming its input.
 pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, Vec<Problem>> {
     let mut c = Check { problems: Vec::new() };
+    let b = basics(&mut c, raw, ctx);
+    let (health, health_path, version_path) = health(&mut c, raw);
+    let rollout = rollout(&mut c, raw, b.timeout);
+    let (services, migrate_command) = services(&mut c, raw, ctx, &b, health_path, version_path);
+    let (hosts, ssh) = hosts_and_ssh(&mut c, raw);
+    let (ec2, finds_instances) = ec2(&mut c, raw, b.target);
+    target_rules(&mut c, raw, &b, &hosts, finds_instances, &ssh, services.len());
+    let kubernetes = kubernetes(&mut c, raw, env, &b);
+    let (registry, ssm) = registry_and_ssm(&mut c, raw, env, b.target, &ssh);
+    let (github, context) = github(&mut c, raw, ctx, &b);
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    let Basics { target, mode, image, app, environment, environment_url, strategy, timeout } = b;
+    Ok(Inputs {
+        target,
+        mode,
+        image,
+        app,
+        environment,
+        environment_url,
+        strategy,
+        timeout,
+        services,
+        migrate_command,
+        health,
+        rollout,
+        hosts,
+        ssh,
+        ec2,
+        kubernetes,
+        registry,
+        ssm,
+        github,
+        context,
+    })
+}
 
-    // What and where.
+fn basics(c: &mut Check, raw: &RawInputs, ctx: &RawContext) -> Basics {
     let target = match raw.target.as_deref() {
         None => {
             c.problem("target", "is required; use one of: ec2, hosts, kubernetes");
@@ -181,7 +233,10 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     );
     let timeout = c.or("timeout", &raw.timeout, Duration::from_secs(30 * 60), g::duration);
 
-    // Health and rollout.
+    Basics { target, mode, image, app, environment, environment_url, strategy, timeout }
+}
+
+fn health(c: &mut Check, raw: &RawInputs) -> (HealthSpec, String, String) {
     let health = HealthSpec {
         timeout: c.or(
             "health-check-timeout",
@@ -204,6 +259,10 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     };
     let health_path = c.or("health-check-path", &raw.health_check_path, "/health".into(), g::http_path);
     let version_path = c.or("version-path", &raw.version_path, "/version".into(), g::http_path);
+    (health, health_path, version_path)
+}
+
+fn rollout(c: &mut Check, raw: &RawInputs, timeout: Duration) -> RolloutSpec {
     let canary_steps = c.or("canary-steps", &raw.canary_steps, vec![10, 50, 100], |s| {
         let steps: Vec<u8> = g::list(s)
             .iter()
@@ -252,12 +311,24 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         );
     }
 
-    // The services.
+    rollout
+}
+
+/// The services (one from the inputs, or a services file) and the
+/// migration command.
+fn services(
+    c: &mut Check,
+    raw: &RawInputs,
+    ctx: &RawContext,
+    b: &Basics,
+    health_path: String,
+    version_path: String,
+) -> (Vec<Service>, Option<Vec<String>>) {
+    let (app, image, mode) = (&b.app, &b.image, b.mode);
     let container_port = c.or("container-port", &raw.container_port, 8080, g::port);
     let restart_policy =
         c.or("restart-policy", &raw.restart_policy, RestartPolicy::UnlessStopped, RestartPolicy::parse);
-    let env_pairs =
-        raw.env.as_deref().map(|t| pairs("env", t, &mut c, |v| Ok(v.to_string()))).unwrap_or_default();
+    let env_pairs = raw.env.as_deref().map(|t| pairs("env", t, c, |v| Ok(v.to_string()))).unwrap_or_default();
     let command = c.parse("command", &raw.command, g::command);
     let migrate_command = c.parse("migrate-command", &raw.migrate_command, g::command);
     let services = if let Some(file) = &raw.services_file {
@@ -273,7 +344,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let d = Defaults {
-                    app: &app,
+                    app,
                     image: image.as_ref(),
                     container_port,
                     health_path: Some(health_path.clone()),
@@ -332,7 +403,10 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         }
     }
 
-    // Hosts, SSH and EC2.
+    (services, migrate_command)
+}
+
+fn hosts_and_ssh(c: &mut Check, raw: &RawInputs) -> (Vec<HostSpec>, SshSpec) {
     let hosts: Vec<HostSpec> = raw
         .hosts
         .as_deref()
@@ -370,6 +444,12 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         break_lock: c.or("break-lock", &raw.break_lock, false, g::boolean),
         jump: c.parse("ssh-jump-host", &raw.ssh_jump_host, g::host_spec),
     };
+    (hosts, ssh)
+}
+
+/// The EC2 settings (for `target: ec2`), and whether ids or filters name
+/// the instances.
+fn ec2(c: &mut Check, raw: &RawInputs, target: TargetKind) -> (Option<Ec2Spec>, bool) {
     let ec2_ids: Vec<String> = raw.ec2_instance_ids.as_deref().map(g::list).unwrap_or_default();
     let instance_id = regex::Regex::new(r"^i-[0-9a-f]{8,17}$").expect("regex");
     for id in &ec2_ids {
@@ -405,11 +485,25 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         address: ec2_address,
     });
 
+    (ec2, !ec2_ids.is_empty() || !ec2_filters.is_empty())
+}
+
+/// What each target requires, and refuses, of the other inputs.
+fn target_rules(
+    c: &mut Check,
+    raw: &RawInputs,
+    b: &Basics,
+    hosts: &[HostSpec],
+    finds_instances: bool,
+    ssh: &SshSpec,
+    service_count: usize,
+) {
+    let (target, mode, strategy) = (b.target, b.mode, b.strategy);
     match target {
         TargetKind::Hosts if hosts.is_empty() && raw.hosts.is_none() => {
             c.problem("hosts", "is required for target 'hosts': a list of [user@]host[:port], one per line or comma-separated")
         }
-        TargetKind::Ec2 if ec2_ids.is_empty() && ec2_filters.is_empty() => {
+        TargetKind::Ec2 if !finds_instances => {
             c.problem("ec2-filters", "target 'ec2' needs 'ec2-instance-ids' or 'ec2-filters' (like Role=web,Env=prod) to find instances")
         }
         TargetKind::Kubernetes if raw.deployments.is_none() => c.problem(
@@ -436,7 +530,34 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     if target == TargetKind::Kubernetes && strategy != StrategyKind::Rolling {
         c.problem("strategy", format!("'{}' is not available for target 'kubernetes' yet; use 'rolling' (the Deployment's own rolling update)", strategy.as_str()));
     }
-    let kubernetes = (target == TargetKind::Kubernetes).then(|| {
+    if target != TargetKind::Kubernetes {
+        for (name, set) in [
+            ("kubeconfig", &raw.kubeconfig),
+            ("kube-context", &raw.kube_context),
+            ("namespace", &raw.namespace),
+            ("deployments", &raw.deployments),
+        ] {
+            if set.is_some() {
+                c.problem(name, "is only used with target 'kubernetes'");
+            }
+        }
+    }
+    if matches!(target, TargetKind::Hosts | TargetKind::Ec2) && mode != Mode::Plan {
+        if ssh.private_key.is_none() {
+            c.problem("ssh-private-key", "is required to reach hosts (or set 'ssh-private-key-ssm')");
+        }
+        if ssh.known_hosts.is_none() {
+            c.problem("ssh-known-hosts", "is required: host keys must be pinned (known_hosts lines, e.g. from ssh-keyscan run once by you; or set 'ssh-known-hosts-ssm')");
+        }
+    }
+    if strategy == StrategyKind::Canary && service_count > 1 {
+        c.problem("strategy", "canary works with one proxied service; use blue-green with a services file");
+    }
+}
+
+fn kubernetes(c: &mut Check, raw: &RawInputs, env: &Env, b: &Basics) -> Option<KubernetesSpec> {
+    let target = b.target;
+    (target == TargetKind::Kubernetes).then(|| {
         let deployments: Vec<DeploymentRef> = raw
             .deployments
             .as_deref()
@@ -462,32 +583,16 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
             namespace: c.or("namespace", &raw.namespace, "default".into(), g::dns1123_label),
             deployments,
         }
-    });
-    if target != TargetKind::Kubernetes {
-        for (name, set) in [
-            ("kubeconfig", &raw.kubeconfig),
-            ("kube-context", &raw.kube_context),
-            ("namespace", &raw.namespace),
-            ("deployments", &raw.deployments),
-        ] {
-            if set.is_some() {
-                c.problem(name, "is only used with target 'kubernetes'");
-            }
-        }
-    }
-    if matches!(target, TargetKind::Hosts | TargetKind::Ec2) && mode != Mode::Plan {
-        if ssh.private_key.is_none() {
-            c.problem("ssh-private-key", "is required to reach hosts (or set 'ssh-private-key-ssm')");
-        }
-        if ssh.known_hosts.is_none() {
-            c.problem("ssh-known-hosts", "is required: host keys must be pinned (known_hosts lines, e.g. from ssh-keyscan run once by you; or set 'ssh-known-hosts-ssm')");
-        }
-    }
-    if strategy == StrategyKind::Canary && services.len() > 1 {
-        c.problem("strategy", "canary works with one proxied service; use blue-green with a services file");
-    }
+    })
+}
 
-    // Registry and SSM.
+fn registry_and_ssm(
+    c: &mut Check,
+    raw: &RawInputs,
+    env: &Env,
+    target: TargetKind,
+    ssh: &SshSpec,
+) -> (RegistryAuth, SsmSpec) {
     let registry = RegistryAuth {
         username: raw.registry_username.clone(),
         password: c.secret(
@@ -514,7 +619,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     let ssm_parameters = raw
         .ssm_parameters
         .as_deref()
-        .map(|t| pairs("ssm-parameters", &t.replace(',', "\n"), &mut c, g::ssm_name))
+        .map(|t| pairs("ssm-parameters", &t.replace(',', "\n"), c, g::ssm_name))
         .unwrap_or_default();
     let ssm = SsmSpec {
         paths: ssm_paths,
@@ -543,7 +648,11 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         c.problem("aws-region", "is required for EC2 and SSM (or set AWS_REGION, e.g. with aws-actions/configure-aws-credentials)");
     }
 
-    // GitHub.
+    (registry, ssm)
+}
+
+fn github(c: &mut Check, raw: &RawInputs, ctx: &RawContext, b: &Basics) -> (GithubSpec, Context) {
+    let (mode, image, target) = (b.mode, &b.image, b.target);
     let repository = ctx.github_repository.clone().unwrap_or_default();
     let (owner, repo) = match repository.split_once('/') {
         Some((o, r)) if !o.is_empty() && !r.is_empty() && !r.contains('/') => (o.to_string(), r.to_string()),
@@ -611,29 +720,5 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         workspace: ctx.github_workspace.clone().unwrap_or_else(|| ".".into()).into(),
     };
 
-    if !c.problems.is_empty() {
-        return Err(c.problems);
-    }
-    Ok(Inputs {
-        target,
-        mode,
-        image,
-        app,
-        environment,
-        environment_url,
-        strategy,
-        timeout,
-        services,
-        migrate_command,
-        health,
-        rollout,
-        hosts,
-        ssh,
-        ec2,
-        kubernetes,
-        registry,
-        ssm,
-        github,
-        context,
-    })
+    (github, context)
 }
