@@ -81,114 +81,20 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
 
     // Secrets: masked on arrival, never written anywhere but the app's env.
     let t_secrets = Instant::now();
-    let ssm = match (inputs.needs_ssm(), inputs.ssm.region.as_deref()) {
-        (false, _) => None,
-        (true, Some(region)) => tokio::select! {
-            ssm = Ssm::new(region) => Some(Arc::new(ssm)),
-            _ = cancel.cancelled() => return finish_early(inputs, runner, Error::Cancelled, "secrets"),
-        },
-        (true, None) => {
-            return finish_early(
-                inputs,
-                runner,
-                crate::secrets::SecretsError::RegionMissing.into(),
-                "secrets",
-            );
-        }
-    };
-    let secrets = match &ssm {
-        Some(ssm) if !inputs.ssm.is_empty() => {
-            let _g = runner.group("Secrets from SSM Parameter Store");
-            match ssm.fetch(&inputs.ssm, runner, cancel).await {
-                Ok(s) => {
-                    runner.line(&format!("{} secret(s) for the app: {}", s.len(), s.names().join(", ")));
-                    s
-                }
-                Err(e) => return finish_early(inputs, runner, e.into(), "secrets"),
-            }
-        }
-        _ => SecretSet::default(),
-    };
-    let resolve = |src: &Option<SecretSource>, input: &'static str| {
-        let src = src.clone();
-        let ssm = ssm.clone();
-        let runner = runner.clone();
-        async move {
-            match src {
-                None => Ok(None),
-                Some(SecretSource::Inline(v)) => Ok(Some(v)),
-                Some(SecretSource::Ssm(name)) => match ssm {
-                    Some(ssm) => {
-                        ssm.get(&name, &runner).await.map(Some).map_err(|e| e.for_input(input).into())
-                    }
-                    None => Err(Error::Other("SSM is not configured".into())),
-                },
-            }
-        }
-    };
-    let (key, known_hosts, registry_password) = match tokio::try_join!(
-        resolve(&inputs.ssh.private_key, "ssh-private-key-ssm"),
-        resolve(&inputs.ssh.known_hosts, "ssh-known-hosts-ssm"),
-        resolve(&inputs.registry.password, "registry-password-ssm")
-    ) {
-        Ok(v) => v,
-        Err(e) => return finish_early(inputs, runner, e, "secrets"),
-    };
-    // Material read from SSM is checked like an input, before the record:
-    // a bad value leaves no trace on GitHub or on a host.
-    let from_ssm = |src: &Option<SecretSource>, v: &Option<SecretValue>, input: &'static str| match src {
-        Some(SecretSource::Ssm(_)) => v.clone().map(|v| (input, v)),
-        _ => None,
-    };
-    let key_ssm = from_ssm(&inputs.ssh.private_key, &key, "ssh-private-key-ssm");
-    let known_ssm = from_ssm(&inputs.ssh.known_hosts, &known_hosts, "ssh-known-hosts-ssm");
-    let problems = crate::targets::hosts::material::problems(
-        key_ssm.as_ref().map(|(i, v)| (*i, v)),
-        known_ssm.as_ref().map(|(i, v)| (*i, v)),
-    );
-    if !problems.is_empty() {
-        return finish_early(inputs, runner, Error::Inputs(problems), "validate");
-    }
+    let Material { secrets, key, known_hosts, registry_password } =
+        match resolve_secrets(inputs, runner, cancel).await {
+            Ok(m) => m,
+            Err((e, stage)) => return finish_early(inputs, runner, e, stage),
+        };
     timeline.push("secrets", t_secrets, true, format!("{} value(s)", secrets.len()));
 
     // Which image, and what was live before (GitHub is read only once
     // every input, SSM values included, has been checked).
     let t0 = Instant::now();
-    let previous_image = match &github {
-        Some(g) => g.live_image().await.unwrap_or_else(|e| {
-            runner.warning(e.reason(), &format!("could not read the live deployment: {e}"));
-            None
-        }),
-        None => None,
+    let (image, image_ref, previous_image) = match which_image(inputs, runner, github.as_ref()).await {
+        Ok(v) => v,
+        Err((e, stage)) => return finish_early(inputs, runner, e, stage),
     };
-    let image = match (&inputs.image, inputs.mode, &github) {
-        (Some(i), _, _) => i.full(),
-        // A cluster rolls back to its previous ReplicaSet (`kubectl rollout
-        // undo`): no image is needed; the restored one is reported after.
-        (None, Mode::Rollback, _) if inputs.target == TargetKind::Kubernetes => String::new(),
-        (None, Mode::Rollback, Some(g)) => match g.last_good_image().await {
-            Ok(Some(i)) => {
-                runner.line(&format!("rollback: redeploying the last good image {i}"));
-                i
-            }
-            Ok(None) => return finish_early(inputs, runner, Error::Other("no earlier successful deployment to this environment to roll back to; name the image to deploy".into()), "record"),
-            Err(e) => return finish_early(inputs, runner, e.into(), "record"),
-        },
-        _ => return finish_early(inputs, runner, Error::Other("no image to deploy".into()), "validate"),
-    };
-    let image_ref = match crate::inputs::grammar::image(&image) {
-        _ if image.is_empty() => None,
-        Ok(i) => Some(i),
-        Err(e) => {
-            return finish_early(
-                inputs,
-                runner,
-                Error::Other(format!("image {image} from the last good deployment {e}")),
-                "record",
-            );
-        }
-    };
-
     let digest = (!secrets.is_empty()).then(|| secrets.fingerprint());
     let secret_names = secrets.names();
     let secret_env = secrets.into_env();
@@ -250,49 +156,180 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
     let previous_image = previous_image.or(run.previous_image.clone());
     let image = run.image.clone().unwrap_or(image);
     let run = Run { image: Some(image.clone()), previous_image: previous_image.clone(), ..run };
+    let run = post_final_status(inputs, runner, cancel, github.as_ref(), record.as_ref(), run, &image).await;
+    report(inputs, runner, run, timeline, digest, &secret_names)
+}
 
-    // Final status: best effort, never changes what the deploy did.
-    if let (Some(g), Some(r)) = (&github, &record) {
-        let state = match run.status {
-            Status::Success => FinalState::Success,
-            Status::Failure => FinalState::Failure,
-            _ => FinalState::Error,
-        };
-        let description = match &run.error {
-            None => format!("deployed {image}"),
-            Some(e) => format!("{}: {} — {e}", run.stage, e.reason()),
-        };
-        // After a cancellation the runner will not wait: one short try.
-        let budget =
-            if cancel.is_cancelled() { Duration::from_millis(1500) } else { Duration::from_secs(90) };
-        let g = g.with_retry_budget(budget);
-        let posted =
-            match tokio::time::timeout(budget + Duration::from_millis(200), g.finish(r, state, &description))
-                .await
-            {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer within {}s", budget.as_secs_f32())),
-            };
-        if let Err(e) = posted {
-            runner
-                .warning("github_status_failed", &format!("could not post the final deployment status: {e}"));
-            if inputs.github.fail_on_status_error && run.error.is_none() {
-                return report(
-                    inputs,
-                    runner,
-                    Run {
-                        status: Status::Error,
-                        error: Some(Error::Other(format!("final deployment status not recorded: {e}"))),
-                        ..run
-                    },
-                    timeline,
-                    digest,
-                    &secret_names,
-                );
+/// What the deploy needs from SSM: the app's secrets, and the SSH key,
+/// known_hosts and registry password (inline or by parameter name).
+struct Material {
+    secrets: SecretSet,
+    key: Option<SecretValue>,
+    known_hosts: Option<SecretValue>,
+    registry_password: Option<SecretValue>,
+}
+
+/// Fetches (and masks) everything secret, then checks SSH material read
+/// from SSM like an input: a bad value leaves no trace on GitHub or a host.
+///
+/// # Errors
+/// The failure and the stage to report it under.
+async fn resolve_secrets(
+    inputs: &Inputs,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<Material, (Error, &'static str)> {
+    let ssm = match (inputs.needs_ssm(), inputs.ssm.region.as_deref()) {
+        (false, _) => None,
+        (true, Some(region)) => tokio::select! {
+            ssm = Ssm::new(region) => Some(Arc::new(ssm)),
+            _ = cancel.cancelled() => return Err((Error::Cancelled, "secrets")),
+        },
+        (true, None) => {
+            return Err((crate::secrets::SecretsError::RegionMissing.into(), "secrets"));
+        }
+    };
+    let secrets = match &ssm {
+        Some(ssm) if !inputs.ssm.is_empty() => {
+            let _g = runner.group("Secrets from SSM Parameter Store");
+            match ssm.fetch(&inputs.ssm, runner, cancel).await {
+                Ok(s) => {
+                    runner.line(&format!("{} secret(s) for the app: {}", s.len(), s.names().join(", ")));
+                    s
+                }
+                Err(e) => return Err((e.into(), "secrets")),
             }
         }
+        _ => SecretSet::default(),
+    };
+    let resolve = |src: &Option<SecretSource>, input: &'static str| {
+        let src = src.clone();
+        let ssm = ssm.clone();
+        let runner = runner.clone();
+        async move {
+            match src {
+                None => Ok(None),
+                Some(SecretSource::Inline(v)) => Ok(Some(v)),
+                Some(SecretSource::Ssm(name)) => match ssm {
+                    Some(ssm) => {
+                        ssm.get(&name, &runner).await.map(Some).map_err(|e| e.for_input(input).into())
+                    }
+                    None => Err(Error::Other("SSM is not configured".into())),
+                },
+            }
+        }
+    };
+    let (key, known_hosts, registry_password) = match tokio::try_join!(
+        resolve(&inputs.ssh.private_key, "ssh-private-key-ssm"),
+        resolve(&inputs.ssh.known_hosts, "ssh-known-hosts-ssm"),
+        resolve(&inputs.registry.password, "registry-password-ssm")
+    ) {
+        Ok(v) => v,
+        Err(e) => return Err((e, "secrets")),
+    };
+    // Material read from SSM is checked like an input, before the record:
+    // a bad value leaves no trace on GitHub or on a host.
+    let from_ssm = |src: &Option<SecretSource>, v: &Option<SecretValue>, input: &'static str| match src {
+        Some(SecretSource::Ssm(_)) => v.clone().map(|v| (input, v)),
+        _ => None,
+    };
+    let key_ssm = from_ssm(&inputs.ssh.private_key, &key, "ssh-private-key-ssm");
+    let known_ssm = from_ssm(&inputs.ssh.known_hosts, &known_hosts, "ssh-known-hosts-ssm");
+    let problems = crate::targets::hosts::material::problems(
+        key_ssm.as_ref().map(|(i, v)| (*i, v)),
+        known_ssm.as_ref().map(|(i, v)| (*i, v)),
+    );
+    if !problems.is_empty() {
+        return Err((Error::Inputs(problems), "validate"));
     }
-    report(inputs, runner, run, timeline, digest, &secret_names)
+    Ok(Material { secrets, key, known_hosts, registry_password })
+}
+
+/// The image to deploy (for `mode: rollback` without one, the last good
+/// one), parsed, and the image GitHub records as live.
+///
+/// # Errors
+/// The failure and the stage to report it under.
+async fn which_image(
+    inputs: &Inputs,
+    runner: &Runner,
+    github: Option<&Deployments>,
+) -> Result<(String, Option<crate::inputs::ImageRef>, Option<String>), (Error, &'static str)> {
+    let previous_image = match github {
+        Some(g) => g.live_image().await.unwrap_or_else(|e| {
+            runner.warning(e.reason(), &format!("could not read the live deployment: {e}"));
+            None
+        }),
+        None => None,
+    };
+    let image = match (&inputs.image, inputs.mode, github) {
+        (Some(i), _, _) => i.full(),
+        // A cluster rolls back to its previous ReplicaSet (`kubectl rollout
+        // undo`): no image is needed; the restored one is reported after.
+        (None, Mode::Rollback, _) if inputs.target == TargetKind::Kubernetes => String::new(),
+        (None, Mode::Rollback, Some(g)) => match g.last_good_image().await {
+            Ok(Some(i)) => {
+                runner.line(&format!("rollback: redeploying the last good image {i}"));
+                i
+            }
+            Ok(None) => return Err((Error::Other("no earlier successful deployment to this environment to roll back to; name the image to deploy".into()), "record")),
+            Err(e) => return Err((e.into(), "record")),
+        },
+        _ => return Err((Error::Other("no image to deploy".into()), "validate")),
+    };
+    let image_ref = match crate::inputs::grammar::image(&image) {
+        _ if image.is_empty() => None,
+        Ok(i) => Some(i),
+        Err(e) => {
+            return Err((Error::Other(format!("image {image} from the last good deployment {e}")), "record"));
+        }
+    };
+
+    Ok((image, image_ref, previous_image))
+}
+
+/// Posts the final status: best effort, never changes what the deploy did
+/// (unless `fail-on-status-error` asks a successful run to fail for it).
+async fn post_final_status(
+    inputs: &Inputs,
+    runner: &Runner,
+    cancel: &CancellationToken,
+    github: Option<&Deployments>,
+    record: Option<&crate::github::DeploymentRecord>,
+    run: Run,
+    image: &str,
+) -> Run {
+    let (Some(g), Some(r)) = (github, record) else { return run };
+    let state = match run.status {
+        Status::Success => FinalState::Success,
+        Status::Failure => FinalState::Failure,
+        _ => FinalState::Error,
+    };
+    let description = match &run.error {
+        None => format!("deployed {image}"),
+        Some(e) => format!("{}: {} — {e}", run.stage, e.reason()),
+    };
+    // After a cancellation the runner will not wait: one short try.
+    let budget = if cancel.is_cancelled() { Duration::from_millis(1500) } else { Duration::from_secs(90) };
+    let g = g.with_retry_budget(budget);
+    let posted =
+        match tokio::time::timeout(budget + Duration::from_millis(200), g.finish(r, state, &description))
+            .await
+        {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", budget.as_secs_f32())),
+        };
+    if let Err(e) = posted {
+        runner.warning("github_status_failed", &format!("could not post the final deployment status: {e}"));
+        if inputs.github.fail_on_status_error && run.error.is_none() {
+            return Run {
+                status: Status::Error,
+                error: Some(Error::Other(format!("final deployment status not recorded: {e}"))),
+                ..run
+            };
+        }
+    }
+    run
 }
 
 #[allow(clippy::too_many_arguments)]
