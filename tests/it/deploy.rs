@@ -151,6 +151,48 @@ fn a_services_file_switches_a_web_service_and_a_worker_together() {
     }
 }
 
+/// The observe window keeps one failure streak per service. Here the web
+/// service passes its checks on the candidate, then fails every check
+/// through nginx, while the worker beside it stays up: a streak shared by
+/// both was reset by the worker on every round, and the deploy committed.
+#[test]
+fn a_healthy_worker_does_not_hide_a_web_service_failing_through_nginx() {
+    let _lock = shared_app_lock();
+    let host3 = stack_var("HOSTS").split(',').nth(2).unwrap().to_string();
+    let plain = "services:\n\
+         - name: web\n  blue-port: 8181\n  green-port: 8182\n  upstream-file: /etc/nginx/conf.d/upstreams/app.conf\n  upstream-name: app_backend\n\
+         - name: worker\n  proxy: false\n";
+    let action = hosts_action(1, &image("v1"))
+        .input("hosts", &host3)
+        .input("app", "multi")
+        .input("services-file", "services.yml");
+    std::fs::write(action.dir.path().join("services.yml"), plain).unwrap();
+    let run = action.run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert_eq!(live_version(3), "v1");
+
+    // /health answers 200 three times (the candidate's checks), then 500.
+    let flaky = r#"mkdir -p /tmp/w/cgi-bin && echo v2 > /tmp/w/version && printf '#!/bin/sh\nn=$(cat /tmp/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/n\nif [ $n -gt 3 ]; then echo "Status: 500"; echo; echo failing; else echo "Status: 200"; echo; echo ok; fi\n' > /tmp/w/cgi-bin/health && chmod +x /tmp/w/cgi-bin/health && exec httpd -f -p 8080 -h /tmp/w"#;
+    let command = serde_json::to_string(&["sh", "-c", flaky]).unwrap();
+    let file = format!(
+        "services:\n\
+         - name: web\n  blue-port: 8181\n  green-port: 8182\n  upstream-file: /etc/nginx/conf.d/upstreams/app.conf\n  upstream-name: app_backend\n  health-check-path: /cgi-bin/health\n  command: {command}\n\
+         - name: worker\n  proxy: false\n"
+    );
+    let action = hosts_action(1, &image("v2"))
+        .input("hosts", &host3)
+        .input("app", "multi")
+        .input("services-file", "services.yml")
+        .input("observe-window", "8s")
+        .input("observe-failures", "3");
+    std::fs::write(action.dir.path().join("services.yml"), file).unwrap();
+    let run = action.run();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stdout.contains("observe_failed") && run.stdout.contains("of service web"), "{}", run.stdout);
+    assert_eq!(run.output("status"), Some("failure"));
+    assert_eq!(live_version(3), "v1", "rolled back to v1");
+}
+
 /// `target: ec2` end to end: the binary finds the instances through the EC2
 /// API (moto, via `AWS_ENDPOINT_URL`), running ones only, and deploys to
 /// their private IPs, which are stack hosts 2 and 3. Host 1's instance is
