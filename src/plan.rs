@@ -65,13 +65,6 @@ pub fn build(inputs: &Inputs, units: &[String]) -> Plan {
     secret_sources
         .extend(inputs.ssm.parameters.iter().map(|(env, name)| format!("ssm parameter {name} as {env}")));
     Plan {
-        app: inputs.app.clone(),
-        environment: inputs.environment.clone(),
-        target: inputs.target,
-        strategy: inputs.strategy,
-        mode: inputs.mode,
-        image: inputs.image.as_ref().map(|i| i.full()),
-        units: units.to_vec(),
         services,
         phases: strategy::phases(
             inputs.strategy,
@@ -80,6 +73,23 @@ pub fn build(inputs: &Inputs, units: &[String]) -> Plan {
             inputs.migrate_command.is_some(),
         ),
         secret_sources,
+        ..common(inputs, units)
+    }
+}
+
+/// What every target's plan says: app, place, strategy, mode, image, units.
+fn common(inputs: &Inputs, units: &[String]) -> Plan {
+    Plan {
+        app: inputs.app.clone(),
+        environment: inputs.environment.clone(),
+        target: inputs.target,
+        strategy: inputs.strategy,
+        mode: inputs.mode,
+        image: inputs.image.as_ref().map(|i| i.full()),
+        units: units.to_vec(),
+        services: Vec::new(),
+        phases: Vec::new(),
+        secret_sources: Vec::new(),
         cluster_steps: Vec::new(),
         cluster_changes: Vec::new(),
     }
@@ -100,22 +110,14 @@ fn cluster_plan(inputs: &Inputs, units: &[String]) -> Plan {
                 .into(),
         ],
     };
+    let base = common(inputs, units);
     Plan {
-        app: inputs.app.clone(),
-        environment: inputs.environment.clone(),
-        target: inputs.target,
-        strategy: inputs.strategy,
-        mode: inputs.mode,
         image: match inputs.mode {
             Mode::Rollback => Some("(each Deployment's previous revision)".into()),
-            _ => inputs.image.as_ref().map(|i| i.full()),
+            _ => base.image.clone(),
         },
-        units: units.to_vec(),
-        services: Vec::new(),
-        phases: Vec::new(),
-        secret_sources: Vec::new(),
         cluster_steps,
-        cluster_changes: Vec::new(),
+        ..base
     }
 }
 

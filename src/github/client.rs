@@ -292,6 +292,12 @@ fn transport_error(e: &octocrab::Error) -> String {
 mod tests {
     use super::*;
 
+    /// A client for a GitHub Enterprise-style URL where nothing listens.
+    fn api() -> Api {
+        Api::new("http://127.0.0.1:9/api/v3/", Some(&SecretValue::new("t".into())), "o", "r", Redactor::new())
+            .unwrap()
+    }
+
     fn reply(headers: &[(&'static str, String)]) -> Reply {
         let mut h = http::HeaderMap::new();
         for (k, v) in headers {
@@ -334,14 +340,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_huge_retry_after_fails_the_call_instead_of_the_process() {
-        let api = Api::new(
-            "http://127.0.0.1:9/api/v3/",
-            Some(&SecretValue::new("t".into())),
-            "o",
-            "r",
-            Redactor::new(),
-        )
-        .unwrap();
+        let api = api();
         let op = api.op("posting");
         let mut attempts = api.attempts();
         let mut r = reply(&[("retry-after", u64::MAX.to_string())]);
@@ -371,15 +370,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_past_the_budget_fails_at_once() {
-        let api = Api::new(
-            "http://127.0.0.1:9/api/v3/",
-            Some(&SecretValue::new("t".into())),
-            "o",
-            "r",
-            Redactor::new(),
-        )
-        .unwrap()
-        .with_budget(Duration::from_secs(10));
+        let api = api().with_budget(Duration::from_secs(10));
         assert_eq!(api.uri("/deployments"), "http://127.0.0.1:9/api/v3/repos/o/r/deployments");
         let op = api.op("posting");
         let mut attempts = api.attempts();

@@ -50,12 +50,11 @@ impl Runner {
         &self.redactor
     }
 
-    /// Writes raw lines (already formatted), atomically. Callers redact
-    /// every piece *before* formatting: escaping (`%` → `%25`) or cutting a
-    /// value would hide it from the redactor. This last pass only catches
-    /// what a caller let through unescaped.
+    /// Writes raw lines (already formatted), atomically. Not redacted here:
+    /// every caller in this file redacts each piece *before* formatting it
+    /// (escaping `%` → `%25` or cutting a value would hide it from the
+    /// redactor), so each byte is redacted exactly once.
     fn emit(&self, text: &str) {
-        let text = self.redactor.redact(text);
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(sink, "{text}");
         let _ = sink.flush();
@@ -113,7 +112,7 @@ impl Runner {
             return;
         }
         let redacted = self.redactor.redact(text);
-        self.emit(&commands::relay_block(source, &redacted));
+        self.emit(&commands::relay_block(&self.redactor.redact(source), &redacted));
     }
 
     /// Sets a step output. Falls back to the log outside Actions.
@@ -143,9 +142,9 @@ impl Runner {
         self.write_summary(&summary::render(&report.redacted(&self.redactor)));
     }
 
-    /// Appends Markdown to the job summary. Falls back to the log.
-    pub fn write_summary(&self, markdown: &str) {
-        let markdown = self.redactor.redact(markdown);
+    /// Appends already-redacted Markdown to the job summary. Falls back to
+    /// the log.
+    fn write_summary(&self, markdown: &str) {
         match &self.summary_path {
             Some(path) => {
                 let written = OpenOptions::new()

@@ -23,16 +23,21 @@ pub mod kubernetes;
 /// the SSH key and known_hosts given inline parse.
 pub fn preflight(inputs: &crate::inputs::Inputs) -> Vec<crate::inputs::Problem> {
     use crate::inputs::{SecretSource, TargetKind};
+    use crate::secrets::SecretValue;
     match inputs.target {
         TargetKind::Hosts | TargetKind::Ec2 => {
-            let inline = |s: &Option<SecretSource>| match s {
-                Some(SecretSource::Inline(v)) => Some(v.clone()),
-                _ => None,
-            };
-            let (key, known) = (inline(&inputs.ssh.private_key), inline(&inputs.ssh.known_hosts));
+            fn inline<'a>(
+                s: &'a Option<SecretSource>,
+                input: &'static str,
+            ) -> Option<(&'static str, &'a SecretValue)> {
+                match s {
+                    Some(SecretSource::Inline(v)) => Some((input, v)),
+                    _ => None,
+                }
+            }
             hosts::material::problems(
-                key.as_ref().map(|k| ("ssh-private-key", k)),
-                known.as_ref().map(|k| ("ssh-known-hosts", k)),
+                inline(&inputs.ssh.private_key, "ssh-private-key"),
+                inline(&inputs.ssh.known_hosts, "ssh-known-hosts"),
             )
         }
         TargetKind::Kubernetes => {
@@ -59,7 +64,8 @@ pub struct Release {
     pub services: Vec<Service>,
     /// Secret environment from SSM, added to every service.
     pub secret_env: Vec<(String, SecretValue)>,
-    /// Digest of the secret set (never the values): a change redeploys.
+    /// Fingerprint of the secret set (SSM versions, never values): a change
+    /// redeploys.
     pub secrets_fingerprint: Option<String>,
     pub migrate_command: Option<Vec<String>>,
 }

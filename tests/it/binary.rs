@@ -172,6 +172,16 @@ fn malformed_keys_references_regions_commands_and_lists_are_refused_before_any_c
     }
 }
 
+/// A deploy whose GitHub API and host are tripwires and whose AWS is moto.
+fn against_moto(ssh: &Tripwire, api: &Tripwire) -> Action {
+    Action::new()
+        .env("GITHUB_API_URL", &format!("http://127.0.0.1:{}", api.port))
+        .moto()
+        .input("target", "hosts")
+        .input("image", "127.0.0.1:5000/demo/app:v2")
+        .input("hosts", &format!("root@127.0.0.1:{}", ssh.port))
+}
+
 /// A key or known_hosts read from SSM is checked right after the fetch,
 /// before the deployment is recorded: GitHub and the hosts see nothing.
 #[tokio::test(flavor = "multi_thread")]
@@ -189,18 +199,10 @@ async fn malformed_ssh_material_from_ssm_is_refused_before_the_record() {
             .unwrap();
     }
     let (ssh, api) = (Tripwire::new(), Tripwire::new());
-    let action = Action::new()
-        .env("GITHUB_API_URL", &format!("http://127.0.0.1:{}", api.port))
-        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
-        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
-        .input("target", "hosts")
-        .input("image", "127.0.0.1:5000/demo/app:v2")
-        .input("hosts", &format!("root@127.0.0.1:{}", ssh.port))
+    let action = against_moto(&ssh, &api)
         .input("ssh-private-key-ssm", &format!("{prefix}/key"))
         .input("ssh-known-hosts-ssm", &format!("{prefix}/known"))
-        .input("github-token", "t0ken-value")
-        .input("aws-region", &stack_var("AWS_REGION"));
+        .input("github-token", "t0ken-value");
     let run = tokio::task::spawn_blocking(move || action.run()).await.unwrap();
     assert_eq!(run.code, Some(1), "{}", run.stdout);
     for input in ["'ssh-private-key-ssm'", "'ssh-known-hosts-ssm'"] {
@@ -213,19 +215,11 @@ async fn malformed_ssh_material_from_ssm_is_refused_before_the_record() {
 
     // A parameter that does not exist is named with the input that named it.
     let (ssh, api) = (Tripwire::new(), Tripwire::new());
-    let action = Action::new()
-        .env("GITHUB_API_URL", &format!("http://127.0.0.1:{}", api.port))
-        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
-        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
-        .input("target", "hosts")
-        .input("image", "127.0.0.1:5000/demo/app:v2")
-        .input("hosts", &format!("root@127.0.0.1:{}", ssh.port))
+    let action = against_moto(&ssh, &api)
         .input("ssh-private-key", &std::fs::read_to_string(stack_var("SSH_KEY")).unwrap())
         .input("ssh-known-hosts", &std::fs::read_to_string(stack_var("SSH_KNOWN_HOSTS")).unwrap())
         .input("ssm-parameters", "X=noslash")
-        .input("github-token", "t0ken-value")
-        .input("aws-region", &stack_var("AWS_REGION"));
+        .input("github-token", "t0ken-value");
     let run = tokio::task::spawn_blocking(move || action.run()).await.unwrap();
     assert_eq!(run.code, Some(1), "{}", run.stdout);
     assert!(

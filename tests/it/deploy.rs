@@ -223,10 +223,7 @@ fn an_ec2_target_deploys_to_the_running_instances_it_finds() {
         .without("INPUT_HOSTS")
         .input("target", "ec2")
         .input("ec2-filters", &format!("Role=web,Run={run_tag}"))
-        .input("aws-region", &stack_var("AWS_REGION"))
-        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
-        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
+        .moto()
         .run();
     rt.block_on(async {
         let ec2 = aws_sdk_ec2::Client::new(&config);

@@ -173,6 +173,21 @@ impl LogWatch {
     }
 }
 
+/// Spawns `action` and returns once its log shows a line containing
+/// `marker` (panicking after `bound`): the child, its kill-on-drop guard
+/// and the rest of its log.
+pub(crate) fn spawn_until(
+    action: &Action,
+    marker: &str,
+    bound: Duration,
+) -> (std::process::Child, KillOnDrop, LogWatch) {
+    let mut child = action.spawn();
+    let kill = KillOnDrop(child.id());
+    let log = LogWatch::start(&mut child);
+    log.wait_for(marker, |l| l.contains(marker), bound);
+    (child, kill, log)
+}
+
 /// Runs a spawned action to its end on another thread, so the test can
 /// bound how long it takes (and kill it if it hangs).
 pub(crate) fn finish_within(action: &Action, child: std::process::Child, bound: Duration) -> (Run, Duration) {

@@ -120,7 +120,7 @@ impl App {
             lock_dir: LOCK_DIR.into(),
             break_lock: false,
             jump: None,
-            privilege: deploy_action::targets::hosts::nginx::Privilege::Direct,
+            privilege: deploy_action::targets::hosts::ssh::Privilege::Direct,
             registry: Some((
                 stack_var("REGISTRY_USERNAME"),
                 SecretValue::new(stack_var("REGISTRY_PASSWORD")),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::fleet::{KillOnDrop, LogWatch, ensure_serving, finish_within, image, lock_held, lock_hosts};
+use crate::fleet::{ensure_serving, finish_within, image, lock_held, lock_hosts, spawn_until};
 use crate::support::action::Action;
 use crate::support::github_server::{GithubServer, TOKEN};
 use crate::support::latency::{DelayProxy, known_hosts_via};
@@ -78,10 +78,7 @@ async fn sigterm_at_any_stage_at_50ms_rtt_ends_safely_within_7s() {
         let action = action.input("observe-window", "30s");
         let marker = marker.to_string();
         let (took, run, log) = tokio::task::spawn_blocking(move || {
-            let mut child = action.spawn();
-            let _kill = KillOnDrop(child.id());
-            let log = LogWatch::start(&mut child);
-            log.wait_for(&marker, |l| l.contains(&marker), Duration::from_secs(120));
+            let (child, _kill, log) = spawn_until(&action, &marker, Duration::from_secs(120));
             let sent = Instant::now();
             Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
             let (run, _) = finish_within(&action, child, Duration::from_secs(30));

@@ -19,7 +19,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ssm::types::ParameterType;
 use base64::Engine as _;
 
@@ -71,19 +70,7 @@ fn forms(value: &str) -> Vec<String> {
 async fn put_secrets() -> (String, aws_sdk_ssm::Client) {
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let prefix = format!("/leak-{nonce}/app/");
-    let conf = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(stack_var("AWS_REGION")))
-        .endpoint_url(stack_var("AWS_ENDPOINT_URL"))
-        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-            stack_var("AWS_ACCESS_KEY_ID"),
-            stack_var("AWS_SECRET_ACCESS_KEY"),
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
-    let ssm = aws_sdk_ssm::Client::new(&conf);
+    let ssm = aws_sdk_ssm::Client::new(&crate::support::moto_config().await);
     for (name, value) in secrets() {
         ssm.put_parameter()
             .name(format!("{prefix}{name}"))
@@ -104,10 +91,7 @@ fn secret_action(server: &GithubServer, prefix: &str, image: &str) -> Action {
         .env("GITHUB_API_URL", &server.base_url)
         .input("ssm-paths", prefix)
         .input("ssm-parameters", &format!("EXTRA_KEY={prefix}tls/key"))
-        .input("aws-region", &stack_var("AWS_REGION"))
-        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
-        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
+        .moto()
         .env("DEPLOY_ACTION_LOG", "trace")
 }
 
@@ -205,42 +189,9 @@ async fn no_secret_appears_in_any_output() {
     let _lock = shared_app_lock();
     // From a known state: this run really deploys.
     stack_script("reset-host", &["1"]);
-    let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let prefix = format!("/leak-{nonce}/app/");
-    let conf = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(stack_var("AWS_REGION")))
-        .endpoint_url(stack_var("AWS_ENDPOINT_URL"))
-        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-            stack_var("AWS_ACCESS_KEY_ID"),
-            stack_var("AWS_SECRET_ACCESS_KEY"),
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
-    let ssm = aws_sdk_ssm::Client::new(&conf);
-    for (name, value) in secrets() {
-        ssm.put_parameter()
-            .name(format!("{prefix}{name}"))
-            .value(&value)
-            .r#type(ParameterType::SecureString)
-            .send()
-            .await
-            .unwrap();
-    }
+    let (prefix, ssm) = put_secrets().await;
     let server = GithubServer::start(None).await;
-    let action = hosts_action(1, &stack_var("IMAGE_V1"))
-        .input("github-deployments", "true")
-        .input("github-token", TOKEN)
-        .env("GITHUB_API_URL", &server.base_url)
-        .input("ssm-paths", &prefix)
-        .input("ssm-parameters", &format!("EXTRA_KEY={prefix}tls/key"))
-        .input("aws-region", &stack_var("AWS_REGION"))
-        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
-        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
-        .env("DEPLOY_ACTION_LOG", "trace");
+    let action = secret_action(&server, &prefix, &stack_var("IMAGE_V1"));
     let run = tokio::task::spawn_blocking(move || action.run()).await.unwrap();
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
     assert_eq!(live_version(1), "v1");
@@ -274,20 +225,7 @@ async fn no_secret_appears_in_any_output() {
     assert!(masks.contains(&"::add-mask::-----END PRIVATE KEY-----"), "and line by line");
 
     // The scan: everything but the mask commands themselves.
-    let mut produced =
-        run.all_text().lines().filter(|l| !l.starts_with("::add-mask::")).collect::<Vec<_>>().join("\n");
-    for r in server.requests().await {
-        produced.push_str(r["body"].as_str().unwrap_or_default());
-        produced.push_str(&r["query"].to_string());
-    }
-    let mut hits = Vec::new();
-    for (name, value) in secrets() {
-        for form in forms(&value) {
-            if produced.contains(&form) {
-                hits.push(format!("{name}: {}…", form.chars().take(6).collect::<String>()));
-            }
-        }
-    }
+    let hits = leaks(&run, &server).await;
     assert!(hits.is_empty(), "secrets leaked: {hits:?}");
     server.assert_no_violations().await;
 
@@ -295,10 +233,7 @@ async fn no_secret_appears_in_any_output() {
     let again = hosts_action(1, &stack_var("IMAGE_V1"))
         .input("ssm-paths", &prefix)
         .input("ssm-parameters", &format!("EXTRA_KEY={prefix}tls/key"))
-        .input("aws-region", &stack_var("AWS_REGION"))
-        .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
-        .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"));
+        .moto();
     let rerun = tokio::task::spawn_blocking(move || {
         let r = again.run();
         (r, again)

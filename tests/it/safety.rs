@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::fleet::{
-    KillOnDrop, LogWatch, ensure_serving, finish_within, fleet_action, image, lock_held, lock_hosts, state,
+    ensure_serving, finish_within, fleet_action, image, lock_held, lock_hosts, spawn_until, state,
 };
 use crate::support::{host_addr, host_exec, http_get, live_version, running_colours, stack_var};
 
@@ -116,10 +116,7 @@ fn a_killed_run_is_taken_over_by_its_own_rerun_and_by_no_other_run() {
     ensure_serving(7, "v1");
     let action = fleet_action(&[7], &image("v2")).input("observe-window", "120s");
     let run_id = action.run_id().to_string();
-    let mut child = action.spawn();
-    let _kill = KillOnDrop(child.id());
-    let log = LogWatch::start(&mut child);
-    log.wait_for("the switch", |l| l.contains("100% of traffic goes to"), Duration::from_secs(90));
+    let (mut child, _kill, _log) = spawn_until(&action, "100% of traffic goes to", Duration::from_secs(90));
     child.kill().unwrap();
     child.wait().unwrap();
     let left = state(7);
@@ -170,14 +167,7 @@ async fn a_same_image_switch_that_nginx_refused_is_caught_by_the_backend_port() 
                 .unwrap();
         }
     };
-    let deploy = |prefix: String| {
-        fleet_action(&[6], &image("v1"))
-            .input("ssm-paths", &prefix)
-            .input("aws-region", &stack_var("AWS_REGION"))
-            .env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
-            .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
-            .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
-    };
+    let deploy = |prefix: String| fleet_action(&[6], &image("v1")).input("ssm-paths", &prefix).moto();
     put("first-token-value").await;
     let first = deploy(prefix.clone());
     let first = tokio::task::spawn_blocking(move || first.run()).await.unwrap();
@@ -210,10 +200,7 @@ fn a_rollback_whose_restore_nginx_refused_is_not_reported_as_done() {
         .input("observe-window", "60s")
         .input("observe-failures", "2")
         .input("ssh-timeout", "5s");
-    let mut child = action.spawn();
-    let _kill = KillOnDrop(child.id());
-    let log = LogWatch::start(&mut child);
-    log.wait_for("the switch", |l| l.contains("100% of traffic goes to"), Duration::from_secs(90));
+    let (child, _kill, log) = spawn_until(&action, "100% of traffic goes to", Duration::from_secs(90));
     let refuse = RefuseReloads::plant(5);
     let candidate = if old == "blue" { "green" } else { "blue" };
     host_exec(5, &["docker", "stop", "-t", "0", &format!("app-{candidate}")]);
@@ -240,10 +227,7 @@ fn a_file_naming_a_colour_nginx_never_loaded_does_not_fool_the_next_run() {
     let live = colour(&running_colours(8, "app")[0]);
     let action = fleet_action(&[8], &image("v2"));
     let run_id = action.run_id().to_string();
-    let mut child = action.spawn();
-    let _kill = KillOnDrop(child.id());
-    let log = LogWatch::start(&mut child);
-    log.wait_for("the candidate's start", |l| l.contains("container started"), Duration::from_secs(90));
+    let (mut child, _kill, _log) = spawn_until(&action, "container started", Duration::from_secs(90));
     child.kill().unwrap();
     child.wait().unwrap();
     // What the dead run did next: the new file renamed in, no reload.
@@ -281,10 +265,7 @@ fn nothing_to_do_is_decided_only_under_the_lock() {
     let _hosts = lock_hosts(&[4]);
     ensure_serving(4, "v3");
     let first = fleet_action(&[4], &image("v2")).input("observe-window", "5s");
-    let mut child = first.spawn();
-    let _kill = KillOnDrop(child.id());
-    let log = LogWatch::start(&mut child);
-    log.wait_for("the first run's lock", |l| l.contains("deploy lock taken"), Duration::from_secs(60));
+    let (child, _kill, log) = spawn_until(&first, "deploy lock taken", Duration::from_secs(60));
     let second = fleet_action(&[4], &image("v3")).run();
     assert_eq!(second.code, Some(1), "{}", second.stdout);
     assert!(second.stdout.contains("deploy_locked"), "{}", second.stdout);
@@ -322,10 +303,7 @@ fn a_hung_migration_is_stopped_at_its_timeout_and_never_cut_by_the_next_run() {
     // An attempt killed mid-migration leaves it running...
     let action = fleet_action(&[7], &image("v2")).input("migrate-command", hung);
     let run_id = action.run_id().to_string();
-    let mut child = action.spawn();
-    let _kill = KillOnDrop(child.id());
-    let log = LogWatch::start(&mut child);
-    log.wait_for("the migration", |l| l.contains("running the migration"), Duration::from_secs(90));
+    let (mut child, _kill, _log) = spawn_until(&action, "running the migration", Duration::from_secs(90));
     std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -352,10 +330,7 @@ fn sigterm_during_a_migration_stops_it_within_the_budget() {
     ensure_serving(6, "v1");
     let action = fleet_action(&[6], &image("v2"))
         .input("migrate-command", r#"["sh", "-c", "echo migrating; sleep 600"]"#);
-    let mut child = action.spawn();
-    let _kill = KillOnDrop(child.id());
-    let log = LogWatch::start(&mut child);
-    log.wait_for("the migration", |l| l.contains("running the migration"), Duration::from_secs(90));
+    let (child, _kill, log) = spawn_until(&action, "running the migration", Duration::from_secs(90));
     std::thread::sleep(Duration::from_millis(500));
     let sent = Instant::now();
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();

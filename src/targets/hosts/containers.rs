@@ -194,22 +194,30 @@ pub async fn remove(docker: &Docker, unit: &str, name: &str, grace: Duration) ->
     }
 }
 
-/// Whether `name` runs (and is healthy, if it has a health check).
-pub async fn running(docker: &Docker, unit: &str, name: &str) -> Result<bool, Error> {
+/// Container `name` as the Engine describes it; `None` when there is none.
+async fn inspect(
+    docker: &Docker,
+    unit: &str,
+    name: &str,
+) -> Result<Option<bollard::models::ContainerInspectResponse>, Error> {
     match docker.inspect_container(name, None).await {
-        Ok(c) => {
-            let state = c.state.unwrap_or_default();
-            let unhealthy = matches!(
-                state.health.and_then(|h| h.status),
-                Some(HealthStatusEnum::STARTING | HealthStatusEnum::UNHEALTHY)
-            );
-            Ok(state.running == Some(true) && !unhealthy)
-        }
-        Err(e) if is_not_found(&e) => Ok(false),
+        Ok(c) => Ok(Some(c)),
+        Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => {
             Err(Error::unit(unit, "docker_failed", format!("inspecting {name} failed: {}", message(&e))))
         }
     }
+}
+
+/// Whether `name` runs (and is healthy, if it has a health check).
+pub async fn running(docker: &Docker, unit: &str, name: &str) -> Result<bool, Error> {
+    let Some(c) = inspect(docker, unit, name).await? else { return Ok(false) };
+    let state = c.state.unwrap_or_default();
+    let unhealthy = matches!(
+        state.health.and_then(|h| h.status),
+        Some(HealthStatusEnum::STARTING | HealthStatusEnum::UNHEALTHY)
+    );
+    Ok(state.running == Some(true) && !unhealthy)
 }
 
 /// The deploy id of container `name` if it is running (`None` when it does
@@ -218,19 +226,16 @@ pub async fn running(docker: &Docker, unit: &str, name: &str) -> Result<bool, Er
 /// # Errors
 /// `docker_failed`.
 pub async fn running_deploy(docker: &Docker, unit: &str, name: &str) -> Result<Option<String>, Error> {
-    match docker.inspect_container(name, None).await {
-        Ok(c) if c.state.as_ref().and_then(|s| s.running) == Some(true) => Ok(Some(
-            c.config
-                .and_then(|c| c.labels)
-                .and_then(|l| l.get(LABEL_DEPLOY_ID).cloned())
-                .unwrap_or_else(|| "(unknown)".into()),
-        )),
-        Ok(_) => Ok(None),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => {
-            Err(Error::unit(unit, "docker_failed", format!("inspecting {name} failed: {}", message(&e))))
-        }
+    let Some(c) = inspect(docker, unit, name).await? else { return Ok(None) };
+    if c.state.as_ref().and_then(|s| s.running) != Some(true) {
+        return Ok(None);
     }
+    Ok(Some(
+        c.config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(LABEL_DEPLOY_ID).cloned())
+            .unwrap_or_else(|| "(unknown)".into()),
+    ))
 }
 
 /// Registry credentials for `image`, if configured.
@@ -381,10 +386,7 @@ pub async fn run_once(
     // deploy to find.
     let removed = remove(docker, unit, name, Duration::from_secs(2)).await;
     match exit {
-        Ok(code) => {
-            let _ = removed;
-            Ok(OneOff { exit_code: code?, tail })
-        }
+        Ok(code) => Ok(OneOff { exit_code: code?, tail }),
         Err(_) => Err(Error::unit(
             unit,
             "migration_timeout",

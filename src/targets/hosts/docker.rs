@@ -49,49 +49,35 @@ pub async fn connect(
         Ok(d) => return Ok(d),
         Err(e) => e,
     };
-    let fail = |e: &bollard::errors::Error| {
+    if !sudo {
+        return Err(Error::unit(
+            unit,
+            "docker_unreachable",
+            format!(
+                "the Docker Engine did not answer through the SSH session: {first} (is dockerd running, and docker-socket right?)"
+            ),
+        ));
+    }
+    tracing::info!(host = unit, error = %first, "the docker socket is not the SSH user's; trying sudo -n docker system dial-stdio");
+    // sudo's own complaint goes to stderr, which the byte stream below
+    // would not show: ask it plainly first (`run` names a password prompt).
+    session.run("docker_unreachable", &["sudo", "-n", "true"], None).await.map_err(|e| match e.reason() {
+        "docker_unreachable" => Error::unit(
+            unit,
+            "docker_unreachable",
+            format!("the Docker Engine did not answer as the SSH user ({first}), and {}", e.detail()),
+        ),
+        _ => e,
+    })?;
+    let via_sudo = client(unit, session, Route::Sudo(socket.to_string()), timeout)?;
+    via_sudo.negotiate_version().await.map_err(|e| {
         Error::unit(
             unit,
             "docker_unreachable",
             format!(
-                "the Docker Engine did not answer through the SSH session: {e} (is dockerd running, and docker-socket right?)"
+                "the Docker Engine did not answer: as the SSH user ({first}), nor through sudo -n docker system dial-stdio ({e}); add the user to the docker group, or allow it passwordless sudo for docker"
             ),
         )
-    };
-    if !sudo {
-        return Err(fail(&first));
-    }
-    tracing::info!(host = unit, error = %first, "the docker socket is not the SSH user's; trying sudo -n docker system dial-stdio");
-    // sudo's own complaint goes to stderr, which the byte stream below
-    // would not show: ask it plainly first.
-    let check = session.exec(&["sudo", "-n", "true"], None).await?;
-    if !check.success() {
-        return Err(if check.stderr.contains("password") {
-            super::nginx::sudo_refused(unit)
-        } else {
-            Error::unit(
-                unit,
-                "docker_unreachable",
-                format!(
-                    "the Docker Engine did not answer as the SSH user ({first}), and sudo -n failed: {}",
-                    check.stderr.trim()
-                ),
-            )
-        });
-    }
-    let via_sudo = client(unit, session, Route::Sudo(socket.to_string()), timeout)?;
-    via_sudo.negotiate_version().await.map_err(|e| {
-        if e.to_string().contains("password") {
-            super::nginx::sudo_refused(unit)
-        } else {
-            Error::unit(
-                unit,
-                "docker_unreachable",
-                format!(
-                    "the Docker Engine did not answer: as the SSH user ({first}), nor through sudo -n docker system dial-stdio ({e}); add the user to the docker group, or allow it passwordless sudo for docker"
-                ),
-            )
-        }
     })
 }
 

@@ -12,8 +12,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::nginx::Privilege;
-use super::ssh::{self, Session};
+use super::ssh::{self, Privilege, Session};
 use crate::error::Error;
 use crate::runner::Runner;
 

@@ -8,16 +8,25 @@ use crate::secrets::SecretValue;
 
 use super::known_hosts::KnownHosts;
 
-/// Whether `key` is an unencrypted OpenSSH or PEM private key.
+/// `key` decoded: an unencrypted OpenSSH or PEM private key. The one
+/// decoder both the pre-flight check and the SSH session use.
 ///
 /// # Errors
 /// What is wrong with it, never any of its text.
-pub fn check_key(key: &SecretValue) -> Result<(), String> {
-    russh::keys::decode_secret_key(key.expose(), None).map(|_| ()).map_err(|e| {
+pub fn decode_key(key: &SecretValue) -> Result<russh::keys::PrivateKey, String> {
+    russh::keys::decode_secret_key(key.expose(), None).map_err(|e| {
         format!(
             "is not an unencrypted OpenSSH or PEM private key ({e}); paste the whole key file, from -----BEGIN to -----END"
         )
     })
+}
+
+/// Whether `key` decodes (see [`decode_key`]).
+///
+/// # Errors
+/// As [`decode_key`].
+pub fn check_key(key: &SecretValue) -> Result<(), String> {
+    decode_key(key).map(drop)
 }
 
 /// Whether `text` is `known_hosts` text whose every line parses.

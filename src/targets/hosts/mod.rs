@@ -67,7 +67,7 @@ pub struct HostConn {
     pub jump: Option<(String, String, u16)>,
     /// Root runs privileged steps (nginx, the lock directory) itself; any
     /// other user through `sudo -n`, as stock EC2 images set up.
-    pub privilege: nginx::Privilege,
+    pub privilege: ssh::Privilege,
     /// Registry user and password, sent with each pull.
     pub registry: Option<(String, SecretValue)>,
     pub app: String,
@@ -90,7 +90,7 @@ impl HostConn {
             name: if port == 22 { h.host.clone() } else { format!("{}:{port}", h.host) },
             host: h.host.clone(),
             port,
-            privilege: if user == "root" { nginx::Privilege::Direct } else { nginx::Privilege::Sudo },
+            privilege: if user == "root" { ssh::Privilege::Direct } else { ssh::Privilege::Sudo },
             user,
             private_key,
             known_hosts,
@@ -169,7 +169,7 @@ impl HostTarget {
             session.clone(),
             &conn.docker_socket,
             conn.timeout,
-            conn.privilege == nginx::Privilege::Sudo,
+            conn.privilege == ssh::Privilege::Sudo,
         )
         .await
         {

@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::ssh::{self, Session};
+use super::ssh::{self, Privilege, Session};
 use crate::error::Error;
 
 /// One `server` line of an upstream block.
@@ -173,24 +173,6 @@ if ! out=$(reload 2>&1); then echo "$out" >&2; undo; exit 66; fi
 tidy
 "#;
 
-/// How a host's privileged commands are run: as the SSH user (root), or
-/// through `sudo -n` (a non-root user with passwordless sudo).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Privilege {
-    Direct,
-    Sudo,
-}
-
-impl Privilege {
-    /// `argv` as this privilege runs it.
-    pub fn wrap<'a>(self, argv: &[&'a str]) -> Vec<&'a str> {
-        match self {
-            Privilege::Direct => argv.to_vec(),
-            Privilege::Sudo => ["sudo", "-n", "--"].into_iter().chain(argv.iter().copied()).collect(),
-        }
-    }
-}
-
 /// Installs `changes` (path → new content; `None` removes the file), tests
 /// and reloads nginx, in one round trip (see [`SWITCH`]). On failure every
 /// file is back as it was, and nginx reloaded, before the error returns.
@@ -235,8 +217,8 @@ pub async fn apply(
             Some(65) => ("nginx_config_rejected", "nginx -t refused the new upstream configuration"),
             Some(66) => ("nginx_reload_failed", "nginx did not reload"),
             Some(70 | 71) => ("lock_failed", "could not take the host's nginx switch lock"),
-            _ if privilege == Privilege::Sudo && detail.contains("password") => {
-                return Err(sudo_refused(unit));
+            _ if privilege == Privilege::Sudo && ssh::wants_password(&out.stderr) => {
+                return Err(ssh::sudo_refused(unit));
             }
             _ => ("nginx_write_failed", "could not write the upstream files"),
         };
@@ -276,15 +258,6 @@ pub async fn apply(
         before.push((path.clone(), old));
     }
     Ok(before)
-}
-
-/// What to tell a user whose deploy user's sudo wants a password.
-pub fn sudo_refused(unit: &str) -> Error {
-    Error::unit(
-        unit,
-        "sudo_password_required",
-        "sudo asked for a password: the deploy user needs passwordless sudo for nginx, the lock directory and Docker (see the README's sudoers line), or log in as root",
-    )
 }
 
 /// `e`, which a restore of the previous configuration should have undone,

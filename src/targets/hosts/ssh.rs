@@ -197,13 +197,10 @@ impl Session {
         let unit = d.name;
         let known = KnownHosts::parse(d.known_hosts)
             .map_err(|e| Error::unit(unit, "known_hosts_invalid", format!("input 'known-hosts' {e}")))?;
-        let key = Arc::new(russh::keys::decode_secret_key(d.private_key.expose(), None).map_err(|e| {
-            Error::unit(
-                unit,
-                "ssh_key_invalid",
-                format!("input 'ssh-private-key' is not an unencrypted OpenSSH/PEM private key ({e})"),
-            )
-        })?);
+        let key = Arc::new(
+            super::material::decode_key(d.private_key)
+                .map_err(|e| Error::unit(unit, "ssh_key_invalid", format!("input 'ssh-private-key' {e}")))?,
+        );
         let target = End { host: d.host, port: d.port, user: d.user };
         let (jump, handle) = match &d.jump {
             None => (None, handshake(unit, &known, &key, &target, d.timeout, None).await?),
@@ -294,6 +291,9 @@ impl Session {
         let out = self.exec(argv, stdin).await?;
         if out.success() {
             return Ok(out);
+        }
+        if argv.first() == Some(&"sudo") && wants_password(&out.stderr) {
+            return Err(sudo_refused(&self.name));
         }
         let code = out.status.map_or_else(|| "a signal".to_string(), |c| format!("exit status {c}"));
         Err(Error::unit(
@@ -451,6 +451,39 @@ fn host_key_error(unit: &str, host: &str, port: u16, verdict: Verdict, key: Opti
             ),
         ),
     }
+}
+
+/// How a host's privileged commands are run: as the SSH user (root), or
+/// through `sudo -n` (a non-root user with passwordless sudo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    Direct,
+    Sudo,
+}
+
+impl Privilege {
+    /// `argv` as this privilege runs it.
+    pub fn wrap<'a>(self, argv: &[&'a str]) -> Vec<&'a str> {
+        match self {
+            Privilege::Direct => argv.to_vec(),
+            Privilege::Sudo => ["sudo", "-n", "--"].into_iter().chain(argv.iter().copied()).collect(),
+        }
+    }
+}
+
+/// Whether a failed command's stderr is sudo asking for a password it
+/// cannot have (`sudo -n`).
+pub fn wants_password(stderr: &str) -> bool {
+    stderr.contains("a password is required")
+}
+
+/// What to tell a user whose deploy user's sudo wants a password.
+pub fn sudo_refused(unit: &str) -> Error {
+    Error::unit(
+        unit,
+        "sudo_password_required",
+        "sudo asked for a password: the deploy user needs passwordless sudo for nginx, the lock directory and Docker (see the README's sudoers line), or log in as root",
+    )
 }
 
 /// Quotes one argument for the remote POSIX shell.

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::containers::{self, LABEL_COLOUR, LABEL_IMAGE, LABEL_ROLE, LABEL_SECRETS, LABEL_SERVICE};
 use super::{HostTarget, lock, nginx, probe};
 use crate::error::Error;
+use crate::health::body_start;
 use crate::inputs::Service;
 use crate::targets::{LiveState, Probe, Release, Target, Via};
 
@@ -34,12 +35,6 @@ fn colour_of_port(service: &Service, port: u16) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-/// The start of a response body for a message, redacted *before* the cut
-/// (half a secret no longer matches the redactor).
-fn short(redactor: &crate::redact::Redactor, body: &str) -> String {
-    crate::health::body_start(redactor, body)
 }
 
 impl HostTarget {
@@ -179,14 +174,14 @@ impl HostTarget {
                             if percent >= 100 {
                                 streak = 0;
                             }
-                            last = format!("HTTP {} {:?}", p.status, short(redactor, &p.body));
+                            last = format!("HTTP {} {:?}", p.status, body_start(redactor, &p.body));
                         }
                     },
                     Ok(p) => {
                         if percent >= 100 {
                             streak = 0;
                         }
-                        last = format!("HTTP {} {:?}", p.status, short(redactor, &p.body));
+                        last = format!("HTTP {} {:?}", p.status, body_start(redactor, &p.body));
                     }
                     Err(e) => {
                         streak = 0;
@@ -203,7 +198,7 @@ impl HostTarget {
                         format!(
                             "{path} through {} did not answer from {colour} (:{port}, {:?}) within {}s (last: {last}); nginx may have refused the new configuration",
                             self.conn.proxy_url,
-                            short(redactor, &expected),
+                            body_start(redactor, &expected),
                             bound.as_secs()
                         ),
                     ));
@@ -223,18 +218,38 @@ impl HostTarget {
         Ok(())
     }
 
+    /// Whether the colour that served before runs the release's image too
+    /// (a redeploy after a secret rotation): then the two answer alike, and
+    /// only the backend nginx names tells them apart.
+    fn colours_alike(&self, release: &Release) -> bool {
+        self.state().previous.as_ref().is_some_and(|p| {
+            p.colour.is_some()
+                && p.image.as_deref() == release.services.first().map(|s| s.image.full()).as_deref()
+        })
+    }
+
+    /// The front door as the host reaches it: address, port, `Host` header.
+    fn front_door(&self) -> (&str, u16, String) {
+        let url = &self.conn.proxy_url;
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let port = url.port_or_known_default().unwrap_or(80);
+        let header = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        (host.trim_start_matches('[').trim_end_matches(']'), port, header)
+    }
+
     /// Which colour nginx actually sends traffic to, asked through the
     /// front door (`X-Upstream-Addr`), not read from the upstream file: a
     /// run that died between the rename and the reload leaves a file that
     /// names a colour nginx never loaded. `None` when nginx does not say.
     async fn serving_colour(&self, svc: &Service) -> Option<&'static str> {
         let path = svc.version_path.as_deref().or(svc.health_path.as_deref())?;
-        let url = &self.conn.proxy_url;
-        let host = url.host_str().unwrap_or("127.0.0.1");
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = url.port_or_known_default().unwrap_or(80);
-        let p =
-            probe::get(&self.session, self.unit(), (host, port), host, path, self.conn.timeout).await.ok()?;
+        let (host, port, header) = self.front_door();
+        let p = probe::get(&self.session, self.unit(), (host, port), &header, path, self.conn.timeout)
+            .await
+            .ok()?;
         colour_of_port(svc, p.upstream_port()?)
     }
 }
@@ -369,14 +384,7 @@ impl Target for HostTarget {
                     .await
             }
             Via::FrontDoor => {
-                let url = &self.conn.proxy_url;
-                let host = url.host_str().unwrap_or("127.0.0.1");
-                let port = url.port_or_known_default().unwrap_or(80);
-                let header = match url.port() {
-                    Some(p) => format!("{host}:{p}"),
-                    None => host.to_string(),
-                };
-                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let (host, port, header) = self.front_door();
                 probe::get(&self.session, unit, (host, port), &header, path, self.conn.timeout).await
             }
         }
@@ -418,10 +426,7 @@ impl Target for HostTarget {
                 st.saved_upstreams = Some(before.clone());
             }
         }
-        let other_same = self.state().previous.as_ref().is_some_and(|p| {
-            p.colour.is_some()
-                && p.image.as_deref() == release.services.first().map(|s| s.image.full()).as_deref()
-        });
+        let other_same = self.colours_alike(release);
         if let Err(e) = self.verify_serving(release, &candidate, percent, other_same).await {
             tracing::warn!(host = unit, stage = "switch", error = %e, "switch not verified; restoring");
             if let Err(undo) =
@@ -489,23 +494,21 @@ impl Target for HostTarget {
             nginx::apply(&self.session, unit, &self.conn.lock_dir, self.conn.privilege, &saved).await?;
             // `nginx -s reload` exits 0 even when nginx refuses the file:
             // prove the old colour answers before removing the candidate.
-            if let Some(old) = previous.as_ref().and_then(|p| p.colour.clone()) {
-                let same = previous.as_ref().and_then(|p| p.image.clone())
-                    == release.services.first().map(|s| s.image.full());
-                if let Err(e) = self.verify_serving(release, &old, 100, same).await {
-                    return Err(Error::unit(
-                        unit,
-                        "rollback_not_verified",
-                        format!(
-                            "the previous nginx configuration was put back but could not be proven to serve {old}: {}; the candidate is kept running so that something answers",
-                            e.detail()
-                        ),
-                    ));
-                }
+            if let Some(old) = previous.as_ref().and_then(|p| p.colour.clone())
+                && let Err(e) = self.verify_serving(release, &old, 100, self.colours_alike(release)).await
+            {
+                return Err(Error::unit(
+                    unit,
+                    "rollback_not_verified",
+                    format!(
+                        "the previous nginx configuration was put back but could not be proven to serve {old}: {}; the candidate is kept running so that something answers",
+                        e.detail()
+                    ),
+                ));
             }
         }
         if let Some(candidate) = candidate {
-            let live = self.state().previous.as_ref().and_then(|p| p.colour.clone());
+            let live = previous.as_ref().and_then(|p| p.colour.clone());
             // Never remove what served before this run.
             if live.as_deref() != Some(candidate.as_str()) {
                 for svc in &release.services {

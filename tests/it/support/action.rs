@@ -87,6 +87,16 @@ impl Action {
         list.into_iter().fold(self, |a, (k, v)| a.input(k, &v))
     }
 
+    /// Points the AWS SDK at the stack's moto server (endpoint, test keys,
+    /// region), as `aws-actions/configure-aws-credentials` would for AWS.
+    pub fn moto(self) -> Self {
+        use super::stack_var;
+        self.env("AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
+            .env("AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
+            .env("AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
+            .input("aws-region", &stack_var("AWS_REGION"))
+    }
+
     /// This run's `GITHUB_RUN_ID`.
     pub fn run_id(&self) -> &str {
         &self.env["GITHUB_RUN_ID"]
