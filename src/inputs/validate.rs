@@ -513,12 +513,7 @@ fn target_rules(
         _ => {}
     }
     if target == TargetKind::Kubernetes {
-        for (name, set) in [
-            ("migrate-command", &raw.migrate_command),
-            ("services-file", &raw.services_file),
-            ("ssm-paths", &raw.ssm_paths),
-            ("ssm-parameters", &raw.ssm_parameters),
-        ] {
+        for (name, set) in [("services-file", &raw.services_file)] {
             if set.is_some() {
                 c.problem(name, "is not available for target 'kubernetes' yet");
             }

@@ -352,7 +352,7 @@ async fn deploy_units(
         units: vec![],
     };
     if let Some(k) = &inputs.kubernetes {
-        return cluster_units(inputs, k, runner, cancel, timeline).await;
+        return cluster_units(inputs, k, release, runner, cancel, timeline).await;
     }
     let t = Instant::now();
     let specs = match host_specs(inputs, runner).await {
@@ -502,6 +502,7 @@ async fn deploy_units(
 async fn cluster_units(
     inputs: &Inputs,
     spec: &crate::inputs::KubernetesSpec,
+    release: &Release,
     runner: &Runner,
     cancel: &CancellationToken,
     timeline: &mut Timeline,
@@ -509,7 +510,19 @@ async fn cluster_units(
     use crate::targets::kubernetes;
     let t = Instant::now();
     let image = inputs.image.as_ref().map(|i| i.full());
-    let k = kubernetes::run(spec, inputs.mode, image.as_deref(), runner, cancel).await;
+    let work = image.as_deref().map(|image| kubernetes::Deploy {
+        image,
+        app: &release.app,
+        deploy_id: &release.deploy_id,
+        secret: kubernetes::secret::AppSecret::new(
+            &release.app,
+            release.secrets_fingerprint.as_deref(),
+            &release.secret_env,
+        ),
+        migrate_command: release.migrate_command.as_deref(),
+        migration_timeout: inputs.rollout.migration_timeout,
+    });
+    let k = kubernetes::run(spec, inputs.mode, work.as_ref(), runner, cancel).await;
     let status = match (&k.error, k.cancelled, k.rolled_back) {
         (None, false, _) => Status::Success,
         (_, true, _) => Status::Error,

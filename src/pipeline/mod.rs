@@ -121,7 +121,7 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
     if let Some(k) = &inputs.kubernetes {
         let _g = runner.group("Server-side dry run (dryRun=All — nothing is persisted)");
         let image = inputs.image.as_ref().map(|i| i.full());
-        match crate::targets::kubernetes::plan(k, image.as_deref(), runner).await {
+        match crate::targets::kubernetes::plan(k, &inputs.app, image.as_deref(), runner).await {
             Ok(lines) => plan.cluster_changes = lines,
             Err(e) => return Outcome { status: Status::Failure, error: Some(e.into()) },
         }

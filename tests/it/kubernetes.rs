@@ -455,33 +455,15 @@ fn kubernetes_sigterm_mid_rollout_rolls_back_within_7s() {
 /// Role without `patch` is refused with a message naming it.
 #[test]
 fn kubernetes_the_readme_role_is_enough_and_patch_is_named_when_missing() {
-    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
-    let section = &readme[readme.find("## Kubernetes (rolling)").expect("the README section")..];
-    let role = section.split("kind: Role").nth(1).expect("the Role in the README");
-    let role = format!("kind: Role{}", &role[..role.find("```").unwrap()]);
+    let role = readme_role();
     for (tag, role, image, ok) in [
         ("role", role.clone(), "example.invalid/web:imagepull", true),
         ("nopatch", role.replace("\"watch\", \"patch\"]", "\"watch\"]"), "example.invalid/web:v2", false),
     ] {
         let ns = Ns::new(tag);
         ns.deployment("web", "example.invalid/web:v1", 2, 60);
-        let role = role.replace("namespace: shop", &format!("namespace: {}", ns.0));
-        kubectl_stdin(
-            &["-n", &ns.0, "apply", "-f", "-"],
-            &format!("apiVersion: rbac.authorization.k8s.io/v1\n{role}"),
-        );
-        kubectl_ok(&["-n", &ns.0, "create", "serviceaccount", "deployer"]);
-        kubectl_ok(&[
-            "-n",
-            &ns.0,
-            "create",
-            "rolebinding",
-            "deployer",
-            "--role=deploy-action",
-            &format!("--serviceaccount={}:deployer", ns.0),
-        ]);
-        let token = kubectl_ok(&["-n", &ns.0, "create", "token", "deployer"]).trim().to_string();
-        let run = ns.action("web").input("kubeconfig", &token_kubeconfig(&token)).input("image", image).run();
+        let kubeconfig = bound_to(&ns, &role);
+        let run = ns.action("web").input("kubeconfig", &kubeconfig).input("image", image).run();
         if ok {
             // A failed rollout on purpose: apply, watch pods, undo all allowed.
             assert_status(&run, "failure", 1);
@@ -500,6 +482,71 @@ fn kubernetes_the_readme_role_is_enough_and_patch_is_named_when_missing() {
         assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
         ns.rollout_status("web", &[]).assert_ok();
     }
+}
+
+/// The README's least-privilege Role, as the README prints it.
+fn readme_role() -> String {
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let section = &readme[readme.find("## Kubernetes (rolling)").expect("the README section")..];
+    let role = section.split("kind: Role").nth(1).expect("the Role in the README");
+    format!("kind: Role{}", &role[..role.find("```").unwrap()])
+}
+
+/// A kubeconfig for a ServiceAccount of `ns` bound to `role` only.
+fn bound_to(ns: &Ns, role: &str) -> String {
+    let role = role.replace("namespace: shop", &format!("namespace: {}", ns.0));
+    kubectl_stdin(
+        &["-n", &ns.0, "apply", "-f", "-"],
+        &format!("apiVersion: rbac.authorization.k8s.io/v1\n{role}"),
+    );
+    kubectl_ok(&["-n", &ns.0, "create", "serviceaccount", "deployer"]);
+    kubectl_ok(&[
+        "-n",
+        &ns.0,
+        "create",
+        "rolebinding",
+        "deployer",
+        "--role=deploy-action",
+        &format!("--serviceaccount={}:deployer", ns.0),
+    ]);
+    let token = kubectl_ok(&["-n", &ns.0, "create", "token", "deployer"]).trim().to_string();
+    token_kubeconfig(&token)
+}
+
+/// The README's Role also covers the app's Secret (create, list and
+/// remove superseded ones) and the migration Job (run, watch, logs, delete).
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_the_readme_role_covers_secrets_and_migrations() {
+    let ns = Ns::new("rolesec");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    let kubeconfig = bound_to(&ns, &readme_role());
+    let ssm = aws_sdk_ssm::Client::new(&crate::support::moto_config().await);
+    let prefix = format!("/k8s-role-{}/web/", unique_run_id());
+    put_ssm(&ssm, &prefix, &[("token", "t-1")]).await;
+    let action = |image: &str| {
+        ns.action("web")
+            .moto()
+            .input("kubeconfig", &kubeconfig)
+            .input("ssm-paths", &prefix)
+            .input("migrate-command", r#"["migrate"]"#)
+            .input("image", image)
+    };
+    let run = action("example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    // A failed migration reads its pod's logs (kwok serves none: the
+    // API's answer is quoted, not a refusal).
+    put_ssm(&ssm, &prefix, &[("token", "t-2")]).await;
+    let failed = action("example.invalid/web:fail").run();
+    assert_status(&failed, "failure", 1);
+    assert!(failed.stdout.contains("migration_failed"), "{}", failed.stdout);
+    // A rotation removes nothing the history uses; the superseded secret
+    // goes once its ReplicaSet does, through the same Role (list, delete).
+    let again = action("example.invalid/web:v3").run();
+    assert_status(&again, "success", 0);
+    for r in [&run, &failed, &again] {
+        assert!(!r.stdout.contains("kube_forbidden") && !r.stdout.contains("forbidden"), "{}", r.stdout);
+    }
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v3");
 }
 
 fn token_kubeconfig(token: &str) -> String {
@@ -641,5 +688,179 @@ fn kubernetes_plan_is_a_server_side_dry_run() {
     assert_eq!(ns.get("web", "{.metadata.generation}"), before, "the dry run changed the Deployment");
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
     // kubectl agrees nothing moved.
+    ns.rollout_status("web", &[]).assert_ok();
+}
+
+/// Puts `(name, value)` under a path of this test only; returns the path.
+async fn put_ssm(ssm: &aws_sdk_ssm::Client, prefix: &str, values: &[(&str, &str)]) {
+    for (name, value) in values {
+        ssm.put_parameter()
+            .name(format!("{prefix}{name}"))
+            .value(*value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// The secret references of the `app` container's `envFrom`, in order
+/// (`-` for an entry of another kind).
+fn env_from(ns: &Ns) -> Vec<String> {
+    let json = ns.get("web", "{.spec.template.spec.containers[?(@.name==\"app\")].envFrom}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v.as_array().unwrap().iter().map(|e| e["secretRef"]["name"].as_str().unwrap_or("-").to_string()).collect()
+}
+
+/// Whether `value` appears in what the run printed or wrote, beyond the
+/// `::add-mask::` command that hides it.
+fn shows(run: &Run, value: &str) -> bool {
+    let out = run.stdout.lines().filter(|l| !l.starts_with("::add-mask::")).collect::<Vec<_>>().join("\n");
+    [out.as_str(), &run.stderr, &run.summary].iter().any(|t| t.contains(value))
+}
+
+fn revision(ns: &Ns) -> String {
+    ns.get("web", "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}")
+}
+
+/// SSM values become one immutable Secret per secret set, referenced by
+/// `envFrom`: a re-run changes nothing, a rotation rolls the pods onto a
+/// new Secret while the previous revision keeps its own, and Secrets no
+/// ReplicaSet uses any more are removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_secrets_are_an_immutable_secret_and_a_rotation_rolls_the_pods() {
+    let ns = Ns::new("secrets");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    // The user's own envFrom entry stays; one old ReplicaSet is kept.
+    kubectl_ok(&[
+        "-n",
+        &ns.0,
+        "patch",
+        "deployment",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/revisionHistoryLimit","value":1},{"op":"add","path":"/spec/template/spec/containers/0/envFrom","value":[{"configMapRef":{"name":"web-config"}}]}]"#,
+    ]);
+    ns.rollout_status("web", &[]).assert_ok();
+    let ssm = aws_sdk_ssm::Client::new(&crate::support::moto_config().await);
+    let prefix = format!("/k8s-{}/web/", unique_run_id());
+    put_ssm(&ssm, &prefix, &[("db/password", "first-Pa55:word"), ("api_key", "k-1")]).await;
+    let deploy =
+        || ns.action("web:app").moto().input("ssm-paths", &prefix).input("image", "example.invalid/web:v2");
+
+    let run = deploy().run();
+    assert_status(&run, "success", 0);
+    let fp = run.output("secrets-fingerprint").unwrap();
+    let ours = format!("web-secrets-{}", &fp[..12]);
+    assert_eq!(env_from(&ns), ["-".to_string(), ours.clone()], "the user's entry, then ours");
+    assert_eq!(
+        ns.get("web", "{.spec.template.spec.containers[0].envFrom[0].configMapRef.name}"),
+        "web-config"
+    );
+    let get_secret = |name: &str, path: &str| {
+        kubectl_ok(&["-n", &ns.0, "get", "secret", name, "-o", &format!("jsonpath={path}")])
+    };
+    assert_eq!(get_secret(&ours, "{.immutable}"), "true");
+    assert_eq!(get_secret(&ours, "{.metadata.labels.deploy-action/app}"), "web");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let value = b64.decode(get_secret(&ours, "{.data.DB_PASSWORD}")).unwrap();
+    assert_eq!(value, b"first-Pa55:word");
+    for v in ["first-Pa55:word", "k-1"] {
+        assert!(!shows(&run, v), "{v} leaked: {}", run.stdout);
+    }
+    assert_eq!(revision(&ns), "3");
+    ns.rollout_status("web", &[]).assert_ok();
+
+    // Same image, same secrets: nothing changes.
+    let rerun = deploy().run();
+    assert_status(&rerun, "success", 0);
+    assert!(rerun.stdout.contains("already runs example.invalid/web:v2"), "{}", rerun.stdout);
+    assert!(rerun.stdout.contains("exists (same secret versions)"), "{}", rerun.stdout);
+    assert_eq!(revision(&ns), "3");
+    assert_eq!(rerun.output("secrets-fingerprint"), Some(fp));
+
+    // A rotation: a new Secret, the pods roll, the previous one is kept
+    // for the previous revision.
+    put_ssm(&ssm, &prefix, &[("db/password", "second-Pa55:word")]).await;
+    let rotated = deploy().run();
+    assert_status(&rotated, "success", 0);
+    let fp2 = rotated.output("secrets-fingerprint").unwrap().to_string();
+    assert_ne!(fp2, fp);
+    let second = format!("web-secrets-{}", &fp2[..12]);
+    assert_eq!(env_from(&ns), ["-".to_string(), second.clone()]);
+    assert_eq!(revision(&ns), "4");
+    assert_eq!(b64.decode(get_secret(&second, "{.data.DB_PASSWORD}")).unwrap(), b"second-Pa55:word");
+    assert_eq!(get_secret(&ours, "{.metadata.name}"), ours, "the previous revision's Secret is kept");
+    let verdict = ns.rollout_status("web", &[]);
+    verdict.assert_ok();
+
+    // A third rotation: revision 3's ReplicaSet leaves the history
+    // (revisionHistoryLimit 1), so its Secret goes.
+    put_ssm(&ssm, &prefix, &[("api_key", "k-3")]).await;
+    let third = deploy().run();
+    assert_status(&third, "success", 0);
+    ns.until(30, "one old ReplicaSet left", || {
+        kubectl_ok(&["-n", &ns.0, "get", "rs", "-l", "app=web", "-o", "name"]).lines().count() == 2
+    });
+    // The controller may drop the ReplicaSet just after the run's own
+    // clean-up: a no-op run cleans again.
+    let again = deploy().run();
+    assert_status(&again, "success", 0);
+    let left = kubectl_ok(&["-n", &ns.0, "get", "secret", "-l", "deploy-action/app=web", "-o", "name"]);
+    assert!(!left.contains(&ours), "the first Secret should be gone: {left}");
+    assert!(left.contains(&second), "the previous revision's Secret is kept: {left}");
+    assert_eq!(left.lines().count(), 2, "{left}");
+    // The user's entry survived every rotation.
+    assert_eq!(
+        ns.get("web", "{.spec.template.spec.containers[0].envFrom[0].configMapRef.name}"),
+        "web-config"
+    );
+}
+
+/// The migration runs as a Job from the new image with the app's Secret;
+/// it succeeds before the rollout, and a failing one rolls nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_migration_job_runs_first_and_a_failing_one_rolls_nothing() {
+    let ns = Ns::new("migrate");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    let ssm = aws_sdk_ssm::Client::new(&crate::support::moto_config().await);
+    let prefix = format!("/k8s-mig-{}/web/", unique_run_id());
+    put_ssm(&ssm, &prefix, &[("db_url", "postgres://u:Secr3t@db/web")]).await;
+    let action = |image: &str| {
+        ns.action("web:app")
+            .moto()
+            .input("ssm-paths", &prefix)
+            .input("migrate-command", r#"["./manage", "migrate"]"#)
+            .input("image", image)
+    };
+
+    // kwok fails a Never-restarting pod whose image is tagged `fail`.
+    let run = action("example.invalid/web:fail").run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("migration_failed"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("job {}/web-migrate-", ns.0)), "{}", run.stdout);
+    assert!(run.stdout.contains("last log lines"), "{}", run.stdout);
+    assert!(!shows(&run, "Secr3t"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    assert_eq!(revision(&ns), "1");
+    assert!(run.summary.contains("unchanged"), "{}", run.summary);
+    ns.until(30, "the failed Job deleted", || {
+        kubectl_ok(&["-n", &ns.0, "get", "jobs", "-o", "name"]).trim().is_empty()
+    });
+
+    // A migration that succeeds, then the rollout.
+    let run = action("example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    let job = run.stdout.find("web-migrate-").expect("the Job is named");
+    let succeeded = run.stdout.find(": succeeded").expect("the Job succeeded");
+    let rolled = run.stdout.find("container app set to example.invalid/web:v2").expect("then the image");
+    assert!(job < succeeded && succeeded < rolled, "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    ns.until(30, "the Job deleted", || {
+        kubectl_ok(&["-n", &ns.0, "get", "jobs", "-o", "name"]).trim().is_empty()
+    });
     ns.rollout_status("web", &[]).assert_ok();
 }

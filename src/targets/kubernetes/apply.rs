@@ -1,13 +1,16 @@
 //! Setting the image by server-side apply under [`FIELD_MANAGER`]: the
-//! applied object holds only the container's name and image, so the action
-//! owns exactly those fields and nothing else (never `replicas`).
+//! applied object holds only the container's name and image (and its
+//! `envFrom` when the app's Secret is involved), so the action owns exactly
+//! those fields and nothing else (never `replicas`).
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{EnvFromSource, SecretEnvSource};
 use kube::api::{Api, Patch, PatchParams};
 
 use super::FIELD_MANAGER;
 use super::error::{KubeError, ObjectRef};
 use super::rollout::REVISION;
+use super::secret::is_ours;
 use crate::inputs::DeploymentRef;
 use crate::runner::Runner;
 
@@ -79,14 +82,56 @@ pub async fn read(client: &kube::Client, namespace: &str, r: &DeploymentRef) -> 
 }
 
 /// The minimal apply configuration: the container's name (its merge key)
-/// and image.
-pub fn apply_patch(t: &Current, image: &str) -> serde_json::Value {
+/// and image, and its `envFrom` when the action's Secret is involved.
+pub fn apply_patch(t: &Current, image: &str, env_from: Option<&[EnvFromSource]>) -> serde_json::Value {
+    let mut c = serde_json::json!({"name": t.container, "image": image});
+    if let Some(f) = env_from {
+        c["envFrom"] = serde_json::to_value(f).unwrap_or_default();
+    }
     serde_json::json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": t.object.name, "namespace": t.object.namespace},
-        "spec": {"template": {"spec": {"containers": [{"name": t.container, "image": image}]}}},
+        "spec": {"template": {"spec": {"containers": [c]}}},
     })
+}
+
+fn current_env_from(t: &Current) -> Vec<EnvFromSource> {
+    t.deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.iter().find(|c| c.name == t.container))
+        .and_then(|c| c.env_from.clone())
+        .unwrap_or_default()
+}
+
+/// The container's `envFrom` to apply: the entries of others kept in
+/// place, the action's Secret (`secret`) last, earlier ones of the action
+/// dropped. The list is atomic (whoever applies it owns all of it), so it
+/// is applied only when the action's Secret is or was in it; `None` leaves
+/// the field alone.
+pub fn env_from(t: &Current, app: &str, secret: Option<&str>) -> Option<Vec<EnvFromSource>> {
+    let now = current_env_from(t);
+    let ours = |f: &EnvFromSource| f.secret_ref.as_ref().is_some_and(|r| is_ours(app, &r.name));
+    if secret.is_none() && !now.iter().any(ours) {
+        return None;
+    }
+    let mut out: Vec<EnvFromSource> = now.into_iter().filter(|f| !ours(f)).collect();
+    if let Some(s) = secret {
+        out.push(EnvFromSource {
+            secret_ref: Some(SecretEnvSource { name: s.into(), optional: None }),
+            ..Default::default()
+        });
+    }
+    Some(out)
+}
+
+/// For a plan without secrets read: the `envFrom` as it is, when the
+/// action's Secret is in it (so the dry run does not report its removal).
+pub fn env_from_as_is(t: &Current, app: &str) -> Option<Vec<EnvFromSource>> {
+    let now = current_env_from(t);
+    now.iter().any(|f| f.secret_ref.as_ref().is_some_and(|r| is_ours(app, &r.name))).then_some(now)
 }
 
 /// The managers named by a conflict's causes, and the fields.
@@ -130,11 +175,12 @@ pub async fn set_image(
     client: &kube::Client,
     t: &Current,
     image: &str,
+    env_from: Option<&[EnvFromSource]>,
     runner: &Runner,
     dry_run: bool,
 ) -> Result<bool, KubeError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), &t.object.namespace);
-    let patch = apply_patch(t, image);
+    let patch = apply_patch(t, image, env_from);
     let before = t.deployment.metadata.generation.unwrap_or(0);
     let mut params = PatchParams::apply(FIELD_MANAGER);
     if dry_run {

@@ -70,6 +70,11 @@ pub enum KubeError {
     #[error("{object}: no rollout history found for deployment \"{}\"", .object.name)]
     NoHistory { object: ObjectRef },
 
+    /// The migration Job failed, timed out or its pod could not start;
+    /// `logs` are the pod's last lines.
+    #[error("{object}: migration {reason}: {message}; last log lines:\n{logs}")]
+    Migration { object: ObjectRef, reason: String, message: String, logs: String },
+
     #[error("{object}: cannot {verb}: {message}")]
     Api { object: ObjectRef, verb: &'static str, message: String },
 }
@@ -89,6 +94,10 @@ impl KubeError {
             KubeError::Deleted { .. } => "kube_object_deleted",
             KubeError::Paused { .. } => "deployment_paused",
             KubeError::NoHistory { .. } => "no_rollout_history",
+            KubeError::Migration { reason, .. } if reason == "timeout" || reason == "DeadlineExceeded" => {
+                "migration_timeout"
+            }
+            KubeError::Migration { .. } => "migration_failed",
             KubeError::Api { .. } => "kube_api_error",
         }
     }

@@ -5,8 +5,9 @@
 //! [`run`], and it reports back a [`ClusterRun`].
 //!
 //! A deploy: read each Deployment (nothing changes if one is missing,
-//! paused or lacks the container) → set the image by server-side apply
-//! ([`apply`]) → watch every rollout to kubectl's verdict
+//! paused or lacks the container) → the app's Secret ([`secret`]) → the
+//! migration Job ([`migrate`]) → set the image (and `envFrom`) by
+//! server-side apply ([`apply`]) → watch every rollout to kubectl's verdict
 //! ([`rollout::watch`]) → on any failure or cancellation, `rollout undo`
 //! every Deployment this run changed ([`undo::undo`]).
 //! `mode: rollback` is `rollout undo` of each, watched to completion.
@@ -18,7 +19,9 @@
 pub mod apply;
 pub mod cluster;
 pub mod error;
+pub mod migrate;
 pub mod rollout;
+pub mod secret;
 pub mod undo;
 
 use std::time::Duration;
@@ -33,7 +36,20 @@ pub use error::{KubeError, ObjectRef};
 use crate::inputs::{KubernetesSpec, Mode};
 use crate::runner::Runner;
 use rollout::Rolled;
+use secret::AppSecret;
 use undo::Undone;
+
+/// What a deploy brings to the cluster: the image, and the app's secrets
+/// and migration.
+pub struct Deploy<'a> {
+    pub image: &'a str,
+    pub app: &'a str,
+    /// `<run id>-<attempt>`.
+    pub deploy_id: &'a str,
+    pub secret: Option<AppSecret>,
+    pub migrate_command: Option<&'a [String]>,
+    pub migration_timeout: Duration,
+}
 
 /// The field manager of every write, so `managedFields` shows what the
 /// action owns.
@@ -79,6 +95,7 @@ pub fn unit_names(spec: &KubernetesSpec) -> Vec<String> {
 /// Deployment, a conflict, a refusal.
 pub async fn plan(
     spec: &KubernetesSpec,
+    app: &str,
     image: Option<&str>,
     runner: &Runner,
 ) -> Result<Vec<String>, KubeError> {
@@ -88,7 +105,8 @@ pub async fn plan(
     for r in &spec.deployments {
         let t = apply::read(&client, ns, r).await?;
         let image = image.ok_or_else(|| KubeError::Config("no image to deploy".into()))?;
-        let changes = apply::set_image(&client, &t, image, runner, true).await?;
+        let env_from = apply::env_from_as_is(&t, app);
+        let changes = apply::set_image(&client, &t, image, env_from.as_deref(), runner, true).await?;
         let was = t.image.as_deref().unwrap_or("(no image)");
         lines.push(match changes {
             true => format!("{}: container {} {was} → {image} (a new revision)", t.object, t.container),
@@ -102,11 +120,11 @@ fn summary(r: &Rolled) -> String {
     format!("revision {}, {}/{} ready", r.revision, r.ready, r.replicas)
 }
 
-/// Runs `mode: deploy` (with `image`) or `mode: rollback` on the cluster.
+/// Runs `mode: deploy` (with `deploy`) or `mode: rollback` on the cluster.
 pub async fn run(
     spec: &KubernetesSpec,
     mode: Mode,
-    image: Option<&str>,
+    deploy_of: Option<&Deploy<'_>>,
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> ClusterRun {
@@ -118,9 +136,9 @@ pub async fn run(
             Err(e) => return fail("connect", e),
         }
     };
-    match (mode, image) {
+    match (mode, deploy_of) {
         (Mode::Rollback, _) => rollback_mode(&client, spec, runner, cancel).await,
-        (_, Some(image)) => deploy(&client, spec, image, runner, cancel).await,
+        (_, Some(d)) => deploy(&client, spec, d, runner, cancel).await,
         (_, None) => fail("validate", KubeError::Config("no image to deploy".into())),
     }
 }
@@ -128,10 +146,11 @@ pub async fn run(
 async fn deploy(
     client: &kube::Client,
     spec: &KubernetesSpec,
-    image: &str,
+    work: &Deploy<'_>,
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> ClusterRun {
+    let image = work.image;
     let ns = spec.namespace.as_str();
     let mut out = ClusterRun { stage: "inspect", ..Default::default() };
     // Read everything first: a missing Deployment or container, or a paused
@@ -163,6 +182,43 @@ async fn deploy(
         }
     }
 
+    let unchanged = |mut out: ClusterRun, targets: &[apply::Current]| {
+        out.units =
+            targets.iter().map(|t| (t.object.to_string(), "unchanged".into(), Duration::ZERO)).collect();
+        out.rolled_back = true;
+        out
+    };
+
+    // The app's Secret, before any template refers to it.
+    if let Some(s) = &work.secret {
+        out.stage = "secrets";
+        let _g = runner.group(&format!("Secret {ns}/{} ({} value(s) from SSM)", s.name, s.data.len()));
+        match secret::ensure(client, ns, s, false).await {
+            Ok(true) => runner.line(&format!("secret {ns}/{}: created (immutable)", s.name)),
+            Ok(false) => runner.line(&format!("secret {ns}/{}: exists (same secret versions)", s.name)),
+            Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &targets),
+        }
+    }
+
+    // The migration, before anything rolls.
+    if let (Some(command), Some(first)) = (work.migrate_command, targets.first()) {
+        out.stage = "migrate";
+        let _g = runner.group("Migration (Job)");
+        let m = migrate::Migration {
+            app: work.app,
+            deploy_id: work.deploy_id,
+            command,
+            image,
+            timeout: work.migration_timeout,
+            secret: work.secret.as_ref().map(|s| s.name.as_str()),
+        };
+        match migrate::run(client, &m, first, runner, cancel).await {
+            Ok(true) => {}
+            Ok(false) => return ClusterRun { cancelled: true, ..unchanged(out, &targets) },
+            Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &targets),
+        }
+    }
+
     // Apply: the Deployments whose template changed are the ones to undo.
     out.stage = "apply";
     let mut changed: Vec<&apply::Current> = Vec::new();
@@ -173,7 +229,8 @@ async fn deploy(
             if cancel.is_cancelled() {
                 break;
             }
-            match apply::set_image(client, t, image, runner, false).await {
+            let env_from = apply::env_from(t, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
+            match apply::set_image(client, t, image, env_from.as_deref(), runner, false).await {
                 Ok(true) => changed.push(t),
                 Ok(false) => runner.line(&format!("{}: already runs {image}", t.object)),
                 Err(e) => {
@@ -213,6 +270,16 @@ async fn deploy(
     out.cancelled = cancel.is_cancelled() && out.error.is_none();
     if out.error.is_none() && !out.cancelled {
         out.stage = "done";
+        // Secrets no revision uses any more; a failure here fails nothing.
+        if work.secret.is_some() || targets.iter().any(|t| apply::env_from_as_is(t, work.app).is_some()) {
+            match secret::collect_garbage(client, ns, work.app).await {
+                Ok(gone) if !gone.is_empty() => {
+                    runner.line(&format!("removed superseded secret(s): {}", gone.join(", ")))
+                }
+                Ok(_) => {}
+                Err(e) => runner.warning(e.reason(), &format!("superseded secrets not removed: {e}")),
+            }
+        }
         out.units = targets
             .iter()
             .zip(&verdicts)
@@ -229,10 +296,7 @@ async fn deploy(
 
     // Failure or cancellation: undo what this run changed, as kubectl would.
     if changed.is_empty() {
-        out.units =
-            targets.iter().map(|t| (t.object.to_string(), "unchanged".into(), Duration::ZERO)).collect();
-        out.rolled_back = true;
-        return out;
+        return unchanged(out, &targets);
     }
     let msg = match &out.error {
         Some(e) => format!("rolling back after: {e}"),

@@ -227,7 +227,7 @@ pub async fn watch(
 
 /// A watch error is retried (with backoff) unless it is a denial, which
 /// retrying cannot fix.
-fn check_watch_error(
+pub(super) fn check_watch_error(
     e: &watcher::Error,
     resource: &'static str,
     group: &'static str,
