@@ -25,6 +25,17 @@ IMAGE_TAGS="v1 v2 v3 broken"
 # Bump when the way `up` assembles the images changes (forces a rebuild).
 IMAGE_BUILD_REV=1
 MOTO_PORT=5055
+# The AWS credentials of $STACK_DIR/env (moto takes any; the EKS token
+# webhook of k8s/up knows only these).
+AWS_TEST_ACCESS_KEY_ID=testing
+AWS_TEST_SECRET_ACCESS_KEY=testing
+# The EKS cluster moto describes (scripts/stack/moto-server.py): the control
+# plane of scripts/stack/k8s/up (K8S_SERVER and the CA of k8s/lib.sh), whose
+# apiserver takes this cluster's EKS tokens (k8s/eks-authenticator.py).
+EKS_CLUSTER=deploy-action-test
+EKS_REGION=us-east-1
+EKS_ENDPOINT=https://127.0.0.1:16443
+EKS_CA_FILE="$STACK_DIR/k8s/pki/ca.crt"
 PY_PINS="moto[server]==5.2.5 openapi-core==0.23.1 awscli==1.46.3"
 APT_PKGS="docker.io docker-registry apache2-utils nginx openssh-server busybox-static socat iproute2 wrk curl ca-certificates sudo"
 MAX_HOSTS=8

@@ -631,13 +631,18 @@ fn kubernetes_several_deployments_roll_back_together() {
     }
 }
 
-/// Replicas set by someone else (an HPA, `kubectl scale`) survive a deploy
-/// and its rollback: the action never writes them.
+/// Replicas owned by a HorizontalPodAutoscaler survive a deploy and its
+/// rollback: the action never writes them.
 #[test]
-fn kubernetes_replicas_set_elsewhere_are_kept() {
+fn kubernetes_replicas_owned_by_an_hpa_are_kept() {
     let ns = Ns::new("scale");
     ns.deployment("web", "example.invalid/web:v1", 2, 60);
-    kubectl_ok(&["-n", &ns.0, "scale", "deployment/web", "--replicas=3"]);
+    // A real HorizontalPodAutoscaler owns the replicas: its controller
+    // raises them to minReplicas (no metrics are needed for that).
+    kubectl_ok(&["-n", &ns.0, "autoscale", "deployment/web", "--min=3", "--max=5", "--cpu-percent=80"]);
+    ns.until(60, "the HPA scaling web to 3", || ns.get("web", "{.spec.replicas}") == "3");
+    let hpa = || kubectl_ok(&["-n", &ns.0, "get", "hpa", "web", "-o", "jsonpath={.status.desiredReplicas}"]);
+    assert_eq!(hpa(), "3");
     ns.rollout_status("web", &[]).assert_ok();
     let run = ns.action("web").input("image", "example.invalid/web:v2").run();
     assert_status(&run, "success", 0);
@@ -658,6 +663,7 @@ fn kubernetes_replicas_set_elsewhere_are_kept() {
     assert_eq!(ns.get("web", "{.spec.replicas}"), "3");
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
     ns.rollout_status("web", &[]).assert_ok();
+    assert_eq!(hpa(), "3");
 }
 
 /// `mode: plan` asks the cluster (server-side dry run) and changes nothing.

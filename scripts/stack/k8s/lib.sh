@@ -27,9 +27,19 @@ K8S_API_PORT=16443         # kube-apiserver (https)
 K8S_KCM_PORT=16257         # kube-controller-manager /healthz (https)
 K8S_SCHED_PORT=16259       # kube-scheduler /healthz (https)
 K8S_KWOK_PORT=16247        # kwok /healthz, /metrics (http)
+K8S_EKS_AUTH_PORT=16444    # eks-authenticator.py, the token webhook (https)
 K8S_SERVER="https://127.0.0.1:$K8S_API_PORT"
 K8S_KUBECONFIG="$K8S_DIR/admin.kubeconfig"
 K8S_NODES="kwok-node-1 kwok-node-2 kwok-node-3"
+# Who a valid EKS token of $EKS_CLUSTER (../lib.sh) signed with the stack's
+# AWS credentials is, as aws-iam-authenticator would map an IAM user.
+K8S_EKS_ACCOUNT=123456789012   # moto's default account
+K8S_EKS_USER="arn:aws:iam::$K8S_EKS_ACCOUNT:user/deployer"
+K8S_EKS_USER_ID=AIDADEPLOYACTIONTEST1
+K8S_EKS_GROUP=deploy-action:eks-deployers
+# The README's least-privilege Role, as a ClusterRole (bound to K8S_EKS_GROUP
+# in namespace default; tests bind it where they need it).
+K8S_DEPLOY_CLUSTERROLE=deploy-action
 
 k8s_log() { printf '[stack k8s] %s\n' "$*" >&2; }
 k8s_die() { printf '[stack k8s] ERROR: %s\n' "$*" >&2; exit 1; }
