@@ -4,6 +4,7 @@
 //! and what is allowed. No network, no side effects.
 
 pub mod grammar;
+pub mod manifests;
 pub mod raw;
 mod services;
 mod validate;
@@ -191,7 +192,11 @@ pub struct KubernetesSpec {
     pub kubeconfig_env: Option<String>,
     pub context: Option<String>,
     pub namespace: String,
+    /// The Deployments rolled and watched: named by `deployments`, or
+    /// found in `manifests` (the containers running the image's repository).
     pub deployments: Vec<DeploymentRef>,
+    /// `manifests`, read and in apply order; empty without the input.
+    pub manifests: Vec<manifests::Manifest>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -77,6 +77,7 @@ pub struct RawInputs {
     pub kube_context: Option<String>,
     pub namespace: Option<String>,
     pub deployments: Option<String>,
+    pub manifests: Option<String>,
     // Secrets from SSM.
     pub ssm_paths: Option<String>,
     pub ssm_parameters: Option<String>,

@@ -145,7 +145,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     let (hosts, ssh) = hosts_and_ssh(&mut c, raw);
     let (ec2, finds_instances) = ec2(&mut c, raw, b.target);
     target_rules(&mut c, raw, &b, &hosts, finds_instances, &ssh, services.len());
-    let kubernetes = kubernetes(&mut c, raw, env, &b);
+    let kubernetes = kubernetes(&mut c, raw, env, ctx, &b);
     let (registry, ssm) = registry_and_ssm(&mut c, raw, env, b.target, &ssh);
     let (github, context) = github(&mut c, raw, ctx, &b);
     if !c.problems.is_empty() {
@@ -506,9 +506,9 @@ fn target_rules(
         TargetKind::Ec2 if !finds_instances => {
             c.problem("ec2-filters", "target 'ec2' needs 'ec2-instance-ids' or 'ec2-filters' (like Role=web,Env=prod) to find instances")
         }
-        TargetKind::Kubernetes if raw.deployments.is_none() => c.problem(
+        TargetKind::Kubernetes if raw.deployments.is_none() && raw.manifests.is_none() => c.problem(
             "deployments",
-            "is required for target 'kubernetes': Deployment names (name or name:container), one per line or comma-separated",
+            "is required for target 'kubernetes' (or 'manifests'): Deployment names (name or name:container), one per line or comma-separated",
         ),
         _ => {}
     }
@@ -531,6 +531,7 @@ fn target_rules(
             ("kube-context", &raw.kube_context),
             ("namespace", &raw.namespace),
             ("deployments", &raw.deployments),
+            ("manifests", &raw.manifests),
         ] {
             if set.is_some() {
                 c.problem(name, "is only used with target 'kubernetes'");
@@ -550,10 +551,16 @@ fn target_rules(
     }
 }
 
-fn kubernetes(c: &mut Check, raw: &RawInputs, env: &Env, b: &Basics) -> Option<KubernetesSpec> {
+fn kubernetes(
+    c: &mut Check,
+    raw: &RawInputs,
+    env: &Env,
+    ctx: &RawContext,
+    b: &Basics,
+) -> Option<KubernetesSpec> {
     let target = b.target;
     (target == TargetKind::Kubernetes).then(|| {
-        let deployments: Vec<DeploymentRef> = raw
+        let mut deployments: Vec<DeploymentRef> = raw
             .deployments
             .as_deref()
             .map(|d| {
@@ -571,14 +578,101 @@ fn kubernetes(c: &mut Check, raw: &RawInputs, env: &Env, b: &Basics) -> Option<K
                 c.problem("deployments", format!("'{}' is named twice", d.name));
             }
         }
+        let manifests = match raw.manifests.as_deref().map(g::list) {
+            None => Vec::new(),
+            Some(patterns) => {
+                let workspace = ctx.github_workspace.clone().unwrap_or_else(|| ".".into());
+                let (m, problems) = manifests::load(std::path::Path::new(&workspace), &patterns);
+                for p in problems {
+                    c.problem("manifests", p);
+                }
+                m
+            }
+        };
+        if !manifests.is_empty() {
+            deployments = manifest_deployments(c, &manifests, deployments, b);
+        }
         KubernetesSpec {
             kubeconfig: raw.kubeconfig.clone().map(SecretValue::new),
             kubeconfig_env: env.get("KUBECONFIG").map(String::from),
             context: raw.kube_context.as_deref().map(|s| s.trim().to_string()),
             namespace: c.or("namespace", &raw.namespace, "default".into(), g::dns1123_label),
             deployments,
+            manifests,
         }
     })
+}
+
+/// With `manifests`, the Deployments to roll: those `deployments` names
+/// (each must be in the manifests, with the container), else every
+/// container of the manifests' Deployments that runs the image's repository.
+fn manifest_deployments(
+    c: &mut Check,
+    manifests: &[manifests::Manifest],
+    named: Vec<DeploymentRef>,
+    b: &Basics,
+) -> Vec<DeploymentRef> {
+    let in_manifests: Vec<&manifests::Manifest> = manifests.iter().filter(|m| m.is_deployment()).collect();
+    if !named.is_empty() {
+        for d in &named {
+            match in_manifests.iter().find(|m| m.name() == d.name) {
+                None => c.problem(
+                    "deployments",
+                    format!("'{}' is not a Deployment (apps/v1) in the manifests", d.name),
+                ),
+                Some(m) => {
+                    let containers = m.containers();
+                    if let Some(want) = &d.container
+                        && !containers.iter().any(|(n, _)| n == want)
+                    {
+                        c.problem(
+                            "deployments",
+                            format!(
+                                "Deployment '{}' in {} has no container '{want}' (it has: {})",
+                                d.name,
+                                m.source,
+                                containers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        return named;
+    }
+    let Some(image) = &b.image else {
+        if b.mode != Mode::Rollback {
+            c.problem("manifests", "need 'image' (or 'deployments' naming the containers)");
+        }
+        return in_manifests
+            .iter()
+            .map(|m| DeploymentRef { name: m.name().into(), container: None })
+            .collect();
+    };
+    let same_repo =
+        |i: &str| g::image(i).is_ok_and(|i| i.repository == image.repository && i.registry == image.registry);
+    let found: Vec<DeploymentRef> = in_manifests
+        .iter()
+        .filter_map(|m| {
+            m.containers()
+                .into_iter()
+                .find(|(_, i)| same_repo(i))
+                .map(|(container, _)| DeploymentRef { name: m.name().into(), container: Some(container) })
+        })
+        .collect();
+    if found.is_empty() {
+        c.problem(
+            "manifests",
+            format!(
+                "no container of their Deployments runs {}; name the containers to set in 'deployments' (name:container)",
+                match &image.registry {
+                    Some(r) => format!("{r}/{}", image.repository),
+                    None => image.repository.clone(),
+                }
+            ),
+        );
+    }
+    found
 }
 
 fn registry_and_ssm(

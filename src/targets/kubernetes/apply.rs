@@ -5,13 +5,16 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{EnvFromSource, SecretEnvSource};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
 
 use super::FIELD_MANAGER;
 use super::error::{KubeError, ObjectRef};
 use super::rollout::REVISION;
 use super::secret::is_ours;
 use crate::inputs::DeploymentRef;
+use crate::inputs::manifests::Manifest;
 use crate::runner::Runner;
 
 /// A Deployment as read before the deploy.
@@ -22,7 +25,13 @@ pub struct Current {
     pub container: String,
     pub image: Option<String>,
     pub revision: Option<String>,
+    /// The live object; with `manifests`, the manifest's spec under the
+    /// live metadata (or the manifest alone when `exists` is false).
     pub deployment: Deployment,
+    /// The manifest applied whole (with the image set), if `manifests`.
+    pub manifest: Option<serde_json::Value>,
+    /// Whether the Deployment existed before this run.
+    pub exists: bool,
 }
 
 /// The image of `container` (or the first container).
@@ -40,16 +49,38 @@ pub fn container_image(d: &Deployment, container: Option<&str>) -> Option<String
 /// # Errors
 /// Missing Deployment or container, a paused Deployment (it would never
 /// roll), or the API's refusal.
-pub async fn read(client: &kube::Client, namespace: &str, r: &DeploymentRef) -> Result<Current, KubeError> {
+pub async fn read(
+    client: &kube::Client,
+    namespace: &str,
+    r: &DeploymentRef,
+    manifest: Option<&Manifest>,
+) -> Result<Current, KubeError> {
+    let namespace = manifest.and_then(|m| m.namespace()).unwrap_or(namespace);
     let object = ObjectRef::deployment(namespace, &r.name);
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let d = api
-        .get(&r.name)
+    let live = api
+        .get_opt(&r.name)
         .await
         .map_err(|e| KubeError::from_api(e, "get", "deployments", "apps", object.clone()))?;
-    if d.spec.as_ref().and_then(|s| s.paused) == Some(true) {
+    if let Some(d) = &live
+        && d.spec.as_ref().and_then(|s| s.paused) == Some(true)
+    {
         return Err(KubeError::Paused { object, action: "deploy to" });
     }
+    let exists = live.is_some();
+    let d = match (live, manifest) {
+        (Some(d), None) => d,
+        (None, None) => return Err(KubeError::NotFound { object }),
+        (live, Some(m)) => {
+            let mut d: Deployment = serde_json::from_value(m.object.clone())
+                .map_err(|e| KubeError::Config(format!("{}: not a Deployment: {e}", m.source)))?;
+            if let Some(l) = live {
+                d.metadata = l.metadata;
+                d.status = l.status;
+            }
+            d
+        }
+    };
     let names: Vec<String> = d
         .spec
         .as_ref()
@@ -73,20 +104,37 @@ pub async fn read(client: &kube::Client, namespace: &str, r: &DeploymentRef) -> 
         },
     };
     Ok(Current {
-        image: container_image(&d, Some(&container)),
+        image: if exists { container_image(&d, Some(&container)) } else { None },
         revision: d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).cloned(),
         object,
         container,
         deployment: d,
+        manifest: manifest.map(|m| m.object.clone()),
+        exists,
     })
 }
 
 /// The minimal apply configuration: the container's name (its merge key)
 /// and image, and its `envFrom` when the action's Secret is involved.
 pub fn apply_patch(t: &Current, image: &str, env_from: Option<&[EnvFromSource]>) -> serde_json::Value {
+    let env_from = env_from.map(|f| serde_json::to_value(f).unwrap_or_default());
+    if let Some(m) = &t.manifest {
+        // The whole manifest, the image (and envFrom) set in the container.
+        let mut m = m.clone();
+        m["metadata"]["namespace"] = t.object.namespace.clone().into();
+        if let Some(cs) = m["spec"]["template"]["spec"]["containers"].as_array_mut() {
+            for c in cs.iter_mut().filter(|c| c["name"] == t.container.as_str()) {
+                c["image"] = image.into();
+                if let Some(f) = &env_from {
+                    c["envFrom"] = f.clone();
+                }
+            }
+        }
+        return m;
+    }
     let mut c = serde_json::json!({"name": t.container, "image": image});
     if let Some(f) = env_from {
-        c["envFrom"] = serde_json::to_value(f).unwrap_or_default();
+        c["envFrom"] = f;
     }
     serde_json::json!({
         "apiVersion": "apps/v1",
@@ -151,9 +199,8 @@ fn conflicts(s: &kube::core::Status) -> (Vec<String>, Vec<String>) {
 
 /// Whether `manager` holds fields by `Apply` (a declarative owner such as
 /// a GitOps controller) rather than only by imperative `Update`s.
-fn applies(d: &Deployment, manager: &str) -> bool {
-    d.metadata
-        .managed_fields
+fn applies(meta: &ObjectMeta, manager: &str) -> bool {
+    meta.managed_fields
         .iter()
         .flatten()
         .any(|m| m.manager.as_deref() == Some(manager) && m.operation.as_deref() == Some("Apply"))
@@ -181,16 +228,65 @@ pub async fn set_image(
 ) -> Result<bool, KubeError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), &t.object.namespace);
     let patch = apply_patch(t, image, env_from);
-    let before = t.deployment.metadata.generation.unwrap_or(0);
+    let before = if t.exists { t.deployment.metadata.generation.unwrap_or(0) } else { 0 };
+    let target = Target { object: &t.object, resource: "deployments", group: "apps" };
+    let live = t.exists.then_some(&t.deployment.metadata);
+    let applied = apply_taking_over(&api, &target, &patch, live, runner, dry_run).await?;
+    let after = applied.metadata.generation.unwrap_or(0);
+    if !dry_run {
+        match t.exists {
+            true => runner.line(&format!(
+                "{}: container {} set to {image} (generation {before} → {after})",
+                t.object, t.container
+            )),
+            false => runner.line(&format!("{}: created, container {} runs {image}", t.object, t.container)),
+        }
+    }
+    Ok(after > before || !t.exists)
+}
+
+/// What an apply writes to, for messages.
+struct Target<'a> {
+    object: &'a ObjectRef,
+    resource: &'a str,
+    group: &'a str,
+}
+
+/// Server-side apply of `patch`; a conflict with a manager that *applies*
+/// the field is an error naming it, one with imperative updates only is
+/// taken over (forced), as `kubectl set image` or `kubectl apply` would
+/// overwrite them. `live` is the object's metadata when known (else read on
+/// a conflict).
+async fn apply_taking_over<K>(
+    api: &Api<K>,
+    t: &Target<'_>,
+    patch: &serde_json::Value,
+    live: Option<&ObjectMeta>,
+    runner: &Runner,
+    dry_run: bool,
+) -> Result<K, KubeError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let refused = |e| KubeError::from_api(e, "patch", t.resource, t.group, t.object.clone());
     let mut params = PatchParams::apply(FIELD_MANAGER);
     if dry_run {
         params = params.dry_run();
     }
-    let applied = match api.patch(&t.object.name, &params, &Patch::Apply(&patch)).await {
-        Ok(d) => d,
+    let name = t.object.name.as_str();
+    match api.patch(name, &params, &Patch::Apply(patch)).await {
+        Ok(d) => Ok(d),
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let (managers, fields) = conflicts(&s);
-            if managers.is_empty() || managers.iter().any(|m| applies(&t.deployment, m)) {
+            let read;
+            let meta = match live {
+                Some(m) => Some(m),
+                None => {
+                    read = api.get_opt(name).await.ok().flatten();
+                    read.as_ref().map(|o| o.meta())
+                }
+            };
+            if managers.is_empty() || managers.iter().any(|m| meta.is_some_and(|meta| applies(meta, m))) {
                 let named = if managers.is_empty() { s.message.clone() } else { managers.join(", ") };
                 return Err(KubeError::Conflict {
                     object: t.object.clone(),
@@ -205,18 +301,56 @@ pub async fn set_image(
                 fields.join(", "),
                 managers.join(", ")
             ));
-            api.patch(&t.object.name, &params.clone().force(), &Patch::Apply(&patch))
-                .await
-                .map_err(|e| KubeError::from_api(e, "patch", "deployments", "apps", t.object.clone()))?
+            api.patch(name, &params.clone().force(), &Patch::Apply(patch)).await.map_err(refused)
         }
-        Err(e) => return Err(KubeError::from_api(e, "patch", "deployments", "apps", t.object.clone())),
-    };
-    let after = applied.metadata.generation.unwrap_or(0);
-    if !dry_run {
-        runner.line(&format!(
-            "{}: container {} set to {image} (generation {before} → {after})",
-            t.object, t.container
-        ));
+        Err(e) => Err(refused(e)),
     }
-    Ok(after > before)
+}
+
+/// Applies one object of the manifests as written (namespaced kinds
+/// without a namespace go to `namespace`), with the same conflict rules as
+/// the image. Returns the object as users name it.
+///
+/// # Errors
+/// An unknown kind (no such API on the server), a conflict, a refusal.
+pub async fn apply_object(
+    client: &kube::Client,
+    m: &Manifest,
+    namespace: &str,
+    runner: &Runner,
+    dry_run: bool,
+) -> Result<ObjectRef, KubeError> {
+    let (group, version) = match m.api_version().split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", m.api_version()),
+    };
+    let gvk = GroupVersionKind::gvk(group, version, m.kind());
+    let ns = m.namespace().unwrap_or(namespace);
+    let object = ObjectRef::new(m.kind(), ns, m.name());
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 403 => {
+            KubeError::from_api(kube::Error::Api(s), "get", "(discovery)", group, object.clone())
+        }
+        e => KubeError::Config(format!(
+            "{}: {} {} is not served by this cluster ({e})",
+            m.source,
+            m.api_version(),
+            m.kind()
+        )),
+    })?;
+    let mut body = m.object.clone();
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => {
+            body["metadata"]["namespace"] = ns.into();
+            Api::namespaced_with(client.clone(), ns, &ar)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &ar),
+    };
+    let object = match caps.scope {
+        Scope::Namespaced => object,
+        Scope::Cluster => ObjectRef::new(m.kind(), "", m.name()),
+    };
+    let target = Target { object: &object, resource: &ar.plural, group };
+    apply_taking_over(&api, &target, &body, None, runner, dry_run).await?;
+    Ok(object)
 }

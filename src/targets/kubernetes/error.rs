@@ -4,7 +4,8 @@
 /// An object, as users name it (`deployment default/web`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRef {
-    pub kind: &'static str,
+    /// Lower-case, as kubectl names kinds (`deployment`, `configmap`).
+    pub kind: String,
     pub namespace: String,
     pub name: String,
 }
@@ -17,7 +18,11 @@ impl std::fmt::Display for ObjectRef {
 
 impl ObjectRef {
     pub fn deployment(namespace: &str, name: &str) -> Self {
-        Self { kind: "deployment", namespace: namespace.into(), name: name.into() }
+        Self::new("deployment", namespace, name)
+    }
+
+    pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
+        Self { kind: kind.to_lowercase(), namespace: namespace.into(), name: name.into() }
     }
 }
 
@@ -33,13 +38,7 @@ pub enum KubeError {
     #[error(
         "forbidden: cannot {verb} {resource} in namespace {namespace} ({message}); the action's Role needs a rule with apiGroups [\"{group}\"], resources [\"{resource}\"], verbs [\"{verb}\"] (see the README's least-privilege Role)"
     )]
-    Forbidden {
-        verb: &'static str,
-        resource: &'static str,
-        group: &'static str,
-        namespace: String,
-        message: String,
-    },
+    Forbidden { verb: &'static str, resource: String, group: String, namespace: String, message: String },
 
     #[error("{object} not found")]
     NotFound { object: ObjectRef },
@@ -107,15 +106,15 @@ impl KubeError {
     pub fn from_api(
         e: kube::Error,
         verb: &'static str,
-        resource: &'static str,
-        group: &'static str,
+        resource: &str,
+        group: &str,
         object: ObjectRef,
     ) -> Self {
         match &e {
             kube::Error::Api(s) if s.code == 403 => KubeError::Forbidden {
                 verb,
-                resource,
-                group,
+                resource: resource.into(),
+                group: group.into(),
                 namespace: object.namespace,
                 message: s.message.clone(),
             },

@@ -119,7 +119,7 @@ pub async fn run(
     let ns = from.object.namespace.as_str();
     let job = job(m, from)?;
     let name = job.metadata.name.clone().unwrap_or_default();
-    let object = ObjectRef { kind: "job", namespace: ns.into(), name: name.clone() };
+    let object = ObjectRef::new("job", ns, &name);
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let params = PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.into()) };
     match jobs.create(&params, &job).await {
@@ -274,7 +274,8 @@ mod tests {
         assert_eq!(job_name("web", "123-1"), "web-migrate-123-1");
         let long = job_name(&"a".repeat(63), "12345678901-2");
         assert!(long.len() <= 63 && long.ends_with("-migrate-12345678901-2"), "{long}");
-        assert_eq!(job_name("ab-cd", &"9".repeat(50)).len(), 63 - 1);
+        // A cut never leaves a trailing dash before the suffix.
+        assert_eq!(job_name("ab-cd", &"9".repeat(51)), format!("ab-migrate-{}", "9".repeat(51)));
     }
 
     #[test]
@@ -297,6 +298,8 @@ mod tests {
             image: Some("r/web:1".into()),
             revision: None,
             deployment: d,
+            manifest: None,
+            exists: true,
         };
         let cmd = vec!["./migrate".to_string(), "up".into()];
         let m = Migration {

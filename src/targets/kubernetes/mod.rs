@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{KubeError, ObjectRef};
 
+use crate::inputs::manifests::{self, Manifest};
 use crate::inputs::{KubernetesSpec, Mode};
 use crate::runner::Runner;
 use rollout::Rolled;
@@ -102,18 +103,63 @@ pub async fn plan(
     let client = cluster::connect(spec).await?;
     let ns = spec.namespace.as_str();
     let mut lines = Vec::new();
+    let (before, after) = others(spec);
+    for m in &before {
+        let o = apply::apply_object(&client, m, ns, runner, true).await?;
+        lines.push(format!("{o}: would be applied from {}", m.source));
+    }
     for r in &spec.deployments {
-        let t = apply::read(&client, ns, r).await?;
+        let t = apply::read(&client, ns, r, manifest_of(spec, &r.name)).await?;
         let image = image.ok_or_else(|| KubeError::Config("no image to deploy".into()))?;
         let env_from = apply::env_from_as_is(&t, app);
         let changes = apply::set_image(&client, &t, image, env_from.as_deref(), runner, true).await?;
         let was = t.image.as_deref().unwrap_or("(no image)");
-        lines.push(match changes {
-            true => format!("{}: container {} {was} → {image} (a new revision)", t.object, t.container),
-            false => format!("{}: container {} already runs {image}: nothing to do", t.object, t.container),
+        lines.push(match (t.exists, changes) {
+            (false, _) => {
+                format!("{}: would be created, container {} running {image}", t.object, t.container)
+            }
+            (true, true) => {
+                format!("{}: container {} {was} → {image} (a new revision)", t.object, t.container)
+            }
+            (true, false) => {
+                format!("{}: container {} already runs {image}: nothing to do", t.object, t.container)
+            }
         });
     }
+    for m in &after {
+        let o = apply::apply_object(&client, m, ns, runner, true).await?;
+        lines.push(format!("{o}: would be applied from {}", m.source));
+    }
     Ok(lines)
+}
+
+/// The manifest of a rolled Deployment, if `manifests`.
+fn manifest_of<'a>(spec: &'a KubernetesSpec, name: &str) -> Option<&'a Manifest> {
+    spec.manifests.iter().find(|m| m.is_deployment() && m.name() == name)
+}
+
+/// The manifests' other objects: those applied before the migration
+/// (what workloads refer to), and those after the Deployments.
+fn others(spec: &KubernetesSpec) -> (Vec<&Manifest>, Vec<&Manifest>) {
+    let rolled = |m: &Manifest| m.is_deployment() && spec.deployments.iter().any(|d| d.name == m.name());
+    spec.manifests
+        .iter()
+        .filter(|m| !rolled(m))
+        .partition(|m| manifests::rank(m.kind()) < manifests::WORKLOAD)
+}
+
+/// Applies `list` in order; the first failure stops.
+async fn apply_all(
+    client: &kube::Client,
+    list: &[&Manifest],
+    ns: &str,
+    runner: &Runner,
+) -> Result<(), KubeError> {
+    for m in list {
+        let o = apply::apply_object(client, m, ns, runner, false).await?;
+        runner.line(&format!("{o}: applied ({})", m.source));
+    }
+    Ok(())
 }
 
 fn summary(r: &Rolled) -> String {
@@ -160,10 +206,14 @@ async fn deploy(
         let _g = runner.group(&format!("Read {} deployment(s) in {ns}", spec.deployments.len()));
         for r in &spec.deployments {
             let got = tokio::select! {
-                g = apply::read(client, ns, r) => g,
+                g = apply::read(client, ns, r, manifest_of(spec, &r.name)) => g,
                 _ = cancel.cancelled() => return ClusterRun { cancelled: true, ..out },
             };
             match got {
+                Ok(t) if !t.exists => {
+                    runner.line(&format!("{}: not in the cluster yet; the manifest creates it", t.object));
+                    targets.push(t);
+                }
                 Ok(t) => {
                     runner.line(&format!(
                         "{}: container {} runs {}, revision {}",
@@ -188,6 +238,17 @@ async fn deploy(
         out.rolled_back = true;
         out
     };
+
+    // The manifests' objects that workloads refer to (Namespace, RBAC,
+    // ConfigMaps, Services...), before the migration needs them.
+    let (before, after) = others(spec);
+    if !before.is_empty() {
+        out.stage = "apply";
+        let _g = runner.group(&format!("Apply {} object(s) from the manifests", before.len()));
+        if let Err(e) = apply_all(client, &before, ns, runner).await {
+            return unchanged(ClusterRun { error: Some(e), ..out }, &targets);
+        }
+    }
 
     // The app's Secret, before any template refers to it.
     if let Some(s) = &work.secret {
@@ -238,6 +299,13 @@ async fn deploy(
                     break;
                 }
             }
+        }
+    }
+
+    if out.error.is_none() && !cancel.is_cancelled() && !after.is_empty() {
+        let _g = runner.group(&format!("Apply {} more object(s) from the manifests", after.len()));
+        if let Err(e) = apply_all(client, &after, ns, runner).await {
+            out.error = Some(e);
         }
     }
 
@@ -309,6 +377,22 @@ async fn deploy(
         let was_changed = changed.iter().any(|c| c.object == t.object);
         if !was_changed {
             out.units.push((t.object.to_string(), "unchanged".into(), Duration::ZERO));
+            continue;
+        }
+        if !t.exists {
+            // Nothing ran before it: there is no revision to go back to.
+            runner.warning(
+                "rollback_not_possible",
+                &format!(
+                    "{}: created by this run, no earlier revision to roll back to; left as it is",
+                    t.object
+                ),
+            );
+            out.units.push((
+                t.object.to_string(),
+                "created, failing: no earlier revision".into(),
+                Duration::ZERO,
+            ));
             continue;
         }
         let started = Instant::now();

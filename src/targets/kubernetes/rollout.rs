@@ -241,8 +241,8 @@ pub(super) fn check_watch_error(
     match api {
         Some(s) if s.code == 403 => Err(KubeError::Forbidden {
             verb: if matches!(e, watcher::Error::InitialListFailed(_)) { "list" } else { "watch" },
-            resource,
-            group,
+            resource: resource.into(),
+            group: group.into(),
             namespace: object.namespace.clone(),
             message: s.message.clone(),
         }),

@@ -73,7 +73,7 @@ pub async fn ensure(
     dry_run: bool,
 ) -> Result<bool, KubeError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let object = ObjectRef { kind: "secret", namespace: namespace.into(), name: s.name.clone() };
+    let object = ObjectRef::new("secret", namespace, &s.name);
     let body = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(s.name.clone()),
@@ -130,7 +130,7 @@ pub async fn collect_garbage(
     namespace: &str,
     app: &str,
 ) -> Result<Vec<String>, KubeError> {
-    let ns_ref = |kind, name: &str| ObjectRef { kind, namespace: namespace.into(), name: name.into() };
+    let ns_ref = |kind, name: &str| ObjectRef::new(kind, namespace, name);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let selector = format!("{APP_LABEL}={app},{ROLE_LABEL}=secrets");
     let ours = secrets
