@@ -191,12 +191,21 @@ pub struct KubernetesSpec {
     /// with neither, the in-cluster service account.
     pub kubeconfig_env: Option<String>,
     pub context: Option<String>,
+    /// `eks-cluster`: endpoint and CA from the EKS API, a signed token.
+    pub eks: Option<EksSpec>,
     pub namespace: String,
     /// The Deployments rolled and watched: named by `deployments`, or
     /// found in `manifests` (the containers running the image's repository).
     pub deployments: Vec<DeploymentRef>,
     /// `manifests`, read and in apply order; empty without the input.
     pub manifests: Vec<manifests::Manifest>,
+}
+
+/// An EKS cluster reached without the `aws` binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EksSpec {
+    pub cluster: String,
+    pub region: String,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -78,6 +78,7 @@ pub struct RawInputs {
     pub namespace: Option<String>,
     pub deployments: Option<String>,
     pub manifests: Option<String>,
+    pub eks_cluster: Option<String>,
     // Secrets from SSM.
     pub ssm_paths: Option<String>,
     pub ssm_parameters: Option<String>,

@@ -532,6 +532,7 @@ fn target_rules(
             ("namespace", &raw.namespace),
             ("deployments", &raw.deployments),
             ("manifests", &raw.manifests),
+            ("eks-cluster", &raw.eks_cluster),
         ] {
             if set.is_some() {
                 c.problem(name, "is only used with target 'kubernetes'");
@@ -592,10 +593,34 @@ fn kubernetes(
         if !manifests.is_empty() {
             deployments = manifest_deployments(c, &manifests, deployments, b);
         }
+        let eks = raw.eks_cluster.as_deref().map(str::trim).and_then(|name| {
+            for (input, set) in [("kubeconfig", &raw.kubeconfig), ("kube-context", &raw.kube_context)] {
+                if set.is_some() {
+                    c.problem(input, "cannot be combined with 'eks-cluster' (the endpoint, CA and token come from AWS)");
+                }
+            }
+            // EKS cluster names: 1-100 of [0-9A-Za-z_-], starting alphanumeric.
+            let valid = !name.is_empty()
+                && name.len() <= 100
+                && name.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+                && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+            if !valid {
+                c.problem("eks-cluster", format!("'{name}' is not an EKS cluster name (1-100 letters, digits, '-' or '_', starting with a letter or digit)"));
+            }
+            match raw.aws_region.as_deref().map(str::trim) {
+                Some(region) if valid => Some(EksSpec { cluster: name.into(), region: region.into() }),
+                None => {
+                    c.problem("aws-region", "is required with 'eks-cluster' (the cluster's region)");
+                    None
+                }
+                _ => None,
+            }
+        });
         KubernetesSpec {
             kubeconfig: raw.kubeconfig.clone().map(SecretValue::new),
             kubeconfig_env: env.get("KUBECONFIG").map(String::from),
             context: raw.kube_context.as_deref().map(|s| s.trim().to_string()),
+            eks,
             namespace: c.or("namespace", &raw.namespace, "default".into(), g::dns1123_label),
             deployments,
             manifests,

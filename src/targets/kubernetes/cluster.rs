@@ -1,5 +1,6 @@
-//! Reaching the cluster: the `kubeconfig` input (content, in memory only),
-//! else `KUBECONFIG`, else the in-cluster service account.
+//! Reaching the cluster: `eks-cluster` (see [`super::eks`]), else the
+//! `kubeconfig` input (content, in memory only), else `KUBECONFIG`, else
+//! the in-cluster service account.
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -52,6 +53,17 @@ pub fn credentials(spec: &KubernetesSpec) -> Vec<String> {
 /// # Errors
 /// [`KubeError::Config`] when no configuration can be loaded.
 pub async fn connect(spec: &KubernetesSpec) -> Result<Client, KubeError> {
+    if let Some(eks) = &spec.eks {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(eks.region.clone()))
+            .load()
+            .await;
+        let config = super::eks::config(eks, &sdk).await?;
+        let token = super::eks::Renewing::start(eks, &sdk).await?;
+        let builder =
+            kube::client::ClientBuilder::try_from(config).map_err(|e| KubeError::Connect(e.to_string()))?;
+        return Ok(builder.with_layer(&token.layer()).build());
+    }
     let options = KubeConfigOptions { context: spec.context.clone(), cluster: None, user: None };
     let config = match (&spec.kubeconfig, &spec.kubeconfig_env) {
         (Some(text), _) => {

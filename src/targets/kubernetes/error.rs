@@ -40,6 +40,9 @@ pub enum KubeError {
     )]
     Forbidden { verb: &'static str, resource: String, group: String, namespace: String, message: String },
 
+    #[error("the cluster refused the credentials (401 Unauthorized: {message}): {hint}")]
+    Unauthorized { message: String, hint: &'static str },
+
     #[error("{object} not found")]
     NotFound { object: ObjectRef },
 
@@ -85,6 +88,7 @@ impl KubeError {
             KubeError::Config(_) => "kube_config_invalid",
             KubeError::Connect(_) => "kube_connect_failed",
             KubeError::Forbidden { .. } => "kube_forbidden",
+            KubeError::Unauthorized { .. } => "kube_unauthorized",
             KubeError::NotFound { .. } => "kube_not_found",
             KubeError::NoSuchContainer { .. } => "kube_no_such_container",
             KubeError::Conflict { .. } => "kube_apply_conflict",
@@ -117,6 +121,10 @@ impl KubeError {
                 group: group.into(),
                 namespace: object.namespace,
                 message: s.message.clone(),
+            },
+            kube::Error::Api(s) if s.code == 401 => KubeError::Unauthorized {
+                message: s.message.clone(),
+                hint: "an expired, revoked or tampered token, or an identity the cluster does not map (for eks-cluster: an EKS access entry or aws-auth mapping for the IAM identity, and a correct clock)",
             },
             kube::Error::Api(s) if s.code == 404 => KubeError::NotFound { object },
             kube::Error::Api(s) => KubeError::Api { object, verb, message: s.message.clone() },

@@ -18,6 +18,7 @@
 
 pub mod apply;
 pub mod cluster;
+pub mod eks;
 pub mod error;
 pub mod migrate;
 pub mod rollout;
