@@ -522,8 +522,11 @@ fn target_rules(
     if target == TargetKind::Kubernetes && mode == Mode::Rollback && raw.image.is_some() {
         c.problem("image", "mode 'rollback' on target 'kubernetes' restores the previous revision (as kubectl rollout undo); omit 'image', or deploy that image with mode 'deploy'");
     }
-    if target == TargetKind::Kubernetes && strategy != StrategyKind::Rolling {
-        c.problem("strategy", format!("'{}' is not available for target 'kubernetes' yet; use 'rolling' (the Deployment's own rolling update)", strategy.as_str()));
+    if target == TargetKind::Kubernetes && strategy == StrategyKind::Canary {
+        c.problem("strategy", "'canary' is not available for target 'kubernetes' yet; use 'rolling' (the Deployment's own rolling update) or 'blue-green' (two colours, a Service selector flip)");
+    }
+    if target == TargetKind::Kubernetes && strategy == StrategyKind::BlueGreen && raw.manifests.is_some() {
+        c.problem("manifests", "blue-green on target 'kubernetes' works from existing Deployments and Services ('deployments'); apply the manifests with strategy 'rolling' first");
     }
     if target != TargetKind::Kubernetes {
         for (name, set) in [

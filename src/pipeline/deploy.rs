@@ -522,7 +522,8 @@ async fn cluster_units(
         migrate_command: release.migrate_command.as_deref(),
         migration_timeout: inputs.rollout.migration_timeout,
     });
-    let k = kubernetes::run(spec, inputs.mode, work.as_ref(), runner, cancel).await;
+    let k =
+        kubernetes::run(spec, inputs.mode, super::kube_strategy(inputs), work.as_ref(), runner, cancel).await;
     let status = match (&k.error, k.cancelled, k.rolled_back) {
         (None, false, _) => Status::Success,
         (_, true, _) => Status::Error,

@@ -121,7 +121,15 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
     if let Some(k) = &inputs.kubernetes {
         let _g = runner.group("Server-side dry run (dryRun=All — nothing is persisted)");
         let image = inputs.image.as_ref().map(|i| i.full());
-        match crate::targets::kubernetes::plan(k, &inputs.app, image.as_deref(), runner).await {
+        match crate::targets::kubernetes::plan(
+            k,
+            kube_strategy(inputs),
+            &inputs.app,
+            image.as_deref(),
+            runner,
+        )
+        .await
+        {
             Ok(lines) => plan.cluster_changes = lines,
             Err(e) => return Outcome { status: Status::Failure, error: Some(e.into()) },
         }
@@ -173,4 +181,16 @@ pub fn facts(inputs: &Inputs, image: &str, previous: Option<&str>) -> Vec<(Strin
         f.push(("URL".to_string(), u.to_string()));
     }
     f
+}
+
+/// The cluster's strategy from the inputs.
+fn kube_strategy(inputs: &Inputs) -> crate::targets::kubernetes::Strategy {
+    use crate::targets::kubernetes::{Strategy, bluegreen::Timing};
+    match inputs.strategy {
+        crate::inputs::StrategyKind::BlueGreen => Strategy::BlueGreen(Timing {
+            observe: inputs.rollout.observe_window,
+            drain: inputs.rollout.drain,
+        }),
+        _ => Strategy::Rolling,
+    }
 }

@@ -458,7 +458,12 @@ fn kubernetes_the_readme_role_is_enough_and_patch_is_named_when_missing() {
     let role = readme_role();
     for (tag, role, image, ok) in [
         ("role", role.clone(), "example.invalid/web:imagepull", true),
-        ("nopatch", role.replace("\"watch\", \"patch\"]", "\"watch\"]"), "example.invalid/web:v2", false),
+        (
+            "nopatch",
+            role.replace("\"watch\", \"patch\", \"create\"]", "\"watch\", \"create\"]"),
+            "example.invalid/web:v2",
+            false,
+        ),
     ] {
         let ns = Ns::new(tag);
         ns.deployment("web", "example.invalid/web:v1", 2, 60);
@@ -514,7 +519,8 @@ fn bound_to(ns: &Ns, role: &str) -> String {
 }
 
 /// The README's Role also covers the app's Secret (create, list and
-/// remove superseded ones) and the migration Job (run, watch, logs, delete).
+/// remove superseded ones), the migration Job (run, watch, logs, delete)
+/// and blue-green (colours, the selector flip, EndpointSlices).
 #[tokio::test(flavor = "multi_thread")]
 async fn kubernetes_the_readme_role_covers_secrets_and_migrations() {
     let ns = Ns::new("rolesec");
@@ -543,10 +549,16 @@ async fn kubernetes_the_readme_role_covers_secrets_and_migrations() {
     // goes once its ReplicaSet does, through the same Role (list, delete).
     let again = action("example.invalid/web:v3").run();
     assert_status(&again, "success", 0);
-    for r in [&run, &failed, &again] {
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v3");
+    // Blue-green through the same Role: colours created, the selector
+    // flipped and verified on the EndpointSlices.
+    ns.service("web");
+    let bg = ns.blue_green("web", "example.invalid/web:v4").input("kubeconfig", &kubeconfig).run();
+    assert_status(&bg, "success", 0);
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
+    for r in [&run, &failed, &again, &bg] {
         assert!(!r.stdout.contains("kube_forbidden") && !r.stdout.contains("forbidden"), "{}", r.stdout);
     }
-    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v3");
 }
 
 fn token_kubeconfig(token: &str) -> String {
@@ -1079,4 +1091,208 @@ fn kubernetes_eks_inputs_are_checked() {
     ] {
         assert!(run.stdout.contains(want), "{want}: {}", run.stdout);
     }
+}
+
+impl Ns {
+    /// A Service `name` selecting the pods of Deployment `name`.
+    fn service(&self, name: &str) {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}\n",
+            ns = self.0
+        );
+        kubectl_stdin(&["apply", "-f", "-"], &yaml);
+    }
+
+    fn selector(&self, service: &str) -> serde_json::Value {
+        let s = kubectl_ok(&["-n", &self.0, "get", "service", service, "-o", "jsonpath={.spec.selector}"]);
+        serde_json::from_str(&s).unwrap()
+    }
+
+    /// The pods the Service's EndpointSlices list as ready.
+    fn endpoint_pods(&self, service: &str) -> Vec<String> {
+        let out = kubectl_ok(&[
+            "-n",
+            &self.0,
+            "get",
+            "endpointslices",
+            "-l",
+            &format!("kubernetes.io/service-name={service}"),
+            "-o",
+            "jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}{.targetRef.name}{\"\\n\"}{end}",
+        ]);
+        let mut pods: Vec<String> = out.lines().map(String::from).collect();
+        pods.sort();
+        pods
+    }
+
+    fn replicas(&self, name: &str) -> String {
+        self.get(name, "{.spec.replicas}")
+    }
+
+    fn blue_green(&self, deployments: &str, image: &str) -> Action {
+        self.action(deployments)
+            .input("strategy", "blue-green")
+            .input("observe-window", "2s")
+            .input("drain-time", "1s")
+            .input("image", image)
+    }
+}
+
+/// Blue-green: the candidate colour is fully available before the live
+/// Service's selector flips; afterwards its EndpointSlices list only the
+/// new pods and the old colour sits at zero. A second deploy goes to the
+/// other colour, and `mode: rollback` flips back to the one at zero.
+#[test]
+fn kubernetes_blue_green_flips_only_once_the_candidate_is_ready_and_rolls_back() {
+    let ns = Ns::new("bg");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    ns.service("web");
+    let before = ns.endpoint_pods("web");
+    assert_eq!(before.len(), 2);
+
+    let run = ns.blue_green("web:app", "example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    let at = |s: &str| run.stdout.find(s).unwrap_or_else(|| panic!("{s}: {}", run.stdout));
+    assert!(
+        at("deployment \"web-blue\" successfully rolled out") < at("selector now deploy-action/colour=blue"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
+    assert!(ns.selector("web").get("pod-template-hash").is_none());
+    let pods = ns.endpoint_pods("web");
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    assert!(pods.iter().all(|p| p.starts_with("web-blue-")), "only the new colour: {pods:?}");
+    assert_eq!(image_of(&ns, "web-blue"), "example.invalid/web:v2");
+    assert_eq!(ns.replicas("web"), "0", "the old version is kept at zero");
+    ns.rollout_status("web-blue", &[]).assert_ok();
+    assert!(run.summary.contains("web-blue live (2 replica(s)), web at 0"), "{}", run.summary);
+
+    let run = ns.blue_green("web:app", "example.invalid/web:v3").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "green");
+    assert!(ns.endpoint_pods("web").iter().all(|p| p.starts_with("web-green-")));
+    assert_eq!(ns.replicas("web-blue"), "0");
+    assert_eq!(run.output("previous-image"), Some("example.invalid/web:v2"));
+
+    // Rollback: the colour at zero comes back up, then the flip.
+    let run = ns.blue_green("web:app", "").without("INPUT_IMAGE").input("mode", "rollback").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
+    let pods = ns.endpoint_pods("web");
+    assert!(!pods.is_empty() && pods.iter().all(|p| p.starts_with("web-blue-")), "{pods:?}");
+    assert_eq!(image_of(&ns, "web-blue"), "example.invalid/web:v2");
+    assert_eq!(ns.replicas("web-green"), "0");
+    ns.rollout_status("web-blue", &[]).assert_ok();
+}
+
+/// Four services switched together: the fourth's candidate never becomes
+/// ready, so none of the four Services changes selector (and kubectl's
+/// verdict on that candidate is the same failure).
+#[test]
+fn kubernetes_blue_green_four_services_none_flips_when_one_is_never_ready() {
+    let ns = Ns::new("bg4");
+    for name in ["a", "b", "c", "d"] {
+        ns.deployment(name, "example.invalid/web:v1", 1, 10);
+        ns.service(name);
+    }
+    // d's template is broken from now on: its running pods keep serving,
+    // but any pod made from it (the candidate's) never becomes ready.
+    kubectl_ok(&[
+        "-n",
+        &ns.0,
+        "patch",
+        "deployment",
+        "d",
+        "-p",
+        r#"{"spec":{"template":{"metadata":{"annotations":{"kwok.deploy-action/behavior":"never-ready"}}}}}"#,
+    ]);
+    let before: Vec<serde_json::Value> = ["a", "b", "c", "d"].iter().map(|s| ns.selector(s)).collect();
+    let action = ns.blue_green("a:app, b:app, c:app, d:app", "example.invalid/web:v2");
+    let child = action.spawn();
+    // kubectl watches the same candidate while the action does.
+    ns.until(30, "the candidate d-blue", || {
+        kubectl(&["-n", &ns.0, "get", "deployment", "d-blue"]).status.success()
+    });
+    let kubectl_verdict = Verdict(ns.spawn_rollout_status("d-blue").wait_with_output().unwrap());
+    let run = action.finish(child.wait_with_output().unwrap());
+    assert_status(&run, "failure", 1);
+    kubectl_verdict.assert_failed("exceeded its progress deadline");
+    assert!(run.stdout.contains("deployment \"d-blue\" exceeded its progress deadline"), "{}", run.stdout);
+    assert!(!run.stdout.contains("selector now"), "{}", run.stdout);
+    let after: Vec<serde_json::Value> = ["a", "b", "c", "d"].iter().map(|s| ns.selector(s)).collect();
+    assert_eq!(before, after, "no Service changed");
+    for s in ["a", "b", "c"] {
+        assert!(ns.endpoint_pods(s).iter().all(|p| !p.contains("-blue-")), "{s} serves only the old pods");
+        assert_eq!(ns.replicas(&format!("{s}-blue")), "0", "the candidate went to zero");
+    }
+}
+
+/// SIGTERM between two flips of a two-service switch: the flips are
+/// finished, then every Service goes back to the old colour, within 7 s.
+#[test]
+fn kubernetes_blue_green_sigterm_between_flips_leaves_every_service_on_one_colour() {
+    let ns = Ns::new("bgterm");
+    for name in ["api", "web"] {
+        ns.deployment(name, "example.invalid/web:v1", 1, 60);
+        ns.service(name);
+    }
+    // A first blue-green deploy: both on blue.
+    let run = ns.blue_green("api:app, web:app", "example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    let action = ns.blue_green("api:app, web:app", "example.invalid/web:v3").input("observe-window", "30s");
+    let (child, _kill, log) = crate::fleet::spawn_until(
+        &action,
+        "selector now deploy-action/colour=green",
+        Duration::from_secs(60),
+    );
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let (run, took) = crate::fleet::finish_within(&action, child, Duration::from_secs(20));
+    let stdout = log.all();
+    assert!(took < Duration::from_secs(7), "took {took:?}: {stdout}");
+    assert_eq!(run.code, Some(130), "{stdout}");
+    let colours: Vec<String> = ["api", "web"]
+        .iter()
+        .map(|s| ns.selector(s)["deploy-action/colour"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(colours, ["blue", "blue"], "{stdout}");
+    for s in ["api", "web"] {
+        ns.until(30, "the old colour's endpoints", || {
+            let pods = ns.endpoint_pods(s);
+            !pods.is_empty() && pods.iter().all(|p| p.starts_with(&format!("{s}-blue-")))
+        });
+    }
+}
+
+/// `mode: plan` with blue-green: a server-side dry run and the steps;
+/// nothing changes (resourceVersions kept).
+#[test]
+fn kubernetes_blue_green_plan_touches_nothing() {
+    let ns = Ns::new("bgplan");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    ns.service("web");
+    let versions = || {
+        kubectl_ok(&[
+            "-n",
+            &ns.0,
+            "get",
+            "deployments,services",
+            "-o",
+            "jsonpath={.items[*].metadata.resourceVersion}",
+        ])
+    };
+    let before = versions();
+    let run = ns.blue_green("web", "example.invalid/web:v2").input("mode", "plan").run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(
+            "deployment {}/web-blue: 2 replica(s) of example.invalid/web:v2 (blue-green candidate)",
+            ns.0
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("flips to deploy-action/colour=blue"), "{}", run.stdout);
+    assert_eq!(versions(), before);
+    assert!(kubectl(&["-n", &ns.0, "get", "deployment", "web-blue"]).status.code() != Some(0));
 }

@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod bluegreen;
 pub mod cluster;
 pub mod eks;
 pub mod error;
@@ -97,12 +98,16 @@ pub fn unit_names(spec: &KubernetesSpec) -> Vec<String> {
 /// Deployment, a conflict, a refusal.
 pub async fn plan(
     spec: &KubernetesSpec,
+    strategy: Strategy,
     app: &str,
     image: Option<&str>,
     runner: &Runner,
 ) -> Result<Vec<String>, KubeError> {
     let client = cluster::connect(spec).await?;
     let ns = spec.namespace.as_str();
+    if let (Strategy::BlueGreen(_), Some(image)) = (strategy, image) {
+        return bluegreen::plan(&client, spec, image).await;
+    }
     let mut lines = Vec::new();
     let (before, after) = others(spec);
     for m in &before {
@@ -167,10 +172,20 @@ fn summary(r: &Rolled) -> String {
     format!("revision {}, {}/{} ready", r.revision, r.ready, r.replicas)
 }
 
+/// How the new version reaches traffic.
+#[derive(Debug, Clone, Copy)]
+pub enum Strategy {
+    /// The Deployment's own rolling update.
+    Rolling,
+    /// Two colours and a Service selector flip ([`bluegreen`]).
+    BlueGreen(bluegreen::Timing),
+}
+
 /// Runs `mode: deploy` (with `deploy`) or `mode: rollback` on the cluster.
 pub async fn run(
     spec: &KubernetesSpec,
     mode: Mode,
+    strategy: Strategy,
     deploy_of: Option<&Deploy<'_>>,
     runner: &Runner,
     cancel: &CancellationToken,
@@ -183,10 +198,14 @@ pub async fn run(
             Err(e) => return fail("connect", e),
         }
     };
-    match (mode, deploy_of) {
-        (Mode::Rollback, _) => rollback_mode(&client, spec, runner, cancel).await,
-        (_, Some(d)) => deploy(&client, spec, d, runner, cancel).await,
-        (_, None) => fail("validate", KubeError::Config("no image to deploy".into())),
+    match (mode, deploy_of, strategy) {
+        (Mode::Rollback, _, Strategy::BlueGreen(_)) => {
+            bluegreen::rollback(&client, spec, runner, cancel).await
+        }
+        (Mode::Rollback, _, Strategy::Rolling) => rollback_mode(&client, spec, runner, cancel).await,
+        (_, Some(d), Strategy::BlueGreen(t)) => bluegreen::deploy(&client, spec, d, t, runner, cancel).await,
+        (_, Some(d), Strategy::Rolling) => deploy(&client, spec, d, runner, cancel).await,
+        (_, None, _) => fail("validate", KubeError::Config("no image to deploy".into())),
     }
 }
 

@@ -1,0 +1,857 @@
+//! `strategy: blue-green` on a cluster: the new version is proven before
+//! traffic moves, and the move is verified through what the endpoint
+//! controller computed.
+//!
+//! For each Deployment `web` of `deployments` (the template: its pod spec,
+//! replicas and selector), and its live Service of the same name:
+//!
+//! 1. the candidate colour, `web-blue` or `web-green` (the one the Service
+//!    does not select), is applied from `web`'s spec with the new image and
+//!    the label `deploy-action/colour` in its selector and pods, and rolled
+//!    out until every replica is available (kubectl's verdict, watched);
+//! 2. an optional preview Service `web-preview` is pointed at it, and its
+//!    EndpointSlices must list the candidate's ready pods and no others;
+//! 3. once every candidate is ready, every live Service's selector flips to
+//!    the candidate colour (all of them, never cut half-way), and each
+//!    Service's EndpointSlices must then list exactly the candidate's ready
+//!    pods;
+//! 4. the observe window watches the candidates; then, after `drain-time`,
+//!    the old colour is scaled to zero and kept, for an instant flip back.
+//!
+//! Any failure before the flip leaves every selector as it was (the
+//! candidate goes to zero); any failure after it flips every Service back.
+//! On the first deploy the live Service selects `web`'s own pods: it is
+//! first pinned to their ReplicaSet (`pod-template-hash`), so the
+//! candidate's pods, which carry the same app labels, join it only at the
+//! flip; after the drain `web` itself is scaled to zero and stays the
+//! template.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::apply::{self, Current};
+use super::error::{KubeError, ObjectRef};
+use super::rollout::{self, HASH_LABEL, Rolled};
+use super::secret::MANAGED_BY;
+use super::{ClusterRun, Deploy, FIELD_MANAGER};
+use crate::inputs::KubernetesSpec;
+use crate::runner::Runner;
+
+pub const COLOUR: &str = "deploy-action/colour";
+/// How long the endpoint controller gets to show a selector change.
+const ENDPOINTS_WITHIN: Duration = Duration::from_secs(30);
+/// A flip back after a signal must be sent within the runner's grace.
+const CANCEL_BUDGET: Duration = Duration::from_secs(4);
+
+/// Observe window and drain, from the rollout inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub observe: Duration,
+    pub drain: Duration,
+}
+
+/// One Deployment and its live Service.
+struct Pair {
+    source: Current,
+    service: Service,
+    preview: Option<Service>,
+    /// The colour the live Service selects now (`None`: the source's pods).
+    live: Option<&'static str>,
+    candidate: &'static str,
+    replicas: i32,
+}
+
+impl Pair {
+    fn ns(&self) -> &str {
+        &self.source.object.namespace
+    }
+    fn name(&self) -> &str {
+        &self.source.object.name
+    }
+    fn colour_name(&self, colour: &str) -> String {
+        format!("{}-{colour}", self.name())
+    }
+    fn candidate_name(&self) -> String {
+        self.colour_name(self.candidate)
+    }
+    /// The Deployment serving now.
+    fn old_name(&self) -> String {
+        match self.live {
+            Some(c) => self.colour_name(c),
+            None => self.name().to_string(),
+        }
+    }
+    fn service_ref(&self) -> ObjectRef {
+        ObjectRef::new("service", self.ns(), self.service.metadata.name.as_deref().unwrap_or_default())
+    }
+    /// The source's selector labels plus the colour.
+    fn selector_for(&self, colour: &str) -> BTreeMap<String, String> {
+        let mut s = source_labels(&self.source.deployment);
+        s.insert(COLOUR.into(), colour.into());
+        s
+    }
+}
+
+fn source_labels(d: &Deployment) -> BTreeMap<String, String> {
+    d.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default()
+}
+
+fn other(c: &str) -> &'static str {
+    if c == "blue" { "green" } else { "blue" }
+}
+
+/// The colour Deployment from the source's spec: the colour in its
+/// selector and pods, the image (and the app's Secret) in the container.
+pub fn colour_deployment(
+    source: &Current,
+    colour: &str,
+    image: &str,
+    env_from: Option<&[k8s_openapi::api::core::v1::EnvFromSource]>,
+    replicas: i32,
+) -> serde_json::Value {
+    let d = &source.deployment;
+    let mut spec = serde_json::to_value(d.spec.clone().unwrap_or_default()).unwrap_or_default();
+    spec["replicas"] = replicas.into();
+    spec["selector"]["matchLabels"][COLOUR] = colour.into();
+    spec["template"]["metadata"]["labels"][COLOUR] = colour.into();
+    if let Some(o) = spec.as_object_mut() {
+        o.remove("paused");
+    }
+    if let Some(cs) = spec["template"]["spec"]["containers"].as_array_mut() {
+        for c in cs.iter_mut().filter(|c| c["name"] == source.container.as_str()) {
+            c["image"] = image.into();
+            if let Some(f) = env_from {
+                c["envFrom"] = serde_json::to_value(f).unwrap_or_default();
+            }
+        }
+    }
+    let mut labels = d.metadata.labels.clone().unwrap_or_default();
+    labels.insert(COLOUR.into(), colour.into());
+    labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": format!("{}-{colour}", source.object.name),
+            "namespace": source.object.namespace,
+            "labels": labels,
+            "annotations": {"deploy-action/source": source.object.name},
+        },
+        "spec": spec,
+    })
+}
+
+async fn read_pair(client: &kube::Client, ns: &str, source: Current) -> Result<Pair, KubeError> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let name = source.object.name.clone();
+    let svc_ref = ObjectRef::new("service", ns, &name);
+    let service = services
+        .get_opt(&name)
+        .await
+        .map_err(|e| KubeError::from_api(e, "get", "services", "", svc_ref.clone()))?
+        .ok_or_else(|| {
+            KubeError::Config(format!(
+                "{svc_ref} not found: blue-green switches the Service named like the Deployment"
+            ))
+        })?;
+    let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+    let wanted = source_labels(&source.deployment);
+    if selector.is_empty() || wanted.iter().any(|(k, v)| selector.get(k).is_some_and(|s| s != v)) {
+        return Err(KubeError::Config(format!(
+            "{svc_ref}: its selector {selector:?} does not select the pods of {} ({wanted:?})",
+            source.object
+        )));
+    }
+    let live = match selector.get(COLOUR).map(String::as_str) {
+        Some("blue") => Some("blue"),
+        Some("green") => Some("green"),
+        _ => None,
+    };
+    let preview = services.get_opt(&format!("{name}-preview")).await.map_err(|e| {
+        KubeError::from_api(
+            e,
+            "get",
+            "services",
+            "",
+            ObjectRef::new("service", ns, &format!("{name}-preview")),
+        )
+    })?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let replicas = match live {
+        Some(c) => deployments
+            .get_opt(&format!("{name}-{c}"))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.spec.and_then(|s| s.replicas))
+            .unwrap_or(1),
+        None => source.deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+    }
+    .max(1);
+    let candidate = live.map(other).unwrap_or("blue");
+    Ok(Pair { source, service, preview, live, candidate, replicas })
+}
+
+/// The ready pods a selector matches, by name.
+async fn ready_pods(
+    client: &kube::Client,
+    ns: &str,
+    selector: &BTreeMap<String, String>,
+) -> Result<BTreeSet<String>, KubeError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let sel = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let list = pods
+        .list(&ListParams::default().labels(&sel))
+        .await
+        .map_err(|e| KubeError::from_api(e, "list", "pods", "", ObjectRef::new("pod", ns, "")))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| p.metadata.name)
+        .collect())
+}
+
+/// The pods a Service's EndpointSlices list as ready.
+fn endpoint_pods(slices: &BTreeMap<String, EndpointSlice>) -> BTreeSet<String> {
+    slices
+        .values()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .filter_map(|e| e.target_ref.as_ref().and_then(|t| t.name.clone()))
+        .collect()
+}
+
+/// Waits (watching the Service's EndpointSlices) until they list exactly
+/// the ready pods of `selector`. Returns how many.
+async fn verify_endpoints(
+    client: &kube::Client,
+    service: &ObjectRef,
+    selector: &BTreeMap<String, String>,
+    runner: &Runner,
+) -> Result<usize, KubeError> {
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &service.namespace);
+    let cfg = watcher::Config::default().labels(&format!("kubernetes.io/service-name={}", service.name));
+    let mut events = watcher(slices_api, cfg).default_backoff().boxed();
+    let mut slices: BTreeMap<String, EndpointSlice> = BTreeMap::new();
+    let deadline = Instant::now() + ENDPOINTS_WITHIN;
+    let mut last = (BTreeSet::new(), BTreeSet::new());
+    loop {
+        let ev = tokio::select! {
+            ev = events.next() => ev,
+            _ = tokio::time::sleep_until(deadline) => {
+                let (want, got) = last;
+                return Err(KubeError::Api {
+                    object: service.clone(),
+                    verb: "verify",
+                    message: format!(
+                        "its EndpointSlices did not come to list exactly the ready pods {want:?} within {}s (they list {got:?})",
+                        ENDPOINTS_WITHIN.as_secs()
+                    ),
+                });
+            }
+        };
+        match ev {
+            Some(Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))) => {
+                slices.insert(s.metadata.name.clone().unwrap_or_default(), s);
+            }
+            Some(Ok(watcher::Event::Delete(s))) => {
+                slices.remove(s.metadata.name.as_deref().unwrap_or_default());
+            }
+            Some(Ok(watcher::Event::Init)) => slices.clear(),
+            Some(Ok(watcher::Event::InitDone)) => {}
+            Some(Err(e)) => {
+                super::rollout::check_watch_error(&e, "endpointslices", "discovery.k8s.io", service)?;
+                continue;
+            }
+            None => continue,
+        }
+        let got = endpoint_pods(&slices);
+        let want = ready_pods(client, &service.namespace, selector).await?;
+        if !want.is_empty() && got == want {
+            runner.line(&format!(
+                "{service}: its EndpointSlices list the {} ready pod(s) of the new colour, and no others",
+                want.len()
+            ));
+            return Ok(want.len());
+        }
+        last = (want, got);
+    }
+}
+
+/// Sets the Service's selector (a merge patch: `None` values remove keys).
+async fn set_selector(
+    client: &kube::Client,
+    service: &ObjectRef,
+    selector: &BTreeMap<String, Option<String>>,
+) -> Result<(), KubeError> {
+    let api: Api<Service> = Api::namespaced(client.clone(), &service.namespace);
+    let patch = json!({"spec": {"selector": selector}});
+    api.patch(&service.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| KubeError::from_api(e, "patch", "services", "", service.clone()))
+}
+
+/// The selector patch that makes the Service select `colour` (or, with
+/// `None`, the source's pods of ReplicaSet `pin`).
+fn selector_patch(p: &Pair, colour: Option<&str>, pin: Option<&str>) -> BTreeMap<String, Option<String>> {
+    let mut s: BTreeMap<String, Option<String>> =
+        source_labels(&p.source.deployment).into_iter().map(|(k, v)| (k, Some(v))).collect();
+    s.insert(COLOUR.into(), colour.map(String::from));
+    s.insert(HASH_LABEL.into(), pin.map(String::from));
+    s
+}
+
+async fn scale(client: &kube::Client, ns: &str, name: &str, replicas: i32) -> Result<(), KubeError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"spec": {"replicas": replicas}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| KubeError::from_api(e, "patch", "deployments", "apps", ObjectRef::deployment(ns, name)))
+}
+
+/// The pod-template-hash of the ReplicaSet whose pods serve for the
+/// source (on the first deploy).
+async fn serving_hash(client: &kube::Client, p: &Pair) -> Result<Option<String>, KubeError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), p.ns());
+    let sel = source_labels(&p.source.deployment)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = pods
+        .list(&ListParams::default().labels(&sel))
+        .await
+        .map_err(|e| KubeError::from_api(e, "list", "pods", "", ObjectRef::new("pod", p.ns(), "")))?;
+    let mut hashes: BTreeMap<String, usize> = BTreeMap::new();
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    for pod in list
+        .items
+        .iter()
+        .filter(|p| !p.metadata.labels.as_ref().is_some_and(|l| l.contains_key(COLOUR)))
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && ready(p))
+    {
+        if let Some(h) = pod.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) {
+            *hashes.entry(h.clone()).or_default() += 1;
+        }
+    }
+    Ok(hashes.into_iter().max_by_key(|(_, n)| *n).map(|(h, _)| h))
+}
+
+/// Runs the blue-green deploy of every Deployment together.
+pub async fn deploy(
+    client: &kube::Client,
+    spec: &KubernetesSpec,
+    work: &Deploy<'_>,
+    timing: Timing,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> ClusterRun {
+    let ns = spec.namespace.as_str();
+    let mut out = ClusterRun { stage: "inspect", ..Default::default() };
+    let started = Instant::now();
+    // Read everything first; a missing Service or a selector that does not
+    // fit changes nothing.
+    let mut pairs = Vec::new();
+    {
+        let _g = runner
+            .group(&format!("Read {} deployment(s) and their Services in {ns}", spec.deployments.len()));
+        for r in &spec.deployments {
+            let read = async {
+                let source = apply::read(client, ns, r, None).await?;
+                read_pair(client, ns, source).await
+            };
+            match read.await {
+                Ok(p) => {
+                    runner.line(&format!(
+                        "{}: live {}, candidate {}, {} replica(s)",
+                        p.service_ref(),
+                        p.live.map_or_else(
+                            || format!("{} (not yet blue-green)", p.name()),
+                            |c| p.colour_name(c)
+                        ),
+                        p.candidate_name(),
+                        p.replicas
+                    ));
+                    if out.previous_image.is_none() {
+                        out.previous_image = current_image(client, &p).await;
+                    }
+                    pairs.push(p);
+                }
+                Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
+            }
+        }
+    }
+    let unchanged = |mut out: ClusterRun, pairs: &[Pair]| {
+        out.units =
+            pairs.iter().map(|p| (p.source.object.to_string(), "unchanged".into(), Duration::ZERO)).collect();
+        out.rolled_back = true;
+        out
+    };
+    if let Some(s) = &work.secret {
+        out.stage = "secrets";
+        if let Err(e) = super::secret::ensure(client, ns, s, false).await {
+            return unchanged(ClusterRun { error: Some(e), ..out }, &pairs);
+        }
+    }
+
+    // 1. The candidates, all at once.
+    out.stage = "candidate";
+    let result = {
+        let _g = runner.group("Candidates (the new colour, not serving)");
+        prepare(client, &pairs, work, runner, cancel).await
+    };
+    if let Err(e) = result {
+        let cancelled = cancel.is_cancelled() && e.is_none();
+        out.error = e;
+        out.cancelled = cancelled;
+        let _g = runner.group("Rollback: candidates to zero (no selector was changed)");
+        retire_candidates(client, &pairs, runner).await;
+        return unchanged(out, &pairs);
+    }
+
+    // 2. Previews.
+    for p in pairs.iter().filter(|p| p.preview.is_some()) {
+        let preview = p.preview.as_ref().and_then(|s| s.metadata.name.clone()).unwrap_or_default();
+        let pv = ObjectRef::new("service", ns, &preview);
+        let _g = runner.group(&format!("Preview {pv}"));
+        let sel: BTreeMap<String, Option<String>> =
+            p.selector_for(p.candidate).into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let checked = async {
+            set_selector(client, &pv, &sel).await?;
+            verify_endpoints(client, &pv, &p.selector_for(p.candidate), runner).await
+        };
+        if let Err(e) = checked.await {
+            out.error = Some(e);
+            retire_candidates(client, &pairs, runner).await;
+            return unchanged(out, &pairs);
+        }
+    }
+    if cancel.is_cancelled() {
+        retire_candidates(client, &pairs, runner).await;
+        return ClusterRun { cancelled: true, ..unchanged(out, &pairs) };
+    }
+
+    // 3. The flip, every Service, never cut half-way.
+    out.stage = "switch";
+    let flipped = {
+        let _g = runner.group("Switch: every live Service to the new colour");
+        let mut flipped = Vec::new();
+        let mut failed = None;
+        for p in &pairs {
+            let patch = selector_patch(p, Some(p.candidate), None);
+            match set_selector(client, &p.service_ref(), &patch).await {
+                Ok(()) => {
+                    runner.line(&format!("{}: selector now {COLOUR}={}", p.service_ref(), p.candidate));
+                    flipped.push(p);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if failed.is_none() {
+            for p in &pairs {
+                let (service, selector) = (p.service_ref(), p.selector_for(p.candidate));
+                let verified = tokio::select! {
+                    v = verify_endpoints(client, &service, &selector, runner) => v,
+                    // After a signal: back at once, unverified.
+                    _ = cancel.cancelled() => break,
+                };
+                if let Err(e) = verified {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        match (failed, cancel.is_cancelled()) {
+            (Some(e), _) => Err((Some(e), flipped)),
+            (None, true) => Err((None, flipped)),
+            (None, false) => Ok(()),
+        }
+    };
+    if let Err((e, flipped)) = flipped {
+        out.cancelled = e.is_none();
+        out.error = e;
+        out.rolled_back = flip_back(client, &flipped, runner, cancel).await;
+        retire_candidates(client, &pairs, runner).await;
+        out.units = pairs
+            .iter()
+            .map(|p| (p.source.object.to_string(), "switched back".into(), started.elapsed()))
+            .collect();
+        return out;
+    }
+
+    // 4. Observe, then drain and scale the old colour to zero.
+    out.stage = "observe";
+    let observed = {
+        let _g = runner.group(&format!("Observe {}s", timing.observe.as_secs()));
+        observe(client, &pairs, timing.observe, runner, cancel).await
+    };
+    if observed.is_err() || cancel.is_cancelled() {
+        out.error = observed.err().flatten();
+        out.cancelled = cancel.is_cancelled() && out.error.is_none();
+        let all: Vec<&Pair> = pairs.iter().collect();
+        out.rolled_back = flip_back(client, &all, runner, cancel).await;
+        retire_candidates(client, &pairs, runner).await;
+        out.units = pairs
+            .iter()
+            .map(|p| (p.source.object.to_string(), "switched back".into(), started.elapsed()))
+            .collect();
+        return out;
+    }
+    out.stage = "retire";
+    {
+        let _g = runner.group("Retire the old colour");
+        if !timing.drain.is_zero() {
+            runner.line(&format!("draining for {}s", timing.drain.as_secs()));
+            tokio::select! {
+                _ = tokio::time::sleep(timing.drain) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+        for p in &pairs {
+            match scale(client, ns, &p.old_name(), 0).await {
+                Ok(()) => runner
+                    .line(&format!("deployment {ns}/{}: scaled to 0 (kept for a flip back)", p.old_name())),
+                Err(e) => runner.warning(e.reason(), &format!("the old colour was not scaled down: {e}")),
+            }
+        }
+    }
+    out.stage = "done";
+    out.units = pairs
+        .iter()
+        .map(|p| {
+            let note =
+                format!("{} live ({} replica(s)), {} at 0", p.candidate_name(), p.replicas, p.old_name());
+            (p.source.object.to_string(), note, started.elapsed())
+        })
+        .collect();
+    if work.secret.is_some()
+        && let Ok(gone) = super::secret::collect_garbage(client, ns, work.app).await
+        && !gone.is_empty()
+    {
+        runner.line(&format!("removed superseded secret(s): {}", gone.join(", ")));
+    }
+    out
+}
+
+async fn current_image(client: &kube::Client, p: &Pair) -> Option<String> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), p.ns());
+    let d = api.get_opt(&p.old_name()).await.ok().flatten()?;
+    apply::container_image(&d, Some(&p.source.container))
+}
+
+/// Applies and rolls out every candidate; on the first deploy the live
+/// Service is pinned to the source's serving ReplicaSet first. `Err(None)`
+/// when cancelled.
+async fn prepare(
+    client: &kube::Client,
+    pairs: &[Pair],
+    work: &Deploy<'_>,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<(), Option<KubeError>> {
+    for p in pairs.iter().filter(|p| p.live.is_none()) {
+        let hash = serving_hash(client, p).await?.ok_or_else(|| {
+            KubeError::Config(format!(
+                "{}: no pod of {} serves now; roll it out before adopting it for blue-green",
+                p.service_ref(),
+                p.source.object
+            ))
+        })?;
+        set_selector(client, &p.service_ref(), &selector_patch(p, None, Some(&hash))).await?;
+        runner.line(&format!(
+            "{}: pinned to the serving ReplicaSet ({HASH_LABEL}={hash}) before the candidate starts",
+            p.service_ref()
+        ));
+    }
+    let api_of = |ns: &str| -> Api<Deployment> { Api::namespaced(client.clone(), ns) };
+    for p in pairs {
+        let env_from = apply::env_from(&p.source, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
+        let body = colour_deployment(&p.source, p.candidate, work.image, env_from.as_deref(), p.replicas);
+        let name = p.candidate_name();
+        api_of(p.ns())
+            .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+            .await
+            .map_err(|e| {
+            KubeError::from_api(e, "patch", "deployments", "apps", ObjectRef::deployment(p.ns(), &name))
+        })?;
+        runner.line(&format!("deployment {}/{name}: {} replica(s) of {}", p.ns(), p.replicas, work.image));
+    }
+    let stop = cancel.child_token();
+    let watches = pairs.iter().map(|p| {
+        let stop = stop.clone();
+        async move {
+            let r = rollout::watch(client, p.ns(), &p.candidate_name(), runner, &stop).await;
+            if r.is_err() {
+                stop.cancel();
+            }
+            r
+        }
+    });
+    let mut first_error = None;
+    for r in futures::future::join_all(watches).await {
+        match r {
+            Ok(Some(Rolled { .. })) => {}
+            Ok(None) => {}
+            Err(e) if first_error.is_none() => first_error = Some(e),
+            Err(_) => {}
+        }
+    }
+    match (first_error, cancel.is_cancelled()) {
+        (Some(e), _) => Err(Some(e)),
+        (None, true) => Err(None),
+        (None, false) => Ok(()),
+    }
+}
+
+/// Watches every candidate through the window: one losing availability
+/// (or a pod stuck in a state that will not heal) fails it.
+async fn observe(
+    client: &kube::Client,
+    pairs: &[Pair],
+    window: Duration,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<(), Option<KubeError>> {
+    if window.is_zero() {
+        return Ok(());
+    }
+    let end = Instant::now() + window;
+    let watches = pairs.iter().map(|p| async move {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), p.ns());
+        let name = p.candidate_name();
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut events = watcher(api, cfg).default_backoff().boxed();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end) => return Ok(()),
+                _ = cancel.cancelled() => return Err(None),
+                ev = events.next() => {
+                    if let Some(Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) = ev {
+                        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                        let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+                        if available < want {
+                            let object = ObjectRef::deployment(p.ns(), &name);
+                            runner.line(&format!("{object}: {available} of {want} replicas available during the observe window"));
+                            return Err(Some(KubeError::ProgressDeadline {
+                                object,
+                                message: format!("lost availability after the switch: {available} of {want} replicas available"),
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+    });
+    for r in futures::future::join_all(watches).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Flips every given Service back to what served before. Returns whether
+/// all went back. After a signal, within [`CANCEL_BUDGET`].
+async fn flip_back(
+    client: &kube::Client,
+    pairs: &[&Pair],
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> bool {
+    let _g = runner.group("Rollback: every Service back to the old colour");
+    let back = async {
+        let mut ok = true;
+        for p in pairs {
+            let patch = match p.live {
+                Some(c) => selector_patch(p, Some(c), None),
+                None => selector_patch(p, None, None),
+            };
+            match set_selector(client, &p.service_ref(), &patch).await {
+                Ok(()) => runner.line(&format!("{}: selector back to {}", p.service_ref(), p.old_name())),
+                Err(e) => {
+                    runner.error(e.reason(), &format!("switch back failed: {e}"));
+                    ok = false;
+                }
+            }
+        }
+        ok
+    };
+    let budget = if cancel.is_cancelled() { CANCEL_BUDGET } else { Duration::from_secs(60) };
+    tokio::time::timeout(budget, back).await.unwrap_or(false)
+}
+
+/// Scales every candidate to zero (best effort; the selectors never named
+/// them, or have been flipped back), and lifts the first deploy's pin from
+/// the Services that never switched (they select the source's pods again).
+async fn retire_candidates(client: &kube::Client, pairs: &[Pair], runner: &Runner) {
+    let all = async {
+        for p in pairs.iter().filter(|p| p.live.is_none()) {
+            if let Err(e) = set_selector(client, &p.service_ref(), &selector_patch(p, None, None)).await {
+                runner.warning(e.reason(), &format!("the Service's pin was not lifted: {e}"));
+            }
+        }
+        for p in pairs {
+            if let Err(e) = scale(client, p.ns(), &p.candidate_name(), 0).await
+                && !matches!(e, KubeError::NotFound { .. })
+            {
+                runner.warning(e.reason(), &format!("candidate not scaled down: {e}"));
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CANCEL_BUDGET, all).await;
+}
+
+/// `mode: rollback`: the old colour back up, every Service flipped to it,
+/// the current colour to zero.
+pub async fn rollback(
+    client: &kube::Client,
+    spec: &KubernetesSpec,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> ClusterRun {
+    let ns = spec.namespace.as_str();
+    let mut out = ClusterRun { stage: "rollback", ..Default::default() };
+    let started = Instant::now();
+    let mut pairs = Vec::new();
+    for r in &spec.deployments {
+        let read = async {
+            let source = apply::read(client, ns, r, None).await?;
+            read_pair(client, ns, source).await
+        };
+        match read.await {
+            Ok(p) if p.live.is_none() => {
+                out.error = Some(KubeError::NoHistory { object: p.source.object.clone() });
+                return out;
+            }
+            Ok(p) => pairs.push(p),
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        }
+    }
+    // Swap the roles: the candidate is the colour at zero.
+    let _g = runner.group("Rollback: the previous colour back up, then the switch");
+    for p in &pairs {
+        if let Err(e) = scale(client, ns, &p.candidate_name(), p.replicas).await {
+            out.error = Some(e);
+            return out;
+        }
+    }
+    let stop = cancel.child_token();
+    for p in &pairs {
+        match rollout::watch(client, ns, &p.candidate_name(), runner, &stop).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return ClusterRun { cancelled: true, ..out },
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        }
+    }
+    if out.restored_image.is_none()
+        && let Some(p) = pairs.first()
+    {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        out.previous_image = current_image(client, p).await;
+        out.restored_image = api
+            .get_opt(&p.candidate_name())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| apply::container_image(&d, Some(&p.source.container)));
+    }
+    for p in &pairs {
+        if let Err(e) =
+            set_selector(client, &p.service_ref(), &selector_patch(p, Some(p.candidate), None)).await
+        {
+            out.error = Some(e);
+            return out;
+        }
+        runner.line(&format!("{}: selector now {COLOUR}={}", p.service_ref(), p.candidate));
+    }
+    for p in &pairs {
+        if let Err(e) = verify_endpoints(client, &p.service_ref(), &p.selector_for(p.candidate), runner).await
+        {
+            out.error = Some(e);
+            return out;
+        }
+        if let Err(e) = scale(client, ns, &p.old_name(), 0).await {
+            runner.warning(e.reason(), &format!("the colour rolled back from was not scaled down: {e}"));
+        }
+        out.units.push((
+            p.source.object.to_string(),
+            format!("{} live again, {} at 0", p.candidate_name(), p.old_name()),
+            started.elapsed(),
+        ));
+    }
+    out.stage = "done";
+    out
+}
+
+/// `mode: plan` for blue-green: the steps, the candidates sent as a
+/// server-side dry run.
+pub async fn plan(
+    client: &kube::Client,
+    spec: &KubernetesSpec,
+    image: &str,
+) -> Result<Vec<String>, KubeError> {
+    let ns = spec.namespace.as_str();
+    let mut lines = Vec::new();
+    for r in &spec.deployments {
+        let source = apply::read(client, ns, r, None).await?;
+        let p = read_pair(client, ns, source).await?;
+        let body = colour_deployment(&p.source, p.candidate, image, None, p.replicas);
+        let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        api.patch(
+            &p.candidate_name(),
+            &PatchParams::apply(FIELD_MANAGER).force().dry_run(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| {
+            KubeError::from_api(
+                e,
+                "patch",
+                "deployments",
+                "apps",
+                ObjectRef::deployment(ns, &p.candidate_name()),
+            )
+        })?;
+        lines.push(format!(
+            "deployment {ns}/{}: {} replica(s) of {image} (blue-green candidate){}; then {} flips to {COLOUR}={} once every candidate is available, its EndpointSlices checked; then {} scales to 0",
+            p.candidate_name(),
+            p.replicas,
+            if p.preview.is_some() { format!(", checked through service {ns}/{}-preview", p.name()) } else { String::new() },
+            p.service_ref(),
+            p.candidate,
+            p.old_name()
+        ));
+    }
+    Ok(lines)
+}
