@@ -75,6 +75,10 @@ pub enum Mode {
     Deploy,
     Plan,
     Rollback,
+    /// Kubernetes canary: the standing canary becomes the stable version.
+    Promote,
+    /// Kubernetes canary: the standing canary is removed.
+    Abort,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +203,18 @@ pub struct KubernetesSpec {
     pub deployments: Vec<DeploymentRef>,
     /// `manifests`, read and in apply order; empty without the input.
     pub manifests: Vec<manifests::Manifest>,
+    pub canary_traffic: CanaryTraffic,
+}
+
+/// How a Kubernetes canary gets its share of traffic (`canary-traffic`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryTraffic {
+    /// By replica ratio behind the one Service.
+    Replicas,
+    /// An ingress-nginx canary Ingress beside this Ingress.
+    Ingress(String),
+    /// The weights of this Gateway API HTTPRoute.
+    HttpRoute(String),
 }
 
 /// An EKS cluster reached without the `aws` binary.

@@ -79,6 +79,7 @@ pub struct RawInputs {
     pub deployments: Option<String>,
     pub manifests: Option<String>,
     pub eks_cluster: Option<String>,
+    pub canary_traffic: Option<String>,
     // Secrets from SSM.
     pub ssm_paths: Option<String>,
     pub ssm_parameters: Option<String>,

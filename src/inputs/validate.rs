@@ -193,10 +193,19 @@ fn basics(c: &mut Check, raw: &RawInputs, ctx: &RawContext) -> Basics {
         "mode",
         &raw.mode,
         Mode::Deploy,
-        &[("deploy", Mode::Deploy), ("plan", Mode::Plan), ("rollback", Mode::Rollback)],
+        &[
+            ("deploy", Mode::Deploy),
+            ("plan", Mode::Plan),
+            ("rollback", Mode::Rollback),
+            ("promote", Mode::Promote),
+            ("abort", Mode::Abort),
+        ],
     );
     let image = c.parse("image", &raw.image, g::image);
-    if raw.image.is_none() && mode != Mode::Rollback && raw.services_file.is_none() {
+    if raw.image.is_none()
+        && !matches!(mode, Mode::Rollback | Mode::Promote | Mode::Abort)
+        && raw.services_file.is_none()
+    {
         c.problem("image", "is required (an OCI image reference like registry.example.com/team/app:1.2.3); only mode 'rollback' may omit it");
     }
     let default_app = ctx
@@ -272,12 +281,18 @@ fn rollout(c: &mut Check, raw: &RawInputs, timeout: Duration) -> RolloutSpec {
         if steps.is_empty()
             || steps.windows(2).any(|w| w[0] >= w[1])
             || steps.iter().any(|s| *s == 0 || *s > 100)
-            || steps.last() != Some(&100)
         {
-            return Err("must be increasing percentages from 1 to 100 ending at 100, like 10,50,100".into());
+            return Err("must be increasing percentages from 1 to 100, like 10,50,100".into());
         }
         Ok(steps)
     });
+    // Only a cluster's canary may stop short of 100 (a manual promotion).
+    if canary_steps.last() != Some(&100) && raw.target.as_deref().map(str::trim) != Some("kubernetes") {
+        c.problem(
+            "canary-steps",
+            "must end at 100 (only target 'kubernetes' can stop a canary short, for a later mode 'promote')",
+        );
+    }
     let rollout = RolloutSpec {
         observe_window: c.or("observe-window", &raw.observe_window, Duration::from_secs(30), g::duration),
         observe_failures: c.count("observe-failures", &raw.observe_failures, 3, 1, 1000),
@@ -522,8 +537,35 @@ fn target_rules(
     if target == TargetKind::Kubernetes && mode == Mode::Rollback && raw.image.is_some() {
         c.problem("image", "mode 'rollback' on target 'kubernetes' restores the previous revision (as kubectl rollout undo); omit 'image', or deploy that image with mode 'deploy'");
     }
-    if target == TargetKind::Kubernetes && strategy == StrategyKind::Canary {
-        c.problem("strategy", "'canary' is not available for target 'kubernetes' yet; use 'rolling' (the Deployment's own rolling update) or 'blue-green' (two colours, a Service selector flip)");
+    if target == TargetKind::Kubernetes
+        && (strategy == StrategyKind::Canary || matches!(mode, Mode::Promote | Mode::Abort))
+    {
+        if raw.deployments.as_deref().is_some_and(|d| g::list(d).len() != 1) {
+            c.problem("deployments", "strategy 'canary' on target 'kubernetes' takes one Deployment");
+        }
+        if raw.manifests.is_some() {
+            c.problem(
+                "manifests",
+                "strategy 'canary' on target 'kubernetes' works from an existing Deployment ('deployments')",
+            );
+        }
+    }
+    if matches!(mode, Mode::Promote | Mode::Abort) {
+        if target != TargetKind::Kubernetes || strategy != StrategyKind::Canary {
+            c.problem(
+                "mode",
+                format!(
+                    "'{}' decides a standing canary: it needs target 'kubernetes' and strategy 'canary'",
+                    if mode == Mode::Promote { "promote" } else { "abort" }
+                ),
+            );
+        }
+        if raw.image.is_some() {
+            c.problem("image", "mode 'promote' and 'abort' act on the standing canary's image; omit 'image'");
+        }
+    }
+    if target != TargetKind::Kubernetes && raw.canary_traffic.is_some() {
+        c.problem("canary-traffic", "is only used with target 'kubernetes'");
     }
     if target == TargetKind::Kubernetes && strategy == StrategyKind::BlueGreen && raw.manifests.is_some() {
         c.problem("manifests", "blue-green on target 'kubernetes' works from existing Deployments and Services ('deployments'); apply the manifests with strategy 'rolling' first");
@@ -627,6 +669,14 @@ fn kubernetes(
             namespace: c.or("namespace", &raw.namespace, "default".into(), g::dns1123_label),
             deployments,
             manifests,
+            canary_traffic: c.or("canary-traffic", &raw.canary_traffic, CanaryTraffic::Replicas, |s| {
+                match s.split_once('/') {
+                    None if s == "replicas" => Ok(CanaryTraffic::Replicas),
+                    Some(("ingress", n)) => g::dns1123_subdomain(n).map(CanaryTraffic::Ingress),
+                    Some(("httproute", n)) => g::dns1123_subdomain(n).map(CanaryTraffic::HttpRoute),
+                    _ => Err("must be 'replicas', 'ingress/<Ingress name>' (ingress-nginx canary) or 'httproute/<HTTPRoute name>' (Gateway API)".into()),
+                }
+            }),
         }
     })
 }

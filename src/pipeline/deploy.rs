@@ -266,7 +266,9 @@ async fn which_image(
         (Some(i), _, _) => i.full(),
         // A cluster rolls back to its previous ReplicaSet (`kubectl rollout
         // undo`): no image is needed; the restored one is reported after.
-        (None, Mode::Rollback, _) if inputs.target == TargetKind::Kubernetes => String::new(),
+        (None, Mode::Rollback | Mode::Promote | Mode::Abort, _) if inputs.target == TargetKind::Kubernetes => {
+            String::new()
+        }
         (None, Mode::Rollback, Some(g)) => match g.last_good_image().await {
             Ok(Some(i)) => {
                 runner.line(&format!("rollback: redeploying the last good image {i}"));

@@ -92,7 +92,9 @@ pub async fn run(inputs: Inputs, runner: Runner, cancel: CancellationToken) -> O
     };
     let outcome = match inputs.mode {
         Mode::Plan => plan_only(&inputs, &runner).await,
-        Mode::Deploy | Mode::Rollback => deploy::run(&inputs, &runner, &work).await,
+        Mode::Deploy | Mode::Rollback | Mode::Promote | Mode::Abort => {
+            deploy::run(&inputs, &runner, &work).await
+        }
     };
     timer.abort();
     let outcome = match outcome {
@@ -185,12 +187,21 @@ pub fn facts(inputs: &Inputs, image: &str, previous: Option<&str>) -> Vec<(Strin
 
 /// The cluster's strategy from the inputs.
 fn kube_strategy(inputs: &Inputs) -> crate::targets::kubernetes::Strategy {
-    use crate::targets::kubernetes::{Strategy, bluegreen::Timing};
+    use crate::targets::kubernetes::{Strategy, bluegreen::Timing, canary::Steps};
     match inputs.strategy {
         crate::inputs::StrategyKind::BlueGreen => Strategy::BlueGreen(Timing {
             observe: inputs.rollout.observe_window,
             drain: inputs.rollout.drain,
         }),
-        _ => Strategy::Rolling,
+        crate::inputs::StrategyKind::Canary => Strategy::Canary(Steps {
+            steps: inputs.rollout.canary_steps.clone(),
+            interval: inputs.rollout.canary_interval,
+            traffic: inputs
+                .kubernetes
+                .as_ref()
+                .map(|k| k.canary_traffic.clone())
+                .unwrap_or(crate::inputs::CanaryTraffic::Replicas),
+        }),
+        crate::inputs::StrategyKind::Rolling => Strategy::Rolling,
     }
 }

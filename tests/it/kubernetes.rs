@@ -1296,3 +1296,155 @@ fn kubernetes_blue_green_plan_touches_nothing() {
     assert_eq!(versions(), before);
     assert!(kubectl(&["-n", &ns.0, "get", "deployment", "web-blue"]).status.code() != Some(0));
 }
+
+impl Ns {
+    fn canary(&self, steps: &str, traffic: &str, image: &str) -> Action {
+        self.action("web:app")
+            .input("strategy", "canary")
+            .input("canary-steps", steps)
+            .input("canary-interval", "1s")
+            .input("canary-traffic", traffic)
+            .input("image", image)
+    }
+
+    fn decide(&self, mode: &str, traffic: &str) -> Action {
+        self.action("web:app")
+            .input("strategy", "canary")
+            .input("canary-traffic", traffic)
+            .input("mode", mode)
+    }
+
+    fn annotation(&self, kind: &str, name: &str, key: &str) -> String {
+        let key = key.replace('.', "\\.");
+        kubectl_ok(&[
+            "-n",
+            &self.0,
+            "get",
+            kind,
+            name,
+            "-o",
+            &format!("jsonpath={{.metadata.annotations.{key}}}"),
+        ])
+    }
+
+    fn gone(&self, kind: &str, name: &str) -> bool {
+        !kubectl(&["-n", &self.0, "get", kind, name]).status.success()
+    }
+}
+
+/// Canary by replica ratio behind the one Service: the canary's pods join
+/// the stable ones (1 of 4 at 25%), then promotion rolls the stable
+/// Deployment and removes the canary.
+#[test]
+fn kubernetes_canary_by_replicas_steps_then_promotes() {
+    let ns = Ns::new("canary");
+    ns.deployment("web", "example.invalid/web:v1", 3, 60);
+    ns.service("web");
+    let run = ns.canary("25,100", "replicas", "example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    assert!(run.stdout.contains("canary at 25% (1 of 4 pods) via replicas"), "{}", run.stdout);
+    assert!(run.stdout.contains("promoted to example.invalid/web:v2"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    assert!(ns.gone("deployment", "web-canary"));
+    ns.rollout_status("web", &[]).assert_ok();
+    assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v2");
+}
+
+/// Canary through an ingress-nginx canary Ingress, stopped at 50% for a
+/// manual gate: the weights are on the objects, the stable is untouched;
+/// a separate `mode: promote` run finishes it from the annotations alone.
+#[test]
+fn kubernetes_canary_through_ingress_waits_and_a_later_run_promotes() {
+    let ns = Ns::new("canaryin");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    ns.service("web");
+    kubectl_stdin(
+        &["-n", &ns.0, "apply", "-f", "-"],
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: shop}\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: shop.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n",
+    );
+    let run = ns.canary("10,50", "ingress/shop", "example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    assert!(run.stdout.contains("the canary stays at 50%"), "{}", run.stdout);
+    assert_eq!(ns.annotation("ingress", "shop-canary", "nginx.ingress.kubernetes.io/canary"), "true");
+    assert_eq!(ns.annotation("ingress", "shop-canary", "nginx.ingress.kubernetes.io/canary-weight"), "50");
+    let backend = kubectl_ok(&[
+        "-n",
+        &ns.0,
+        "get",
+        "ingress",
+        "shop-canary",
+        "-o",
+        "jsonpath={.spec.rules[0].host} {.spec.rules[0].http.paths[0].backend.service.name}",
+    ]);
+    assert_eq!(backend, "shop.example.com web-canary");
+    assert_eq!(ns.annotation("deployment", "web-canary", "deploy-action/canary-weight"), "50");
+    // The canary's pods are not behind the stable Service.
+    assert!(ns.endpoint_pods("web").iter().all(|p| !p.starts_with("web-canary-")));
+    assert!(!ns.endpoint_pods("web-canary").is_empty());
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    // A second deploy is refused while it stands.
+    let again = ns.canary("10,50", "ingress/shop", "example.invalid/web:v3").run();
+    assert_status(&again, "failure", 1);
+    assert!(again.stdout.contains("stands at 50 percent; decide it first"), "{}", again.stdout);
+    assert!(again.stdout.contains("canary_standing"), "{}", again.stdout);
+
+    let promote = ns.decide("promote", "replicas").run();
+    assert_status(&promote, "success", 0);
+    assert!(
+        promote.stdout.contains("canary of example.invalid/web:v2 at 50% via ingress/shop"),
+        "{}",
+        promote.stdout
+    );
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    assert!(
+        ns.gone("ingress", "shop-canary")
+            && ns.gone("deployment", "web-canary")
+            && ns.gone("service", "web-canary")
+    );
+    assert!(!ns.gone("ingress", "shop"));
+    ns.rollout_status("web", &[]).assert_ok();
+}
+
+/// Canary through a Gateway API HTTPRoute: the backendRefs weights at the
+/// step, then `mode: abort` puts them back; a canary that never becomes
+/// ready is aborted on its own.
+#[test]
+fn kubernetes_canary_through_httproute_and_abort() {
+    let ns = Ns::new("canaryhr");
+    ns.deployment("web", "example.invalid/web:v1", 2, 10);
+    ns.service("web");
+    kubectl_stdin(
+        &["-n", &ns.0, "apply", "-f", "-"],
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n",
+    );
+    let weights = || {
+        kubectl_ok(&[
+            "-n",
+            &ns.0,
+            "get",
+            "httproute",
+            "shop",
+            "-o",
+            "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
+        ])
+        .trim()
+        .to_string()
+    };
+    let run = ns.canary("20", "httproute/shop", "example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(weights(), "web=80 web-canary=20");
+    let abort = ns.decide("abort", "replicas").run();
+    assert_status(&abort, "success", 0);
+    assert_eq!(weights(), "web=100");
+    assert!(ns.gone("deployment", "web-canary") && ns.gone("service", "web-canary"));
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+
+    // A candidate that never becomes ready: aborted, weights back.
+    let bad = ns.canary("20,100", "httproute/shop", "example.invalid/web:never-ready").run();
+    assert_status(&bad, "failure", 1);
+    assert!(bad.stdout.contains("exceeded its progress deadline"), "{}", bad.stdout);
+    assert_eq!(weights(), "web=100");
+    assert!(ns.gone("deployment", "web-canary"));
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    ns.rollout_status("web", &[]).assert_ok();
+}

@@ -77,6 +77,15 @@ pub enum KubeError {
     #[error("{object}: migration {reason}: {message}; last log lines:\n{logs}")]
     Migration { object: ObjectRef, reason: String, message: String, logs: String },
 
+    #[error(
+        "{object}: a canary of {image} stands at {weight} percent; decide it first with mode 'promote' or mode 'abort'"
+    )]
+    CanaryStanding { object: ObjectRef, image: String, weight: u8 },
+
+    /// `mode: promote`/`abort` with no canary standing.
+    #[error("{object}: no canary stands (nothing to {action})")]
+    NoCanary { object: ObjectRef, action: &'static str },
+
     #[error("{object}: cannot {verb}: {message}")]
     Api { object: ObjectRef, verb: &'static str, message: String },
 }
@@ -101,6 +110,8 @@ impl KubeError {
                 "migration_timeout"
             }
             KubeError::Migration { .. } => "migration_failed",
+            KubeError::CanaryStanding { .. } => "canary_standing",
+            KubeError::NoCanary { .. } => "no_canary",
             KubeError::Api { .. } => "kube_api_error",
         }
     }

@@ -18,6 +18,7 @@
 
 pub mod apply;
 pub mod bluegreen;
+pub mod canary;
 pub mod cluster;
 pub mod eks;
 pub mod error;
@@ -105,8 +106,10 @@ pub async fn plan(
 ) -> Result<Vec<String>, KubeError> {
     let client = cluster::connect(spec).await?;
     let ns = spec.namespace.as_str();
-    if let (Strategy::BlueGreen(_), Some(image)) = (strategy, image) {
-        return bluegreen::plan(&client, spec, image).await;
+    match (&strategy, image) {
+        (Strategy::BlueGreen(_), Some(image)) => return bluegreen::plan(&client, spec, image).await,
+        (Strategy::Canary(s), Some(image)) => return canary::plan(&client, spec, s, image, runner).await,
+        _ => {}
     }
     let mut lines = Vec::new();
     let (before, after) = others(spec);
@@ -173,12 +176,14 @@ fn summary(r: &Rolled) -> String {
 }
 
 /// How the new version reaches traffic.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Strategy {
     /// The Deployment's own rolling update.
     Rolling,
     /// Two colours and a Service selector flip ([`bluegreen`]).
     BlueGreen(bluegreen::Timing),
+    /// A canary beside the stable, step by step ([`canary`]).
+    Canary(canary::Steps),
 }
 
 /// Runs `mode: deploy` (with `deploy`) or `mode: rollback` on the cluster.
@@ -198,12 +203,16 @@ pub async fn run(
             Err(e) => return fail("connect", e),
         }
     };
-    match (mode, deploy_of, strategy) {
+    match (mode, deploy_of, &strategy) {
+        (Mode::Promote | Mode::Abort, _, _) => {
+            canary::decide(&client, spec, mode == Mode::Promote, runner, cancel).await
+        }
         (Mode::Rollback, _, Strategy::BlueGreen(_)) => {
             bluegreen::rollback(&client, spec, runner, cancel).await
         }
-        (Mode::Rollback, _, Strategy::Rolling) => rollback_mode(&client, spec, runner, cancel).await,
-        (_, Some(d), Strategy::BlueGreen(t)) => bluegreen::deploy(&client, spec, d, t, runner, cancel).await,
+        (Mode::Rollback, _, _) => rollback_mode(&client, spec, runner, cancel).await,
+        (_, Some(d), Strategy::BlueGreen(t)) => bluegreen::deploy(&client, spec, d, *t, runner, cancel).await,
+        (_, Some(d), Strategy::Canary(s)) => canary::deploy(&client, spec, d, s, runner, cancel).await,
         (_, Some(d), Strategy::Rolling) => deploy(&client, spec, d, runner, cancel).await,
         (_, None, _) => fail("validate", KubeError::Config("no image to deploy".into())),
     }

@@ -1,0 +1,695 @@
+//! `strategy: canary` on a cluster: a canary Deployment `web-canary` beside
+//! the stable `web`, taking a share of the traffic step by step
+//! (`canary-steps`), each step watched for `canary-interval`; then promote
+//! (the stable Deployment takes the new template by a rolling update, the
+//! canary is removed) or abort (the canary to zero and removed, the weights
+//! back). Steps that end before 100 stop there: a later job decides with
+//! `mode: promote` or `mode: abort`, reading where the canary stands from
+//! the annotations this action wrote on `web-canary`, not from a previous
+//! job.
+//!
+//! Traffic (`canary-traffic`):
+//! - `replicas`: the canary's pods carry the stable's labels, so the one
+//!   Service sends them a share equal to their part of all ready pods;
+//! - `ingress/<name>`: an ingress-nginx canary Ingress `<name>-canary`
+//!   (`nginx.ingress.kubernetes.io/canary-weight`) sending the share to a
+//!   Service `web-canary`;
+//! - `httproute/<name>`: the Gateway API HTTPRoute's `backendRefs` weights,
+//!   stable `web` and `web-canary`.
+//!
+//! With a weighted router the canary pods must not join the stable
+//! Service: they carry `deploy-action/canary-of: web` instead of the
+//! stable's selector labels.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::apply::{self, Current};
+use super::error::{KubeError, ObjectRef};
+use super::secret::MANAGED_BY;
+use super::{ClusterRun, Deploy, FIELD_MANAGER, rollout};
+use crate::inputs::{CanaryTraffic, KubernetesSpec};
+use crate::runner::Runner;
+
+pub const CANARY_OF: &str = "deploy-action/canary-of";
+pub const TRACK: &str = "deploy-action/track";
+/// Annotations on the canary Deployment: where it stands.
+pub const WEIGHT: &str = "deploy-action/canary-weight";
+pub const IMAGE: &str = "deploy-action/canary-image";
+pub const TRAFFIC: &str = "deploy-action/canary-traffic";
+const CANCEL_BUDGET: Duration = Duration::from_secs(4);
+
+/// The canary settings of a deploy.
+#[derive(Debug, Clone)]
+pub struct Steps {
+    pub steps: Vec<u8>,
+    pub interval: Duration,
+    pub traffic: CanaryTraffic,
+}
+
+fn traffic_str(t: &CanaryTraffic) -> String {
+    match t {
+        CanaryTraffic::Replicas => "replicas".into(),
+        CanaryTraffic::Ingress(n) => format!("ingress/{n}"),
+        CanaryTraffic::HttpRoute(n) => format!("httproute/{n}"),
+    }
+}
+
+fn parse_traffic(s: &str) -> Option<CanaryTraffic> {
+    match s.split_once('/') {
+        None if s == "replicas" => Some(CanaryTraffic::Replicas),
+        Some(("ingress", n)) => Some(CanaryTraffic::Ingress(n.into())),
+        Some(("httproute", n)) => Some(CanaryTraffic::HttpRoute(n.into())),
+        _ => None,
+    }
+}
+
+/// Canary replicas for `weight`% of `stable` replicas: by replica ratio the
+/// canary is `weight` of all pods (stable kept whole); behind a weighted
+/// router it needs `weight` of the capacity.
+pub fn canary_replicas(traffic: &CanaryTraffic, stable: i32, weight: u8) -> i32 {
+    let (n, w) = (stable.max(1) as f64, f64::from(weight));
+    let c = match traffic {
+        CanaryTraffic::Replicas if weight >= 100 => n,
+        CanaryTraffic::Replicas => (n * w / (100.0 - w)).round(),
+        _ => (n * w / 100.0).ceil(),
+    };
+    (c as i32).max(1)
+}
+
+fn name_of(stable: &str) -> String {
+    format!("{stable}-canary")
+}
+
+fn stable_labels(d: &Deployment) -> BTreeMap<String, String> {
+    d.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default()
+}
+
+/// The canary Deployment from the stable one's spec.
+pub fn canary_deployment(
+    stable: &Current,
+    traffic: &CanaryTraffic,
+    image: &str,
+    env_from: Option<&[k8s_openapi::api::core::v1::EnvFromSource]>,
+    replicas: i32,
+    weight: u8,
+) -> Value {
+    let d = &stable.deployment;
+    let mut spec = serde_json::to_value(d.spec.clone().unwrap_or_default()).unwrap_or_default();
+    spec["replicas"] = replicas.into();
+    if let Some(o) = spec.as_object_mut() {
+        o.remove("paused");
+    }
+    let name = &stable.object.name;
+    let selector: BTreeMap<String, String> = match traffic {
+        // Same app labels: the one Service balances over all pods.
+        CanaryTraffic::Replicas => {
+            let mut s = stable_labels(d);
+            s.insert(TRACK.into(), "canary".into());
+            s
+        }
+        // Kept out of the stable Service: only the router sends it traffic.
+        _ => BTreeMap::from([(CANARY_OF.to_string(), name.clone())]),
+    };
+    spec["selector"] = json!({"matchLabels": selector});
+    let mut pod_labels: BTreeMap<String, String> = spec["template"]["metadata"]["labels"]
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default();
+    if !matches!(traffic, CanaryTraffic::Replicas) {
+        for k in stable_labels(d).keys() {
+            pod_labels.remove(k);
+        }
+    }
+    pod_labels.extend(selector.clone());
+    spec["template"]["metadata"]["labels"] = json!(pod_labels);
+    if let Some(cs) = spec["template"]["spec"]["containers"].as_array_mut() {
+        for c in cs.iter_mut().filter(|c| c["name"] == stable.container.as_str()) {
+            c["image"] = image.into();
+            if let Some(f) = env_from {
+                c["envFrom"] = serde_json::to_value(f).unwrap_or_default();
+            }
+        }
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name_of(name),
+            "namespace": stable.object.namespace,
+            "labels": {MANAGED_BY.0: MANAGED_BY.1, CANARY_OF: name},
+            "annotations": {WEIGHT: weight.to_string(), IMAGE: image, TRAFFIC: traffic_str(traffic)},
+        },
+        "spec": spec,
+    })
+}
+
+struct Canary<'a> {
+    client: &'a kube::Client,
+    ns: String,
+    stable: Current,
+    stable_replicas: i32,
+    traffic: CanaryTraffic,
+    runner: &'a Runner,
+}
+
+impl Canary<'_> {
+    fn name(&self) -> String {
+        name_of(&self.stable.object.name)
+    }
+    fn object(&self) -> ObjectRef {
+        ObjectRef::deployment(&self.ns, &self.name())
+    }
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Applies the canary Deployment at `weight` and waits for it.
+    async fn step(
+        &self,
+        image: &str,
+        env_from: Option<&[k8s_openapi::api::core::v1::EnvFromSource]>,
+        weight: u8,
+        cancel: &CancellationToken,
+    ) -> Result<bool, KubeError> {
+        let replicas = canary_replicas(&self.traffic, self.stable_replicas, weight.min(99));
+        let body = canary_deployment(&self.stable, &self.traffic, image, env_from, replicas, weight);
+        self.deployments()
+            .patch(&self.name(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+            .await
+            .map_err(|e| KubeError::from_api(e, "patch", "deployments", "apps", self.object()))?;
+        if rollout::watch(self.client, &self.ns, &self.name(), self.runner, cancel).await?.is_none() {
+            return Ok(false);
+        }
+        if !matches!(self.traffic, CanaryTraffic::Replicas) {
+            self.ensure_service().await?;
+        }
+        self.set_weight(weight).await?;
+        let share = match self.traffic {
+            CanaryTraffic::Replicas => {
+                format!("{replicas} of {} pods", replicas + self.stable_replicas)
+            }
+            _ => format!("weight {weight}, {replicas} pod(s)"),
+        };
+        self.runner.line(&format!("canary at {weight}% ({share}) via {}", traffic_str(&self.traffic)));
+        Ok(true)
+    }
+
+    /// The canary Service (weighted routers only): the stable Service's
+    /// ports, the canary's pods.
+    async fn ensure_service(&self) -> Result<(), KubeError> {
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.ns);
+        let stable = &self.stable.object.name;
+        let svc_ref = ObjectRef::new("service", &self.ns, stable);
+        let s = services
+            .get(stable)
+            .await
+            .map_err(|e| KubeError::from_api(e, "get", "services", "", svc_ref.clone()))?;
+        let ports = s.spec.and_then(|s| s.ports).unwrap_or_default();
+        let body = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": self.name(), "namespace": self.ns, "labels": {MANAGED_BY.0: MANAGED_BY.1, CANARY_OF: stable}},
+            "spec": {"selector": {CANARY_OF: stable}, "ports": ports},
+        });
+        services
+            .patch(&self.name(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                KubeError::from_api(
+                    e,
+                    "patch",
+                    "services",
+                    "",
+                    ObjectRef::new("service", &self.ns, &self.name()),
+                )
+            })
+    }
+
+    /// Sends `weight`% to the canary (0: none; the router objects of the
+    /// canary are removed at 0).
+    async fn set_weight(&self, weight: u8) -> Result<(), KubeError> {
+        let stable = self.stable.object.name.clone();
+        match &self.traffic {
+            CanaryTraffic::Replicas => Ok(()),
+            CanaryTraffic::Ingress(name) => {
+                let api: Api<Ingress> = Api::namespaced(self.client.clone(), &self.ns);
+                let canary_name = format!("{name}-canary");
+                let object = ObjectRef::new("ingress", &self.ns, &canary_name);
+                if weight == 0 {
+                    return match api.delete(&canary_name, &DeleteParams::default()).await {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                        Err(e) => {
+                            Err(KubeError::from_api(e, "delete", "ingresses", "networking.k8s.io", object))
+                        }
+                    };
+                }
+                let main = api.get(name).await.map_err(|e| {
+                    KubeError::from_api(
+                        e,
+                        "get",
+                        "ingresses",
+                        "networking.k8s.io",
+                        ObjectRef::new("ingress", &self.ns, name),
+                    )
+                })?;
+                let mut spec = serde_json::to_value(main.spec.unwrap_or_default()).unwrap_or_default();
+                retarget(&mut spec, &stable, &self.name());
+                if let Some(o) = spec.as_object_mut() {
+                    o.remove("defaultBackend");
+                }
+                let body = json!({
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "Ingress",
+                    "metadata": {
+                        "name": canary_name,
+                        "namespace": self.ns,
+                        "labels": {MANAGED_BY.0: MANAGED_BY.1, CANARY_OF: stable},
+                        "annotations": {
+                            "nginx.ingress.kubernetes.io/canary": "true",
+                            "nginx.ingress.kubernetes.io/canary-weight": weight.to_string(),
+                        },
+                    },
+                    "spec": spec,
+                });
+                api.patch(&canary_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| KubeError::from_api(e, "patch", "ingresses", "networking.k8s.io", object))
+            }
+            CanaryTraffic::HttpRoute(name) => {
+                let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+                let ar = ApiResource::from_gvk_with_plural(&gvk, "httproutes");
+                let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.ns, &ar);
+                let object = ObjectRef::new("httproute", &self.ns, name);
+                let route = api.get(name).await.map_err(|e| {
+                    KubeError::from_api(e, "get", "httproutes", "gateway.networking.k8s.io", object.clone())
+                })?;
+                let mut rules = route.data["spec"]["rules"].clone();
+                let mut found = false;
+                for rule in rules.as_array_mut().into_iter().flatten() {
+                    let Some(refs) = rule["backendRefs"].as_array_mut() else { continue };
+                    let Some(stable_ref) = refs.iter().find(|r| r["name"] == stable.as_str()).cloned() else {
+                        continue;
+                    };
+                    found = true;
+                    refs.retain(|r| r["name"] != self.name().as_str());
+                    for r in refs.iter_mut().filter(|r| r["name"] == stable.as_str()) {
+                        r["weight"] = (100 - u32::from(weight)).into();
+                    }
+                    if weight > 0 {
+                        let mut c = stable_ref;
+                        c["name"] = self.name().into();
+                        c["weight"] = u32::from(weight).into();
+                        refs.push(c);
+                    }
+                }
+                if !found {
+                    return Err(KubeError::Config(format!("{object} has no backendRef to service {stable}")));
+                }
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"rules": rules}})))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        KubeError::from_api(e, "patch", "httproutes", "gateway.networking.k8s.io", object)
+                    })
+            }
+        }
+    }
+
+    /// Watches the canary for the interval: losing availability fails.
+    async fn observe(&self, interval: Duration, cancel: &CancellationToken) -> Result<bool, KubeError> {
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.name()));
+        let mut events = watcher(self.deployments(), cfg).default_backoff().boxed();
+        let end = Instant::now() + interval;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end) => return Ok(true),
+                _ = cancel.cancelled() => return Ok(false),
+                ev = events.next() => {
+                    if let Some(Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) = ev {
+                        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                        let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+                        if available < want {
+                            return Err(KubeError::ProgressDeadline {
+                                object: self.object(),
+                                message: format!("the canary lost availability: {available} of {want} replicas available"),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Weights back to the stable, the canary and its objects removed.
+    async fn abort(&self) -> Result<(), KubeError> {
+        self.set_weight(0).await?;
+        let dp = DeleteParams::background();
+        for r in [
+            self.deployments().delete(&self.name(), &dp).await.map(|_| ()),
+            Api::<Service>::namespaced(self.client.clone(), &self.ns)
+                .delete(&self.name(), &dp)
+                .await
+                .map(|_| ()),
+        ] {
+            match r {
+                Ok(()) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(KubeError::from_api(e, "delete", "deployments", "apps", self.object())),
+            }
+        }
+        self.runner.line(&format!("{}: removed; all traffic to {}", self.object(), self.stable.object));
+        Ok(())
+    }
+
+    /// The stable takes the new template (a rolling update, watched), then
+    /// the canary goes.
+    async fn promote(
+        &self,
+        image: &str,
+        env_from: Option<&[k8s_openapi::api::core::v1::EnvFromSource]>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, KubeError> {
+        apply::set_image(self.client, &self.stable, image, env_from, self.runner, false).await?;
+        match rollout::watch(self.client, &self.ns, &self.stable.object.name, self.runner, cancel).await? {
+            Some(_) => {
+                self.abort().await?;
+                self.runner.line(&format!("{}: promoted to {image}", self.stable.object));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// Points every backend naming service `from` at `to`.
+fn retarget(v: &mut Value, from: &str, to: &str) {
+    match v {
+        Value::Object(m) => {
+            if m.get("name").and_then(Value::as_str) == Some(from) && m.contains_key("port") {
+                m.insert("name".into(), to.into());
+            }
+            for x in m.values_mut() {
+                retarget(x, from, to);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| retarget(x, from, to)),
+        _ => {}
+    }
+}
+
+async fn open<'a>(
+    client: &'a kube::Client,
+    spec: &KubernetesSpec,
+    traffic: CanaryTraffic,
+    runner: &'a Runner,
+) -> Result<Canary<'a>, KubeError> {
+    let r = spec.deployments.first().ok_or_else(|| KubeError::Config("no Deployment named".into()))?;
+    let stable = apply::read(client, &spec.namespace, r, None).await?;
+    let stable_replicas = stable.deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(1);
+    Ok(Canary { client, ns: spec.namespace.clone(), stable, stable_replicas, traffic, runner })
+}
+
+/// Where a canary stands, from its annotations.
+async fn standing(c: &Canary<'_>) -> Result<Option<(u8, String, CanaryTraffic)>, KubeError> {
+    let d = c
+        .deployments()
+        .get_opt(&c.name())
+        .await
+        .map_err(|e| KubeError::from_api(e, "get", "deployments", "apps", c.object()))?;
+    Ok(d.and_then(|d| {
+        let a = d.metadata.annotations?;
+        Some((a.get(WEIGHT)?.parse().ok()?, a.get(IMAGE)?.clone(), parse_traffic(a.get(TRAFFIC)?)?))
+    }))
+}
+
+/// `mode: deploy` with canary steps.
+pub async fn deploy(
+    client: &kube::Client,
+    spec: &KubernetesSpec,
+    work: &Deploy<'_>,
+    steps: &Steps,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> ClusterRun {
+    let mut out = ClusterRun { stage: "inspect", ..Default::default() };
+    let started = Instant::now();
+    let c = match open(client, spec, steps.traffic.clone(), runner).await {
+        Ok(c) => c,
+        Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
+    };
+    out.previous_image = c.stable.image.clone();
+    let unit = c.stable.object.to_string();
+    match standing(&c).await {
+        Ok(Some((w, image, _))) if w > 0 => {
+            out.error = Some(KubeError::CanaryStanding { object: c.object(), image, weight: w });
+            out.rolled_back = true;
+            out.units = vec![(unit, "unchanged".into(), Duration::ZERO)];
+            return out;
+        }
+        Ok(_) => {}
+        Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
+    }
+    if let Some(s) = &work.secret
+        && let Err(e) = super::secret::ensure(client, &c.ns, s, false).await
+    {
+        return ClusterRun { error: Some(e), rolled_back: true, ..out };
+    }
+    let env_from = apply::env_from(&c.stable, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
+    out.stage = "canary";
+    let last = steps.steps.last().copied().unwrap_or(100);
+    for &w in steps.steps.iter().filter(|w| **w < 100) {
+        let _g = runner.group(&format!("Canary step {w}%"));
+        let ok = match c.step(work.image, env_from.as_deref(), w, cancel).await {
+            Ok(true) => c.observe(steps.interval, cancel).await,
+            other => other,
+        };
+        match ok {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                out.error = ok.err();
+                out.cancelled = out.error.is_none();
+                let _g = runner.group("Abort: all traffic back to the stable version");
+                out.rolled_back = tokio::time::timeout(
+                    CANCEL_BUDGET.max(if cancel.is_cancelled() {
+                        CANCEL_BUDGET
+                    } else {
+                        Duration::from_secs(60)
+                    }),
+                    c.abort(),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+                out.units = vec![(unit, format!("canary aborted at {w}%"), started.elapsed())];
+                return out;
+            }
+        }
+    }
+    if last < 100 {
+        out.stage = "done";
+        runner.line(&format!(
+            "the canary stays at {last}%: run this action with mode 'promote' (or 'abort') to decide"
+        ));
+        out.units = vec![(
+            unit,
+            format!("canary at {last}% of {}, awaiting promote or abort", work.image),
+            started.elapsed(),
+        )];
+        return out;
+    }
+    out.stage = "promote";
+    let _g = runner.group("Promote: the stable Deployment takes the new version");
+    match c.promote(work.image, env_from.as_deref(), cancel).await {
+        Ok(true) => {
+            out.stage = "done";
+            out.units = vec![(unit, format!("promoted to {}", work.image), started.elapsed())];
+        }
+        Ok(false) | Err(_) => finish_failed_promote(&c, &mut out, cancel, started).await,
+    }
+    out
+}
+
+/// A promotion that failed or was cancelled: the stable rolled back as
+/// kubectl would, the canary removed.
+async fn finish_failed_promote(
+    c: &Canary<'_>,
+    out: &mut ClusterRun,
+    cancel: &CancellationToken,
+    started: Instant,
+) {
+    out.cancelled = cancel.is_cancelled();
+    if out.error.is_none() && !out.cancelled {
+        out.error = Some(KubeError::Config("the promotion did not finish".into()));
+    }
+    let undo = super::undo::undo(c.client, &c.ns, &c.stable.object.name);
+    let undone = tokio::time::timeout(CANCEL_BUDGET, undo).await.is_ok_and(|r| r.is_ok());
+    let aborted = tokio::time::timeout(CANCEL_BUDGET, c.abort()).await.is_ok_and(|r| r.is_ok());
+    out.rolled_back = undone && aborted;
+    out.units = vec![(
+        c.stable.object.to_string(),
+        "promotion rolled back, canary removed".into(),
+        started.elapsed(),
+    )];
+}
+
+/// `mode: promote` / `mode: abort`: decided from the canary's annotations.
+pub async fn decide(
+    client: &kube::Client,
+    spec: &KubernetesSpec,
+    promote: bool,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> ClusterRun {
+    let mut out = ClusterRun { stage: if promote { "promote" } else { "abort" }, ..Default::default() };
+    let started = Instant::now();
+    let probe = match open(client, spec, CanaryTraffic::Replicas, runner).await {
+        Ok(c) => c,
+        Err(e) => return ClusterRun { error: Some(e), ..out },
+    };
+    let (weight, image, traffic) = match standing(&probe).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            out.error = Some(KubeError::NoCanary {
+                object: probe.object(),
+                action: if promote { "promote" } else { "abort" },
+            });
+            return out;
+        }
+        Err(e) => return ClusterRun { error: Some(e), ..out },
+    };
+    let c = Canary { traffic, ..probe };
+    runner.line(&format!("{}: canary of {image} at {weight}% via {}", c.object(), traffic_str(&c.traffic)));
+    out.previous_image = c.stable.image.clone();
+    let _g = runner.group(if promote { "Promote" } else { "Abort" });
+    if promote {
+        // The canary's own pod spec goes to the stable (image and envFrom).
+        let env_from: Option<Vec<_>> = c
+            .deployments()
+            .get_opt(&c.name())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| {
+                d.spec?.template.spec?.containers.into_iter().find(|x| x.name == c.stable.container)?.env_from
+            })
+            .and_then(|f| {
+                let stable_has = apply::env_from_as_is(&c.stable, "").is_some();
+                (!f.is_empty() || stable_has).then_some(f)
+            });
+        match c.promote(&image, env_from.as_deref(), cancel).await {
+            Ok(true) => {
+                out.stage = "done";
+                out.restored_image = Some(image.clone());
+                out.units =
+                    vec![(c.stable.object.to_string(), format!("promoted to {image}"), started.elapsed())];
+            }
+            Ok(false) | Err(_) => finish_failed_promote(&c, &mut out, cancel, started).await,
+        }
+    } else {
+        match c.abort().await {
+            Ok(()) => {
+                out.stage = "done";
+                out.restored_image = c.stable.image.clone();
+                out.units = vec![(
+                    c.stable.object.to_string(),
+                    format!("canary of {image} aborted at {weight}%"),
+                    started.elapsed(),
+                )];
+            }
+            Err(e) => out.error = Some(e),
+        }
+    }
+    out
+}
+
+/// `mode: plan` for a canary: the canary Deployment as a server-side dry
+/// run, and the steps.
+pub async fn plan(
+    client: &kube::Client,
+    spec: &KubernetesSpec,
+    steps: &Steps,
+    image: &str,
+    runner: &Runner,
+) -> Result<Vec<String>, KubeError> {
+    let c = open(client, spec, steps.traffic.clone(), runner).await?;
+    let first = steps.steps.first().copied().unwrap_or(100).min(99);
+    let replicas = canary_replicas(&c.traffic, c.stable_replicas, first);
+    let body = canary_deployment(&c.stable, &c.traffic, image, None, replicas, first);
+    c.deployments()
+        .patch(&c.name(), &PatchParams::apply(FIELD_MANAGER).force().dry_run(), &Patch::Apply(&body))
+        .await
+        .map_err(|e| KubeError::from_api(e, "patch", "deployments", "apps", c.object()))?;
+    let mut lines = vec![format!(
+        "{}: would be created beside {} with {image} ({replicas} replica(s) at {first}%), traffic via {}",
+        c.object(),
+        c.stable.object,
+        traffic_str(&c.traffic)
+    )];
+    for w in steps.steps.iter().filter(|w| **w < 100) {
+        lines.push(format!(
+            "step {w}%: watched for {}s; a failure aborts (weights back, canary removed)",
+            steps.interval.as_secs()
+        ));
+    }
+    lines.push(match steps.steps.last() {
+        Some(100) => format!(
+            "then promote: {} takes {image} by a rolling update, the canary is removed",
+            c.stable.object
+        ),
+        _ => "then stop: the canary stands until a run with mode 'promote' or 'abort'".into(),
+    });
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_for_a_weight() {
+        let r = CanaryTraffic::Replicas;
+        // 1 canary beside 9 stable pods is 10%; beside 4, 20%.
+        assert_eq!(canary_replicas(&r, 9, 10), 1);
+        assert_eq!(canary_replicas(&r, 4, 20), 1);
+        assert_eq!(canary_replicas(&r, 2, 50), 2);
+        assert_eq!(canary_replicas(&r, 3, 1), 1, "never zero");
+        let i = CanaryTraffic::Ingress("web".into());
+        assert_eq!(canary_replicas(&i, 4, 10), 1);
+        assert_eq!(canary_replicas(&i, 4, 50), 2);
+    }
+
+    #[test]
+    fn traffic_round_trips_through_the_annotation() {
+        for t in [
+            CanaryTraffic::Replicas,
+            CanaryTraffic::Ingress("a".into()),
+            CanaryTraffic::HttpRoute("r".into()),
+        ] {
+            assert_eq!(parse_traffic(&traffic_str(&t)), Some(t));
+        }
+        assert_eq!(parse_traffic("nginx/x"), None);
+    }
+
+    #[test]
+    fn backends_are_retargeted() {
+        let mut v = json!({"rules": [{"http": {"paths": [{"backend": {"service": {"name": "web", "port": {"number": 80}}}},
+            {"backend": {"service": {"name": "other", "port": {"number": 80}}}}]}}]});
+        retarget(&mut v, "web", "web-canary");
+        assert_eq!(v["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"], "web-canary");
+        assert_eq!(v["rules"][0]["http"]["paths"][1]["backend"]["service"]["name"], "other");
+    }
+}
