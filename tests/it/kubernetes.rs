@@ -855,12 +855,32 @@ async fn kubernetes_migration_job_runs_first_and_a_failing_one_rolls_nothing() {
             .input("image", image)
     };
 
+    // What the migration's pod writes (kwok serves it as the container's
+    // log): the secret among its lines, and the last line the one to read.
+    let mut logs = Command::new(stack_var("K8S_POD_LOGS"))
+        .args(["-n", &ns.0])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines: String = (1..=25).map(|i| format!("applying migration {i:03}\n")).collect::<String>()
+        + "connecting to postgres://u:Secr3t@db/web\nERROR: relation \"orders\" already exists\n";
+    logs.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    assert!(logs.wait().unwrap().success());
+    std::thread::sleep(Duration::from_secs(2)); // kwok picks the object up by watch
+
     // kwok fails a Never-restarting pod whose image is tagged `fail`.
     let run = action("example.invalid/web:fail").run();
     assert_status(&run, "failure", 1);
     assert!(run.stdout.contains("migration_failed"), "{}", run.stdout);
     assert!(run.stdout.contains(&format!("job {}/web-migrate-", ns.0)), "{}", run.stdout);
     assert!(run.stdout.contains("last log lines"), "{}", run.stdout);
+    // The last 20 lines, redacted: the error line is there, the first
+    // migrations are not, the secret is masked.
+    assert!(run.stdout.contains("ERROR: relation \"orders\" already exists"), "{}", run.stdout);
+    assert!(run.stdout.contains("connecting to ***"), "{}", run.stdout);
+    assert!(!run.stdout.contains("applying migration 001"), "{}", run.stdout);
+    assert!(run.summary.contains("already exists"), "{}", run.summary);
     assert!(!shows(&run, "Secr3t"), "{}", run.stdout);
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
     assert_eq!(revision(&ns), "1");
