@@ -402,7 +402,7 @@ fn kubernetes_inputs_are_checked_before_any_contact() {
         .input("image", "example.invalid/web:v2")
         .input("deployments", "Web_1, ok:Bad_Container")
         .input("namespace", "Not-OK")
-        .input("strategy", "canary")
+        .input("strategy", "canary-ish")
         .input("github-deployments", "false")
         .run();
     assert_eq!(run.code, Some(2), "{}", run.stdout);
@@ -676,6 +676,12 @@ fn kubernetes_replicas_owned_by_an_hpa_are_kept() {
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
     ns.rollout_status("web", &[]).assert_ok();
     assert_eq!(hpa(), "3");
+    // A deploy after the action's own rollback: its undo's writes are not
+    // another owner's (a conflict with itself once failed it here).
+    let after = ns.action("web").input("image", "example.invalid/web:v3").run();
+    assert_status(&after, "success", 0);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v3");
+    assert_eq!(ns.get("web", "{.spec.replicas}"), "3");
 }
 
 /// `mode: plan` asks the cluster (server-side dry run) and changes nothing.
@@ -1467,4 +1473,34 @@ fn kubernetes_canary_through_httproute_and_abort() {
     assert!(ns.gone("deployment", "web-canary"));
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
     ns.rollout_status("web", &[]).assert_ok();
+}
+
+/// Every strategy runs the migration first: a failing one stops a
+/// blue-green deploy before any colour exists, and a canary before any
+/// canary pod.
+#[test]
+fn kubernetes_blue_green_and_canary_run_the_migration_first() {
+    let ns = Ns::new("bgmig");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    ns.service("web");
+    let before = ns.selector("web");
+    for strategy in ["blue-green", "canary"] {
+        let run = ns
+            .action("web:app")
+            .input("strategy", strategy)
+            .input("migrate-command", r#"["migrate"]"#)
+            .input("image", "example.invalid/web:fail")
+            .run();
+        assert_status(&run, "failure", 1);
+        assert!(run.stdout.contains("migration_failed"), "{strategy}: {}", run.stdout);
+        assert_eq!(ns.selector("web"), before, "{strategy}");
+        assert!(ns.gone("deployment", "web-blue") && ns.gone("deployment", "web-canary"), "{strategy}");
+    }
+    // And a good one goes on to the switch.
+    let run =
+        ns.blue_green("web:app", "example.invalid/web:v2").input("migrate-command", r#"["migrate"]"#).run();
+    assert_status(&run, "success", 0);
+    let (migrated, switched) =
+        (run.stdout.find(": succeeded").unwrap(), run.stdout.find("selector now").unwrap());
+    assert!(migrated < switched, "{}", run.stdout);
 }

@@ -286,7 +286,10 @@ where
                     read.as_ref().map(|o| o.meta())
                 }
             };
-            if managers.is_empty() || managers.iter().any(|m| meta.is_some_and(|meta| applies(meta, m))) {
+            // The action's own undo writes by Update under the same name:
+            // that is not another owner.
+            let declarative = |m: &String| m != FIELD_MANAGER && meta.is_some_and(|meta| applies(meta, m));
+            if managers.is_empty() || managers.iter().any(declarative) {
                 let named = if managers.is_empty() { s.message.clone() } else { managers.join(", ") };
                 return Err(KubeError::Conflict {
                     object: t.object.clone(),

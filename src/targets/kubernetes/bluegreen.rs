@@ -417,6 +417,14 @@ pub async fn deploy(
             return unchanged(ClusterRun { error: Some(e), ..out }, &pairs);
         }
     }
+    if let Some(first) = pairs.first() {
+        out.stage = "migrate";
+        match super::migrate_first(client, work, &first.source, runner, cancel).await {
+            Ok(true) => {}
+            Ok(false) => return ClusterRun { cancelled: true, ..unchanged(out, &pairs) },
+            Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &pairs),
+        }
+    }
 
     // 1. The candidates, all at once.
     out.stage = "candidate";

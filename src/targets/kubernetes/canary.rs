@@ -469,6 +469,12 @@ pub async fn deploy(
     {
         return ClusterRun { error: Some(e), rolled_back: true, ..out };
     }
+    out.stage = "migrate";
+    match super::migrate_first(client, work, &c.stable, runner, cancel).await {
+        Ok(true) => {}
+        Ok(false) => return ClusterRun { cancelled: true, rolled_back: true, ..out },
+        Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
+    }
     let env_from = apply::env_from(&c.stable, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
     out.stage = "canary";
     let last = steps.steps.last().copied().unwrap_or(100);

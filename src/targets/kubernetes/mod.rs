@@ -291,18 +291,9 @@ async fn deploy(
     }
 
     // The migration, before anything rolls.
-    if let (Some(command), Some(first)) = (work.migrate_command, targets.first()) {
+    if let Some(first) = targets.first() {
         out.stage = "migrate";
-        let _g = runner.group("Migration (Job)");
-        let m = migrate::Migration {
-            app: work.app,
-            deploy_id: work.deploy_id,
-            command,
-            image,
-            timeout: work.migration_timeout,
-            secret: work.secret.as_ref().map(|s| s.name.as_str()),
-        };
-        match migrate::run(client, &m, first, runner, cancel).await {
+        match migrate_first(client, work, first, runner, cancel).await {
             Ok(true) => {}
             Ok(false) => return ClusterRun { cancelled: true, ..unchanged(out, &targets) },
             Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &targets),
@@ -431,6 +422,31 @@ async fn deploy(
     }
     out.rolled_back = all_undone;
     out
+}
+
+/// `migrate-command`, if any, as a Job from the new image with `from`'s pod
+/// spec, before any strategy moves traffic. `Ok(false)` when cancelled.
+///
+/// # Errors
+/// The migration's failure ([`KubeError::Migration`]) or a refusal.
+pub(crate) async fn migrate_first(
+    client: &kube::Client,
+    work: &Deploy<'_>,
+    from: &apply::Current,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<bool, KubeError> {
+    let Some(command) = work.migrate_command else { return Ok(true) };
+    let _g = runner.group("Migration (Job)");
+    let m = migrate::Migration {
+        app: work.app,
+        deploy_id: work.deploy_id,
+        command,
+        image: work.image,
+        timeout: work.migration_timeout,
+        secret: work.secret.as_ref().map(|s| s.name.as_str()),
+    };
+    migrate::run(client, &m, from, runner, cancel).await
 }
 
 /// Undo one Deployment and, unless cancelled, watch that rollout finish.
