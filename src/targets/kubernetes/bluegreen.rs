@@ -505,13 +505,7 @@ pub async fn deploy(
     if let Err((e, flipped)) = flipped {
         out.cancelled = e.is_none();
         out.error = e;
-        out.rolled_back = flip_back(client, &flipped, runner, cancel).await;
-        retire_candidates(client, &pairs, runner).await;
-        out.units = pairs
-            .iter()
-            .map(|p| (p.source.object.to_string(), "switched back".into(), started.elapsed()))
-            .collect();
-        return out;
+        return switch_back(client, out, &pairs, &flipped, started, runner, cancel).await;
     }
 
     // 4. Observe, then drain and scale the old colour to zero.
@@ -524,13 +518,7 @@ pub async fn deploy(
         out.error = observed.err().flatten();
         out.cancelled = cancel.is_cancelled() && out.error.is_none();
         let all: Vec<&Pair> = pairs.iter().collect();
-        out.rolled_back = flip_back(client, &all, runner, cancel).await;
-        retire_candidates(client, &pairs, runner).await;
-        out.units = pairs
-            .iter()
-            .map(|p| (p.source.object.to_string(), "switched back".into(), started.elapsed()))
-            .collect();
-        return out;
+        return switch_back(client, out, &pairs, &all, started, runner, cancel).await;
     }
     out.stage = "retire";
     {
@@ -681,6 +669,26 @@ async fn observe(
         r?;
     }
     Ok(())
+}
+
+/// After a failure or a signal past the flip: the `flipped` Services back
+/// to the old colour, every candidate to zero.
+async fn switch_back(
+    client: &kube::Client,
+    mut out: ClusterRun,
+    pairs: &[Pair],
+    flipped: &[&Pair],
+    started: Instant,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> ClusterRun {
+    out.rolled_back = flip_back(client, flipped, runner, cancel).await;
+    retire_candidates(client, pairs, runner).await;
+    out.units = pairs
+        .iter()
+        .map(|p| (p.source.object.to_string(), "switched back".into(), started.elapsed()))
+        .collect();
+    out
 }
 
 /// Flips every given Service back to what served before. Returns whether
