@@ -44,7 +44,7 @@ use super::error::{KubeError, ObjectRef};
 use super::rollout::{self, HASH_LABEL, Rolled};
 use super::secret::MANAGED_BY;
 use super::{ClusterRun, Deploy, FIELD_MANAGER};
-use crate::inputs::KubernetesSpec;
+use crate::inputs::{DeploymentRef, KubernetesSpec};
 use crate::runner::Runner;
 
 pub const COLOUR: &str = "deploy-action/colour";
@@ -69,6 +69,8 @@ struct Pair {
     live: Option<&'static str>,
     candidate: &'static str,
     replicas: i32,
+    /// The image the serving Deployment runs.
+    old_image: Option<String>,
 }
 
 impl Pair {
@@ -151,7 +153,9 @@ pub fn colour_deployment(
     })
 }
 
-async fn read_pair(client: &kube::Client, ns: &str, source: Current) -> Result<Pair, KubeError> {
+/// Reads the Deployment of `r` (the template) and its live Service.
+async fn read_pair(client: &kube::Client, ns: &str, r: &DeploymentRef) -> Result<Pair, KubeError> {
+    let source = apply::read(client, ns, r, None).await?;
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let name = source.object.name.clone();
     let svc_ref = ObjectRef::new("service", ns, &name);
@@ -186,20 +190,39 @@ async fn read_pair(client: &kube::Client, ns: &str, source: Current) -> Result<P
             ObjectRef::new("service", ns, &format!("{name}-preview")),
         )
     })?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let replicas = match live {
-        Some(c) => deployments
-            .get_opt(&format!("{name}-{c}"))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|d| d.spec.and_then(|s| s.replicas))
-            .unwrap_or(1),
-        None => source.deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-    }
-    .max(1);
+    // What serves now: the live colour's Deployment, else the source.
+    let serving = match live {
+        Some(c) => {
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+            deployments.get_opt(&format!("{name}-{c}")).await.ok().flatten()
+        }
+        None => Some(source.deployment.clone()),
+    };
+    let replicas =
+        serving.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(1).max(1);
+    let old_image = serving.as_ref().and_then(|d| apply::container_image(d, Some(&source.container)));
     let candidate = live.map(other).unwrap_or("blue");
-    Ok(Pair { source, service, preview, live, candidate, replicas })
+    Ok(Pair { source, service, preview, live, candidate, replicas, old_image })
+}
+
+/// The pods a selector matches that are Ready and not being deleted.
+async fn ready_pods_of(
+    client: &kube::Client,
+    ns: &str,
+    selector: &BTreeMap<String, String>,
+) -> Result<Vec<Pod>, KubeError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&rollout::label_selector(selector)))
+        .await
+        .map_err(|e| KubeError::from_api(e, "list", "pods", "", ObjectRef::new("pod", ns, "")))?;
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    Ok(list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none() && ready(p)).collect())
 }
 
 /// The ready pods a selector matches, by name.
@@ -208,24 +231,7 @@ async fn ready_pods(
     ns: &str,
     selector: &BTreeMap<String, String>,
 ) -> Result<BTreeSet<String>, KubeError> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let sel = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-    let list = pods
-        .list(&ListParams::default().labels(&sel))
-        .await
-        .map_err(|e| KubeError::from_api(e, "list", "pods", "", ObjectRef::new("pod", ns, "")))?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .filter_map(|p| p.metadata.name)
-        .collect())
+    Ok(ready_pods_of(client, ns, selector).await?.into_iter().filter_map(|p| p.metadata.name).collect())
 }
 
 /// The pods a Service's EndpointSlices list as ready.
@@ -331,29 +337,9 @@ async fn scale(client: &kube::Client, ns: &str, name: &str, replicas: i32) -> Re
 /// The pod-template-hash of the ReplicaSet whose pods serve for the
 /// source (on the first deploy).
 async fn serving_hash(client: &kube::Client, p: &Pair) -> Result<Option<String>, KubeError> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), p.ns());
-    let sel = source_labels(&p.source.deployment)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let list = pods
-        .list(&ListParams::default().labels(&sel))
-        .await
-        .map_err(|e| KubeError::from_api(e, "list", "pods", "", ObjectRef::new("pod", p.ns(), "")))?;
+    let pods = ready_pods_of(client, p.ns(), &source_labels(&p.source.deployment)).await?;
     let mut hashes: BTreeMap<String, usize> = BTreeMap::new();
-    let ready = |p: &Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    };
-    for pod in list
-        .items
-        .iter()
-        .filter(|p| !p.metadata.labels.as_ref().is_some_and(|l| l.contains_key(COLOUR)))
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && ready(p))
-    {
+    for pod in pods.iter().filter(|p| !p.metadata.labels.as_ref().is_some_and(|l| l.contains_key(COLOUR))) {
         if let Some(h) = pod.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) {
             *hashes.entry(h.clone()).or_default() += 1;
         }
@@ -380,11 +366,7 @@ pub async fn deploy(
         let _g = runner
             .group(&format!("Read {} deployment(s) and their Services in {ns}", spec.deployments.len()));
         for r in &spec.deployments {
-            let read = async {
-                let source = apply::read(client, ns, r, None).await?;
-                read_pair(client, ns, source).await
-            };
-            match read.await {
+            match read_pair(client, ns, r).await {
                 Ok(p) => {
                     runner.line(&format!(
                         "{}: live {}, candidate {}, {} replica(s)",
@@ -397,7 +379,7 @@ pub async fn deploy(
                         p.replicas
                     ));
                     if out.previous_image.is_none() {
-                        out.previous_image = current_image(client, &p).await;
+                        out.previous_image = p.old_image.clone();
                     }
                     pairs.push(p);
                 }
@@ -554,12 +536,6 @@ pub async fn deploy(
         runner.line(&format!("removed superseded secret(s): {}", gone.join(", ")));
     }
     out
-}
-
-async fn current_image(client: &kube::Client, p: &Pair) -> Option<String> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), p.ns());
-    let d = api.get_opt(&p.old_name()).await.ok().flatten()?;
-    apply::container_image(&d, Some(&p.source.container))
 }
 
 /// Applies and rolls out every candidate; on the first deploy the live
@@ -755,11 +731,7 @@ pub async fn rollback(
     let started = Instant::now();
     let mut pairs = Vec::new();
     for r in &spec.deployments {
-        let read = async {
-            let source = apply::read(client, ns, r, None).await?;
-            read_pair(client, ns, source).await
-        };
-        match read.await {
+        match read_pair(client, ns, r).await {
             Ok(p) if p.live.is_none() => {
                 out.error = Some(KubeError::NoHistory { object: p.source.object.clone() });
                 return out;
@@ -794,7 +766,7 @@ pub async fn rollback(
         && let Some(p) = pairs.first()
     {
         let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-        out.previous_image = current_image(client, p).await;
+        out.previous_image = p.old_image.clone();
         out.restored_image = api
             .get_opt(&p.candidate_name())
             .await
@@ -840,8 +812,7 @@ pub async fn plan(
     let ns = spec.namespace.as_str();
     let mut lines = Vec::new();
     for r in &spec.deployments {
-        let source = apply::read(client, ns, r, None).await?;
-        let p = read_pair(client, ns, source).await?;
+        let p = read_pair(client, ns, r).await?;
         let body = colour_deployment(&p.source, p.candidate, image, None, p.replicas);
         let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
         api.patch(

@@ -112,10 +112,15 @@ impl Rolled {
     }
 }
 
+/// Labels as a label selector string (`a=b,c=d`).
+pub fn label_selector(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
 /// `matchLabels` of a selector as a label selector string (`a=b,c=d`).
 pub fn selector(d: &Deployment) -> Option<String> {
     let labels = d.spec.as_ref()?.selector.match_labels.as_ref()?;
-    (!labels.is_empty()).then(|| labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+    (!labels.is_empty()).then(|| label_selector(labels))
 }
 
 /// Watches `name` until kubectl's verdict is reached, failing early when a
