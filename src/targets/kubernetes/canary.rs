@@ -592,10 +592,7 @@ pub async fn decide(
             .and_then(|d| {
                 d.spec?.template.spec?.containers.into_iter().find(|x| x.name == c.stable.container)?.env_from
             })
-            .and_then(|f| {
-                let stable_has = apply::env_from_as_is(&c.stable, "").is_some();
-                (!f.is_empty() || stable_has).then_some(f)
-            });
+            .filter(|f| !f.is_empty());
         match c.promote(&image, env_from.as_deref(), cancel).await {
             Ok(true) => {
                 out.stage = "done";
