@@ -258,7 +258,7 @@ pub fn deployment_ref(s: &str) -> Result<super::DeploymentRef, String> {
         ),
         None => None,
     };
-    Ok(super::DeploymentRef { name, container })
+    Ok(super::DeploymentRef { name, container, ..Default::default() })
 }
 
 /// An environment variable name.

@@ -178,12 +178,29 @@ pub struct Ec2Spec {
     pub address: AddressKind,
 }
 
-/// One Deployment to update (`deployments` input): the container whose
-/// image is set, or `None` for the only (or first) container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One Deployment to update (`deployments`, or an entry of a services
+/// file): the container whose image is set, or `None` for the only (or
+/// first) container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeploymentRef {
     pub name: String,
     pub container: Option<String>,
+    /// Its own image (a services file entry's `image`); `None`: the run's.
+    pub image: Option<String>,
+    /// The live Service blue-green flips; `None`: the Deployment's name.
+    pub service: Option<String>,
+    /// The preview Service the candidate is checked through; `None`:
+    /// `<service>-preview` when it exists.
+    pub preview: Option<String>,
+    /// No Service selects it (`proxy: false` in a services file).
+    pub worker: bool,
+}
+
+impl DeploymentRef {
+    /// The live Service's name.
+    pub fn service_name(&self) -> &str {
+        self.service.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// How `target: kubernetes` reaches the cluster and what it updates.

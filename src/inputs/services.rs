@@ -1,6 +1,9 @@
 //! What runs on a host: one service from inputs, or several from a
 //! `services-file` in the workspace (an API, a REST API and a worker on one
-//! host, switched together).
+//! host, switched together). On a cluster the same file lists the
+//! Deployments and their Services ([`kube_from_file`]): one shape, the
+//! fields that mean the same thing (`name`, `image`, `proxy`) shared, each
+//! target refusing the fields only the other one uses.
 
 use serde::Deserialize;
 
@@ -84,14 +87,48 @@ struct FileService {
     env: std::collections::BTreeMap<String, String>,
     command: Option<Vec<String>>,
     restart_policy: Option<String>,
-    #[serde(default = "yes")]
-    proxy: bool,
+    proxy: Option<bool>,
     upstream_file: Option<String>,
     upstream_name: Option<String>,
+    // Kubernetes only.
+    deployment: Option<String>,
+    container: Option<String>,
+    service: Option<String>,
+    preview_service: Option<String>,
 }
 
-fn yes() -> bool {
-    true
+impl FileService {
+    /// The fields that only a host uses, set in this entry.
+    fn host_fields(&self) -> Vec<&'static str> {
+        [
+            ("container-port", self.container_port.is_some()),
+            ("blue-port", self.blue_port.is_some()),
+            ("green-port", self.green_port.is_some()),
+            ("health-check-path", self.health_check_path.is_some()),
+            ("version-path", self.version_path.is_some()),
+            ("env", !self.env.is_empty()),
+            ("command", self.command.is_some()),
+            ("restart-policy", self.restart_policy.is_some()),
+            ("upstream-file", self.upstream_file.is_some()),
+            ("upstream-name", self.upstream_name.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
+    /// The fields that only a cluster uses, set in this entry.
+    fn cluster_fields(&self) -> Vec<&'static str> {
+        [
+            ("deployment", self.deployment.is_some()),
+            ("container", self.container.is_some()),
+            ("service", self.service.is_some()),
+            ("preview-service", self.preview_service.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,32 +147,101 @@ pub(super) struct Defaults<'a> {
     pub restart_policy: RestartPolicy,
 }
 
-pub(super) fn from_file(text: &str, d: &Defaults, problems: &mut Vec<Problem>) -> Vec<Service> {
-    let p = |message: String| Problem { input: "services-file".into(), message };
+fn problem(message: String) -> Problem {
+    Problem { input: "services-file".into(), message }
+}
+
+/// The file's entries, or `None` (with the problem) when it does not parse.
+fn parse(text: &str, problems: &mut Vec<Problem>) -> Option<Vec<FileService>> {
     let root: FileRoot = match serde_yaml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
-            problems.push(p(format!("is not a valid services file: {e}")));
-            return vec![];
+            problems.push(problem(format!("is not a valid services file: {e}")));
+            return None;
         }
     };
     if root.services.is_empty() {
-        problems.push(p("lists no services".into()));
+        problems.push(problem("lists no services".into()));
     }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, s) in root.services.iter().enumerate() {
+        if let Err(e) = grammar::dns1123_label(&s.name) {
+            problems.push(problem(format!("services[{i}] ({}): name {e}", s.name)));
+        }
+        if !seen.insert(s.name.as_str()) {
+            problems.push(problem(format!("services[{i}] ({}): the name is used twice", s.name)));
+        }
+    }
+    Some(root.services)
+}
+
+/// `fields`, set in an entry for the other target, as one problem.
+fn refuse(at: impl Fn(String) -> Problem, fields: &[&str], target: &str, problems: &mut Vec<Problem>) {
+    if !fields.is_empty() {
+        problems.push(at(format!("{} only apply to target {target}", fields.join(", "))));
+    }
+}
+
+/// The Deployments a cluster deploys, from a services file: per entry the
+/// Deployment (`deployment`, default `name`), the `container`, its own
+/// `image`, the live `service` (default: the Deployment's name; none with
+/// `proxy: false`, a worker) and the `preview-service`.
+pub(super) fn kube_from_file(text: &str, problems: &mut Vec<Problem>) -> Vec<super::DeploymentRef> {
+    let Some(entries) = parse(text, problems) else { return vec![] };
+    let mut out = Vec::new();
+    for (i, s) in entries.into_iter().enumerate() {
+        let at = |m: String| problem(format!("services[{i}] ({}): {m}", s.name));
+        refuse(
+            at,
+            &s.host_fields(),
+            "'hosts' and 'ec2' (a Deployment's pod spec lives in the cluster or its manifest)",
+            problems,
+        );
+        let mut name_of = |field: &str, v: &Option<String>, check: fn(&str) -> Result<String, String>| {
+            v.as_deref().and_then(|n| check(n).map_err(|e| problems.push(at(format!("{field} {e}")))).ok())
+        };
+        let deployment = name_of("deployment", &s.deployment, grammar::dns1123_subdomain);
+        let container = name_of("container", &s.container, grammar::dns1123_label);
+        let service = name_of("service", &s.service, grammar::dns1123_label);
+        let preview = name_of("preview-service", &s.preview_service, grammar::dns1123_label);
+        let image = s.image.as_deref().and_then(|i| {
+            grammar::image(i).map(|i| i.full()).map_err(|e| problems.push(at(format!("image {e}")))).ok()
+        });
+        let proxy = s.proxy.unwrap_or(true);
+        if !proxy && (service.is_some() || preview.is_some()) {
+            problems.push(at("has 'proxy: false' (no Service) and names a Service".into()));
+        }
+        let r = super::DeploymentRef {
+            name: deployment.unwrap_or_else(|| s.name.clone()),
+            container,
+            image,
+            service,
+            preview,
+            worker: !proxy,
+        };
+        if out.iter().any(|o: &super::DeploymentRef| o.name == r.name) {
+            problems.push(at(format!("Deployment '{}' is listed twice", r.name)));
+        }
+        out.push(r);
+    }
+    out
+}
+
+pub(super) fn from_file(text: &str, d: &Defaults, problems: &mut Vec<Problem>) -> Vec<Service> {
+    let Some(entries) = parse(text, problems) else { return vec![] };
     let mut out = Vec::new();
     let mut used_ports = std::collections::BTreeMap::new();
-    for (i, s) in root.services.into_iter().enumerate() {
-        let at = |m: String| p(format!("services[{i}] ({}): {m}", s.name));
-        if let Err(e) = grammar::dns1123_label(&s.name) {
-            problems.push(at(format!("name {e}")));
-        }
+    for (i, s) in entries.into_iter().enumerate() {
+        let at = |m: String| problem(format!("services[{i}] ({}): {m}", s.name));
+        refuse(at, &s.cluster_fields(), "'kubernetes'", problems);
+        let proxy = s.proxy.unwrap_or(true);
         let image = match (&s.image, d.image) {
             (Some(i), _) => grammar::image(i).map_err(|e| problems.push(at(format!("image {e}")))).ok(),
             (None, Some(i)) => Some(i.clone()),
             (None, None) => None,
         };
         let (blue, green) = (s.blue_port.unwrap_or(0), s.green_port.unwrap_or(0));
-        if s.proxy && (blue == 0 || green == 0 || blue == green) {
+        if proxy && (blue == 0 || green == 0 || blue == green) {
             problems.push(at(
                 "blue-port and green-port are required for a proxied service and must differ".into()
             ));
@@ -156,7 +262,7 @@ pub(super) fn from_file(text: &str, d: &Defaults, problems: &mut Vec<Problem>) -
             Some(path) => {
                 grammar::http_path(path).map_err(|e| problems.push(at(format!("health-check-path {e}")))).ok()
             }
-            None if s.proxy => d.health_path.clone(),
+            None if proxy => d.health_path.clone(),
             None => None,
         };
         let restart_policy = match s.restart_policy.as_deref() {
@@ -188,11 +294,11 @@ pub(super) fn from_file(text: &str, d: &Defaults, problems: &mut Vec<Problem>) -
             blue_port: blue,
             green_port: green,
             health_path,
-            version_path: if s.proxy { s.version_path.or_else(|| d.version_path.clone()) } else { None },
+            version_path: if proxy { s.version_path.or_else(|| d.version_path.clone()) } else { None },
             env,
             command: s.command,
             restart_policy,
-            behind_proxy: s.proxy,
+            behind_proxy: proxy,
             upstream_file,
         });
     }

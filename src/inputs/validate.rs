@@ -152,6 +152,15 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         return Err(c.problems);
     }
     let Basics { target, mode, image, app, environment, environment_url, strategy, timeout } = b;
+    // A services file whose entries name their own images, without the
+    // `image` input: the first entry's is the deploy's (the record's).
+    let image = image.or_else(|| {
+        matches!(mode, Mode::Deploy | Mode::Plan).then_some(())?;
+        match &kubernetes {
+            Some(k) => k.deployments.first()?.image.as_deref().and_then(|i| g::image(i).ok()),
+            None => services.first().map(|s| s.image.clone()),
+        }
+    });
     Ok(Inputs {
         target,
         mode,
@@ -346,9 +355,10 @@ fn services(
     let env_pairs = raw.env.as_deref().map(|t| pairs("env", t, c, |v| Ok(v.to_string()))).unwrap_or_default();
     let command = c.parse("command", &raw.command, g::command);
     let migrate_command = c.parse("migrate-command", &raw.migrate_command, g::command);
-    let services = if let Some(file) = &raw.services_file {
-        let workspace = ctx.github_workspace.clone().unwrap_or_else(|| ".".into());
-        let path = std::path::Path::new(&workspace).join(file);
+    // On a cluster the services file lists Deployments: see `kubernetes`.
+    let services = if let Some(file) =
+        raw.services_file.as_ref().filter(|_| b.target != TargetKind::Kubernetes)
+    {
         for (name, set) in
             [("blue-port", &raw.blue_port), ("green-port", &raw.green_port), ("command", &raw.command)]
         {
@@ -356,8 +366,8 @@ fn services(
                 c.problem(name, "cannot be combined with 'services-file'; set it per service in the file");
             }
         }
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
+        match workspace_file(c, ctx, "services-file", file) {
+            Some(text) => {
                 let d = Defaults {
                     app,
                     image: image.as_ref(),
@@ -372,10 +382,7 @@ fn services(
                 }
                 svcs
             }
-            Err(e) => {
-                c.problem("services-file", format!("cannot read {}: {e}", path.display()));
-                vec![]
-            }
+            None => vec![],
         }
     } else {
         let blue = c.or("blue-port", &raw.blue_port, 8081, g::port);
@@ -419,6 +426,16 @@ fn services(
     }
 
     (services, migrate_command)
+}
+
+/// A file in the workspace named by `input`; `None` (with the problem)
+/// when it cannot be read.
+fn workspace_file(c: &mut Check, ctx: &RawContext, input: &str, file: &str) -> Option<String> {
+    let workspace = ctx.github_workspace.clone().unwrap_or_else(|| ".".into());
+    let path = std::path::Path::new(&workspace).join(file);
+    std::fs::read_to_string(&path)
+        .map_err(|e| c.problem(input, format!("cannot read {}: {e}", path.display())))
+        .ok()
 }
 
 fn hosts_and_ssh(c: &mut Check, raw: &RawInputs) -> (Vec<HostSpec>, SshSpec) {
@@ -521,18 +538,15 @@ fn target_rules(
         TargetKind::Ec2 if !finds_instances => {
             c.problem("ec2-filters", "target 'ec2' needs 'ec2-instance-ids' or 'ec2-filters' (like Role=web,Env=prod) to find instances")
         }
-        TargetKind::Kubernetes if raw.deployments.is_none() && raw.manifests.is_none() => c.problem(
-            "deployments",
-            "is required for target 'kubernetes' (or 'manifests'): Deployment names (name or name:container), one per line or comma-separated",
-        ),
-        _ => {}
-    }
-    if target == TargetKind::Kubernetes {
-        for (name, set) in [("services-file", &raw.services_file)] {
-            if set.is_some() {
-                c.problem(name, "is not available for target 'kubernetes' yet");
-            }
+        TargetKind::Kubernetes
+            if raw.deployments.is_none() && raw.manifests.is_none() && raw.services_file.is_none() =>
+        {
+            c.problem(
+                "deployments",
+                "is required for target 'kubernetes' (or 'manifests', or a 'services-file' listing them): Deployment names (name or name:container), one per line or comma-separated",
+            )
         }
+        _ => {}
     }
     if target == TargetKind::Kubernetes && mode == Mode::Rollback && raw.image.is_some() {
         c.problem("image", "mode 'rollback' on target 'kubernetes' restores the previous revision (as kubectl rollout undo); omit 'image', or deploy that image with mode 'deploy'");
@@ -638,6 +652,39 @@ fn kubernetes(
         if !manifests.is_empty() {
             deployments = manifest_deployments(c, &manifests, deployments, b);
         }
+        if let Some(file) = &raw.services_file {
+            for (input, set) in [("deployments", &raw.deployments), ("manifests", &raw.manifests)] {
+                if set.is_some() {
+                    c.problem(input, "cannot be combined with 'services-file', which lists the Deployments");
+                }
+            }
+            if let Some(text) = workspace_file(c, ctx, "services-file", file) {
+                deployments = services::kube_from_file(&text, &mut c.problems);
+            }
+            if b.image.is_none() && matches!(b.mode, Mode::Deploy | Mode::Plan) {
+                for d in deployments.iter().filter(|d| d.image.is_none()) {
+                    c.problem(
+                        "services-file",
+                        format!("'{}' has no image: set image there or the 'image' input", d.name),
+                    );
+                }
+            }
+            match b.strategy {
+                StrategyKind::Canary if deployments.len() > 1 => c.problem(
+                    "services-file",
+                    "strategy 'canary' on target 'kubernetes' takes one Deployment; this file lists several",
+                ),
+                StrategyKind::BlueGreen => {
+                    for d in deployments.iter().filter(|d| d.worker) {
+                        c.problem(
+                            "services-file",
+                            format!("'{}' has 'proxy: false': blue-green flips Services, and a Deployment no Service selects has nothing to flip; deploy workers with strategy 'rolling'", d.name),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
         let eks = raw.eks_cluster.as_deref().map(str::trim).and_then(|name| {
             for (input, set) in [("kubeconfig", &raw.kubeconfig), ("kube-context", &raw.kube_context)] {
                 if set.is_some() {
@@ -724,7 +771,7 @@ fn manifest_deployments(
         }
         return in_manifests
             .iter()
-            .map(|m| DeploymentRef { name: m.name().into(), container: None })
+            .map(|m| DeploymentRef { name: m.name().into(), ..Default::default() })
             .collect();
     };
     let same_repo =
@@ -732,10 +779,11 @@ fn manifest_deployments(
     let found: Vec<DeploymentRef> = in_manifests
         .iter()
         .filter_map(|m| {
-            m.containers()
-                .into_iter()
-                .find(|(_, i)| same_repo(i))
-                .map(|(container, _)| DeploymentRef { name: m.name().into(), container: Some(container) })
+            m.containers().into_iter().find(|(_, i)| same_repo(i)).map(|(container, _)| DeploymentRef {
+                name: m.name().into(),
+                container: Some(container),
+                ..Default::default()
+            })
         })
         .collect();
     if found.is_empty() {

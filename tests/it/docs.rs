@@ -143,3 +143,40 @@ fn the_layers_point_one_way() {
         }
     }
 }
+
+/// The README's services file for a cluster is a valid one: its entries
+/// become the Deployments, Services and images it says.
+#[test]
+fn the_readme_kubernetes_services_file_parses_as_documented() {
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let at = readme.find("# deploy/services.yml, with `services-file").expect("the example");
+    let file = &readme[at..at + readme[at..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("services.yml"), file).unwrap();
+    let env = deploy_action::inputs::Env::from_pairs([
+        ("INPUT_TARGET", "kubernetes"),
+        ("INPUT_STRATEGY", "blue-green"),
+        ("INPUT_SERVICES-FILE", "services.yml"),
+        ("INPUT_IMAGE", "ghcr.io/acme/dashboard:1"),
+        ("INPUT_GITHUB-DEPLOYMENTS", "false"),
+        ("GITHUB_WORKSPACE", dir.path().to_str().unwrap()),
+        ("GITHUB_REPOSITORY", "acme/dashboard"),
+        ("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567"),
+    ]);
+    let inputs = deploy_action::inputs::load(&env).unwrap_or_else(|p| panic!("{p:?}"));
+    let k = inputs.kubernetes.unwrap();
+    let shown: Vec<String> = k
+        .deployments
+        .iter()
+        .map(|d| format!("{} {} {:?} {:?}", d.name, d.service_name(), d.preview, d.image))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            r#"api-server api Some("api-staging") Some("ghcr.io/acme/api:2.1.0")"#,
+            r#"web web None Some("ghcr.io/acme/web:1.4.0")"#,
+            "reports reports None None",
+            "admin admin None None",
+        ]
+    );
+}

@@ -497,6 +497,15 @@ fn readme_role() -> String {
     format!("kind: Role{}", &role[..role.find("```").unwrap()])
 }
 
+/// The README's Role with its rules for `strategy: canary` added.
+fn readme_canary_role() -> String {
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let section =
+        &readme[readme.find("For `strategy: canary`, add these rules").expect("the canary rules")..];
+    let block = section.split("```yaml\n").nth(1).expect("the canary rules' block");
+    format!("{}{}", readme_role(), &block[..block.find("```").unwrap()])
+}
+
 /// A kubeconfig for a ServiceAccount of `ns` bound to `role` only.
 fn bound_to(ns: &Ns, role: &str) -> String {
     let role = role.replace("namespace: shop", &format!("namespace: {}", ns.0));
@@ -1122,11 +1131,28 @@ fn kubernetes_eks_inputs_are_checked() {
 impl Ns {
     /// A Service `name` selecting the pods of Deployment `name`.
     fn service(&self, name: &str) {
+        self.service_for(name, name);
+    }
+
+    /// A Service `name` selecting the pods of Deployment `deployment`.
+    fn service_for(&self, name: &str, deployment: &str) {
         let yaml = format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: 8080}}]}}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{app: {deployment}}}, ports: [{{port: 80, targetPort: 8080}}]}}\n",
             ns = self.0
         );
         kubectl_stdin(&["apply", "-f", "-"], &yaml);
+    }
+
+    /// A blue-green run reading its Deployments from `file` (a services
+    /// file written into the run's workspace).
+    fn blue_green_file(&self, file: &str, image: Option<&str>) -> Action {
+        let a = self
+            .blue_green("", image.unwrap_or(""))
+            .without("INPUT_DEPLOYMENTS")
+            .input("services-file", "services.yml");
+        let a = if image.is_none() { a.without("INPUT_IMAGE") } else { a };
+        std::fs::write(a.path("services.yml"), file).unwrap();
+        a
     }
 
     fn selector(&self, service: &str) -> serde_json::Value {
@@ -1234,7 +1260,10 @@ fn kubernetes_blue_green_four_services_none_flips_when_one_is_never_ready() {
         r#"{"spec":{"template":{"metadata":{"annotations":{"kwok.deploy-action/behavior":"never-ready"}}}}}"#,
     ]);
     let before: Vec<serde_json::Value> = ["a", "b", "c", "d"].iter().map(|s| ns.selector(s)).collect();
-    let action = ns.blue_green("a:app, b:app, c:app, d:app", "example.invalid/web:v2");
+    // One file lists the four (the dashboard's shape).
+    let file = "services:\n".to_string()
+        + &["a", "b", "c", "d"].map(|n| format!("  - {{name: {n}, container: app}}\n")).concat();
+    let action = ns.blue_green_file(&file, Some("example.invalid/web:v2"));
     let child = action.spawn();
     // kubectl watches the same candidate while the action does.
     ns.until(30, "the candidate d-blue", || {
@@ -1251,6 +1280,75 @@ fn kubernetes_blue_green_four_services_none_flips_when_one_is_never_ready() {
     for s in ["a", "b", "c"] {
         assert!(ns.endpoint_pods(s).iter().all(|p| !p.contains("-blue-")), "{s} serves only the old pods");
         assert_eq!(ns.replicas(&format!("{s}-blue")), "0", "the candidate went to zero");
+    }
+}
+
+/// A services file names each Deployment's live and preview Services and
+/// its own image: the names need not follow the Deployment's, and every
+/// entry's image lands on its own candidate.
+#[test]
+fn kubernetes_blue_green_services_file_names_deployments_services_and_images() {
+    let ns = Ns::new("bgfile");
+    ns.deployment("api-server", "example.invalid/api:v1", 2, 60);
+    ns.service_for("api", "api-server");
+    ns.service_for("api-staging", "api-server");
+    ns.deployment("frontend", "example.invalid/frontend:v1", 1, 60);
+    ns.service("frontend");
+    let file = "services:\n  - name: api\n    deployment: api-server\n    container: app\n    service: api\n    preview-service: api-staging\n    image: example.invalid/api:v2\n  - name: frontend\n    image: example.invalid/frontend:v2\n";
+    let run = ns.blue_green_file(file, None).run();
+    assert_status(&run, "success", 0);
+    let at = |s: &str| run.stdout.find(s).unwrap_or_else(|| panic!("{s}: {}", run.stdout));
+    // The preview is checked before any live flip.
+    assert!(
+        at(&format!("service {}/api-staging", ns.0)) < at("selector now deploy-action/colour=blue"),
+        "{}",
+        run.stdout
+    );
+    for (service, deployment, image) in [
+        ("api", "api-server", "example.invalid/api:v2"),
+        ("frontend", "frontend", "example.invalid/frontend:v2"),
+    ] {
+        assert_eq!(ns.selector(service)["deploy-action/colour"], "blue", "{service}: {}", run.stdout);
+        let pods = ns.endpoint_pods(service);
+        assert!(
+            !pods.is_empty() && pods.iter().all(|p| p.starts_with(&format!("{deployment}-blue-"))),
+            "{service}: {pods:?}"
+        );
+        assert_eq!(image_of(&ns, &format!("{deployment}-blue")), image);
+        assert_eq!(ns.replicas(deployment), "0", "{deployment} kept at zero");
+    }
+    assert_eq!(ns.selector("api-staging")["deploy-action/colour"], "blue");
+    assert_eq!(ns.replicas("api-server-blue"), "2");
+    // The record's image is the first entry's.
+    assert_eq!(run.output("image"), Some("example.invalid/api:v2"), "{}", run.stdout);
+}
+
+/// A services file for a cluster is checked with the other inputs: the
+/// hosts-only fields, a worker in a blue-green switch, a file beside
+/// `deployments`, an entry without an image; all named at once, nothing
+/// contacted.
+#[test]
+fn kubernetes_services_file_problems_are_named_before_any_contact() {
+    let file = "services:\n  - {name: api, blue-port: 8081, green-port: 8082, env: {A: b}}\n  - {name: worker, proxy: false, image: example.invalid/worker:v2}\n  - {name: web, service: Not_A_Name, image: example.invalid/web:v2}\n  - {name: web, image: example.invalid/web:v2}\n";
+    let a = Action::new()
+        .input("target", "kubernetes")
+        .input("strategy", "blue-green")
+        .input("deployments", "api")
+        .input("services-file", "services.yml")
+        .input("kubeconfig", "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {token: t}}]\n")
+        .input("github-deployments", "false");
+    std::fs::write(a.path("services.yml"), file).unwrap();
+    let run = a.run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    for want in [
+        "blue-port, green-port, env only apply to target 'hosts' and 'ec2'",
+        "'worker' has 'proxy: false': blue-green flips Services",
+        "service must",
+        "the name is used twice",
+        "'api' has no image",
+        "input 'deployments': cannot be combined with 'services-file'",
+    ] {
+        assert!(run.stdout.contains(want), "{want:?} not in:\n{}", run.stdout);
     }
 }
 
@@ -1366,6 +1464,19 @@ fn kubernetes_canary_by_replicas_steps_then_promotes() {
     let ns = Ns::new("canary");
     ns.deployment("web", "example.invalid/web:v1", 3, 60);
     ns.service("web");
+    // Stopped at 25%: the share is on the objects, and in the endpoints.
+    let run = ns.canary("25", "replicas", "example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.replicas("web-canary"), "1");
+    assert_eq!(ns.replicas("web"), "3");
+    assert_eq!(ns.annotation("deployment", "web-canary", "deploy-action/canary-weight"), "25");
+    let pods = ns.endpoint_pods("web");
+    assert_eq!(pods.len(), 4, "{pods:?}");
+    assert_eq!(pods.iter().filter(|p| p.starts_with("web-canary-")).count(), 1, "{pods:?}");
+    assert_status(&ns.decide("abort", "replicas").run(), "success", 0);
+    assert!(ns.gone("deployment", "web-canary"));
+    ns.until(30, "the canary's pod out of the endpoints", || ns.endpoint_pods("web").len() == 3);
+
     let run = ns.canary("25,100", "replicas", "example.invalid/web:v2").run();
     assert_status(&run, "success", 0);
     assert!(run.stdout.contains("canary at 25% (1 of 4 pods) via replicas"), "{}", run.stdout);
@@ -1473,6 +1584,100 @@ fn kubernetes_canary_through_httproute_and_abort() {
     assert!(ns.gone("deployment", "web-canary"));
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
     ns.rollout_status("web", &[]).assert_ok();
+}
+
+/// The README's Role with its canary rules is enough for a canary through
+/// each router, stopped, then promoted (ingress) or aborted (httproute)
+/// by a later run.
+#[test]
+fn kubernetes_the_readme_canary_rules_are_enough() {
+    let ns = Ns::new("rolecanary");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    ns.service("web");
+    kubectl_stdin(
+        &["-n", &ns.0, "apply", "-f", "-"],
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: shop}\nspec:\n  rules:\n  - host: shop.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n",
+    );
+    let kubeconfig = bound_to(&ns, &readme_canary_role());
+    let as_deployer = |a: Action| a.input("kubeconfig", &kubeconfig);
+    let run = as_deployer(ns.canary("50", "ingress/shop", "example.invalid/web:v2")).run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.annotation("ingress", "shop-canary", "nginx.ingress.kubernetes.io/canary-weight"), "50");
+    let run = as_deployer(ns.decide("promote", "ingress/shop")).run();
+    assert_status(&run, "success", 0);
+    assert!(ns.gone("ingress", "shop-canary") && ns.gone("deployment", "web-canary"));
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+
+    let run = as_deployer(ns.canary("20", "httproute/shop", "example.invalid/web:v3")).run();
+    assert_status(&run, "success", 0);
+    let run = as_deployer(ns.decide("abort", "httproute/shop")).run();
+    assert_status(&run, "success", 0);
+    assert!(ns.gone("service", "web-canary") && ns.gone("deployment", "web-canary"));
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+}
+
+/// A canary whose stable Service is not named like the Deployment: the
+/// services file names it, and the route's weights move on that backend.
+#[test]
+fn kubernetes_canary_services_file_names_the_stable_service() {
+    let ns = Ns::new("canaryfile");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    ns.service_for("storefront", "web");
+    kubectl_stdin(
+        &["-n", &ns.0, "apply", "-f", "-"],
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: storefront, port: 80}]\n",
+    );
+    let weights = || {
+        kubectl_ok(&[
+            "-n",
+            &ns.0,
+            "get",
+            "httproute",
+            "shop",
+            "-o",
+            "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
+        ])
+        .trim()
+        .to_string()
+    };
+    let with_file = |a: Action| {
+        let a = a.without("INPUT_DEPLOYMENTS").input("services-file", "services.yml");
+        std::fs::write(
+            a.path("services.yml"),
+            "services:\n  - {name: web, container: app, service: storefront}\n",
+        )
+        .unwrap();
+        a
+    };
+    let run = with_file(ns.canary("30", "httproute/shop", "example.invalid/web:v2")).run();
+    assert_status(&run, "success", 0);
+    assert_eq!(weights(), "storefront=70 web-canary=30");
+    let promote = with_file(ns.decide("promote", "httproute/shop")).run();
+    assert_status(&promote, "success", 0);
+    assert_eq!(weights(), "storefront=100");
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    assert!(ns.gone("deployment", "web-canary") && ns.gone("service", "web-canary"));
+}
+
+/// A rolling deploy from a services file: each Deployment gets its own
+/// image, a worker (`proxy: false`) among them.
+#[test]
+fn kubernetes_rolling_services_file_sets_each_deployments_image() {
+    let ns = Ns::new("rollfile");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    ns.deployment("worker", "example.invalid/worker:v1", 1, 60);
+    let a = ns.action("").without("INPUT_DEPLOYMENTS").input("services-file", "services.yml");
+    std::fs::write(
+        a.path("services.yml"),
+        "services:\n  - {name: web, container: app, image: example.invalid/web:v2}\n  - {name: worker, container: app, proxy: false, image: example.invalid/worker:v2}\n",
+    )
+    .unwrap();
+    let run = a.run();
+    assert_status(&run, "success", 0);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    assert_eq!(image_of(&ns, "worker"), "example.invalid/worker:v2");
+    ns.rollout_status("worker", &[]).assert_ok();
+    assert_eq!(run.output("image"), Some("example.invalid/web:v2"));
 }
 
 /// Every strategy runs the migration first: a failing one stops a

@@ -32,6 +32,15 @@ pub struct Current {
     pub manifest: Option<serde_json::Value>,
     /// Whether the Deployment existed before this run.
     pub exists: bool,
+    /// The image a services file gives this Deployment; `None`: the run's.
+    pub wanted: Option<String>,
+}
+
+impl Current {
+    /// The image this Deployment is to run: its own, else `run_image`.
+    pub fn image_to_run<'a>(&'a self, run_image: &'a str) -> &'a str {
+        self.wanted.as_deref().unwrap_or(run_image)
+    }
 }
 
 /// The image of `container` (or the first container).
@@ -111,6 +120,7 @@ pub async fn read(
         deployment: d,
         manifest: manifest.map(|m| m.object.clone()),
         exists,
+        wanted: r.image.clone(),
     })
 }
 

@@ -2,14 +2,15 @@
 //! traffic moves, and the move is verified through what the endpoint
 //! controller computed.
 //!
-//! For each Deployment `web` of `deployments` (the template: its pod spec,
-//! replicas and selector), and its live Service of the same name:
+//! For each Deployment `web` of `deployments` or a services file (the
+//! template: its pod spec, replicas and selector), and its live Service (of
+//! the same name, or the one the file names):
 //!
 //! 1. the candidate colour, `web-blue` or `web-green` (the one the Service
 //!    does not select), is applied from `web`'s spec with the new image and
 //!    the label `deploy-action/colour` in its selector and pods, and rolled
 //!    out until every replica is available (kubectl's verdict, watched);
-//! 2. an optional preview Service `web-preview` is pointed at it, and its
+//! 2. an optional preview Service (`web-preview`, or the file's) is pointed at it, and its
 //!    EndpointSlices must list the candidate's ready pods and no others;
 //! 3. once every candidate is ready, every live Service's selector flips to
 //!    the candidate colour (all of them, never cut half-way), and each
@@ -158,16 +159,26 @@ async fn read_pair(client: &kube::Client, ns: &str, r: &DeploymentRef) -> Result
     let source = apply::read(client, ns, r, None).await?;
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let name = source.object.name.clone();
-    let svc_ref = ObjectRef::new("service", ns, &name);
-    let service = services
-        .get_opt(&name)
-        .await
-        .map_err(|e| KubeError::from_api(e, "get", "services", "", svc_ref.clone()))?
-        .ok_or_else(|| {
-            KubeError::Config(format!(
-                "{svc_ref} not found: blue-green switches the Service named like the Deployment"
-            ))
-        })?;
+    let get = |svc: String| {
+        let services = services.clone();
+        async move {
+            let svc_ref = ObjectRef::new("service", ns, &svc);
+            services
+                .get_opt(&svc)
+                .await
+                .map_err(|e| KubeError::from_api(e, "get", "services", "", svc_ref.clone()))
+                .map(|s| (s, svc_ref))
+        }
+    };
+    let (service, svc_ref) = get(r.service_name().to_string()).await?;
+    let service = service.ok_or_else(|| {
+        KubeError::Config(match &r.service {
+            Some(_) => format!("{svc_ref} not found: the services file names it as {}'s live Service", source.object),
+            None => format!(
+                "{svc_ref} not found: blue-green switches the Service named like the Deployment (or the one a services file names with 'service')"
+            ),
+        })
+    })?;
     let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
     let wanted = source_labels(&source.deployment);
     if selector.is_empty() || wanted.iter().any(|(k, v)| selector.get(k).is_some_and(|s| s != v)) {
@@ -181,15 +192,16 @@ async fn read_pair(client: &kube::Client, ns: &str, r: &DeploymentRef) -> Result
         Some("green") => Some("green"),
         _ => None,
     };
-    let preview = services.get_opt(&format!("{name}-preview")).await.map_err(|e| {
-        KubeError::from_api(
-            e,
-            "get",
-            "services",
-            "",
-            ObjectRef::new("service", ns, &format!("{name}-preview")),
-        )
-    })?;
+    // The preview: the one the services file names (it must exist), else
+    // `<service>-preview` if there is one.
+    let (preview, preview_ref) =
+        get(r.preview.clone().unwrap_or_else(|| format!("{}-preview", r.service_name()))).await?;
+    if preview.is_none() && r.preview.is_some() {
+        return Err(KubeError::Config(format!(
+            "{preview_ref} not found: the services file names it as {}'s preview Service",
+            source.object
+        )));
+    }
     // What serves now: the live colour's Deployment, else the source.
     let serving = match live {
         Some(c) => {
@@ -565,7 +577,8 @@ async fn prepare(
     let api_of = |ns: &str| -> Api<Deployment> { Api::namespaced(client.clone(), ns) };
     for p in pairs {
         let env_from = apply::env_from(&p.source, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
-        let body = colour_deployment(&p.source, p.candidate, work.image, env_from.as_deref(), p.replicas);
+        let image = p.source.image_to_run(work.image);
+        let body = colour_deployment(&p.source, p.candidate, image, env_from.as_deref(), p.replicas);
         let name = p.candidate_name();
         api_of(p.ns())
             .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
@@ -573,7 +586,7 @@ async fn prepare(
             .map_err(|e| {
             KubeError::from_api(e, "patch", "deployments", "apps", ObjectRef::deployment(p.ns(), &name))
         })?;
-        runner.line(&format!("deployment {}/{name}: {} replica(s) of {}", p.ns(), p.replicas, work.image));
+        runner.line(&format!("deployment {}/{name}: {} replica(s) of {image}", p.ns(), p.replicas));
     }
     let stop = cancel.child_token();
     let watches = pairs.iter().map(|p| {
@@ -813,6 +826,7 @@ pub async fn plan(
     let mut lines = Vec::new();
     for r in &spec.deployments {
         let p = read_pair(client, ns, r).await?;
+        let image = p.source.image_to_run(image);
         let body = colour_deployment(&p.source, p.candidate, image, None, p.replicas);
         let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
         api.patch(
@@ -834,7 +848,10 @@ pub async fn plan(
             "deployment {ns}/{}: {} replica(s) of {image} (blue-green candidate){}; then {} flips to {COLOUR}={} once every candidate is available, its EndpointSlices checked; then {} scales to 0",
             p.candidate_name(),
             p.replicas,
-            if p.preview.is_some() { format!(", checked through service {ns}/{}-preview", p.name()) } else { String::new() },
+            match p.preview.as_ref().and_then(|s| s.metadata.name.as_deref()) {
+                Some(preview) => format!(", checked through service {ns}/{preview}"),
+                None => String::new(),
+            },
             p.service_ref(),
             p.candidate,
             p.old_name()

@@ -159,6 +159,9 @@ struct Canary<'a> {
     client: &'a kube::Client,
     ns: String,
     stable: Current,
+    /// The stable Service (the Deployment's name unless a services file
+    /// names another): the weighted routers' stable backend.
+    service: String,
     stable_replicas: i32,
     traffic: CanaryTraffic,
     runner: &'a Runner,
@@ -211,9 +214,9 @@ impl Canary<'_> {
     async fn ensure_service(&self) -> Result<(), KubeError> {
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.ns);
         let stable = &self.stable.object.name;
-        let svc_ref = ObjectRef::new("service", &self.ns, stable);
+        let svc_ref = ObjectRef::new("service", &self.ns, &self.service);
         let s = services
-            .get(stable)
+            .get(&self.service)
             .await
             .map_err(|e| KubeError::from_api(e, "get", "services", "", svc_ref.clone()))?;
         let ports = s.spec.and_then(|s| s.ports).unwrap_or_default();
@@ -241,7 +244,7 @@ impl Canary<'_> {
     /// Sends `weight`% to the canary (0: none; the router objects of the
     /// canary are removed at 0).
     async fn set_weight(&self, weight: u8) -> Result<(), KubeError> {
-        let stable = self.stable.object.name.clone();
+        let stable = self.service.clone();
         match &self.traffic {
             CanaryTraffic::Replicas => Ok(()),
             CanaryTraffic::Ingress(name) => {
@@ -421,7 +424,8 @@ async fn open<'a>(
     let r = spec.deployments.first().ok_or_else(|| KubeError::Config("no Deployment named".into()))?;
     let stable = apply::read(client, &spec.namespace, r, None).await?;
     let stable_replicas = stable.deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(1);
-    Ok(Canary { client, ns: spec.namespace.clone(), stable, stable_replicas, traffic, runner })
+    let service = r.service_name().to_string();
+    Ok(Canary { client, ns: spec.namespace.clone(), stable, service, stable_replicas, traffic, runner })
 }
 
 /// Where a canary stands, from its annotations.
@@ -476,11 +480,12 @@ pub async fn deploy(
         Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
     }
     let env_from = apply::env_from(&c.stable, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
+    let image = c.stable.image_to_run(work.image);
     out.stage = "canary";
     let last = steps.steps.last().copied().unwrap_or(100);
     for &w in steps.steps.iter().filter(|w| **w < 100) {
         let _g = runner.group(&format!("Canary step {w}%"));
-        let ok = match c.step(work.image, env_from.as_deref(), w, cancel).await {
+        let ok = match c.step(image, env_from.as_deref(), w, cancel).await {
             Ok(true) => c.observe(steps.interval, cancel).await,
             other => other,
         };
@@ -512,17 +517,17 @@ pub async fn deploy(
         ));
         out.units = vec![(
             unit,
-            format!("canary at {last}% of {}, awaiting promote or abort", work.image),
+            format!("canary at {last}% of {}, awaiting promote or abort", image),
             started.elapsed(),
         )];
         return out;
     }
     out.stage = "promote";
     let _g = runner.group("Promote: the stable Deployment takes the new version");
-    match c.promote(work.image, env_from.as_deref(), cancel).await {
+    match c.promote(image, env_from.as_deref(), cancel).await {
         Ok(true) => {
             out.stage = "done";
-            out.units = vec![(unit, format!("promoted to {}", work.image), started.elapsed())];
+            out.units = vec![(unit, format!("promoted to {}", image), started.elapsed())];
         }
         Ok(false) | Err(_) => finish_failed_promote(&c, &mut out, cancel, started).await,
     }
@@ -629,6 +634,7 @@ pub async fn plan(
     runner: &Runner,
 ) -> Result<Vec<String>, KubeError> {
     let c = open(client, spec, steps.traffic.clone(), runner).await?;
+    let image = c.stable.image_to_run(image);
     let first = steps.steps.first().copied().unwrap_or(100).min(99);
     let replicas = canary_replicas(&c.traffic, c.stable_replicas, first);
     let body = canary_deployment(&c.stable, &c.traffic, image, None, replicas, first);

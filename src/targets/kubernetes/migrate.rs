@@ -300,6 +300,7 @@ mod tests {
             deployment: d,
             manifest: None,
             exists: true,
+            wanted: None,
         };
         let cmd = vec!["./migrate".to_string(), "up".into()];
         let m = Migration {

@@ -119,7 +119,7 @@ pub async fn plan(
     }
     for r in &spec.deployments {
         let t = apply::read(&client, ns, r, manifest_of(spec, &r.name)).await?;
-        let image = image.ok_or_else(|| KubeError::Config("no image to deploy".into()))?;
+        let image = t.image_to_run(image.ok_or_else(|| KubeError::Config("no image to deploy".into()))?);
         let env_from = apply::env_from_as_is(&t, app);
         let changes = apply::set_image(&client, &t, image, env_from.as_deref(), runner, true).await?;
         let was = t.image.as_deref().unwrap_or("(no image)");
@@ -225,7 +225,6 @@ async fn deploy(
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> ClusterRun {
-    let image = work.image;
     let ns = spec.namespace.as_str();
     let mut out = ClusterRun { stage: "inspect", ..Default::default() };
     // Read everything first: a missing Deployment or container, or a paused
@@ -304,13 +303,13 @@ async fn deploy(
     out.stage = "apply";
     let mut changed: Vec<&apply::Current> = Vec::new();
     {
-        let _g =
-            runner.group(&format!("Set image {image} (server-side apply, field manager {FIELD_MANAGER})"));
+        let _g = runner.group(&format!("Set the image (server-side apply, field manager {FIELD_MANAGER})"));
         for t in &targets {
             if cancel.is_cancelled() {
                 break;
             }
             let env_from = apply::env_from(t, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
+            let image = t.image_to_run(work.image);
             match apply::set_image(client, t, image, env_from.as_deref(), runner, false).await {
                 Ok(true) => changed.push(t),
                 Ok(false) => runner.line(&format!("{}: already runs {image}", t.object)),
@@ -442,7 +441,7 @@ pub(crate) async fn migrate_first(
         app: work.app,
         deploy_id: work.deploy_id,
         command,
-        image: work.image,
+        image: from.image_to_run(work.image),
         timeout: work.migration_timeout,
         secret: work.secret.as_ref().map(|s| s.name.as_str()),
     };
