@@ -3,6 +3,7 @@
 //! contacted. Validation reports every problem at once, each naming the input
 //! and what is allowed. No network, no side effects.
 
+pub mod analysis;
 pub mod grammar;
 pub mod manifests;
 pub mod raw;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use analysis::{AnalysisSpec, QuerySpec};
 pub use grammar::{HostSpec, ImageRef};
 pub use services::{RestartPolicy, Service};
 pub use validate::{ROLLBACK_PENDING, validate};
@@ -310,6 +312,9 @@ pub struct Inputs {
     pub migrate_command: Option<Vec<String>>,
     pub health: HealthSpec,
     pub rollout: RolloutSpec,
+    /// CloudWatch alarms and a Prometheus query read during the observe
+    /// window; `None` when neither is set.
+    pub analysis: Option<AnalysisSpec>,
     pub hosts: Vec<HostSpec>,
     pub ssh: SshSpec,
     pub ec2: Option<Ec2Spec>,

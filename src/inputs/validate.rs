@@ -147,6 +147,13 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     target_rules(&mut c, raw, &b, &hosts, finds_instances, &ssh, services.len());
     let kubernetes = kubernetes(&mut c, raw, env, ctx, &b);
     let (registry, ssm) = registry_and_ssm(&mut c, raw, env, b.target, &ssh);
+    let (analysis, problems) = analysis::read(raw, ssm.region.as_deref(), b.target, b.strategy);
+    for p in problems {
+        // `aws-region` from the environment may be named once already.
+        if !c.problems.contains(&p) {
+            c.problems.push(p);
+        }
+    }
     let (github, context) = github(&mut c, raw, ctx, &b);
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -174,6 +181,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         migrate_command,
         health,
         rollout,
+        analysis,
         hosts,
         ssh,
         ec2,
