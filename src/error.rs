@@ -41,6 +41,11 @@ pub enum Error {
     #[error(transparent)]
     Github(#[from] crate::github::GithubError),
 
+    /// A CloudWatch alarm or the Prometheus query said no, or could not
+    /// be read (`rollback-alarms`, `analysis-query`).
+    #[error(transparent)]
+    Analysis(crate::analysis::AnalysisError),
+
     /// Boxed: the cluster's errors carry the object's full name.
     #[error(transparent)]
     Kubernetes(Box<crate::targets::kubernetes::KubeError>),
@@ -61,6 +66,15 @@ impl From<crate::targets::kubernetes::KubeError> for Error {
     }
 }
 
+impl From<crate::analysis::AnalysisError> for Error {
+    fn from(e: crate::analysis::AnalysisError) -> Self {
+        match e {
+            crate::analysis::AnalysisError::Cancelled => Error::Cancelled,
+            e => Error::Analysis(e),
+        }
+    }
+}
+
 impl Error {
     /// Stable reason code.
     pub fn reason(&self) -> &'static str {
@@ -73,6 +87,7 @@ impl Error {
             Error::Locked { .. } => "deploy_locked",
             Error::Secrets(e) => e.reason(),
             Error::Github(e) => e.reason(),
+            Error::Analysis(e) => e.reason(),
             Error::Kubernetes(e) => e.reason(),
             Error::Deadline { .. } => "deadline_exceeded",
             Error::Cancelled => "cancelled",

@@ -17,6 +17,20 @@ pub struct StageTiming {
     pub note: String,
 }
 
+/// One figure the analysis read during the run (a run of equal readings
+/// of one source is one row, `count` of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnalysisRow {
+    pub source: String,
+    pub value: String,
+    pub threshold: String,
+    /// `12:00:01Z`, or `12:00:01–12:00:31Z` for several.
+    pub when: String,
+    /// `ok`, `breach`, `not read: ...`.
+    pub verdict: String,
+    pub count: usize,
+}
+
 /// What the units of a report are, for its table's heading.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum UnitKind {
