@@ -62,7 +62,11 @@ pub enum Error {
 
 impl From<crate::targets::kubernetes::KubeError> for Error {
     fn from(e: crate::targets::kubernetes::KubeError) -> Self {
-        Error::Kubernetes(Box::new(e))
+        match e {
+            // The same error on every target.
+            crate::targets::kubernetes::KubeError::Analysis(a) => a.into(),
+            e => Error::Kubernetes(Box::new(e)),
+        }
     }
 }
 

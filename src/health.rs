@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::analysis::Analysis;
 use crate::error::Error;
 use crate::inputs::HealthSpec;
 use crate::redact::Redactor;
@@ -113,22 +114,30 @@ pub async fn wait_healthy(
 /// Watches health through the front door for `window`; `failures`
 /// consecutive failures *of one service* fail the deploy. Each service keeps
 /// its own streak: a healthy worker must not reset the count of a web
-/// service that fails every check.
+/// service that fails every check. With `analysis`, its sources are judged
+/// on every round too (read at most once per interval for all hosts).
 ///
 /// # Errors
-/// [`Error::ObserveFailed`], or [`Error::Cancelled`].
+/// [`Error::ObserveFailed`], [`Error::Analysis`], or [`Error::Cancelled`].
+#[allow(clippy::too_many_arguments)]
 pub async fn observe(
     target: &dyn Target,
     release: &Release,
     window: Duration,
     failures: u32,
     spec: &HealthSpec,
+    analysis: Option<&Analysis>,
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
     let end = Instant::now() + window;
     let mut streaks = vec![0u32; release.services.len()];
     loop {
+        // What users see (CloudWatch alarms, the Prometheus query), then
+        // the action's own checks through the proxy.
+        if let Some(a) = analysis {
+            a.check(cancel).await?;
+        }
         for (idx, service) in release.services.iter().enumerate() {
             let verdict = match (&service.health_path, service.behind_proxy) {
                 (Some(path), true) => judge(

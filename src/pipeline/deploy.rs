@@ -9,11 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::fleet::{self, FleetConfig, UnitOutcome};
 use super::{Outcome, Status, Timeline, facts, unit_kind};
+use crate::analysis::Analysis;
 use crate::error::Error;
 use crate::github::{DeployPayload, Deployments, FinalState, Task};
 use crate::inputs::{HostSpec, Inputs, Mode, SecretSource, TargetKind};
 use crate::runner::Runner;
-use crate::runner::summary::Report;
+use crate::runner::summary::{AnalysisRow, Report};
 use crate::secrets::{SecretSet, SecretValue, Ssm};
 use crate::strategy;
 use crate::targets::hosts::{HostConn, HostTarget};
@@ -88,6 +89,19 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         };
     timeline.push("secrets", t_secrets, true, format!("{} value(s)", secrets.len()));
 
+    // The analysis sources, read once before anything changes.
+    let t_analysis = Instant::now();
+    let analysis = match start_analysis(inputs, runner, cancel).await {
+        Ok(a) => a,
+        Err((e, a)) => {
+            let figures = a.map(|a| a.figures()).unwrap_or_default();
+            return finish_early_with(inputs, runner, e, "analysis", figures);
+        }
+    };
+    if analysis.is_some() {
+        timeline.push("analysis", t_analysis, true, "read before the deploy");
+    }
+
     // Which image, and what was live before (GitHub is read only once
     // every input, SSM values included, has been checked).
     let t0 = Instant::now();
@@ -149,15 +163,49 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         migrate_command: inputs.migrate_command.clone(),
     });
 
-    let run =
-        deploy_units(inputs, runner, cancel, &release, key, known_hosts, registry_password, &mut timeline)
-            .await;
+    let material = (key, known_hosts, registry_password);
+    let run = deploy_units(inputs, runner, cancel, &release, material, analysis.clone(), &mut timeline).await;
     // What was live: GitHub's record, else what the first host ran.
     let previous_image = previous_image.or(run.previous_image.clone());
     let image = run.image.clone().unwrap_or(image);
     let run = Run { image: Some(image.clone()), previous_image: previous_image.clone(), ..run };
     let run = post_final_status(inputs, runner, cancel, github.as_ref(), record.as_ref(), run, &image).await;
-    report(inputs, runner, run, timeline, digest, &secret_names)
+    let figures = analysis.map(|a| a.figures()).unwrap_or_default();
+    report(inputs, runner, run, timeline, digest, &secret_names, figures)
+}
+
+/// The analysis of a `mode: deploy` (`rollback-alarms`, `analysis-query`),
+/// read once: an alarm that does not exist, a query the server refuses, a
+/// source that cannot be read or a breach already there stops the run
+/// before the record, with nothing changed. A rollback goes without: it is
+/// what a team runs while its alarms fire.
+///
+/// # Errors
+/// The failure, with the analysis when it was built (its figures).
+async fn start_analysis(
+    inputs: &Inputs,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<Option<Arc<Analysis>>, (Error, Option<Arc<Analysis>>)> {
+    let Some(spec) = &inputs.analysis else { return Ok(None) };
+    if inputs.mode != Mode::Deploy {
+        runner.line(&format!(
+            "analysis: not read in mode {} (rollback-alarms and analysis-query judge deploys)",
+            format!("{:?}", inputs.mode).to_lowercase()
+        ));
+        return Ok(None);
+    }
+    let _g = runner.group("Analysis: read before the deploy");
+    let analysis = Analysis::from_spec(spec, runner).await.map_err(|e| (e.into(), None))?;
+    runner.line(&format!(
+        "{}: read now, then every {}s during the observe window",
+        analysis.describe(),
+        analysis.interval().as_secs()
+    ));
+    match analysis.preflight(cancel).await {
+        Ok(()) => Ok(Some(analysis)),
+        Err(e) => Err((e.into(), Some(analysis))),
+    }
 }
 
 /// What the deploy needs from SSM: the app's secrets, and the SSH key,
@@ -334,15 +382,16 @@ async fn post_final_status(
     run
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The SSH key, known_hosts and registry password.
+type HostMaterial = (Option<SecretValue>, Option<SecretValue>, Option<SecretValue>);
+
 async fn deploy_units(
     inputs: &Inputs,
     runner: &Runner,
     cancel: &CancellationToken,
     release: &Arc<Release>,
-    key: Option<SecretValue>,
-    known_hosts: Option<SecretValue>,
-    registry_password: Option<SecretValue>,
+    (key, known_hosts, registry_password): HostMaterial,
+    analysis: Option<Arc<Analysis>>,
     timeline: &mut Timeline,
 ) -> Run {
     let fail = |status, error: Error, stage| Run {
@@ -354,7 +403,7 @@ async fn deploy_units(
         units: vec![],
     };
     if let Some(k) = &inputs.kubernetes {
-        return cluster_units(inputs, k, release, runner, cancel, timeline).await;
+        return cluster_units(inputs, k, release, analysis.as_deref(), runner, cancel, timeline).await;
     }
     let t = Instant::now();
     let specs = match host_specs(inputs, runner).await {
@@ -469,7 +518,8 @@ async fn deploy_units(
 
     let phases =
         strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some());
-    let cfg = Arc::new(FleetConfig { health: inputs.health.clone(), rollout: inputs.rollout.clone() });
+    let cfg =
+        Arc::new(FleetConfig { health: inputs.health.clone(), rollout: inputs.rollout.clone(), analysis });
     let report = fleet::run(&units, &phases, release.clone(), cfg, runner, cancel).await;
     close_all(&units).await;
     timeline.0.extend(report.timeline);
@@ -505,6 +555,7 @@ async fn cluster_units(
     inputs: &Inputs,
     spec: &crate::inputs::KubernetesSpec,
     release: &Release,
+    analysis: Option<&Analysis>,
     runner: &Runner,
     cancel: &CancellationToken,
     timeline: &mut Timeline,
@@ -523,6 +574,7 @@ async fn cluster_units(
         ),
         migrate_command: release.migrate_command.as_deref(),
         migration_timeout: inputs.rollout.migration_timeout,
+        analysis,
     });
     let k =
         kubernetes::run(spec, inputs.mode, super::kube_strategy(inputs), work.as_ref(), runner, cancel).await;
@@ -558,6 +610,16 @@ async fn close_all(units: &[Arc<dyn Target>]) {
 }
 
 fn finish_early(inputs: &Inputs, runner: &Runner, error: Error, stage: &'static str) -> Outcome {
+    finish_early_with(inputs, runner, error, stage, Vec::new())
+}
+
+fn finish_early_with(
+    inputs: &Inputs,
+    runner: &Runner,
+    error: Error,
+    stage: &'static str,
+    figures: Vec<AnalysisRow>,
+) -> Outcome {
     let status = if matches!(error, Error::Cancelled) { Status::Error } else { Status::Failure };
     report(
         inputs,
@@ -573,6 +635,7 @@ fn finish_early(inputs: &Inputs, runner: &Runner, error: Error, stage: &'static 
         Timeline::default(),
         None,
         &[],
+        figures,
     )
 }
 
@@ -583,6 +646,7 @@ fn report(
     timeline: Timeline,
     digest: Option<String>,
     secret_names: &[String],
+    analysis: Vec<AnalysisRow>,
 ) -> Outcome {
     let image = run.image.clone().unwrap_or_default();
     runner.set_output("image", &image);
@@ -597,6 +661,7 @@ fn report(
         facts: facts(inputs, &image, run.previous_image.as_deref()),
         units: run.units.clone(),
         timeline: timeline.0,
+        analysis,
         outcome: run.status.as_str().into(),
         reason: run.error.as_ref().map(|e| e.reason().to_string()),
         message: run.error.as_ref().map(|e| format!("{} failed: {e}", run.stage)),

@@ -48,6 +48,9 @@ pub struct Report {
     pub unit_kind: UnitKind,
     pub units: Vec<(String, String, Duration)>,
     pub timeline: Vec<StageTiming>,
+    /// Every reading of the analysis sources (`rollback-alarms`,
+    /// `analysis-query`).
+    pub analysis: Vec<AnalysisRow>,
     pub outcome: String,
     pub reason: Option<String>,
     pub message: Option<String>,
@@ -71,6 +74,18 @@ impl Report {
                     unit: t.unit.as_ref().map(r),
                     note: r(&t.note),
                     ..t.clone()
+                })
+                .collect(),
+            analysis: self
+                .analysis
+                .iter()
+                .map(|a| AnalysisRow {
+                    source: r(&a.source),
+                    value: r(&a.value),
+                    threshold: r(&a.threshold),
+                    when: r(&a.when),
+                    verdict: r(&a.verdict),
+                    count: a.count,
                 })
                 .collect(),
             outcome: r(&self.outcome),
@@ -103,6 +118,22 @@ pub fn render(report: &Report) -> String {
         md.push_str(&format!("\n### {heading}\n\n| {column} | outcome | time |\n|---|---|---|\n"));
         for (unit, outcome, d) in &report.units {
             md.push_str(&format!("| {} | {} | {} |\n", cell(unit), cell(outcome), secs(*d)));
+        }
+    }
+    if !report.analysis.is_empty() {
+        md.push_str(
+            "\n### Analysis\n\n| source | reading | threshold | when | verdict |\n|---|---|---|---|---|\n",
+        );
+        for a in &report.analysis {
+            let value = if a.count > 1 { format!("{} (×{})", a.value, a.count) } else { a.value.clone() };
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                cell(&a.source),
+                cell(&value),
+                cell(&a.threshold),
+                cell(&a.when),
+                cell(&a.verdict)
+            ));
         }
     }
     if !report.timeline.is_empty() {

@@ -88,6 +88,11 @@ pub enum KubeError {
 
     #[error("{object}: cannot {verb}: {message}")]
     Api { object: ObjectRef, verb: &'static str, message: String },
+
+    /// An analysis source failed the window (`rollback-alarms`,
+    /// `analysis-query`): handled as a candidate losing availability is.
+    #[error(transparent)]
+    Analysis(crate::analysis::AnalysisError),
 }
 
 impl KubeError {
@@ -113,6 +118,7 @@ impl KubeError {
             KubeError::CanaryStanding { .. } => "canary_standing",
             KubeError::NoCanary { .. } => "no_canary",
             KubeError::Api { .. } => "kube_api_error",
+            KubeError::Analysis(e) => e.reason(),
         }
     }
 

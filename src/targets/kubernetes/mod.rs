@@ -53,6 +53,8 @@ pub struct Deploy<'a> {
     pub secret: Option<AppSecret>,
     pub migrate_command: Option<&'a [String]>,
     pub migration_timeout: Duration,
+    /// Judged through blue-green's observe window and each canary step.
+    pub analysis: Option<&'a crate::analysis::Analysis>,
 }
 
 /// The field manager of every write, so `managedFields` shows what the
