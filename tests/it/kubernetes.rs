@@ -1709,3 +1709,7 @@ fn kubernetes_blue_green_and_canary_run_the_migration_first() {
         (run.stdout.find(": succeeded").unwrap(), run.stdout.find("selector now").unwrap());
     assert!(migrated < switched, "{}", run.stdout);
 }
+
+/// CloudWatch alarms and the Prometheus query in a blue-green window and a
+/// canary step.
+mod analysis;

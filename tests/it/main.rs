@@ -6,6 +6,7 @@
 
 mod support;
 
+mod analysis;
 mod binary;
 mod deploy;
 mod docs;
