@@ -154,6 +154,14 @@ pub struct RolloutSpec {
     pub migration_timeout: Duration,
 }
 
+/// What users see through nginx, judged in the observe window from its
+/// access log on each host (`max-error-rate`, `max-latency`).
+#[derive(Debug, Clone)]
+pub struct TrafficSpec {
+    pub limits: crate::targets::hosts::access_log::Limits,
+    pub access_log: String,
+}
+
 /// SSH and host-level settings shared by `hosts` and `ec2`.
 #[derive(Debug, Clone)]
 pub struct SshSpec {
@@ -310,6 +318,8 @@ pub struct Inputs {
     pub migrate_command: Option<Vec<String>>,
     pub health: HealthSpec,
     pub rollout: RolloutSpec,
+    /// `None` when neither `max-error-rate` nor `max-latency` is set.
+    pub traffic: Option<TrafficSpec>,
     pub hosts: Vec<HostSpec>,
     pub ssh: SshSpec,
     pub ec2: Option<Ec2Spec>,

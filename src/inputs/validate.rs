@@ -141,6 +141,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     let b = basics(&mut c, raw, ctx);
     let (health, health_path, version_path) = health(&mut c, raw);
     let rollout = rollout(&mut c, raw, b.timeout);
+    let traffic = traffic(&mut c, raw, &b);
     let (services, migrate_command) = services(&mut c, raw, ctx, &b, health_path, version_path);
     let (hosts, ssh) = hosts_and_ssh(&mut c, raw);
     let (ec2, finds_instances) = ec2(&mut c, raw, b.target);
@@ -174,6 +175,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         migrate_command,
         health,
         rollout,
+        traffic,
         hosts,
         ssh,
         ec2,
@@ -336,6 +338,33 @@ fn rollout(c: &mut Check, raw: &RawInputs, timeout: Duration) -> RolloutSpec {
     }
 
     rollout
+}
+
+/// `max-error-rate`, `max-latency`, `min-requests`, `nginx-access-log`.
+fn traffic(c: &mut Check, raw: &RawInputs, b: &Basics) -> Option<TrafficSpec> {
+    let max_error_rate = c.parse("max-error-rate", &raw.max_error_rate, |s| {
+        let n = s.trim().strip_suffix('%').ok_or("must be a percentage like 10%")?;
+        match n.trim().parse::<f64>() {
+            Ok(v) if (0.0..=100.0).contains(&v) => Ok(v / 100.0),
+            _ => Err("must be a percentage from 0% to 100%, like 10%".to_string()),
+        }
+    });
+    let max_latency = c.parse("max-latency", &raw.max_latency, g::duration);
+    let min_requests = c.count("min-requests", &raw.min_requests, 20, 1, 1_000_000_000) as u64;
+    let access_log =
+        c.or("nginx-access-log", &raw.nginx_access_log, "/var/log/nginx/access.log".into(), g::remote_path);
+    if b.target == TargetKind::Kubernetes {
+        for (name, set) in [("max-error-rate", &raw.max_error_rate), ("max-latency", &raw.max_latency)] {
+            if set.is_some() {
+                c.problem(name, "reads nginx's access log on each host: it is for targets 'hosts' and 'ec2' (on a cluster, use 'analysis-query' or 'rollback-alarms')");
+            }
+        }
+        return None;
+    }
+    (max_error_rate.is_some() || max_latency.is_some()).then_some(TrafficSpec {
+        limits: crate::targets::hosts::access_log::Limits { max_error_rate, max_latency, min_requests },
+        access_log,
+    })
 }
 
 /// The services (one from the inputs, or a services file) and the

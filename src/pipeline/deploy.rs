@@ -469,7 +469,11 @@ async fn deploy_units(
 
     let phases =
         strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some());
-    let cfg = Arc::new(FleetConfig { health: inputs.health.clone(), rollout: inputs.rollout.clone() });
+    let cfg = Arc::new(FleetConfig {
+        health: inputs.health.clone(),
+        rollout: inputs.rollout.clone(),
+        traffic: inputs.traffic.as_ref().map(|t| t.limits),
+    });
     let report = fleet::run(&units, &phases, release.clone(), cfg, runner, cancel).await;
     close_all(&units).await;
     timeline.0.extend(report.timeline);
@@ -597,6 +601,7 @@ fn report(
         facts: facts(inputs, &image, run.previous_image.as_deref()),
         units: run.units.clone(),
         timeline: timeline.0,
+        checks: vec![],
         outcome: run.status.as_str().into(),
         reason: run.error.as_ref().map(|e| e.reason().to_string()),
         message: run.error.as_ref().map(|e| format!("{} failed: {e}", run.stage)),

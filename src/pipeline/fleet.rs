@@ -37,6 +37,8 @@ fn stopped_by_sibling(e: &Error, run: &CancellationToken) -> bool {
 pub struct FleetConfig {
     pub health: HealthSpec,
     pub rollout: RolloutSpec,
+    /// Error-rate and latency limits on what nginx served (access log).
+    pub traffic: Option<crate::targets::hosts::access_log::Limits>,
 }
 
 /// How one unit ended.
@@ -105,8 +107,13 @@ async fn run_step(
         Step::Verify => health::wait_healthy(unit, release, &cfg.health, runner, cancel).await,
         Step::Shift(p) => unit.shift(release, *p).await,
         Step::Observe(d) => {
-            health::observe(unit, release, *d, cfg.rollout.observe_failures, &cfg.health, runner, cancel)
-                .await
+            let watch = health::Watch {
+                window: *d,
+                failures: cfg.rollout.observe_failures,
+                health: &cfg.health,
+                traffic: cfg.traffic.as_ref(),
+            };
+            health::observe(unit, release, &watch, runner, cancel).await
         }
         Step::Retire(d) => unit.retire(release, *d).await,
     }
@@ -465,6 +472,7 @@ mod tests {
                 on_host_failure,
                 migration_timeout: Duration::from_secs(5),
             },
+            traffic: None,
         })
     }
 

@@ -151,6 +151,7 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
         facts: facts(inputs, plan.image.as_deref().unwrap_or("(last good)"), None),
         units: units.iter().map(|u| (u.clone(), "planned".to_string(), Duration::ZERO)).collect(),
         timeline: timeline.0,
+        checks: vec![],
         outcome: "planned".into(),
         reason: None,
         message: Some(plan::render(&plan).join("\n")),

@@ -17,6 +17,33 @@ pub struct StageTiming {
     pub note: String,
 }
 
+/// One check of what users see (smoke tests, traffic through nginx,
+/// analysis), for the summary: every figure, not only breaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRow {
+    pub check: String,
+    /// The host or object it was taken on; `None`: the whole deploy.
+    pub unit: Option<String>,
+    pub figure: String,
+    pub verdict: String,
+}
+
+/// The rows collected while a deploy runs, shared by the units' tasks.
+#[derive(Debug, Clone, Default)]
+pub struct Checks(std::sync::Arc<std::sync::Mutex<Vec<CheckRow>>>);
+
+impl Checks {
+    pub fn push(&self, check: &str, unit: Option<&str>, figure: String, verdict: &str) {
+        let row =
+            CheckRow { check: check.into(), unit: unit.map(String::from), figure, verdict: verdict.into() };
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(row);
+    }
+
+    pub fn rows(&self) -> Vec<CheckRow> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// What the units of a report are, for its table's heading.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum UnitKind {
@@ -34,6 +61,7 @@ pub struct Report {
     pub unit_kind: UnitKind,
     pub units: Vec<(String, String, Duration)>,
     pub timeline: Vec<StageTiming>,
+    pub checks: Vec<CheckRow>,
     pub outcome: String,
     pub reason: Option<String>,
     pub message: Option<String>,
@@ -57,6 +85,16 @@ impl Report {
                     unit: t.unit.as_ref().map(r),
                     note: r(&t.note),
                     ..t.clone()
+                })
+                .collect(),
+            checks: self
+                .checks
+                .iter()
+                .map(|c| CheckRow {
+                    check: r(&c.check),
+                    unit: c.unit.as_ref().map(r),
+                    figure: r(&c.figure),
+                    verdict: r(&c.verdict),
                 })
                 .collect(),
             outcome: r(&self.outcome),
@@ -89,6 +127,18 @@ pub fn render(report: &Report) -> String {
         md.push_str(&format!("\n### {heading}\n\n| {column} | outcome | time |\n|---|---|---|\n"));
         for (unit, outcome, d) in &report.units {
             md.push_str(&format!("| {} | {} | {} |\n", cell(unit), cell(outcome), secs(*d)));
+        }
+    }
+    if !report.checks.is_empty() {
+        md.push_str("\n### What users saw\n\n| check | where | figure | verdict |\n|---|---|---|---|\n");
+        for c in &report.checks {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                cell(&c.check),
+                cell(c.unit.as_deref().unwrap_or("all")),
+                cell(&c.figure),
+                cell(&c.verdict)
+            ));
         }
     }
     if !report.timeline.is_empty() {

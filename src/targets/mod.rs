@@ -148,6 +148,13 @@ pub trait Target: Send + Sync {
     /// candidate container is running (and healthy, if it has a check).
     async fn candidate_running(&self, release: &Release, service: usize) -> Result<bool, Error>;
 
+    /// What users were served through this unit's front door since the
+    /// first call (the first call marks the start and counts nothing), from
+    /// nginx's access log; `None` for a unit without that source.
+    async fn traffic(&self, _release: &Release) -> Result<Option<hosts::access_log::Tally>, Error> {
+        Ok(None)
+    }
+
     /// Moves `percent` of traffic to the candidate (100 = full switch) and
     /// verifies the proxy took the change; on failure, restores the previous
     /// proxy configuration before returning the error.

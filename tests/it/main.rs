@@ -6,6 +6,7 @@
 
 mod support;
 
+mod after_switch;
 mod binary;
 mod deploy;
 mod docs;
