@@ -13,7 +13,9 @@
 //! - [`pipeline`] — stages, deadlines, the fleet, rollback, cancellation,
 //!   the final status.
 //! - [`strategy`] — the order of steps for blue-green, rolling and canary.
-//! - [`health`] — health-check loops over [`targets::Target::probe`].
+//! - [`health`] — health-check loops over [`targets::Target::probe`], and
+//!   the observe window's judgement of what users were served.
+//! - [`smoke`] — the `smoke-tests`, before and after the switch.
 //! - [`targets`] — the mechanics: `hosts` (SSH, Docker, nginx), `ec2`
 //!   (discovery, then hosts), `kubernetes` (server-side apply, kubectl's
 //!   rollout verdict by watch, `rollout undo`; it takes the whole deploy).
@@ -27,6 +29,7 @@ pub mod plan;
 pub mod redact;
 pub mod runner;
 pub mod secrets;
+pub mod smoke;
 pub mod strategy;
 pub mod targets;
 

@@ -7,6 +7,7 @@ pub mod grammar;
 pub mod manifests;
 pub mod raw;
 mod services;
+pub mod smoke;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -320,6 +321,8 @@ pub struct Inputs {
     pub rollout: RolloutSpec,
     /// `None` when neither `max-error-rate` nor `max-latency` is set.
     pub traffic: Option<TrafficSpec>,
+    /// `smoke-tests`, in order.
+    pub smoke_tests: Vec<smoke::SmokeTest>,
     pub hosts: Vec<HostSpec>,
     pub ssh: SshSpec,
     pub ec2: Option<Ec2Spec>,

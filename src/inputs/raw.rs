@@ -46,6 +46,7 @@ pub struct RawInputs {
     pub max_latency: Option<String>,
     pub min_requests: Option<String>,
     pub nginx_access_log: Option<String>,
+    pub smoke_tests: Option<String>,
     pub drain_time: Option<String>,
     pub canary_steps: Option<String>,
     pub canary_interval: Option<String>,

@@ -142,6 +142,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     let (health, health_path, version_path) = health(&mut c, raw);
     let rollout = rollout(&mut c, raw, b.timeout);
     let traffic = traffic(&mut c, raw, &b);
+    let smoke_tests = smoke_tests(&mut c, raw, &b);
     let (services, migrate_command) = services(&mut c, raw, ctx, &b, health_path, version_path);
     let (hosts, ssh) = hosts_and_ssh(&mut c, raw);
     let (ec2, finds_instances) = ec2(&mut c, raw, b.target);
@@ -176,6 +177,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         health,
         rollout,
         traffic,
+        smoke_tests,
         hosts,
         ssh,
         ec2,
@@ -338,6 +340,18 @@ fn rollout(c: &mut Check, raw: &RawInputs, timeout: Duration) -> RolloutSpec {
     }
 
     rollout
+}
+
+/// `smoke-tests`: on a cluster only the `url` / `preview-url` kind.
+fn smoke_tests(c: &mut Check, raw: &RawInputs, b: &Basics) -> Vec<smoke::SmokeTest> {
+    let Some(text) = raw.smoke_tests.as_deref() else { return vec![] };
+    let tests = smoke::parse(text, &mut c.problems);
+    if b.target == TargetKind::Kubernetes {
+        for t in tests.iter().filter(|t| matches!(t.aim, smoke::Aim::Path(_))) {
+            c.problem("smoke-tests", format!("'{}' has a 'path', sent to each host's nginx: on target 'kubernetes' give 'url' (the live address) and/or 'preview-url' (the preview Service's)", t.name));
+        }
+    }
+    tests
 }
 
 /// `max-error-rate`, `max-latency`, `min-requests`, `nginx-access-log`.

@@ -98,6 +98,12 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
     let digest = (!secrets.is_empty()).then(|| secrets.fingerprint());
     let secret_names = secrets.names();
     let secret_env = secrets.into_env();
+    // Smoke tests' headers take their secrets now: a missing one stops the
+    // deploy before the record.
+    let smoke = match crate::smoke::Suite::new(&inputs.smoke_tests, &secret_env) {
+        Ok(s) => s.map(Arc::new),
+        Err(e) => return finish_early(inputs, runner, e, "validate"),
+    };
 
     // The record: lock across runs, create, in_progress.
     let record = match &github {
@@ -149,9 +155,8 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         migrate_command: inputs.migrate_command.clone(),
     });
 
-    let run =
-        deploy_units(inputs, runner, cancel, &release, key, known_hosts, registry_password, &mut timeline)
-            .await;
+    let material = HostMaterial { key, known_hosts, registry_password };
+    let run = deploy_units(inputs, runner, cancel, &release, material, smoke, &mut timeline).await;
     // What was live: GitHub's record, else what the first host ran.
     let previous_image = previous_image.or(run.previous_image.clone());
     let image = run.image.clone().unwrap_or(image);
@@ -334,17 +339,23 @@ async fn post_final_status(
     run
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What reaching the hosts takes (from the inputs or SSM).
+struct HostMaterial {
+    key: Option<SecretValue>,
+    known_hosts: Option<SecretValue>,
+    registry_password: Option<SecretValue>,
+}
+
 async fn deploy_units(
     inputs: &Inputs,
     runner: &Runner,
     cancel: &CancellationToken,
     release: &Arc<Release>,
-    key: Option<SecretValue>,
-    known_hosts: Option<SecretValue>,
-    registry_password: Option<SecretValue>,
+    material: HostMaterial,
+    smoke: Option<Arc<crate::smoke::Suite>>,
     timeline: &mut Timeline,
 ) -> Run {
+    let HostMaterial { key, known_hosts, registry_password } = material;
     let fail = |status, error: Error, stage| Run {
         status,
         error: Some(error),
@@ -354,7 +365,7 @@ async fn deploy_units(
         units: vec![],
     };
     if let Some(k) = &inputs.kubernetes {
-        return cluster_units(inputs, k, release, runner, cancel, timeline).await;
+        return cluster_units(inputs, k, release, smoke.as_deref(), runner, cancel, timeline).await;
     }
     let t = Instant::now();
     let specs = match host_specs(inputs, runner).await {
@@ -473,6 +484,7 @@ async fn deploy_units(
         health: inputs.health.clone(),
         rollout: inputs.rollout.clone(),
         traffic: inputs.traffic.as_ref().map(|t| t.limits),
+        smoke,
     });
     let report = fleet::run(&units, &phases, release.clone(), cfg, runner, cancel).await;
     close_all(&units).await;
@@ -509,6 +521,7 @@ async fn cluster_units(
     inputs: &Inputs,
     spec: &crate::inputs::KubernetesSpec,
     release: &Release,
+    smoke: Option<&crate::smoke::Suite>,
     runner: &Runner,
     cancel: &CancellationToken,
     timeline: &mut Timeline,
@@ -527,6 +540,7 @@ async fn cluster_units(
         ),
         migrate_command: release.migrate_command.as_deref(),
         migration_timeout: inputs.rollout.migration_timeout,
+        smoke,
     });
     let k =
         kubernetes::run(spec, inputs.mode, super::kube_strategy(inputs), work.as_ref(), runner, cancel).await;

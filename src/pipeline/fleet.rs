@@ -17,7 +17,7 @@ use crate::inputs::{HealthSpec, OnHostFailure, RolloutSpec};
 use crate::runner::Runner;
 use crate::runner::summary::StageTiming;
 use crate::strategy::{Phase, Step};
-use crate::targets::{Release, Target};
+use crate::targets::{Release, Target, Via};
 
 /// How long a cancelled deploy may spend getting back to a safe state. The
 /// runner sends SIGTERM 7.5 s after SIGINT and gives up at 10 s; we must be
@@ -39,6 +39,10 @@ pub struct FleetConfig {
     pub rollout: RolloutSpec,
     /// Error-rate and latency limits on what nginx served (access log).
     pub traffic: Option<crate::targets::hosts::access_log::Limits>,
+    /// `smoke-tests`: `path` ones on each candidate after its health
+    /// checks and through nginx at the start of each observe step; `url`
+    /// ones once, at the first observe step.
+    pub smoke: Option<Arc<crate::smoke::Suite>>,
 }
 
 /// How one unit ended.
@@ -104,9 +108,19 @@ async fn run_step(
         Step::Prepare => unit.prepare(release).await,
         Step::Migrate => unit.migrate(release).await,
         Step::Launch => unit.launch(release).await,
-        Step::Verify => health::wait_healthy(unit, release, &cfg.health, runner, cancel).await,
+        Step::Verify => {
+            health::wait_healthy(unit, release, &cfg.health, runner, cancel).await?;
+            match &cfg.smoke {
+                Some(s) => s.run_paths(unit, release, Via::Candidate, runner).await,
+                None => Ok(()),
+            }
+        }
         Step::Shift(p) => unit.shift(release, *p).await,
         Step::Observe(d) => {
+            if let Some(s) = &cfg.smoke {
+                s.run_paths(unit, release, Via::FrontDoor, runner).await?;
+                s.run_urls(false, runner).await?;
+            }
             let watch = health::Watch {
                 window: *d,
                 failures: cfg.rollout.observe_failures,
@@ -473,6 +487,7 @@ mod tests {
                 migration_timeout: Duration::from_secs(5),
             },
             traffic: None,
+            smoke: None,
         })
     }
 

@@ -171,3 +171,110 @@ fn traffic_limits_are_checked_before_any_contact() {
     assert_eq!(run.code, Some(2), "{}", run.stdout);
     assert!(run.stdout.contains("input 'max-error-rate': reads nginx's access log"), "{}", run.stdout);
 }
+
+/// Smoke tests on hosts: `path` ones go to each candidate before the
+/// switch and through nginx after it, `url` ones once after it. A passing
+/// set commits; a `url` test failing after the switch rolls back; a `path`
+/// test failing on the candidate switches nothing. A header carrying an
+/// SSM secret reaches the app, and the answer quoting it is redacted.
+#[test]
+fn smoke_tests_gate_the_switch_and_roll_back_after_it() {
+    let _lock = shared_app_lock();
+    let run = hosts_action(1, &image("v1")).run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let front = format!("http://{}/version", host_addr(1));
+
+    let passing = format!(
+        "- {{name: health, path: /health, body: ok, max-latency: 5s}}\n- {{name: front door, url: '{front}', body-regex: '^v2'}}\n"
+    );
+    let run = hosts_action(1, &image("v2")).input("smoke-tests", &passing).run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert_eq!(live_version(1), "v2");
+    let rows = summary_table(&run.summary, "### What users saw");
+    let shown: Vec<String> = rows.iter().map(|r| format!("{} | {}", r[0], r[3])).collect();
+    assert_eq!(
+        shown,
+        ["smoke test 'health' | passed", "smoke test 'health' | passed", "smoke test 'front door' | passed"],
+        "the candidate, then through nginx, then the front door once: {rows:?}"
+    );
+    assert!(rows[0][2].contains("(candidate)") && rows[1][2].contains("(through nginx)"), "{rows:?}");
+
+    // Fails only once live: rolled back.
+    let failing_live = format!("- {{name: front door, url: '{front}', body: 'v9', status: 200}}\n");
+    let run = hosts_action(1, &image("v3")).input("smoke-tests", &failing_live).run();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stdout.contains("smoke_test_failed"), "{}", run.stdout);
+    assert!(run.stdout.contains("smoke test 'front door' failed"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("HTTP 200 in") && run.stdout.contains("(the body lacks \"v9\")"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(live_version(1), "v2", "rolled back");
+    assert!(
+        run.summary.contains("smoke test 'front door'") && run.summary.contains("| failed |"),
+        "{}",
+        run.summary
+    );
+
+    // Fails on the candidate: nothing switches.
+    let failing_candidate = "- {name: version, path: /version, body: v9}\n";
+    let run = hosts_action(1, &image("v3")).input("smoke-tests", failing_candidate).run();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stdout.contains("GET /version (candidate)"), "{}", run.stdout);
+    assert!(!run.stdout.contains("switching nginx"), "{}", run.stdout);
+    assert_eq!(live_version(1), "v2");
+}
+
+/// A smoke test's header takes an SSM secret by name: the app receives it,
+/// and an answer quoting it is redacted wherever it is shown.
+#[test]
+fn a_smoke_header_carries_an_ssm_secret_that_no_output_shows() {
+    let _lock = shared_app_lock();
+    let run = hosts_action(1, &image("v1")).run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let token = format!("tok-{}-Zq8", crate::support::action::unique_run_id());
+    let name = format!("/smoke-{}/token", crate::support::action::unique_run_id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ssm = aws_sdk_ssm::Client::new(&crate::support::moto_config().await);
+        ssm.put_parameter()
+            .name(&name)
+            .value(&token)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap();
+    });
+    // The candidate answers 403 quoting the header it got.
+    let command = app_with_api("v2", r#"echo Status: 403; echo; echo "got $HTTP_X_TOKEN""#);
+    let run = hosts_action(1, &image("v2"))
+        .input("command", &command)
+        .input("ssm-parameters", &format!("SMOKE_TOKEN={name}"))
+        .input("smoke-tests", "- {name: api, path: /cgi-bin/api, headers: {X-Token: '${SMOKE_TOKEN}'}}\n")
+        .moto()
+        .run();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("HTTP 403 in") && run.stdout.contains("got ***"),
+        "the header was sent: {}",
+        run.stdout
+    );
+    // Only the mask command itself may carry it.
+    let all = run.all_text();
+    let shown: Vec<&str> = all.lines().filter(|l| !l.starts_with("::add-mask::")).collect();
+    assert!(!shown.join("\n").contains(&token), "the secret leaked:\n{}", shown.join("\n"));
+    assert!(run.stdout.contains(&format!("::add-mask::{token}")), "masked on arrival");
+    assert_eq!(live_version(1), "v1");
+    // A header naming a secret SSM did not return stops before any change.
+    let run = hosts_action(1, &image("v2"))
+        .input("smoke-tests", "- {name: api, path: /, headers: {X-Token: '${NOT_FETCHED}'}}\n")
+        .run();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("smoke_secret_missing") && run.stdout.contains("${NOT_FETCHED}"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("connected"), "{}", run.stdout);
+}

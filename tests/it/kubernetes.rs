@@ -1709,3 +1709,93 @@ fn kubernetes_blue_green_and_canary_run_the_migration_first() {
         (run.stdout.find(": succeeded").unwrap(), run.stdout.find("selector now").unwrap());
     assert!(migrated < switched, "{}", run.stdout);
 }
+
+/// A local HTTP server answering `status` and `body` to every request (the
+/// smoke tests' "preview" and "live" addresses: kwok's pods carry no
+/// traffic); returns its base URL and how many requests it got.
+fn answering(status: u16, body: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, hits)
+}
+
+/// Smoke tests around a blue-green flip: a failing `preview-url` test
+/// leaves every selector as it was; a failing `url` test after the flip
+/// flips back; passing ones commit, each result in the summary.
+#[test]
+fn kubernetes_blue_green_smoke_tests_gate_and_undo_the_flip() {
+    let ns = Ns::new("bgsmoke");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    ns.service("web");
+    let (good, good_hits) = answering(200, "v2 ok");
+    let (bad, bad_hits) = answering(503, "upstream down");
+    let before = ns.selector("web");
+
+    let tests = format!("- {{name: preview, preview-url: '{bad}/health'}}\n");
+    let run = ns.blue_green("web:app", "example.invalid/web:v2").input("smoke-tests", &tests).run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("smoke_test_failed") && run.stdout.contains("HTTP 503"), "{}", run.stdout);
+    assert!(!run.stdout.contains("selector now"), "{}", run.stdout);
+    assert_eq!(ns.selector("web"), before, "nothing flipped");
+    assert_eq!(bad_hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    let tests = format!("- {{name: live, url: '{bad}/'}}\n");
+    let run = ns.blue_green("web:app", "example.invalid/web:v2").input("smoke-tests", &tests).run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("selector now deploy-action/colour=blue"), "{}", run.stdout);
+    assert!(run.stdout.contains("smoke test 'live' failed"), "{}", run.stdout);
+    assert!(ns.selector("web").get("deploy-action/colour").is_none(), "flipped back: {}", ns.selector("web"));
+    ns.until(30, "the old pods behind web again", || {
+        let pods = ns.endpoint_pods("web");
+        !pods.is_empty() && pods.iter().all(|p| !p.starts_with("web-blue-"))
+    });
+
+    let tests = format!(
+        "- {{name: preview, preview-url: '{good}/health', body: ok}}\n- {{name: live, url: '{good}/', body-regex: '^v2'}}\n"
+    );
+    let run = ns.blue_green("web:app", "example.invalid/web:v2").input("smoke-tests", &tests).run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
+    assert_eq!(good_hits.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let rows = crate::support::summary_table(&run.summary, "### What users saw");
+    assert_eq!(rows.iter().filter(|r| r[3] == "passed").count(), 2, "{rows:?}");
+}
+
+/// Rolling: a `url` smoke test failing after the rollout undoes it.
+#[test]
+fn kubernetes_rolling_smoke_test_failing_rolls_back() {
+    let ns = Ns::new("rollsmoke");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    let (bad, _) = answering(500, "boom");
+    let run = ns
+        .action("web:app")
+        .input("image", "example.invalid/web:v2")
+        .input("smoke-tests", &format!("- {{name: live, url: '{bad}/'}}\n"))
+        .run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("smoke_test_failed") && run.stdout.contains("HTTP 500 in"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1", "rolled back");
+    // A `path` test has no host to go to on a cluster: refused up front.
+    let run = ns
+        .action("web:app")
+        .input("image", "example.invalid/web:v2")
+        .input("smoke-tests", "- {name: home, path: /}\n")
+        .run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(run.stdout.contains("'home' has a 'path'"), "{}", run.stdout);
+}

@@ -419,6 +419,27 @@ impl Target for HostTarget {
         }
     }
 
+    async fn request(
+        &self,
+        release: &Release,
+        service: usize,
+        via: Via,
+        req: &crate::smoke::Request,
+    ) -> Result<Probe, Error> {
+        let svc = release
+            .services
+            .get(service)
+            .ok_or_else(|| Error::Other(format!("service index {service} out of range")))?;
+        let (host, port, header) = match via {
+            Via::Candidate => {
+                ("127.0.0.1", containers::port(svc, &self.candidate()?), "localhost".to_string())
+            }
+            Via::FrontDoor => self.front_door(),
+        };
+        probe::send(&self.session, self.unit(), (host, port), &header, req, crate::smoke::REQUEST_TIMEOUT)
+            .await
+    }
+
     async fn traffic(&self, release: &Release) -> Result<Option<access_log::Tally>, Error> {
         let Some(path) = self.conn.access_log.as_deref() else { return Ok(None) };
         let path = crate::targets::hosts::ssh::value(self.unit(), "nginx-access-log", path)?;
