@@ -30,7 +30,7 @@ use crate::support::{host_exec, live_version, shared_app_lock, stack_var};
 
 const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\nQ2xlYW4gZmFrZSBrZXkgbWF0ZXJpYWwgZm9yIHRlc3Rz+/==\n-----END PRIVATE KEY-----";
 
-fn secrets() -> Vec<(&'static str, String)> {
+pub(crate) fn secrets() -> Vec<(&'static str, String)> {
     vec![
         ("db/password", "p@ss w0rd/with%25\"quotes\"&amp;=?#".to_string()),
         ("db/url", "postgres://app:s3cr3t-Pa55@db.internal:5432/app?sslmode=require".to_string()),
@@ -48,7 +48,7 @@ fn secrets() -> Vec<(&'static str, String)> {
 }
 
 /// Every form a secret could leak in.
-fn forms(value: &str) -> Vec<String> {
+pub(crate) fn forms(value: &str) -> Vec<String> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     let mut f = vec![
         value.to_string(),
@@ -67,7 +67,7 @@ fn forms(value: &str) -> Vec<String> {
 }
 
 /// Puts the secrets under a fresh prefix in moto; returns the prefix.
-async fn put_secrets() -> (String, aws_sdk_ssm::Client) {
+pub(crate) async fn put_secrets() -> (String, aws_sdk_ssm::Client) {
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let prefix = format!("/leak-{nonce}/app/");
     let ssm = aws_sdk_ssm::Client::new(&crate::support::moto_config().await);
