@@ -270,24 +270,33 @@ impl Notifier {
     }
 
     /// Sends the final event, once the start has arrived or given up. After
-    /// a cancellation a start still in flight is dropped and the final event
-    /// gets one short try ([`Policy::CANCELLED`]).
+    /// a cancellation — before or during this call — a start still in
+    /// flight is dropped and the final event gets one short try
+    /// ([`Policy::CANCELLED`]): the runner will not wait.
     pub async fn finish(&self, m: Moment, cancel: &CancellationToken) {
         if !self.is_active() {
             return;
         }
-        let policy = if cancel.is_cancelled() { Policy::CANCELLED } else { Policy::NORMAL };
         let start = self.start.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = start {
-            if cancel.is_cancelled() {
-                task.abort();
-            } else {
-                // Bounded by its own policy's budget; this is a second bound.
-                let _ = tokio::time::timeout(Policy::NORMAL.budget, task).await;
+        if let Some(mut task) = start {
+            // Bounded by its own policy's budget; the sleep is a second bound.
+            tokio::select! {
+                _ = &mut task => {}
+                _ = cancel.cancelled() => task.abort(),
+                _ = tokio::time::sleep(Policy::NORMAL.budget) => task.abort(),
             }
         }
         let notice = self.notice(m);
-        self.job().send(&notice, &policy).await;
+        let job = self.job();
+        if cancel.is_cancelled() {
+            return job.send(&notice, &Policy::CANCELLED).await;
+        }
+        tokio::select! {
+            _ = job.send(&notice, &Policy::NORMAL) => {}
+            // A signal mid-send: start over with the short try (a receiver
+            // may see the delivery twice, under the same delivery id).
+            _ = cancel.cancelled() => job.send(&notice, &Policy::CANCELLED).await,
+        }
     }
 
     fn job(&self) -> Job {
@@ -431,6 +440,79 @@ pub(crate) mod tests {
         let n = n.redacted(&r);
         assert!(!n.message.contains("zzzzzzzzzz"), "{}", &n.message[n.message.len() - 30..]);
         assert!(n.message.chars().count() <= MESSAGE_MAX + 1);
+    }
+
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Log {
+        fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(d);
+            Ok(d.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn moment(event: Event) -> Moment {
+        Moment {
+            event,
+            outcome: "success",
+            reason: None,
+            image: "ghcr.io/acme/shop:2".into(),
+            previous_image: None,
+            deployment_id: None,
+            message: String::new(),
+        }
+    }
+
+    /// A signal while the final event waits for a start stuck on a silent
+    /// receiver: the start is dropped and the final event gets its one short
+    /// try, so the whole stays within the runner's grace.
+    #[tokio::test]
+    async fn a_signal_while_the_start_is_in_flight_cuts_everything_short() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook/silent-receiver", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let env = crate::inputs::Env::from_pairs([
+            ("INPUT_TARGET", "hosts"),
+            ("INPUT_IMAGE", "ghcr.io/acme/shop:2"),
+            ("INPUT_HOSTS", "root@127.0.0.2"),
+            ("INPUT_SSH-PRIVATE-KEY", "key"),
+            ("INPUT_SSH-KNOWN-HOSTS", "known"),
+            ("INPUT_GITHUB-DEPLOYMENTS", "false"),
+            ("GITHUB_REPOSITORY", "acme/shop"),
+            ("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567"),
+        ]);
+        let inputs = crate::inputs::load(&env).unwrap();
+        let log = Log::default();
+        let runner = Runner::new(Box::new(log.clone()), Redactor::new(), None, None);
+        let n = Notifier::new(&inputs, &runner, None, Some(SecretValue::new(url)));
+        n.start(moment(Event::Start));
+        let cancel = CancellationToken::new();
+        let signal = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            signal.cancel();
+        });
+        let t = std::time::Instant::now();
+        n.finish(moment(Event::Success), &cancel).await;
+        let took = t.elapsed();
+        assert!(took < std::time::Duration::from_millis(2300), "{took:?}");
+        let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+        assert!(
+            text.contains("notify webhook (127.0.0.1): the success notification was not delivered after 1 attempt(s): no answer within 1.5s"),
+            "{text}"
+        );
+        assert!(
+            !text.lines().filter(|l| !l.starts_with("::add-mask::")).any(|l| l.contains("silent-receiver")),
+            "{text}"
+        );
     }
 
     #[test]
