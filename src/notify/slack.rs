@@ -43,11 +43,8 @@ fn blocks(n: &Notice) -> Value {
     let mut fields = vec![
         field("Environment", &n.environment),
         field("App", &n.app),
-        field("Image", &format!("`{}`", n.image)),
-        field(
-            "Previous image",
-            &n.previous_image.as_deref().map(|p| format!("`{p}`")).unwrap_or("unknown".into()),
-        ),
+        field("Image", &code_or_unknown(Some(&n.image))),
+        field("Previous image", &code_or_unknown(n.previous_image.as_deref())),
         field("Outcome", &n.outcome),
     ];
     if let Some(r) = &n.reason {
@@ -84,12 +81,22 @@ fn fallback(n: &Notice) -> String {
         Event::Rollback => "rolled back".to_string(),
     };
     let why = n.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-    let line = format!("deploy-action: {} → {}: {what}{why} — {}", n.app, n.environment, n.image);
+    let image = if n.image.is_empty() { String::new() } else { format!(" — {}", n.image) };
+    let line = format!("deploy-action: {} → {}: {what}{why}{image}", n.app, n.environment);
     esc(&line.replace(['\n', '\r'], " "))
 }
 
 fn field(label: &str, value: &str) -> Value {
     json!({ "type": "mrkdwn", "text": format!("*{label}*\n{}", esc(&cut(value, FIELD_MAX))) })
+}
+
+/// An image as code, or `unknown` (a cluster's rollback learns the image
+/// it restored only once it is done; the first deploy has no previous one).
+fn code_or_unknown(image: Option<&str>) -> String {
+    match image {
+        Some(i) if !i.is_empty() => format!("`{i}`"),
+        _ => "unknown".into(),
+    }
 }
 
 /// Slack's three markup characters, as its docs ask.
@@ -150,6 +157,25 @@ mod tests {
         assert!(
             context.contains("<https://github.com/acme/shop/actions/runs/7/attempts/1|Run>"),
             "{context}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_image_says_so() {
+        let mut n = notice(Event::Start);
+        n.image = String::new();
+        n.previous_image = None;
+        let b = body(&n);
+        assert_eq!(b["text"], "deploy-action: shop → production: deploying (health_check_failed)");
+        let fields: Vec<&str> = b["blocks"][1]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["text"].as_str().unwrap())
+            .collect();
+        assert!(
+            fields.contains(&"*Image*\nunknown") && fields.contains(&"*Previous image*\nunknown"),
+            "{fields:?}"
         );
     }
 

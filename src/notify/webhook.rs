@@ -14,8 +14,9 @@ struct Payload<'a> {
     event: &'a str,
     environment: &'a str,
     app: &'a str,
-    /// The image deployed (for `mode: rollback`, the one restored when known).
-    image: &'a str,
+    /// The image deployed (for `mode: rollback`, the one restored), when
+    /// known: a cluster's rollback learns it only once it is done.
+    image: Option<&'a str>,
     /// What served before, when known.
     previous_image: Option<&'a str>,
     /// `in_progress` for `start`; else the run's status: `success`,
@@ -40,7 +41,7 @@ pub fn payload(n: &Notice) -> Vec<u8> {
         event: n.event.as_str(),
         environment: &n.environment,
         app: &n.app,
-        image: &n.image,
+        image: Some(n.image.as_str()).filter(|i| !i.is_empty()),
         previous_image: n.previous_image.as_deref(),
         outcome: &n.outcome,
         reason: n.reason.as_deref(),
@@ -102,8 +103,9 @@ mod tests {
         n.previous_image = None;
         n.reason = None;
         n.deployment_id = None;
+        n.image = String::new();
         let body: serde_json::Value = serde_json::from_slice(&payload(&n)).unwrap();
-        for k in ["previous_image", "reason", "deployment_id"] {
+        for k in ["image", "previous_image", "reason", "deployment_id"] {
             assert!(body.get(k).is_some_and(|v| v.is_null()), "{k}: {body}");
         }
         assert_eq!(body["outcome"], "in_progress");

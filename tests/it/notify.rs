@@ -153,7 +153,7 @@ fn notify_bad_deploy_sends_start_then_rollback_with_the_reason() {
 
 /// A receiver answering 500 at first gets the same delivery again and
 /// takes it; one that is down costs warnings only: the deploy succeeds,
-/// exit 0, and the other webhook is told as usual.
+/// exit 0, and the other webhook is told as usual. Then a `mode: rollback`.
 #[test]
 fn notify_retries_after_500_and_a_receiver_that_is_down_only_warns() {
     let rx = Receiver::start().fail_first(2);
@@ -204,6 +204,25 @@ fn notify_retries_after_500_and_a_receiver_that_is_down_only_warns() {
         );
     }
     assert!(!shown(&run).contains("down-path-token"), "{}", run.stdout);
+    rx.assert_no_violations();
+
+    // `mode: rollback` on a cluster: the image is unknown until the undo
+    // is done, then it is the one restored.
+    let rx = Receiver::start();
+    let run = ns.action("web").input("mode", "rollback").input("notify-url", &rx.url("/hook")).run();
+    assert_status(&run, "success", 0);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    let hooks = bodies(&rx, "/hook");
+    assert_eq!(rx.events("/hook"), ["start", "success"]);
+    assert_eq!(
+        (&hooks[0]["image"], &hooks[0]["mode"]),
+        (&Value::Null, &Value::from("rollback")),
+        "{}",
+        hooks[0]
+    );
+    assert_eq!(hooks[0]["message"], "rolling back to the previous revision");
+    assert_eq!(hooks[1]["image"], "example.invalid/web:v2", "{}", hooks[1]);
+    assert_eq!(hooks[1]["message"], "rolled back to example.invalid/web:v2");
     rx.assert_no_violations();
 }
 
