@@ -9,6 +9,8 @@
 //!   outputs, job summary, relayed remote output. [`redact`] sits under it.
 //! - [`secrets`] — AWS SSM Parameter Store, masked on arrival.
 //! - [`github`] — GitHub Deployments and statuses.
+//! - [`notify`] — Slack and generic webhooks told of start, success,
+//!   failure and rollback; retried, bounded, redacted, never fatal.
 //! - [`plan`] — pure: inputs → what will be done (printed by `mode: plan`).
 //! - [`pipeline`] — stages, deadlines, the fleet, rollback, cancellation,
 //!   the final status.
@@ -24,6 +26,7 @@ pub mod error;
 pub mod github;
 pub mod health;
 pub mod inputs;
+pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod redact;

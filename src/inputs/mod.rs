@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use grammar::{HostSpec, ImageRef};
 pub use services::{RestartPolicy, Service};
-pub use validate::{ROLLBACK_PENDING, validate};
+pub use validate::{ROLLBACK_PENDING, validate, webhook_url_problem};
 
 use crate::secrets::SecretValue;
 
@@ -273,6 +273,17 @@ pub struct GithubSpec {
     pub fail_on_status_error: bool,
 }
 
+/// Where deploy notifications go. Both are secrets: a webhook URL is its
+/// own credential (anyone holding it can post), so each is masked, given
+/// inline or read from SSM like the SSH key.
+#[derive(Debug, Clone, Default)]
+pub struct NotifySpec {
+    /// `slack-webhook-url` / `slack-webhook-url-ssm`: a Slack incoming webhook.
+    pub slack: Option<SecretSource>,
+    /// `notify-url` / `notify-url-ssm`: a generic JSON webhook.
+    pub webhook: Option<SecretSource>,
+}
+
 /// The run's `GITHUB_*` context.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -300,6 +311,15 @@ impl Context {
             self.run_id,
             self.run_attempt
         )
+    }
+
+    /// Where GitHub shows this attempt's job summaries: the run attempt's
+    /// page, whose Summary view renders each job's summary below the job
+    /// graph. A step is given no id of its own job to link to, so this is
+    /// the same page as [`Context::run_url`]; notifications carry it as a
+    /// field of its own so receivers need not know that.
+    pub fn summary_url(&self) -> String {
+        self.run_url()
     }
 }
 
@@ -330,6 +350,7 @@ pub struct Inputs {
     pub registry: RegistryAuth,
     pub ssm: SsmSpec,
     pub github: GithubSpec,
+    pub notify: NotifySpec,
     pub context: Context,
 }
 
@@ -339,12 +360,19 @@ pub struct Inputs {
 /// Every problem found, each naming its input.
 impl Inputs {
     /// Whether the run reads anything from SSM: the app's secrets, or the
-    /// SSH key, known_hosts or registry password by parameter name.
+    /// SSH key, known_hosts, registry password or a webhook URL by
+    /// parameter name.
     pub fn needs_ssm(&self) -> bool {
         !self.ssm.is_empty()
-            || [&self.ssh.private_key, &self.ssh.known_hosts, &self.registry.password]
-                .iter()
-                .any(|s| matches!(s, Some(SecretSource::Ssm(_))))
+            || [
+                &self.ssh.private_key,
+                &self.ssh.known_hosts,
+                &self.registry.password,
+                &self.notify.slack,
+                &self.notify.webhook,
+            ]
+            .iter()
+            .any(|s| matches!(s, Some(SecretSource::Ssm(_))))
     }
 }
 

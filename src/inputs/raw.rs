@@ -100,6 +100,11 @@ pub struct RawInputs {
     pub deactivate_previous: Option<String>,
     pub lock_timeout: Option<String>,
     pub fail_on_status_error: Option<String>,
+    // Notifications.
+    pub slack_webhook_url: Option<String>,
+    pub slack_webhook_url_ssm: Option<String>,
+    pub notify_url: Option<String>,
+    pub notify_url_ssm: Option<String>,
 }
 
 /// The `GITHUB_*` context the runner gives every step.

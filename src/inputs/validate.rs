@@ -148,7 +148,8 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     let (ec2, finds_instances) = ec2(&mut c, raw, b.target);
     target_rules(&mut c, raw, &b, &hosts, finds_instances, &ssh, services.len());
     let kubernetes = kubernetes(&mut c, raw, env, ctx, &b);
-    let (registry, ssm) = registry_and_ssm(&mut c, raw, env, b.target, &ssh);
+    let notify = notifications(&mut c, raw);
+    let (registry, ssm) = registry_and_ssm(&mut c, raw, env, b.target, &ssh, &notify);
     let (github, context) = github(&mut c, raw, ctx, &b);
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -185,6 +186,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         registry,
         ssm,
         github,
+        notify,
         context,
     })
 }
@@ -850,6 +852,7 @@ fn registry_and_ssm(
     env: &Env,
     target: TargetKind,
     ssh: &SshSpec,
+    notify: &NotifySpec,
 ) -> (RegistryAuth, SsmSpec) {
     let registry = RegistryAuth {
         username: raw.registry_username.clone(),
@@ -893,7 +896,7 @@ fn registry_and_ssm(
     // question through `Inputs::needs_ssm`.
     let needs_aws = target == TargetKind::Ec2
         || !ssm.is_empty()
-        || [&ssh.private_key, &ssh.known_hosts, &registry.password]
+        || [&ssh.private_key, &ssh.known_hosts, &registry.password, &notify.slack, &notify.webhook]
             .iter()
             .any(|s| matches!(s, Some(SecretSource::Ssm(_))));
     if needs_aws
@@ -907,6 +910,40 @@ fn registry_and_ssm(
     }
 
     (registry, ssm)
+}
+
+/// `slack-webhook-url` and `notify-url`, inline or by SSM name. An inline
+/// URL is checked here; one read from SSM right after the fetch
+/// ([`webhook_url_problem`]). The problem never quotes the value.
+fn notifications(c: &mut Check, raw: &RawInputs) -> NotifySpec {
+    let mut source = |inline_name: &str, inline: &Option<String>, ssm_name: &str, ssm: &Option<String>| {
+        let s = c.secret(inline_name, inline, ssm_name, ssm);
+        if let Some(SecretSource::Inline(v)) = &s
+            && let Some(problem) = webhook_url_problem(inline_name, v.expose())
+        {
+            c.problems.push(problem);
+            return None;
+        }
+        s
+    };
+    NotifySpec {
+        slack: source(
+            "slack-webhook-url",
+            &raw.slack_webhook_url,
+            "slack-webhook-url-ssm",
+            &raw.slack_webhook_url_ssm,
+        ),
+        webhook: source("notify-url", &raw.notify_url, "notify-url-ssm", &raw.notify_url_ssm),
+    }
+}
+
+/// Why `value` is not a webhook URL `input` can take, without quoting it
+/// (it is a secret): `None` for an http(s) URL with a host.
+pub fn webhook_url_problem(input: &str, value: &str) -> Option<Problem> {
+    g::http_url(value.trim()).err().map(|e| Problem {
+        input: input.into(),
+        message: format!("{e} (the value is a secret and is not shown)"),
+    })
 }
 
 fn github(c: &mut Check, raw: &RawInputs, ctx: &RawContext, b: &Basics) -> (GithubSpec, Context) {

@@ -93,7 +93,7 @@ pub async fn run(inputs: Inputs, runner: Runner, cancel: CancellationToken) -> O
     let outcome = match inputs.mode {
         Mode::Plan => plan_only(&inputs, &runner).await,
         Mode::Deploy | Mode::Rollback | Mode::Promote | Mode::Abort => {
-            deploy::run(&inputs, &runner, &work).await
+            deploy::run(&inputs, &runner, &work, &cancel).await
         }
     };
     timer.abort();

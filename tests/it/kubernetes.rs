@@ -21,7 +21,7 @@ fn kubectl(args: &[&str]) -> Output {
     kubectl_cmd(args).output().expect("run kubectl")
 }
 
-fn kubectl_ok(args: &[&str]) -> String {
+pub(crate) fn kubectl_ok(args: &[&str]) -> String {
     let o = kubectl(args);
     assert!(o.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -40,10 +40,10 @@ fn kubectl_stdin(args: &[&str], input: &str) {
 }
 
 /// A namespace of this test only, deleted when dropped.
-struct Ns(String);
+pub(crate) struct Ns(pub(crate) String);
 
 impl Ns {
-    fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let name = format!("da-it-{tag}-{}", unique_run_id());
         kubectl_ok(&["create", "namespace", &name]);
         let ns = Ns(name);
@@ -54,7 +54,7 @@ impl Ns {
         ns
     }
 
-    fn until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    pub(crate) fn until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         let end = Instant::now() + Duration::from_secs(secs);
         while !f() {
             assert!(Instant::now() < end, "{what} not within {secs}s in {}", self.0);
@@ -62,12 +62,12 @@ impl Ns {
         }
     }
 
-    fn get(&self, name: &str, path: &str) -> String {
+    pub(crate) fn get(&self, name: &str, path: &str) -> String {
         kubectl_ok(&["-n", &self.0, "get", "deployment", name, "-o", &format!("jsonpath={path}")])
     }
 
     /// A Deployment made with plain `kubectl apply`, rolled out to `image`.
-    fn deployment(&self, name: &str, image: &str, replicas: u32, deadline: u32) {
+    pub(crate) fn deployment(&self, name: &str, image: &str, replicas: u32, deadline: u32) {
         let yaml = format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  progressDeadlineSeconds: {deadline}\n  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n      - {{name: app, image: \"{image}\"}}\n      - {{name: sidecar, image: \"example.invalid/sidecar:1\"}}\n",
             ns = self.0
@@ -95,7 +95,7 @@ impl Ns {
     /// Waits until the controller has observed a template change past
     /// `generation` (so a `kubectl rollout status` started now judges the
     /// new rollout, not the finished old one).
-    fn wait_observed_past(&self, name: &str, generation: u64) {
+    pub(crate) fn wait_observed_past(&self, name: &str, generation: u64) {
         self.until(30, "the new generation observed", || {
             let g: u64 = self.get(name, "{.metadata.generation}").parse().unwrap_or(0);
             let o: u64 = self.get(name, "{.status.observedGeneration}").parse().unwrap_or(0);
@@ -103,7 +103,7 @@ impl Ns {
         });
     }
 
-    fn action(&self, deployments: &str) -> Action {
+    pub(crate) fn action(&self, deployments: &str) -> Action {
         let kubeconfig = std::fs::read_to_string(stack_var("K8S_KUBECONFIG")).unwrap();
         Action::new()
             .input("target", "kubernetes")
@@ -136,7 +136,7 @@ impl Verdict {
     }
 }
 
-fn image_of(ns: &Ns, name: &str) -> String {
+pub(crate) fn image_of(ns: &Ns, name: &str) -> String {
     ns.get(name, "{.spec.template.spec.containers[?(@.name==\"app\")].image}")
 }
 
@@ -158,7 +158,7 @@ fn serving_image(ns: &Ns, name: &str) -> String {
     serving[0].split_once('=').unwrap().1.to_string()
 }
 
-fn assert_status(run: &Run, status: &str, code: i32) {
+pub(crate) fn assert_status(run: &Run, status: &str, code: i32) {
     // KDEBUG=1 prints every run checked here (passing tests' output is captured).
     if std::env::var("KDEBUG").is_ok() {
         eprintln!("=====\n{}\n-----\n{}", run.stdout, run.summary);
@@ -725,7 +725,7 @@ fn kubernetes_plan_is_a_server_side_dry_run() {
 }
 
 /// Puts `(name, value)` under a path of this test only; returns the path.
-async fn put_ssm(ssm: &aws_sdk_ssm::Client, prefix: &str, values: &[(&str, &str)]) {
+pub(crate) async fn put_ssm(ssm: &aws_sdk_ssm::Client, prefix: &str, values: &[(&str, &str)]) {
     for (name, value) in values {
         ssm.put_parameter()
             .name(format!("{prefix}{name}"))

@@ -17,6 +17,7 @@ mod image;
 mod kubernetes;
 mod latency;
 mod leak;
+mod notify;
 mod recorded;
 mod safety;
 mod ssm;
