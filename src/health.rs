@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::inputs::HealthSpec;
 use crate::redact::Redactor;
 use crate::runner::Runner;
+use crate::targets::hosts::access_log::{self, Limits};
 use crate::targets::{Probe, Release, Target, Via};
 
 /// How often a long wait says where it is.
@@ -111,31 +112,72 @@ pub async fn wait_healthy(
     Ok(())
 }
 
-/// Watches health through the front door for `window`; `failures`
+/// What the observe window watches.
+pub struct Watch<'a> {
+    pub window: Duration,
+    /// Failed health checks in a row (of one service) that fail it.
+    pub failures: u32,
+    pub health: &'a HealthSpec,
+    /// Limits on what users were served, from the unit's access log.
+    pub traffic: Option<&'a Limits>,
+    /// CloudWatch alarms and the Prometheus query, shared by every unit.
+    pub analysis: Option<&'a Analysis>,
+}
+
+/// Judges what users were served through the unit since the window began
+/// ([`Target::traffic`]); `last` records the figure for the summary.
+async fn judge_traffic(
+    target: &dyn Target,
+    release: &Release,
+    limits: &Limits,
+    last: bool,
+    runner: &Runner,
+) -> Result<(), Error> {
+    let unit = target.name();
+    let Some(tally) = target.traffic(release).await? else { return Ok(()) };
+    if let Some((reason, message)) = access_log::breach(&tally, limits) {
+        runner.check("traffic through nginx", Some(unit), tally.describe(), "breach: rolled back");
+        return Err(Error::Unit { unit: unit.to_string(), reason, message });
+    }
+    if last {
+        let verdict = if tally.requests < limits.min_requests {
+            format!("not judged: fewer than min-requests ({})", limits.min_requests)
+        } else {
+            "within the limits".into()
+        };
+        runner.check("traffic through nginx", Some(unit), tally.describe(), &verdict);
+    }
+    Ok(())
+}
+
+/// Watches health through the front door for the window; `failures`
 /// consecutive failures *of one service* fail the deploy. Each service keeps
 /// its own streak: a healthy worker must not reset the count of a web
-/// service that fails every check. With `analysis`, its sources are judged
-/// on every round too (read at most once per interval for all hosts).
+/// service that fails every check. With traffic limits, what users were
+/// served through nginx since the window began is judged every round and
+/// once more at its end; with `analysis`, its sources every round too.
 ///
 /// # Errors
-/// [`Error::ObserveFailed`], [`Error::Analysis`], or [`Error::Cancelled`].
-#[allow(clippy::too_many_arguments)]
+/// [`Error::ObserveFailed`], `error_rate_exceeded`, `latency_exceeded`,
+/// [`Error::Analysis`], or [`Error::Cancelled`].
 pub async fn observe(
     target: &dyn Target,
     release: &Release,
-    window: Duration,
-    failures: u32,
-    spec: &HealthSpec,
-    analysis: Option<&Analysis>,
+    watch: &Watch<'_>,
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
-    let end = Instant::now() + window;
+    let (spec, failures) = (watch.health, watch.failures);
+    let end = Instant::now() + watch.window;
+    if watch.traffic.is_some() {
+        // Marks where the log stands: only what follows is counted.
+        target.traffic(release).await?;
+    }
     let mut streaks = vec![0u32; release.services.len()];
     loop {
-        // What users see (CloudWatch alarms, the Prometheus query), then
-        // the action's own checks through the proxy.
-        if let Some(a) = analysis {
+        // CloudWatch alarms and the Prometheus query: read at most once
+        // per interval for all units, a breach seen once fails every one.
+        if let Some(a) = watch.analysis {
             a.check(cancel).await?;
         }
         for (idx, service) in release.services.iter().enumerate() {
@@ -169,7 +211,11 @@ pub async fn observe(
                 }
             }
         }
-        if Instant::now() >= end {
+        let last = Instant::now() >= end;
+        if let Some(limits) = watch.traffic {
+            judge_traffic(target, release, limits, last, runner).await?;
+        }
+        if last {
             return Ok(());
         }
         tokio::select! {

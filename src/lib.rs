@@ -9,14 +9,18 @@
 //!   outputs, job summary, relayed remote output. [`redact`] sits under it.
 //! - [`secrets`] — AWS SSM Parameter Store, masked on arrival.
 //! - [`github`] — GitHub Deployments and statuses.
+//! - [`notify`] — Slack and generic webhooks told of start, success,
+//!   failure and rollback; retried, bounded, redacted, never fatal.
 //! - [`plan`] — pure: inputs → what will be done (printed by `mode: plan`).
 //! - [`pipeline`] — stages, deadlines, the fleet, rollback, cancellation,
 //!   the final status.
 //! - [`strategy`] — the order of steps for blue-green, rolling and canary.
-//! - [`health`] — health-check loops over [`targets::Target::probe`].
+//! - [`health`] — health-check loops over [`targets::Target::probe`], and
+//!   the observe window's judgement of what users were served.
 //! - [`analysis`] — what users see during the observe window: CloudWatch
 //!   alarms and a Prometheus query, read at most once per interval for
 //!   every caller, every reading kept for the summary.
+//! - [`smoke`] — the `smoke-tests`, before and after the switch.
 //! - [`targets`] — the mechanics: `hosts` (SSH, Docker, nginx), `ec2`
 //!   (discovery, then hosts), `kubernetes` (server-side apply, kubectl's
 //!   rollout verdict by watch, `rollout undo`; it takes the whole deploy).
@@ -26,11 +30,13 @@ pub mod error;
 pub mod github;
 pub mod health;
 pub mod inputs;
+pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod redact;
 pub mod runner;
 pub mod secrets;
+pub mod smoke;
 pub mod strategy;
 pub mod targets;
 

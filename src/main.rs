@@ -46,8 +46,13 @@ fn main() -> ExitCode {
         }
     };
     // Secrets given inline are masked before anything else is printed
-    // (known_hosts holds public host keys: not a secret).
-    for s in [&inputs.ssh.private_key, &inputs.registry.password].into_iter().flatten() {
+    // (known_hosts holds public host keys: not a secret; a webhook URL is
+    // its own credential: a secret).
+    for s in
+        [&inputs.ssh.private_key, &inputs.registry.password, &inputs.notify.slack, &inputs.notify.webhook]
+            .into_iter()
+            .flatten()
+    {
         if let SecretSource::Inline(v) = s {
             runner.add_secret(v.expose());
         }

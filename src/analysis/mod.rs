@@ -21,12 +21,13 @@
 //!   an error, a result that is not one number) is a warning; `ERROR_LIMIT`
 //!   such readings in a row fail the deploy (`alarms_unavailable`,
 //!   `analysis_unavailable`), as Argo Rollouts counts consecutive errors.
-//! - **Every reading** goes to the job summary ([`Analysis::figures`]).
+//! - **Every reading** goes to the log and the job summary's "What users
+//!   saw" table ([`Runner::check`]), the value, the threshold and the time.
 
 pub mod alarms;
 pub mod prometheus;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,7 +36,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::inputs::AnalysisSpec;
 use crate::runner::Runner;
-use crate::runner::summary::AnalysisRow;
 
 /// Readings in a row that may fail before the deploy does.
 pub const ERROR_LIMIT: u32 = 3;
@@ -157,14 +157,6 @@ pub trait Source: Send + Sync {
     async fn read(&self) -> Result<Vec<Figure>, ReadError>;
 }
 
-/// A reading as the summary lists it.
-#[derive(Debug, Clone)]
-struct Reading {
-    at: chrono::DateTime<chrono::Utc>,
-    preflight: bool,
-    figure: Figure,
-}
-
 #[derive(Default)]
 struct Memo {
     /// When the last reading was started.
@@ -184,7 +176,6 @@ struct Watched {
 pub struct Analysis {
     interval: Duration,
     sources: Vec<Watched>,
-    readings: Mutex<Vec<Reading>>,
     runner: Runner,
 }
 
@@ -209,7 +200,6 @@ impl Analysis {
         Self {
             interval,
             sources: sources.into_iter().map(|source| Watched { source, memo: Default::default() }).collect(),
-            readings: Mutex::new(Vec::new()),
             runner: runner.clone(),
         }
     }
@@ -253,7 +243,6 @@ impl Analysis {
             };
             self.record(w.source.as_ref(), true, &Ok(figures.clone()));
             for f in &figures {
-                self.runner.line(&format!("{}: {} ({})", f.source, f.value, f.threshold));
                 match &f.verdict {
                     Verdict::Breach(e) => return Err(e.clone().at(When::Preflight)),
                     Verdict::Unreadable(why) => self.runner.warning(
@@ -362,8 +351,10 @@ impl Analysis {
         Ok(())
     }
 
+    /// Every reading, to the log and the summary's "What users saw":
+    /// `analysis query 'x': 0.05 (max 0.1) at 12:00:01Z (ok)`.
     fn record(&self, source: &dyn Source, preflight: bool, read: &Result<Vec<Figure>, ReadError>) {
-        let at = chrono::Utc::now();
+        let at = chrono::Utc::now().format("%H:%M:%SZ");
         let figures = match read {
             Ok(f) => f.clone(),
             Err(e) => vec![Figure {
@@ -376,55 +367,19 @@ impl Analysis {
                 }),
             }],
         };
-        let mut readings = self.readings.lock().unwrap_or_else(|p| p.into_inner());
-        readings.extend(figures.into_iter().map(|figure| Reading { at, preflight, figure }));
-    }
-
-    /// Every reading taken, for the job summary: one row per figure, a run
-    /// of equal figures of one source in one row.
-    pub fn figures(&self) -> Vec<AnalysisRow> {
-        let readings = self.readings.lock().unwrap_or_else(|p| p.into_inner());
-        let mut rows: Vec<(AnalysisRow, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> =
-            Vec::new();
-        for r in readings.iter() {
-            let verdict = match &r.figure.verdict {
+        for f in figures {
+            let verdict = match &f.verdict {
                 Verdict::Ok => "ok".to_string(),
                 Verdict::Breach(_) => "breach".to_string(),
                 Verdict::Unreadable(why) => format!("not read: {why}"),
             };
-            let verdict = if r.preflight { format!("{verdict} (before the deploy)") } else { verdict };
-            let last_of_source = rows.iter_mut().rev().find(|(row, _, _)| row.source == r.figure.source);
-            if let Some((row, _, until)) = last_of_source
-                && row.value == r.figure.value
-                && row.verdict == verdict
-            {
-                row.count += 1;
-                *until = r.at;
-                continue;
-            }
-            rows.push((
-                AnalysisRow {
-                    source: r.figure.source.clone(),
-                    value: r.figure.value.clone(),
-                    threshold: r.figure.threshold.clone(),
-                    verdict,
-                    when: String::new(),
-                    count: 1,
-                },
-                r.at,
-                r.at,
-            ));
+            let verdict = if preflight { format!("{verdict}, before the deploy") } else { verdict };
+            let figure = match f.threshold.as_str() {
+                "" => format!("{} at {at}", f.value),
+                t => format!("{} ({t}) at {at}", f.value),
+            };
+            self.runner.check(&f.source, None, figure, &verdict);
         }
-        rows.into_iter()
-            .map(|(mut row, from, until)| {
-                row.when = if row.count == 1 {
-                    from.format("%H:%M:%SZ").to_string()
-                } else {
-                    format!("{}–{}", from.format("%H:%M:%S"), until.format("%H:%M:%SZ"))
-                };
-                row
-            })
-            .collect()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The decision rules on a scripted source, in paused time.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
@@ -54,10 +55,34 @@ impl Source for Scripted {
 
 const I: Duration = Duration::from_secs(10);
 
+/// The runner's log, shared.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(d);
+        Ok(d.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    /// The readings recorded (`runner.check` lines of source `q`), without
+    /// their time: `0.1 (max 1) (ok)`.
+    fn readings(&self) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        let time = regex::Regex::new(r" at \d\d:\d\d:\d\dZ").unwrap();
+        text.lines().filter_map(|l| l.strip_prefix("q: ")).map(|l| time.replace(l, "").into_owned()).collect()
+    }
+}
+
 fn analysis(
     script: Vec<Result<Vec<Figure>, ReadError>>,
     default: Result<Vec<Figure>, ReadError>,
-) -> (Arc<Analysis>, Arc<AtomicU32>, crate::runner::Runner) {
+) -> (Arc<Analysis>, Arc<AtomicU32>, Log) {
     analysis_slow(script, default, Duration::ZERO)
 }
 
@@ -65,16 +90,17 @@ fn analysis_slow(
     script: Vec<Result<Vec<Figure>, ReadError>>,
     default: Result<Vec<Figure>, ReadError>,
     delay: Duration,
-) -> (Arc<Analysis>, Arc<AtomicU32>, crate::runner::Runner) {
+) -> (Arc<Analysis>, Arc<AtomicU32>, Log) {
     let reads = Arc::new(AtomicU32::new(0));
     let source = Scripted { reads: reads.clone(), script: Mutex::new(script.into()), default, delay };
-    let runner = crate::runner::Runner::new(Box::new(std::io::sink()), Redactor::new(), None, None);
-    (Arc::new(Analysis::new(I, vec![Box::new(source)], &runner)), reads, runner)
+    let log = Log::default();
+    let runner = crate::runner::Runner::new(Box::new(log.clone()), Redactor::new(), None, None);
+    (Arc::new(Analysis::new(I, vec![Box::new(source)], &runner)), reads, log)
 }
 
 #[tokio::test(start_paused = true)]
 async fn many_callers_share_one_reading_per_interval() {
-    let (a, reads, _) = analysis(vec![], ok("0.1"));
+    let (a, reads, log) = analysis(vec![], ok("0.1"));
     let cancel = CancellationToken::new();
     // Eight hosts, each checking every second for 25 s.
     let hosts = (0..8).map(|_| {
@@ -91,9 +117,7 @@ async fn many_callers_share_one_reading_per_interval() {
     }
     // At 0, 10 and 20 s: once per interval, not once per host.
     assert_eq!(reads.load(Ordering::SeqCst), 3);
-    let rows = a.figures();
-    assert_eq!(rows.len(), 1, "equal readings share a row: {rows:?}");
-    assert_eq!((rows[0].value.as_str(), rows[0].count, rows[0].verdict.as_str()), ("0.1", 3, "ok"));
+    assert_eq!(log.readings(), ["0.1 (max 1) (ok)"; 3], "every reading recorded");
 }
 
 #[tokio::test(start_paused = true)]
@@ -128,7 +152,7 @@ async fn a_reading_taken_a_moment_late_does_not_hide_the_next_tick() {
 
 #[tokio::test(start_paused = true)]
 async fn a_breach_is_kept_for_every_caller() {
-    let (a, reads, _) = analysis(vec![ok("0.5"), breach("3")], ok("0.1"));
+    let (a, reads, log) = analysis(vec![ok("0.5"), breach("3")], ok("0.1"));
     let cancel = CancellationToken::new();
     a.check(&cancel).await.unwrap();
     tokio::time::sleep(I).await;
@@ -142,8 +166,7 @@ async fn a_breach_is_kept_for_every_caller() {
         assert_eq!(a.check(&cancel).await.unwrap_err(), e);
     }
     assert_eq!(reads.load(Ordering::SeqCst), 2);
-    let verdicts: Vec<String> = a.figures().into_iter().map(|r| r.verdict).collect();
-    assert_eq!(verdicts, ["ok", "breach"]);
+    assert_eq!(log.readings(), ["0.5 (max 1) (ok)", "3 (max 1) (breach)"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -179,12 +202,13 @@ async fn a_result_that_is_not_one_number_counts_as_a_failed_reading() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_source_is_a_failed_reading_after_the_timeout() {
-    let (a, _, _) = analysis_slow(vec![], ok("0.1"), READ_TIMEOUT * 2);
+    let (a, _, log) = analysis_slow(vec![], ok("0.1"), READ_TIMEOUT * 2);
     let t0 = Instant::now();
     a.check(&CancellationToken::new()).await.unwrap();
     assert_eq!(t0.elapsed(), READ_TIMEOUT);
-    let rows = a.figures();
-    assert!(rows[0].verdict.contains("no answer within 5s"), "{rows:?}");
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    assert!(text.contains("analysis query 'q' (max 1): - at "), "{text}");
+    assert!(text.contains("(not read: no answer within 5s)"), "{text}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -204,10 +228,10 @@ async fn cancellation_stops_a_reading_at_once() {
 #[tokio::test(start_paused = true)]
 async fn preflight_stops_on_a_breach_or_an_unreachable_source_and_warns_on_no_series() {
     let cancel = CancellationToken::new();
-    let (a, _, _) = analysis(vec![breach("2")], ok("0"));
+    let (a, _, log) = analysis(vec![breach("2")], ok("0"));
     let e = a.preflight(&cancel).await.unwrap_err();
     assert!(e.to_string().contains("= 2, above analysis-max 1 before the deploy changed anything"), "{e}");
-    assert_eq!(a.figures()[0].verdict, "breach (before the deploy)");
+    assert_eq!(log.readings(), ["2 (max 1) (breach, before the deploy)"]);
 
     let (a, _, _) = analysis(vec![down()], ok("0"));
     let e = a.preflight(&cancel).await.unwrap_err();

@@ -8,6 +8,7 @@ pub mod grammar;
 pub mod manifests;
 pub mod raw;
 mod services;
+pub mod smoke;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use std::time::Duration;
 pub use analysis::{AnalysisSpec, QuerySpec};
 pub use grammar::{HostSpec, ImageRef};
 pub use services::{RestartPolicy, Service};
-pub use validate::{ROLLBACK_PENDING, validate};
+pub use validate::{ROLLBACK_PENDING, validate, webhook_url_problem};
 
 use crate::secrets::SecretValue;
 
@@ -156,6 +157,14 @@ pub struct RolloutSpec {
     pub migration_timeout: Duration,
 }
 
+/// What users see through nginx, judged in the observe window from its
+/// access log on each host (`max-error-rate`, `max-latency`).
+#[derive(Debug, Clone)]
+pub struct TrafficSpec {
+    pub limits: crate::targets::hosts::access_log::Limits,
+    pub access_log: String,
+}
+
 /// SSH and host-level settings shared by `hosts` and `ec2`.
 #[derive(Debug, Clone)]
 pub struct SshSpec {
@@ -266,6 +275,17 @@ pub struct GithubSpec {
     pub fail_on_status_error: bool,
 }
 
+/// Where deploy notifications go. Both are secrets: a webhook URL is its
+/// own credential (anyone holding it can post), so each is masked, given
+/// inline or read from SSM like the SSH key.
+#[derive(Debug, Clone, Default)]
+pub struct NotifySpec {
+    /// `slack-webhook-url` / `slack-webhook-url-ssm`: a Slack incoming webhook.
+    pub slack: Option<SecretSource>,
+    /// `notify-url` / `notify-url-ssm`: a generic JSON webhook.
+    pub webhook: Option<SecretSource>,
+}
+
 /// The run's `GITHUB_*` context.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -294,6 +314,15 @@ impl Context {
             self.run_attempt
         )
     }
+
+    /// Where GitHub shows this attempt's job summaries: the run attempt's
+    /// page, whose Summary view renders each job's summary below the job
+    /// graph. A step is given no id of its own job to link to, so this is
+    /// the same page as [`Context::run_url`]; notifications carry it as a
+    /// field of its own so receivers need not know that.
+    pub fn summary_url(&self) -> String {
+        self.run_url()
+    }
 }
 
 /// Everything the action was asked to do, validated.
@@ -312,9 +341,13 @@ pub struct Inputs {
     pub migrate_command: Option<Vec<String>>,
     pub health: HealthSpec,
     pub rollout: RolloutSpec,
+    /// `None` when neither `max-error-rate` nor `max-latency` is set.
+    pub traffic: Option<TrafficSpec>,
     /// CloudWatch alarms and a Prometheus query read during the observe
     /// window; `None` when neither is set.
     pub analysis: Option<AnalysisSpec>,
+    /// `smoke-tests`, in order.
+    pub smoke_tests: Vec<smoke::SmokeTest>,
     pub hosts: Vec<HostSpec>,
     pub ssh: SshSpec,
     pub ec2: Option<Ec2Spec>,
@@ -322,6 +355,7 @@ pub struct Inputs {
     pub registry: RegistryAuth,
     pub ssm: SsmSpec,
     pub github: GithubSpec,
+    pub notify: NotifySpec,
     pub context: Context,
 }
 
@@ -331,12 +365,19 @@ pub struct Inputs {
 /// Every problem found, each naming its input.
 impl Inputs {
     /// Whether the run reads anything from SSM: the app's secrets, or the
-    /// SSH key, known_hosts or registry password by parameter name.
+    /// SSH key, known_hosts, registry password or a webhook URL by
+    /// parameter name.
     pub fn needs_ssm(&self) -> bool {
         !self.ssm.is_empty()
-            || [&self.ssh.private_key, &self.ssh.known_hosts, &self.registry.password]
-                .iter()
-                .any(|s| matches!(s, Some(SecretSource::Ssm(_))))
+            || [
+                &self.ssh.private_key,
+                &self.ssh.known_hosts,
+                &self.registry.password,
+                &self.notify.slack,
+                &self.notify.webhook,
+            ]
+            .iter()
+            .any(|s| matches!(s, Some(SecretSource::Ssm(_))))
     }
 }
 

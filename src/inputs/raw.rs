@@ -42,6 +42,11 @@ pub struct RawInputs {
     pub version_path: Option<String>,
     pub observe_window: Option<String>,
     pub observe_failures: Option<String>,
+    pub max_error_rate: Option<String>,
+    pub max_latency: Option<String>,
+    pub min_requests: Option<String>,
+    pub nginx_access_log: Option<String>,
+    pub smoke_tests: Option<String>,
     pub drain_time: Option<String>,
     pub canary_steps: Option<String>,
     pub canary_interval: Option<String>,
@@ -102,6 +107,11 @@ pub struct RawInputs {
     pub deactivate_previous: Option<String>,
     pub lock_timeout: Option<String>,
     pub fail_on_status_error: Option<String>,
+    // Notifications.
+    pub slack_webhook_url: Option<String>,
+    pub slack_webhook_url_ssm: Option<String>,
+    pub notify_url: Option<String>,
+    pub notify_url_ssm: Option<String>,
 }
 
 /// The `GITHUB_*` context the runner gives every step.

@@ -141,12 +141,15 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     let b = basics(&mut c, raw, ctx);
     let (health, health_path, version_path) = health(&mut c, raw);
     let rollout = rollout(&mut c, raw, b.timeout);
+    let traffic = traffic(&mut c, raw, &b);
+    let smoke_tests = smoke_tests(&mut c, raw, &b);
     let (services, migrate_command) = services(&mut c, raw, ctx, &b, health_path, version_path);
     let (hosts, ssh) = hosts_and_ssh(&mut c, raw);
     let (ec2, finds_instances) = ec2(&mut c, raw, b.target);
     target_rules(&mut c, raw, &b, &hosts, finds_instances, &ssh, services.len());
     let kubernetes = kubernetes(&mut c, raw, env, ctx, &b);
-    let (registry, ssm) = registry_and_ssm(&mut c, raw, env, b.target, &ssh);
+    let notify = notifications(&mut c, raw);
+    let (registry, ssm) = registry_and_ssm(&mut c, raw, env, b.target, &ssh, &notify);
     let (analysis, problems) = analysis::read(raw, ssm.region.as_deref(), b.target, b.strategy);
     for p in problems {
         // `aws-region` from the environment may be named once already.
@@ -181,7 +184,9 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         migrate_command,
         health,
         rollout,
+        traffic,
         analysis,
+        smoke_tests,
         hosts,
         ssh,
         ec2,
@@ -189,6 +194,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         registry,
         ssm,
         github,
+        notify,
         context,
     })
 }
@@ -344,6 +350,45 @@ fn rollout(c: &mut Check, raw: &RawInputs, timeout: Duration) -> RolloutSpec {
     }
 
     rollout
+}
+
+/// `smoke-tests`: on a cluster only the `url` / `preview-url` kind.
+fn smoke_tests(c: &mut Check, raw: &RawInputs, b: &Basics) -> Vec<smoke::SmokeTest> {
+    let Some(text) = raw.smoke_tests.as_deref() else { return vec![] };
+    let tests = smoke::parse(text, &mut c.problems);
+    if b.target == TargetKind::Kubernetes {
+        for t in tests.iter().filter(|t| matches!(t.aim, smoke::Aim::Path(_))) {
+            c.problem("smoke-tests", format!("'{}' has a 'path', sent to each host's nginx: on target 'kubernetes' give 'url' (the live address) and/or 'preview-url' (the preview Service's)", t.name));
+        }
+    }
+    tests
+}
+
+/// `max-error-rate`, `max-latency`, `min-requests`, `nginx-access-log`.
+fn traffic(c: &mut Check, raw: &RawInputs, b: &Basics) -> Option<TrafficSpec> {
+    let max_error_rate = c.parse("max-error-rate", &raw.max_error_rate, |s| {
+        let n = s.trim().strip_suffix('%').ok_or("must be a percentage like 10%")?;
+        match n.trim().parse::<f64>() {
+            Ok(v) if (0.0..=100.0).contains(&v) => Ok(v / 100.0),
+            _ => Err("must be a percentage from 0% to 100%, like 10%".to_string()),
+        }
+    });
+    let max_latency = c.parse("max-latency", &raw.max_latency, g::duration);
+    let min_requests = c.count("min-requests", &raw.min_requests, 20, 1, 1_000_000_000) as u64;
+    let access_log =
+        c.or("nginx-access-log", &raw.nginx_access_log, "/var/log/nginx/access.log".into(), g::remote_path);
+    if b.target == TargetKind::Kubernetes {
+        for (name, set) in [("max-error-rate", &raw.max_error_rate), ("max-latency", &raw.max_latency)] {
+            if set.is_some() {
+                c.problem(name, "reads nginx's access log on each host: it is for targets 'hosts' and 'ec2' (on a cluster, use 'analysis-query' or 'rollback-alarms')");
+            }
+        }
+        return None;
+    }
+    (max_error_rate.is_some() || max_latency.is_some()).then_some(TrafficSpec {
+        limits: crate::targets::hosts::access_log::Limits { max_error_rate, max_latency, min_requests },
+        access_log,
+    })
 }
 
 /// The services (one from the inputs, or a services file) and the
@@ -815,6 +860,7 @@ fn registry_and_ssm(
     env: &Env,
     target: TargetKind,
     ssh: &SshSpec,
+    notify: &NotifySpec,
 ) -> (RegistryAuth, SsmSpec) {
     let registry = RegistryAuth {
         username: raw.registry_username.clone(),
@@ -858,7 +904,7 @@ fn registry_and_ssm(
     // question through `Inputs::needs_ssm`.
     let needs_aws = target == TargetKind::Ec2
         || !ssm.is_empty()
-        || [&ssh.private_key, &ssh.known_hosts, &registry.password]
+        || [&ssh.private_key, &ssh.known_hosts, &registry.password, &notify.slack, &notify.webhook]
             .iter()
             .any(|s| matches!(s, Some(SecretSource::Ssm(_))));
     if needs_aws
@@ -872,6 +918,40 @@ fn registry_and_ssm(
     }
 
     (registry, ssm)
+}
+
+/// `slack-webhook-url` and `notify-url`, inline or by SSM name. An inline
+/// URL is checked here; one read from SSM right after the fetch
+/// ([`webhook_url_problem`]). The problem never quotes the value.
+fn notifications(c: &mut Check, raw: &RawInputs) -> NotifySpec {
+    let mut source = |inline_name: &str, inline: &Option<String>, ssm_name: &str, ssm: &Option<String>| {
+        let s = c.secret(inline_name, inline, ssm_name, ssm);
+        if let Some(SecretSource::Inline(v)) = &s
+            && let Some(problem) = webhook_url_problem(inline_name, v.expose())
+        {
+            c.problems.push(problem);
+            return None;
+        }
+        s
+    };
+    NotifySpec {
+        slack: source(
+            "slack-webhook-url",
+            &raw.slack_webhook_url,
+            "slack-webhook-url-ssm",
+            &raw.slack_webhook_url_ssm,
+        ),
+        webhook: source("notify-url", &raw.notify_url, "notify-url-ssm", &raw.notify_url_ssm),
+    }
+}
+
+/// Why `value` is not a webhook URL `input` can take, without quoting it
+/// (it is a secret): `None` for an http(s) URL with a host.
+pub fn webhook_url_problem(input: &str, value: &str) -> Option<Problem> {
+    g::http_url(value.trim()).err().map(|e| Problem {
+        input: input.into(),
+        message: format!("{e} (the value is a secret and is not shown)"),
+    })
 }
 
 fn github(c: &mut Check, raw: &RawInputs, ctx: &RawContext, b: &Basics) -> (GithubSpec, Context) {

@@ -13,8 +13,9 @@ use crate::analysis::Analysis;
 use crate::error::Error;
 use crate::github::{DeployPayload, Deployments, FinalState, Task};
 use crate::inputs::{HostSpec, Inputs, Mode, SecretSource, TargetKind};
+use crate::notify::{Event, Moment, Notifier};
 use crate::runner::Runner;
-use crate::runner::summary::{AnalysisRow, Report};
+use crate::runner::summary::Report;
 use crate::secrets::{SecretSet, SecretValue, Ssm};
 use crate::strategy;
 use crate::targets::hosts::{HostConn, HostTarget};
@@ -62,9 +63,18 @@ struct Run {
     image: Option<String>,
     previous_image: Option<String>,
     units: Vec<(String, String, Duration)>,
+    /// Every unit was kept on or put back to the previous version.
+    rolled_back: bool,
 }
 
-pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationToken) -> Outcome {
+/// `cancel` stops the work (a signal or the run's deadline); `signal` is
+/// the runner's signal alone, to tell the two apart in notifications.
+pub(super) async fn run(
+    inputs: &Inputs,
+    runner: &Runner,
+    cancel: &CancellationToken,
+    signal: &CancellationToken,
+) -> Outcome {
     let mut timeline = Timeline::default();
     let github = match inputs.github.enabled {
         true => match Deployments::new(
@@ -82,21 +92,28 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
 
     // Secrets: masked on arrival, never written anywhere but the app's env.
     let t_secrets = Instant::now();
-    let Material { secrets, key, known_hosts, registry_password } =
+    let Material { secrets, key, known_hosts, registry_password, slack_url, notify_url } =
         match resolve_secrets(inputs, runner, cancel).await {
             Ok(m) => m,
             Err((e, stage)) => return finish_early(inputs, runner, e, stage),
         };
     timeline.push("secrets", t_secrets, true, format!("{} value(s)", secrets.len()));
+    // From here on every end of the run is notified.
+    let notifier = Notifier::new(inputs, runner, slack_url, notify_url);
+    let early = |e: Error, stage: &'static str| {
+        let run = early_run(inputs, e, stage);
+        let notifier = &notifier;
+        async move {
+            notifier.finish(final_moment(inputs, &run, None, signal), cancel).await;
+            report(inputs, runner, run, Timeline::default(), None, &[])
+        }
+    };
 
     // The analysis sources, read once before anything changes.
     let t_analysis = Instant::now();
     let analysis = match start_analysis(inputs, runner, cancel).await {
         Ok(a) => a,
-        Err((e, a)) => {
-            let figures = a.map(|a| a.figures()).unwrap_or_default();
-            return finish_early_with(inputs, runner, e, "analysis", figures);
-        }
+        Err(e) => return early(e, "analysis").await,
     };
     if analysis.is_some() {
         timeline.push("analysis", t_analysis, true, "read before the deploy");
@@ -107,11 +124,17 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
     let t0 = Instant::now();
     let (image, image_ref, previous_image) = match which_image(inputs, runner, github.as_ref()).await {
         Ok(v) => v,
-        Err((e, stage)) => return finish_early(inputs, runner, e, stage),
+        Err((e, stage)) => return early(e, stage).await,
     };
     let digest = (!secrets.is_empty()).then(|| secrets.fingerprint());
     let secret_names = secrets.names();
     let secret_env = secrets.into_env();
+    // Smoke tests' headers take their secrets now: a missing one stops the
+    // deploy before the record.
+    let smoke = match crate::smoke::Suite::new(&inputs.smoke_tests, &secret_env) {
+        Ok(s) => s.map(Arc::new),
+        Err(e) => return finish_early(inputs, runner, e, "validate"),
+    };
 
     // The record: lock across runs, create, in_progress.
     let record = match &github {
@@ -132,12 +155,22 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
                     runner.set_output("deployment-url", &r.url);
                     Some(r)
                 }
-                Err(e) => return finish_early(inputs, runner, e.into(), "record"),
+                Err(e) => return early(e.into(), "record").await,
             }
         }
         None => None,
     };
     timeline.push("record", t0, true, "");
+    let deployment_id = record.as_ref().map(|r| r.id);
+    notifier.start(Moment {
+        event: Event::Start,
+        outcome: "in_progress",
+        reason: None,
+        image: image.clone(),
+        previous_image: previous_image.clone(),
+        deployment_id,
+        message: start_message(inputs, &image),
+    });
 
     let services = inputs
         .services
@@ -163,15 +196,29 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
         migrate_command: inputs.migrate_command.clone(),
     });
 
-    let material = (key, known_hosts, registry_password);
-    let run = deploy_units(inputs, runner, cancel, &release, material, analysis.clone(), &mut timeline).await;
+    let material = HostMaterial { key, known_hosts, registry_password };
+    let judges = Judges { smoke, analysis };
+    let run = deploy_units(inputs, runner, cancel, &release, material, judges, &mut timeline).await;
     // What was live: GitHub's record, else what the first host ran.
     let previous_image = previous_image.or(run.previous_image.clone());
     let image = run.image.clone().unwrap_or(image);
     let run = Run { image: Some(image.clone()), previous_image: previous_image.clone(), ..run };
-    let run = post_final_status(inputs, runner, cancel, github.as_ref(), record.as_ref(), run, &image).await;
-    let figures = analysis.map(|a| a.figures()).unwrap_or_default();
-    report(inputs, runner, run, timeline, digest, &secret_names, figures)
+    // The final status and the final notification side by side: after a
+    // cancellation each has one short try, and together they stay within
+    // the runner's grace.
+    let moment = final_moment(inputs, &run, deployment_id, signal);
+    let (run, ()) = tokio::join!(
+        post_final_status(inputs, runner, cancel, github.as_ref(), record.as_ref(), run, &image),
+        notifier.finish(moment, cancel)
+    );
+    report(inputs, runner, run, timeline, digest, &secret_names)
+}
+
+/// What judges the deploy besides the health checks: the smoke tests and
+/// the analysis sources.
+struct Judges {
+    smoke: Option<Arc<crate::smoke::Suite>>,
+    analysis: Option<Arc<Analysis>>,
 }
 
 /// The analysis of a `mode: deploy` (`rollback-alarms`, `analysis-query`),
@@ -181,12 +228,12 @@ pub(super) async fn run(inputs: &Inputs, runner: &Runner, cancel: &CancellationT
 /// what a team runs while its alarms fire.
 ///
 /// # Errors
-/// The failure, with the analysis when it was built (its figures).
+/// What stopped it.
 async fn start_analysis(
     inputs: &Inputs,
     runner: &Runner,
     cancel: &CancellationToken,
-) -> Result<Option<Arc<Analysis>>, (Error, Option<Arc<Analysis>>)> {
+) -> Result<Option<Arc<Analysis>>, Error> {
     let Some(spec) = &inputs.analysis else { return Ok(None) };
     if inputs.mode != Mode::Deploy {
         runner.line(&format!(
@@ -196,25 +243,26 @@ async fn start_analysis(
         return Ok(None);
     }
     let _g = runner.group("Analysis: read before the deploy");
-    let analysis = Analysis::from_spec(spec, runner).await.map_err(|e| (e.into(), None))?;
+    let analysis = Analysis::from_spec(spec, runner).await?;
     runner.line(&format!(
         "{}: read now, then every {}s during the observe window",
         analysis.describe(),
         analysis.interval().as_secs()
     ));
-    match analysis.preflight(cancel).await {
-        Ok(()) => Ok(Some(analysis)),
-        Err(e) => Err((e.into(), Some(analysis))),
-    }
+    analysis.preflight(cancel).await?;
+    Ok(Some(analysis))
 }
 
 /// What the deploy needs from SSM: the app's secrets, and the SSH key,
-/// known_hosts and registry password (inline or by parameter name).
+/// known_hosts, registry password and webhook URLs (inline or by
+/// parameter name).
 struct Material {
     secrets: SecretSet,
     key: Option<SecretValue>,
     known_hosts: Option<SecretValue>,
     registry_password: Option<SecretValue>,
+    slack_url: Option<SecretValue>,
+    notify_url: Option<SecretValue>,
 }
 
 /// Fetches (and masks) everything secret, then checks SSH material read
@@ -267,10 +315,12 @@ async fn resolve_secrets(
             }
         }
     };
-    let (key, known_hosts, registry_password) = match tokio::try_join!(
+    let (key, known_hosts, registry_password, slack_url, notify_url) = match tokio::try_join!(
         resolve(&inputs.ssh.private_key, "ssh-private-key-ssm"),
         resolve(&inputs.ssh.known_hosts, "ssh-known-hosts-ssm"),
-        resolve(&inputs.registry.password, "registry-password-ssm")
+        resolve(&inputs.registry.password, "registry-password-ssm"),
+        resolve(&inputs.notify.slack, "slack-webhook-url-ssm"),
+        resolve(&inputs.notify.webhook, "notify-url-ssm")
     ) {
         Ok(v) => v,
         Err(e) => return Err((e, "secrets")),
@@ -283,14 +333,23 @@ async fn resolve_secrets(
     };
     let key_ssm = from_ssm(&inputs.ssh.private_key, &key, "ssh-private-key-ssm");
     let known_ssm = from_ssm(&inputs.ssh.known_hosts, &known_hosts, "ssh-known-hosts-ssm");
-    let problems = crate::targets::hosts::material::problems(
+    let mut problems = crate::targets::hosts::material::problems(
         key_ssm.as_ref().map(|(i, v)| (*i, v)),
         known_ssm.as_ref().map(|(i, v)| (*i, v)),
     );
+    for (i, v) in [
+        from_ssm(&inputs.notify.slack, &slack_url, "slack-webhook-url-ssm"),
+        from_ssm(&inputs.notify.webhook, &notify_url, "notify-url-ssm"),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        problems.extend(crate::inputs::webhook_url_problem(i, v.expose()));
+    }
     if !problems.is_empty() {
         return Err((Error::Inputs(problems), "validate"));
     }
-    Ok(Material { secrets, key, known_hosts, registry_password })
+    Ok(Material { secrets, key, known_hosts, registry_password, slack_url, notify_url })
 }
 
 /// The image to deploy (for `mode: rollback` without one, the last good
@@ -382,18 +441,23 @@ async fn post_final_status(
     run
 }
 
-/// The SSH key, known_hosts and registry password.
-type HostMaterial = (Option<SecretValue>, Option<SecretValue>, Option<SecretValue>);
+/// What reaching the hosts takes (from the inputs or SSM).
+struct HostMaterial {
+    key: Option<SecretValue>,
+    known_hosts: Option<SecretValue>,
+    registry_password: Option<SecretValue>,
+}
 
 async fn deploy_units(
     inputs: &Inputs,
     runner: &Runner,
     cancel: &CancellationToken,
     release: &Arc<Release>,
-    (key, known_hosts, registry_password): HostMaterial,
-    analysis: Option<Arc<Analysis>>,
+    material: HostMaterial,
+    judges: Judges,
     timeline: &mut Timeline,
 ) -> Run {
+    let HostMaterial { key, known_hosts, registry_password } = material;
     let fail = |status, error: Error, stage| Run {
         status,
         error: Some(error),
@@ -401,9 +465,10 @@ async fn deploy_units(
         image: None,
         previous_image: None,
         units: vec![],
+        rolled_back: false,
     };
     if let Some(k) = &inputs.kubernetes {
-        return cluster_units(inputs, k, release, analysis.as_deref(), runner, cancel, timeline).await;
+        return cluster_units(inputs, k, release, &judges, runner, cancel, timeline).await;
     }
     let t = Instant::now();
     let specs = match host_specs(inputs, runner).await {
@@ -513,13 +578,19 @@ async fn deploy_units(
                 .iter()
                 .map(|u| (u.name().to_string(), "already live".to_string(), Duration::ZERO))
                 .collect(),
+            rolled_back: false,
         };
     }
 
     let phases =
         strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some());
-    let cfg =
-        Arc::new(FleetConfig { health: inputs.health.clone(), rollout: inputs.rollout.clone(), analysis });
+    let cfg = Arc::new(FleetConfig {
+        health: inputs.health.clone(),
+        rollout: inputs.rollout.clone(),
+        traffic: inputs.traffic.as_ref().map(|t| t.limits),
+        smoke: judges.smoke,
+        analysis: judges.analysis,
+    });
     let report = fleet::run(&units, &phases, release.clone(), cfg, runner, cancel).await;
     close_all(&units).await;
     timeline.0.extend(report.timeline);
@@ -545,6 +616,7 @@ async fn deploy_units(
         image: None,
         previous_image,
         units: report.units.into_iter().map(|(n, o, d)| (n, o.as_str().to_string(), d)).collect(),
+        rolled_back: report.rolled_back,
     }
 }
 
@@ -555,7 +627,7 @@ async fn cluster_units(
     inputs: &Inputs,
     spec: &crate::inputs::KubernetesSpec,
     release: &Release,
-    analysis: Option<&Analysis>,
+    judges: &Judges,
     runner: &Runner,
     cancel: &CancellationToken,
     timeline: &mut Timeline,
@@ -574,7 +646,8 @@ async fn cluster_units(
         ),
         migrate_command: release.migrate_command.as_deref(),
         migration_timeout: inputs.rollout.migration_timeout,
-        analysis,
+        smoke: judges.smoke.as_deref(),
+        analysis: judges.analysis.as_deref(),
     });
     let k =
         kubernetes::run(spec, inputs.mode, super::kube_strategy(inputs), work.as_ref(), runner, cancel).await;
@@ -602,6 +675,7 @@ async fn cluster_units(
         image: k.restored_image,
         previous_image: k.previous_image,
         units: k.units,
+        rolled_back: k.rolled_back,
     }
 }
 
@@ -609,34 +683,83 @@ async fn close_all(units: &[Arc<dyn Target>]) {
     futures::future::join_all(units.iter().map(|u| u.close())).await;
 }
 
-fn finish_early(inputs: &Inputs, runner: &Runner, error: Error, stage: &'static str) -> Outcome {
-    finish_early_with(inputs, runner, error, stage, Vec::new())
+/// A run that ended before any unit was touched.
+fn early_run(inputs: &Inputs, error: Error, stage: &'static str) -> Run {
+    let status = if matches!(error, Error::Cancelled) { Status::Error } else { Status::Failure };
+    Run {
+        status,
+        error: Some(error),
+        stage,
+        image: inputs.image.as_ref().map(|i| i.full()),
+        previous_image: None,
+        units: vec![],
+        rolled_back: false,
+    }
 }
 
-fn finish_early_with(
+/// The end of a run that failed before the webhooks were known.
+fn finish_early(inputs: &Inputs, runner: &Runner, error: Error, stage: &'static str) -> Outcome {
+    report(inputs, runner, early_run(inputs, error, stage), Timeline::default(), None, &[])
+}
+
+/// What the start notification says is about to happen.
+fn start_message(inputs: &Inputs, image: &str) -> String {
+    match inputs.mode {
+        Mode::Rollback if image.is_empty() => "rolling back to the previous revision".into(),
+        Mode::Rollback => format!("rolling back to {image}"),
+        Mode::Promote => "promoting the standing canary".into(),
+        Mode::Abort => "aborting the standing canary".into(),
+        _ => format!("deploying {image} ({} on {})", inputs.strategy.as_str(), inputs.target.as_str()),
+    }
+}
+
+/// The final notification of `run`: success; rollback when every unit was
+/// kept on or put back to the previous version; else failure. The run's
+/// own deadline cancels like a signal does, and is named as such here as
+/// `pipeline::run` names it in the annotation.
+fn final_moment(
     inputs: &Inputs,
-    runner: &Runner,
-    error: Error,
-    stage: &'static str,
-    figures: Vec<AnalysisRow>,
-) -> Outcome {
-    let status = if matches!(error, Error::Cancelled) { Status::Error } else { Status::Failure };
-    report(
-        inputs,
-        runner,
-        Run {
-            status,
-            error: Some(error),
-            stage,
-            image: inputs.image.as_ref().map(|i| i.full()),
-            previous_image: None,
-            units: vec![],
+    run: &Run,
+    deployment_id: Option<u64>,
+    signal: &CancellationToken,
+) -> Moment {
+    let event = match (run.status, run.rolled_back) {
+        (Status::Success, _) => Event::Success,
+        (_, true) => Event::Rollback,
+        _ => Event::Failure,
+    };
+    let deadline;
+    let error = match &run.error {
+        Some(Error::Cancelled) if !signal.is_cancelled() => {
+            deadline = Error::Deadline { what: "the deploy".into(), after: inputs.timeout };
+            Some(&deadline)
+        }
+        e => e.as_ref(),
+    };
+    let image = run.image.clone().unwrap_or_default();
+    let message = match (error, event) {
+        (None, _) => match inputs.mode {
+            Mode::Rollback => format!("rolled back to {image}"),
+            Mode::Promote => format!("canary promoted: {image} serves"),
+            Mode::Abort => "canary aborted: the stable version serves".into(),
+            _ => format!("{image} is live"),
         },
-        Timeline::default(),
-        None,
-        &[],
-        figures,
-    )
+        (Some(e), Event::Rollback) => format!(
+            "{} failed: {e} (rolled back: {} serves)",
+            run.stage,
+            run.previous_image.as_deref().unwrap_or("the previous version")
+        ),
+        (Some(e), _) => format!("{} failed: {e}", run.stage),
+    };
+    Moment {
+        event,
+        outcome: run.status.as_str(),
+        reason: error.map(Error::reason),
+        image,
+        previous_image: run.previous_image.clone(),
+        deployment_id,
+        message,
+    }
 }
 
 fn report(
@@ -646,7 +769,6 @@ fn report(
     timeline: Timeline,
     digest: Option<String>,
     secret_names: &[String],
-    analysis: Vec<AnalysisRow>,
 ) -> Outcome {
     let image = run.image.clone().unwrap_or_default();
     runner.set_output("image", &image);
@@ -661,10 +783,106 @@ fn report(
         facts: facts(inputs, &image, run.previous_image.as_deref()),
         units: run.units.clone(),
         timeline: timeline.0,
-        analysis,
+        checks: vec![],
         outcome: run.status.as_str().into(),
         reason: run.error.as_ref().map(|e| e.reason().to_string()),
         message: run.error.as_ref().map(|e| format!("{} failed: {e}", run.stage)),
     });
     Outcome { status: run.status, error: run.error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> Inputs {
+        let env = crate::inputs::Env::from_pairs([
+            ("INPUT_TARGET", "hosts"),
+            ("INPUT_IMAGE", "ghcr.io/acme/shop:2"),
+            ("INPUT_HOSTS", "root@127.0.0.2"),
+            ("INPUT_SSH-PRIVATE-KEY", "key"),
+            ("INPUT_SSH-KNOWN-HOSTS", "known"),
+            ("INPUT_GITHUB-DEPLOYMENTS", "false"),
+            ("INPUT_TIMEOUT", "5m"),
+            ("GITHUB_REPOSITORY", "acme/shop"),
+            ("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567"),
+        ]);
+        crate::inputs::load(&env).expect("valid inputs")
+    }
+
+    fn run(status: Status, error: Option<Error>, rolled_back: bool) -> Run {
+        Run {
+            status,
+            error,
+            stage: "verify",
+            image: Some("ghcr.io/acme/shop:2".into()),
+            previous_image: Some("ghcr.io/acme/shop:1".into()),
+            units: vec![],
+            rolled_back,
+        }
+    }
+
+    #[test]
+    fn the_final_event_follows_the_status_and_the_rollback() {
+        let (i, signal) = (inputs(), CancellationToken::new());
+        let unhealthy = || Some(Error::Unhealthy { unit: "h1".into(), message: "HTTP 500".into() });
+        let cases = [
+            (run(Status::Success, None, false), Event::Success, "success", None),
+            (
+                run(Status::Failure, unhealthy(), true),
+                Event::Rollback,
+                "failure",
+                Some("health_check_failed"),
+            ),
+            (
+                run(Status::Failure, unhealthy(), false),
+                Event::Failure,
+                "failure",
+                Some("health_check_failed"),
+            ),
+            (
+                run(Status::Error, Some(Error::Other("lost".into())), false),
+                Event::Failure,
+                "error",
+                Some("internal_error"),
+            ),
+        ];
+        for (r, event, outcome, reason) in cases {
+            let m = final_moment(&i, &r, Some(7), &signal);
+            assert_eq!((m.event, m.outcome, m.reason), (event, outcome, reason), "{:?}", r.error);
+            assert_eq!(m.deployment_id, Some(7));
+            assert_eq!(m.previous_image.as_deref(), Some("ghcr.io/acme/shop:1"));
+        }
+        let m = final_moment(&i, &run(Status::Failure, unhealthy(), true), None, &signal);
+        assert_eq!(m.message, "verify failed: h1: HTTP 500 (rolled back: ghcr.io/acme/shop:1 serves)");
+        assert_eq!(
+            final_moment(&i, &run(Status::Success, None, false), None, &signal).message,
+            "ghcr.io/acme/shop:2 is live"
+        );
+    }
+
+    #[test]
+    fn a_cancel_is_named_by_its_cause() {
+        let i = inputs();
+        let cancelled = run(Status::Error, Some(Error::Cancelled), true);
+        // The run's own deadline: the work token fired, the signal did not.
+        let m = final_moment(&i, &cancelled, None, &CancellationToken::new());
+        assert_eq!((m.event, m.reason), (Event::Rollback, Some("deadline_exceeded")));
+        assert!(m.message.contains("did not finish within 300s"), "{}", m.message);
+        let signal = CancellationToken::new();
+        signal.cancel();
+        let m = final_moment(&i, &cancelled, None, &signal);
+        assert_eq!((m.event, m.outcome, m.reason), (Event::Rollback, "error", Some("cancelled")));
+    }
+
+    #[test]
+    fn the_start_says_what_is_about_to_happen() {
+        let i = inputs();
+        assert_eq!(
+            start_message(&i, "ghcr.io/acme/shop:2"),
+            "deploying ghcr.io/acme/shop:2 (blue-green on hosts)"
+        );
+        let rollback = Inputs { mode: Mode::Rollback, ..i };
+        assert_eq!(start_message(&rollback, ""), "rolling back to the previous revision");
+    }
 }

@@ -18,7 +18,7 @@ use crate::inputs::{HealthSpec, OnHostFailure, RolloutSpec};
 use crate::runner::Runner;
 use crate::runner::summary::StageTiming;
 use crate::strategy::{Phase, Step};
-use crate::targets::{Release, Target};
+use crate::targets::{Release, Target, Via};
 
 /// How long a cancelled deploy may spend getting back to a safe state. The
 /// runner sends SIGTERM 7.5 s after SIGINT and gives up at 10 s; we must be
@@ -38,6 +38,12 @@ fn stopped_by_sibling(e: &Error, run: &CancellationToken) -> bool {
 pub struct FleetConfig {
     pub health: HealthSpec,
     pub rollout: RolloutSpec,
+    /// Error-rate and latency limits on what nginx served (access log).
+    pub traffic: Option<crate::targets::hosts::access_log::Limits>,
+    /// `smoke-tests`: `path` ones on each candidate after its health
+    /// checks and through nginx at the start of each observe step; `url`
+    /// ones once, at the first observe step.
+    pub smoke: Option<Arc<crate::smoke::Suite>>,
     /// Judged in every observe step, shared by every host's loop.
     pub analysis: Option<Arc<Analysis>>,
 }
@@ -105,12 +111,27 @@ async fn run_step(
         Step::Prepare => unit.prepare(release).await,
         Step::Migrate => unit.migrate(release).await,
         Step::Launch => unit.launch(release).await,
-        Step::Verify => health::wait_healthy(unit, release, &cfg.health, runner, cancel).await,
+        Step::Verify => {
+            health::wait_healthy(unit, release, &cfg.health, runner, cancel).await?;
+            match &cfg.smoke {
+                Some(s) => s.run_paths(unit, release, Via::Candidate, runner).await,
+                None => Ok(()),
+            }
+        }
         Step::Shift(p) => unit.shift(release, *p).await,
         Step::Observe(d) => {
-            let failures = cfg.rollout.observe_failures;
-            let analysis = cfg.analysis.as_deref();
-            health::observe(unit, release, *d, failures, &cfg.health, analysis, runner, cancel).await
+            if let Some(s) = &cfg.smoke {
+                s.run_paths(unit, release, Via::FrontDoor, runner).await?;
+                s.run_urls(false, runner).await?;
+            }
+            let watch = health::Watch {
+                window: *d,
+                failures: cfg.rollout.observe_failures,
+                health: &cfg.health,
+                traffic: cfg.traffic.as_ref(),
+                analysis: cfg.analysis.as_deref(),
+            };
+            health::observe(unit, release, &watch, runner, cancel).await
         }
         Step::Retire(d) => unit.retire(release, *d).await,
     }
@@ -469,6 +490,8 @@ mod tests {
                 on_host_failure,
                 migration_timeout: Duration::from_secs(5),
             },
+            traffic: None,
+            smoke: None,
             analysis: None,
         })
     }
@@ -622,6 +645,8 @@ mod tests {
         let c = Arc::new(FleetConfig {
             health: base.health.clone(),
             rollout,
+            traffic: None,
+            smoke: None,
             analysis: Some(Arc::new(analysis)),
         });
         let phases = strategy::phases(StrategyKind::BlueGreen, &c.rollout, 3, false);

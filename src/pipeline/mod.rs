@@ -93,7 +93,7 @@ pub async fn run(inputs: Inputs, runner: Runner, cancel: CancellationToken) -> O
     let outcome = match inputs.mode {
         Mode::Plan => plan_only(&inputs, &runner).await,
         Mode::Deploy | Mode::Rollback | Mode::Promote | Mode::Abort => {
-            deploy::run(&inputs, &runner, &work).await
+            deploy::run(&inputs, &runner, &work, &cancel).await
         }
     };
     timer.abort();
@@ -151,7 +151,7 @@ async fn plan_only(inputs: &Inputs, runner: &Runner) -> Outcome {
         facts: facts(inputs, plan.image.as_deref().unwrap_or("(last good)"), None),
         units: units.iter().map(|u| (u.clone(), "planned".to_string(), Duration::ZERO)).collect(),
         timeline: timeline.0,
-        analysis: Vec::new(),
+        checks: vec![],
         outcome: "planned".into(),
         reason: None,
         message: Some(plan::render(&plan).join("\n")),

@@ -28,6 +28,8 @@ pub struct Runner {
     redactor: Redactor,
     output_path: Option<PathBuf>,
     summary_path: Option<PathBuf>,
+    /// What the checks of users' view found, for the summary's table.
+    checks: summary::Checks,
 }
 
 impl Runner {
@@ -43,7 +45,13 @@ impl Runner {
         output_path: Option<PathBuf>,
         summary_path: Option<PathBuf>,
     ) -> Self {
-        Self { sink: Arc::new(Mutex::new(out)), redactor, output_path, summary_path }
+        Self {
+            sink: Arc::new(Mutex::new(out)),
+            redactor,
+            output_path,
+            summary_path,
+            checks: Default::default(),
+        }
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -136,9 +144,22 @@ impl Runner {
         }
     }
 
+    /// Records a check's figure for the summary's "What users saw" table
+    /// (and the log): a smoke test, the traffic through nginx, an analysis.
+    pub fn check(&self, check: &str, unit: Option<&str>, figure: String, verdict: &str) {
+        self.line(&format!(
+            "{}{check}: {figure} ({verdict})",
+            unit.map(|u| format!("{u}: ")).unwrap_or_default()
+        ));
+        self.checks.push(check, unit, figure, verdict);
+    }
+
     /// Renders `report` into the job summary, every field redacted before
-    /// the Markdown escaping (`|` → `\|`) and the size cut.
+    /// the Markdown escaping (`|` → `\|`) and the size cut. The checks
+    /// recorded with [`Self::check`] join the report's own.
     pub fn write_report(&self, report: &summary::Report) {
+        let mut report = report.clone();
+        report.checks.extend(self.checks.rows());
         self.write_summary(&summary::render(&report.redacted(&self.redactor)));
     }
 

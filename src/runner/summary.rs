@@ -17,18 +17,31 @@ pub struct StageTiming {
     pub note: String,
 }
 
-/// One figure the analysis read during the run (a run of equal readings
-/// of one source is one row, `count` of them).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AnalysisRow {
-    pub source: String,
-    pub value: String,
-    pub threshold: String,
-    /// `12:00:01Z`, or `12:00:01–12:00:31Z` for several.
-    pub when: String,
-    /// `ok`, `breach`, `not read: ...`.
+/// One check of what users see (smoke tests, traffic through nginx,
+/// analysis), for the summary: every figure, not only breaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRow {
+    pub check: String,
+    /// The host or object it was taken on; `None`: the whole deploy.
+    pub unit: Option<String>,
+    pub figure: String,
     pub verdict: String,
-    pub count: usize,
+}
+
+/// The rows collected while a deploy runs, shared by the units' tasks.
+#[derive(Debug, Clone, Default)]
+pub struct Checks(std::sync::Arc<std::sync::Mutex<Vec<CheckRow>>>);
+
+impl Checks {
+    pub fn push(&self, check: &str, unit: Option<&str>, figure: String, verdict: &str) {
+        let row =
+            CheckRow { check: check.into(), unit: unit.map(String::from), figure, verdict: verdict.into() };
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(row);
+    }
+
+    pub fn rows(&self) -> Vec<CheckRow> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// What the units of a report are, for its table's heading.
@@ -48,9 +61,7 @@ pub struct Report {
     pub unit_kind: UnitKind,
     pub units: Vec<(String, String, Duration)>,
     pub timeline: Vec<StageTiming>,
-    /// Every reading of the analysis sources (`rollback-alarms`,
-    /// `analysis-query`).
-    pub analysis: Vec<AnalysisRow>,
+    pub checks: Vec<CheckRow>,
     pub outcome: String,
     pub reason: Option<String>,
     pub message: Option<String>,
@@ -76,16 +87,14 @@ impl Report {
                     ..t.clone()
                 })
                 .collect(),
-            analysis: self
-                .analysis
+            checks: self
+                .checks
                 .iter()
-                .map(|a| AnalysisRow {
-                    source: r(&a.source),
-                    value: r(&a.value),
-                    threshold: r(&a.threshold),
-                    when: r(&a.when),
-                    verdict: r(&a.verdict),
-                    count: a.count,
+                .map(|c| CheckRow {
+                    check: r(&c.check),
+                    unit: c.unit.as_ref().map(r),
+                    figure: r(&c.figure),
+                    verdict: r(&c.verdict),
                 })
                 .collect(),
             outcome: r(&self.outcome),
@@ -120,19 +129,15 @@ pub fn render(report: &Report) -> String {
             md.push_str(&format!("| {} | {} | {} |\n", cell(unit), cell(outcome), secs(*d)));
         }
     }
-    if !report.analysis.is_empty() {
-        md.push_str(
-            "\n### Analysis\n\n| source | reading | threshold | when | verdict |\n|---|---|---|---|---|\n",
-        );
-        for a in &report.analysis {
-            let value = if a.count > 1 { format!("{} (×{})", a.value, a.count) } else { a.value.clone() };
+    if !report.checks.is_empty() {
+        md.push_str("\n### What users saw\n\n| check | where | figure | verdict |\n|---|---|---|---|\n");
+        for c in &report.checks {
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
-                cell(&a.source),
-                cell(&value),
-                cell(&a.threshold),
-                cell(&a.when),
-                cell(&a.verdict)
+                "| {} | {} | {} | {} |\n",
+                cell(&c.check),
+                cell(c.unit.as_deref().unwrap_or("all")),
+                cell(&c.figure),
+                cell(&c.verdict)
             ));
         }
     }

@@ -144,9 +144,33 @@ pub trait Target: Send + Sync {
     /// door of `service` (index into `release.services`).
     async fn probe(&self, release: &Release, service: usize, via: Via, path: &str) -> Result<Probe, Error>;
 
+    /// Sends a smoke test's request ([`crate::smoke::Request`]) like
+    /// [`Target::probe`]. Units that cannot (a cluster) keep the default.
+    async fn request(
+        &self,
+        _release: &Release,
+        _service: usize,
+        _via: Via,
+        req: &crate::smoke::Request,
+    ) -> Result<Probe, Error> {
+        Err(Error::Other(format!(
+            "{}: smoke tests by path need a host ({} {})",
+            self.name(),
+            req.method,
+            req.path
+        )))
+    }
+
     /// For services that are not behind the proxy (workers): whether the
     /// candidate container is running (and healthy, if it has a check).
     async fn candidate_running(&self, release: &Release, service: usize) -> Result<bool, Error>;
+
+    /// What users were served through this unit's front door since the
+    /// first call (the first call marks the start and counts nothing), from
+    /// nginx's access log; `None` for a unit without that source.
+    async fn traffic(&self, _release: &Release) -> Result<Option<hosts::access_log::Tally>, Error> {
+        Ok(None)
+    }
 
     /// Moves `percent` of traffic to the candidate (100 = full switch) and
     /// verifies the proxy took the change; on failure, restores the previous

@@ -15,7 +15,9 @@ use deploy_action::inputs::QuerySpec;
 use tokio_util::sync::CancellationToken;
 
 use crate::deploy::hosts_action;
-use crate::support::analysis::{Metric, alarm, cloudwatch, delete_alarm, prometheus_url, set_alarm};
+use crate::support::analysis::{
+    Metric, alarm, cloudwatch, delete_alarm, prometheus_url, readings_in_log, readings_in_summary, set_alarm,
+};
 use crate::support::{Log, live_version, shared_app_lock, stack_var, summary_table, wait_until_serving};
 
 fn query_source(query: &str, max: Option<f64>, min: Option<f64>) -> Box<dyn Source> {
@@ -63,13 +65,12 @@ async fn alarms_are_read_from_cloudwatch_and_a_missing_one_is_named() {
             "CloudWatch alarm '{b}' is ALARM during the observe window (threshold: any alarm in ALARM): Threshold Crossed: 1 datapoint [7.0] was greater than the threshold (1.0)"
         )
     );
-    let rows: Vec<(String, String, String)> =
-        analysis.figures().into_iter().map(|r| (r.source, r.value, r.verdict)).collect();
-    assert!(
-        rows.contains(&(format!("CloudWatch alarm '{a}'"), "OK".into(), "ok (before the deploy)".into())),
-        "{rows:?}"
-    );
-    assert!(rows.contains(&(format!("CloudWatch alarm '{b}'"), "ALARM".into(), "breach".into())), "{rows:?}");
+    let rows = readings_in_log(&log.text());
+    let row = |alarm: &str, figure: &str, verdict: &str| {
+        (format!("CloudWatch alarm '{alarm}'"), figure.to_string(), verdict.to_string())
+    };
+    assert!(rows.contains(&row(&a, "OK (ALARM rolls back)", "ok, before the deploy")), "{rows:?}");
+    assert!(rows.contains(&row(&b, "ALARM (ALARM rolls back)", "breach")), "{rows:?}");
     for n in [a, b] {
         delete_alarm(&cw, &n).await;
     }
@@ -99,9 +100,9 @@ async fn a_query_is_judged_on_a_real_prometheus() {
             metric.query()
         )
     );
-    let values: Vec<String> = analysis.figures().into_iter().map(|r| r.value).collect();
-    assert_eq!(values.first().map(String::as_str), Some("0.05"));
-    assert_eq!(values.last().map(String::as_str), Some("0.31"));
+    let values: Vec<String> = readings_in_log(&log.text()).into_iter().map(|r| r.1).collect();
+    assert_eq!(values.first().map(String::as_str), Some("0.05 (max 0.1)"));
+    assert_eq!(values.last().map(String::as_str), Some("0.31 (max 0.1)"));
 }
 
 #[tokio::test]
@@ -174,10 +175,6 @@ fn deploy_v1() {
     assert_eq!((live_version(1), live_version(2)), ("v1".into(), "v1".into()));
 }
 
-fn analysis_rows(summary: &str) -> Vec<Vec<String>> {
-    summary_table(summary, "### Analysis")
-}
-
 #[test]
 fn hosts_sources_within_their_thresholds_commit_and_every_figure_is_in_the_summary() {
     let _lock = shared_app_lock();
@@ -199,28 +196,18 @@ fn hosts_sources_within_their_thresholds_commit_and_every_figure_is_in_the_summa
     assert_eq!(run.code, Some(0), "{}", run.stdout);
     assert_eq!(run.output("status"), Some("success"));
     assert_eq!((live_version(1), live_version(2)), ("v2".into(), "v2".into()));
-    let rows = analysis_rows(&run.summary);
+    let rows = readings_in_summary(&run.summary);
     let alarm_source = format!("CloudWatch alarm '{name}'");
     let query_source = format!("analysis query '{}'", metric.query());
-    assert!(
-        rows.iter().any(|r| r[0] == alarm_source && r[1] == "OK" && r[4] == "ok (before the deploy)"),
-        "{rows:?}"
-    );
-    assert!(
-        rows.iter().any(|r| r[0] == query_source
-            && r[1] == "0.05"
-            && r[2] == "max 0.1"
-            && r[4] == "ok (before the deploy)"),
-        "{rows:?}"
-    );
+    let row = |source: &str, figure: &str, verdict: &str| {
+        (source.to_string(), figure.to_string(), verdict.to_string())
+    };
+    assert!(rows.contains(&row(&alarm_source, "OK (ALARM rolls back)", "ok, before the deploy")), "{rows:?}");
+    assert!(rows.contains(&row(&query_source, "0.05 (max 0.1)", "ok, before the deploy")), "{rows:?}");
     // Read once per interval for both hosts together: about 5 readings in
     // a 4 s window, where each host reading for itself every 200 ms health
     // check would have made about 40.
-    let window_readings: usize = rows
-        .iter()
-        .filter(|r| r[0] == query_source && r[4] == "ok")
-        .map(|r| r[1].split_once("(×").map_or(1, |(_, n)| n.trim_end_matches(')').parse().unwrap()))
-        .sum();
+    let window_readings = rows.iter().filter(|r| r.0 == query_source && r.2 == "ok").count();
     assert!((3..=7).contains(&window_readings), "{window_readings} readings: {rows:?}");
 }
 
@@ -273,10 +260,10 @@ fn hosts_an_alarm_in_alarm_mid_window_rolls_every_host_back() {
         "CloudWatch alarm '{name}' is ALARM during the observe window (threshold: any alarm in ALARM): Threshold Crossed: 5xx above 1%"
     );
     assert_rolled_back(&run, after, "alarm_breached", &message);
-    let rows = analysis_rows(&run.summary);
+    let rows = readings_in_summary(&run.summary);
     let source = format!("CloudWatch alarm '{name}'");
-    assert!(rows.iter().any(|r| r[0] == source && r[1].starts_with("OK") && r[4] == "ok"), "{rows:?}");
-    assert!(rows.iter().any(|r| r[0] == source && r[1] == "ALARM" && r[4] == "breach"), "{rows:?}");
+    assert!(rows.contains(&(source.clone(), "OK (ALARM rolls back)".into(), "ok".into())), "{rows:?}");
+    assert!(rows.contains(&(source, "ALARM (ALARM rolls back)".into(), "breach".into())), "{rows:?}");
 }
 
 #[test]
@@ -294,9 +281,9 @@ fn hosts_a_query_crossing_analysis_max_mid_window_rolls_every_host_back() {
         metric.query()
     );
     assert_rolled_back(&run, after, "analysis_breached", &message);
-    let rows = analysis_rows(&run.summary);
-    assert!(rows.iter().any(|r| r[1].starts_with("0.02") && r[4] == "ok"), "{rows:?}");
-    assert!(rows.iter().any(|r| r[1] == "0.31" && r[2] == "max 0.1" && r[4] == "breach"), "{rows:?}");
+    let rows = readings_in_summary(&run.summary);
+    assert!(rows.iter().any(|r| r.1 == "0.02 (max 0.1)" && r.2 == "ok"), "{rows:?}");
+    assert!(rows.iter().any(|r| r.1 == "0.31 (max 0.1)" && r.2 == "breach"), "{rows:?}");
 }
 
 #[test]
@@ -319,7 +306,7 @@ fn hosts_an_alarm_already_in_alarm_stops_the_deploy_before_anything_changes() {
     );
     assert!(!run.stdout.contains("Connect to"), "no host was contacted:\n{}", run.stdout);
     assert_eq!((live_version(1), live_version(2)), ("v1".into(), "v1".into()));
-    assert!(run.summary.contains("breach (before the deploy)"), "{}", run.summary);
+    assert!(run.summary.contains("breach, before the deploy"), "{}", run.summary);
 }
 
 /// Every analysis input problem is named, with its input, before anything
@@ -356,7 +343,7 @@ fn analysis_inputs_are_checked_before_any_contact() {
         assert!(run.stdout.contains(want), "{want}:\n{}", run.stdout);
     }
     assert_eq!(contacts.load(Ordering::SeqCst), 0, "nothing was contacted");
-    assert!(run.summary.is_empty() || !run.summary.contains("### Analysis"), "{}", run.summary);
+    assert!(readings_in_summary(&run.summary).is_empty(), "{}", run.summary);
 
     // `mode: plan` says what would be read, and reads nothing.
     let run = hosts_action(1, &image("v2"))
@@ -385,8 +372,8 @@ fn analysis_inputs_are_checked_before_any_contact() {
 #[test]
 fn the_readme_analysis_examples_are_valid_inputs() {
     let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
-    let at = readme.find("## Analysis during the observe window").expect("the section");
-    let section = &readme[at..at + readme[at..].find("\n## When something fails").unwrap()];
+    let at = readme.find("### Analysis during the observe window").expect("the section");
+    let section = &readme[at..at + readme[at..].find("\n## ").unwrap()];
     let blocks: Vec<&str> =
         section.split("```yaml\n").skip(1).map(|b| &b[..b.find("```").unwrap()]).collect();
     assert_eq!(blocks.len(), 2);

@@ -180,3 +180,21 @@ fn the_readme_kubernetes_services_file_parses_as_documented() {
         ]
     );
 }
+
+/// The README's `smoke-tests` example is a valid list.
+#[test]
+fn the_readme_smoke_tests_parse() {
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let at = readme.find("smoke-tests: |\n").expect("the example") + "smoke-tests: |\n".len();
+    let block: String = readme[at..readme[at..].find("```").unwrap() + at]
+        .lines()
+        .map(|l| format!("{}\n", l.get(12..).unwrap_or("")))
+        .collect();
+    let mut problems = vec![];
+    let tests = deploy_action::inputs::smoke::parse(&block, &mut problems);
+    assert!(problems.is_empty(), "{problems:?}\n{block}");
+    assert_eq!(
+        tests.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["home page", "orders API", "preview"]
+    );
+}

@@ -127,6 +127,7 @@ impl App {
             )),
             app: self.name.clone(),
             services: vec![self.service(&stack_var("IMAGE_V1"))],
+            access_log: None,
         }
     }
 

@@ -21,7 +21,7 @@ fn kubectl(args: &[&str]) -> Output {
     kubectl_cmd(args).output().expect("run kubectl")
 }
 
-fn kubectl_ok(args: &[&str]) -> String {
+pub(crate) fn kubectl_ok(args: &[&str]) -> String {
     let o = kubectl(args);
     assert!(o.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -40,10 +40,10 @@ fn kubectl_stdin(args: &[&str], input: &str) {
 }
 
 /// A namespace of this test only, deleted when dropped.
-struct Ns(String);
+pub(crate) struct Ns(pub(crate) String);
 
 impl Ns {
-    fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let name = format!("da-it-{tag}-{}", unique_run_id());
         kubectl_ok(&["create", "namespace", &name]);
         let ns = Ns(name);
@@ -54,7 +54,7 @@ impl Ns {
         ns
     }
 
-    fn until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    pub(crate) fn until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         let end = Instant::now() + Duration::from_secs(secs);
         while !f() {
             assert!(Instant::now() < end, "{what} not within {secs}s in {}", self.0);
@@ -62,12 +62,12 @@ impl Ns {
         }
     }
 
-    fn get(&self, name: &str, path: &str) -> String {
+    pub(crate) fn get(&self, name: &str, path: &str) -> String {
         kubectl_ok(&["-n", &self.0, "get", "deployment", name, "-o", &format!("jsonpath={path}")])
     }
 
     /// A Deployment made with plain `kubectl apply`, rolled out to `image`.
-    fn deployment(&self, name: &str, image: &str, replicas: u32, deadline: u32) {
+    pub(crate) fn deployment(&self, name: &str, image: &str, replicas: u32, deadline: u32) {
         let yaml = format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  progressDeadlineSeconds: {deadline}\n  strategy: {{type: RollingUpdate, rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n      - {{name: app, image: \"{image}\"}}\n      - {{name: sidecar, image: \"example.invalid/sidecar:1\"}}\n",
             ns = self.0
@@ -95,7 +95,7 @@ impl Ns {
     /// Waits until the controller has observed a template change past
     /// `generation` (so a `kubectl rollout status` started now judges the
     /// new rollout, not the finished old one).
-    fn wait_observed_past(&self, name: &str, generation: u64) {
+    pub(crate) fn wait_observed_past(&self, name: &str, generation: u64) {
         self.until(30, "the new generation observed", || {
             let g: u64 = self.get(name, "{.metadata.generation}").parse().unwrap_or(0);
             let o: u64 = self.get(name, "{.status.observedGeneration}").parse().unwrap_or(0);
@@ -103,7 +103,7 @@ impl Ns {
         });
     }
 
-    fn action(&self, deployments: &str) -> Action {
+    pub(crate) fn action(&self, deployments: &str) -> Action {
         let kubeconfig = std::fs::read_to_string(stack_var("K8S_KUBECONFIG")).unwrap();
         Action::new()
             .input("target", "kubernetes")
@@ -136,7 +136,7 @@ impl Verdict {
     }
 }
 
-fn image_of(ns: &Ns, name: &str) -> String {
+pub(crate) fn image_of(ns: &Ns, name: &str) -> String {
     ns.get(name, "{.spec.template.spec.containers[?(@.name==\"app\")].image}")
 }
 
@@ -158,7 +158,7 @@ fn serving_image(ns: &Ns, name: &str) -> String {
     serving[0].split_once('=').unwrap().1.to_string()
 }
 
-fn assert_status(run: &Run, status: &str, code: i32) {
+pub(crate) fn assert_status(run: &Run, status: &str, code: i32) {
     // KDEBUG=1 prints every run checked here (passing tests' output is captured).
     if std::env::var("KDEBUG").is_ok() {
         eprintln!("=====\n{}\n-----\n{}", run.stdout, run.summary);
@@ -725,7 +725,7 @@ fn kubernetes_plan_is_a_server_side_dry_run() {
 }
 
 /// Puts `(name, value)` under a path of this test only; returns the path.
-async fn put_ssm(ssm: &aws_sdk_ssm::Client, prefix: &str, values: &[(&str, &str)]) {
+pub(crate) async fn put_ssm(ssm: &aws_sdk_ssm::Client, prefix: &str, values: &[(&str, &str)]) {
     for (name, value) in values {
         ssm.put_parameter()
             .name(format!("{prefix}{name}"))
@@ -1708,6 +1708,96 @@ fn kubernetes_blue_green_and_canary_run_the_migration_first() {
     let (migrated, switched) =
         (run.stdout.find(": succeeded").unwrap(), run.stdout.find("selector now").unwrap());
     assert!(migrated < switched, "{}", run.stdout);
+}
+
+/// A local HTTP server answering `status` and `body` to every request (the
+/// smoke tests' "preview" and "live" addresses: kwok's pods carry no
+/// traffic); returns its base URL and how many requests it got.
+fn answering(status: u16, body: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, hits)
+}
+
+/// Smoke tests around a blue-green flip: a failing `preview-url` test
+/// leaves every selector as it was; a failing `url` test after the flip
+/// flips back; passing ones commit, each result in the summary.
+#[test]
+fn kubernetes_blue_green_smoke_tests_gate_and_undo_the_flip() {
+    let ns = Ns::new("bgsmoke");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    ns.service("web");
+    let (good, good_hits) = answering(200, "v2 ok");
+    let (bad, bad_hits) = answering(503, "upstream down");
+    let before = ns.selector("web");
+
+    let tests = format!("- {{name: preview, preview-url: '{bad}/health'}}\n");
+    let run = ns.blue_green("web:app", "example.invalid/web:v2").input("smoke-tests", &tests).run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("smoke_test_failed") && run.stdout.contains("HTTP 503"), "{}", run.stdout);
+    assert!(!run.stdout.contains("selector now"), "{}", run.stdout);
+    assert_eq!(ns.selector("web"), before, "nothing flipped");
+    assert_eq!(bad_hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    let tests = format!("- {{name: live, url: '{bad}/'}}\n");
+    let run = ns.blue_green("web:app", "example.invalid/web:v2").input("smoke-tests", &tests).run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("selector now deploy-action/colour=blue"), "{}", run.stdout);
+    assert!(run.stdout.contains("smoke test 'live' failed"), "{}", run.stdout);
+    assert!(ns.selector("web").get("deploy-action/colour").is_none(), "flipped back: {}", ns.selector("web"));
+    ns.until(30, "the old pods behind web again", || {
+        let pods = ns.endpoint_pods("web");
+        !pods.is_empty() && pods.iter().all(|p| !p.starts_with("web-blue-"))
+    });
+
+    let tests = format!(
+        "- {{name: preview, preview-url: '{good}/health', body: ok}}\n- {{name: live, url: '{good}/', body-regex: '^v2'}}\n"
+    );
+    let run = ns.blue_green("web:app", "example.invalid/web:v2").input("smoke-tests", &tests).run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
+    assert_eq!(good_hits.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let rows = crate::support::summary_table(&run.summary, "### What users saw");
+    assert_eq!(rows.iter().filter(|r| r[3] == "passed").count(), 2, "{rows:?}");
+}
+
+/// Rolling: a `url` smoke test failing after the rollout undoes it.
+#[test]
+fn kubernetes_rolling_smoke_test_failing_rolls_back() {
+    let ns = Ns::new("rollsmoke");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    let (bad, _) = answering(500, "boom");
+    let run = ns
+        .action("web:app")
+        .input("image", "example.invalid/web:v2")
+        .input("smoke-tests", &format!("- {{name: live, url: '{bad}/'}}\n"))
+        .run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("smoke_test_failed") && run.stdout.contains("HTTP 500 in"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1", "rolled back");
+    // A `path` test has no host to go to on a cluster: refused up front.
+    let run = ns
+        .action("web:app")
+        .input("image", "example.invalid/web:v2")
+        .input("smoke-tests", "- {name: home, path: /}\n")
+        .run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(run.stdout.contains("'home' has a 'path'"), "{}", run.stdout);
 }
 
 /// CloudWatch alarms and the Prometheus query in a blue-green window and a

@@ -4,7 +4,8 @@
 //! forms the action could derive from it. Zero hits — on success and on
 //! the failure paths where the app's own output comes back: a migration
 //! that prints the secrets (stdout and stderr), and a health check whose
-//! answer carries one.
+//! answer carries one. On those paths the scan also covers every payload
+//! the Slack and generic webhooks received (a local receiver).
 //!
 //! Every run starts from a known host state (the host is reset), so each
 //! really deploys: a run that finds its release already live does nothing
@@ -26,11 +27,12 @@ use crate::deploy::hosts_action;
 use crate::fleet::stack_script;
 use crate::support::action::{Action, Run};
 use crate::support::github_server::{GithubServer, TOKEN};
+use crate::support::notify_receiver::Receiver;
 use crate::support::{host_exec, live_version, shared_app_lock, stack_var};
 
 const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\nQ2xlYW4gZmFrZSBrZXkgbWF0ZXJpYWwgZm9yIHRlc3Rz+/==\n-----END PRIVATE KEY-----";
 
-fn secrets() -> Vec<(&'static str, String)> {
+pub(crate) fn secrets() -> Vec<(&'static str, String)> {
     vec![
         ("db/password", "p@ss w0rd/with%25\"quotes\"&amp;=?#".to_string()),
         ("db/url", "postgres://app:s3cr3t-Pa55@db.internal:5432/app?sslmode=require".to_string()),
@@ -48,7 +50,7 @@ fn secrets() -> Vec<(&'static str, String)> {
 }
 
 /// Every form a secret could leak in.
-fn forms(value: &str) -> Vec<String> {
+pub(crate) fn forms(value: &str) -> Vec<String> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     let mut f = vec![
         value.to_string(),
@@ -67,7 +69,7 @@ fn forms(value: &str) -> Vec<String> {
 }
 
 /// Puts the secrets under a fresh prefix in moto; returns the prefix.
-async fn put_secrets() -> (String, aws_sdk_ssm::Client) {
+pub(crate) async fn put_secrets() -> (String, aws_sdk_ssm::Client) {
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let prefix = format!("/leak-{nonce}/app/");
     let ssm = aws_sdk_ssm::Client::new(&crate::support::moto_config().await);
@@ -95,12 +97,16 @@ fn secret_action(server: &GithubServer, prefix: &str, image: &str) -> Action {
         .env("DEPLOY_ACTION_LOG", "trace")
 }
 
-/// Every secret form found in what `run` produced and what GitHub
-/// received, as `name: start…` (cut on characters: the values are not
-/// ASCII). Empty when nothing leaked.
-async fn leaks(run: &Run, server: &GithubServer) -> Vec<String> {
+/// Every secret form found in what `run` produced, what GitHub received
+/// and what the webhook receiver `rx` got (every request: path, headers,
+/// body), as `name: start…` (cut on characters: the values are not ASCII).
+/// Empty when nothing leaked.
+async fn leaks(run: &Run, server: &GithubServer, rx: Option<&Receiver>) -> Vec<String> {
     let mut produced =
         run.all_text().lines().filter(|l| !l.starts_with("::add-mask::")).collect::<Vec<_>>().join("\n");
+    if let Some(rx) = rx {
+        produced.push_str(&rx.all_text());
+    }
     for r in server.requests().await {
         produced.push_str(r["body"].as_str().unwrap_or_default());
         produced.push_str(&r["query"].to_string());
@@ -141,13 +147,19 @@ async fn no_secret_appears_in_any_output_on_the_failure_paths() {
     let first = tokio::task::spawn_blocking(move || first.run()).await.unwrap();
     assert_eq!(first.code, Some(0), "{}", first.stdout);
 
+    // Both webhooks hear each failing run.
+    let rx = Receiver::start();
+    let notified = |a: Action| {
+        a.input("slack-webhook-url", &rx.url("/slack/T0LEAK/B0LEAK/hosts-leak-token"))
+            .input("notify-url", &rx.url("/hook/hosts-leak"))
+    };
     let shout = "echo $PERCENT_COLON $DB_PASSWORD $UNICODE; echo \"$PIPE_NEWLINE\"; echo $DB_URL $API_CREDENTIALS >&2; echo \"$TLS_KEY\" >&2; exit 1";
-    let migrate = secret_action(&server, &prefix, &stack_var("IMAGE_V2"))
+    let migrate = notified(secret_action(&server, &prefix, &stack_var("IMAGE_V2")))
         .input("migrate-command", &serde_json::to_string(&["sh", "-c", shout]).unwrap());
     let migrate = tokio::task::spawn_blocking(move || migrate.run()).await.unwrap();
     assert_eq!(migrate.code, Some(1), "{}", migrate.stdout);
     assert!(migrate.stdout.contains("migration_failed"), "{}", migrate.stdout);
-    let hits = leaks(&migrate, &server).await;
+    let hits = leaks(&migrate, &server, Some(&rx)).await;
     assert!(hits.is_empty(), "secrets leaked on the migration path: {hits:?}");
     // The path was exercised: masked output reached the annotation and the
     // status description (cut to 140 characters after redaction).
@@ -162,17 +174,26 @@ async fn no_secret_appears_in_any_output_on_the_failure_paths() {
     assert!(!failed.is_empty(), "a failure status was posted");
     assert!(failed.iter().all(|d| d.chars().count() <= 140));
     assert_eq!(live_version(1), "v1");
+    // The webhooks heard start and rollback, with the record's id, and the
+    // migration's output (masked) reached them.
+    assert_eq!(rx.events("/slack"), ["start", "rollback"], "{}", migrate.stdout);
+    assert_eq!(rx.events("/hook"), ["start", "rollback"], "{}", migrate.stdout);
+    let hooks: Vec<serde_json::Value> = rx.accepted("/hook").iter().map(|d| d.json()).collect();
+    let id: u64 = migrate.output("deployment-id").unwrap().parse().unwrap();
+    assert!(hooks.iter().all(|h| h["deployment_id"] == id && h["target"] == "hosts"), "{hooks:?}");
+    assert_eq!(hooks[1]["reason"], "migration_failed");
+    assert!(hooks[1]["message"].as_str().unwrap().contains("***"), "{}", hooks[1]);
 
     // Health: the candidate answers 500 with a secret in the body.
     let cgi = "mkdir -p /tmp/w/cgi-bin && printf '#!/bin/sh\\necho Status: 500\\necho\\necho db is $PERCENT_COLON and $UNICODE\\n' > /tmp/w/cgi-bin/h && chmod +x /tmp/w/cgi-bin/h && exec httpd -f -p 8080 -h /tmp/w";
-    let health = secret_action(&server, &prefix, &stack_var("IMAGE_V2"))
+    let health = notified(secret_action(&server, &prefix, &stack_var("IMAGE_V2")))
         .input("command", &serde_json::to_string(&["sh", "-c", cgi]).unwrap())
         .input("health-check-path", "/cgi-bin/h")
         .input("health-check-timeout", "3s");
     let health = tokio::task::spawn_blocking(move || health.run()).await.unwrap();
     assert_eq!(health.code, Some(1), "{}", health.stdout);
     assert!(health.stdout.contains("health_check_failed"), "{}", health.stdout);
-    let hits = leaks(&health, &server).await;
+    let hits = leaks(&health, &server, Some(&rx)).await;
     assert!(hits.is_empty(), "secrets leaked on the health path: {hits:?}");
     assert!(
         health.stdout.contains("HTTP 500: db is *** and ***"),
@@ -180,6 +201,15 @@ async fn no_secret_appears_in_any_output_on_the_failure_paths() {
         health.stdout
     );
     assert_eq!(live_version(1), "v1");
+    assert_eq!(rx.events("/hook"), ["start", "rollback", "start", "rollback"], "{}", health.stdout);
+    let last = rx.accepted("/hook").last().unwrap().json();
+    assert_eq!(last["reason"], "health_check_failed", "{last}");
+    assert!(last["message"].as_str().unwrap().contains("db is *** and ***"), "{last}");
+    let shown = |r: &Run| {
+        r.all_text().lines().filter(|l| !l.starts_with("::add-mask::")).any(|l| l.contains("hosts-leak"))
+    };
+    assert!(!shown(&migrate) && !shown(&health), "a webhook URL was shown");
+    rx.assert_no_violations();
 
     server.assert_no_violations().await;
 }
@@ -225,7 +255,7 @@ async fn no_secret_appears_in_any_output() {
     assert!(masks.contains(&"::add-mask::-----END PRIVATE KEY-----"), "and line by line");
 
     // The scan: everything but the mask commands themselves.
-    let hits = leaks(&run, &server).await;
+    let hits = leaks(&run, &server, None).await;
     assert!(hits.is_empty(), "secrets leaked: {hits:?}");
     server.assert_no_violations().await;
 

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod after_switch;
 mod analysis;
 mod binary;
 mod deploy;
@@ -17,6 +18,7 @@ mod image;
 mod kubernetes;
 mod latency;
 mod leak;
+mod notify;
 mod recorded;
 mod safety;
 mod ssm;

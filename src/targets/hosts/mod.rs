@@ -11,6 +11,7 @@
 //! - [`lock`] — the per-app deploy lock directory.
 //! - [`material`] — the SSH key and known_hosts, checked before any contact.
 //! - [`probe`] — HTTP GETs sent from the host.
+//! - [`access_log`] — what users saw through nginx, from its access log.
 //!
 //! # How a host runs an app
 //! Each service runs as `<app>[-<service>]-blue|green`, published on
@@ -20,6 +21,7 @@
 //! What is live is read back from the host (container labels and the
 //! upstream file), never remembered between runs.
 
+pub mod access_log;
 pub mod containers;
 pub mod docker;
 pub mod known_hosts;
@@ -73,6 +75,9 @@ pub struct HostConn {
     pub app: String,
     /// The services (for reading the live state back in `inspect`).
     pub services: Vec<Service>,
+    /// nginx's access log on the host, read in the observe window when
+    /// `max-error-rate` or `max-latency` is set.
+    pub access_log: Option<String>,
 }
 
 impl HostConn {
@@ -111,6 +116,7 @@ impl HostConn {
             registry,
             app: inputs.app.clone(),
             services: inputs.services.clone(),
+            access_log: inputs.traffic.as_ref().map(|t| t.access_log.clone()),
         }
     }
 }
@@ -130,6 +136,9 @@ struct State {
     /// The migration container this run started and has not seen end.
     migrating: Option<String>,
     retired: bool,
+    /// Where the access log was read up to, the partial line after it,
+    /// and what was counted since the first read.
+    access: Option<(u64, String, access_log::Tally)>,
 }
 
 /// One host, driven over one SSH session.

@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 
 use super::ssh::Session;
 use crate::error::Error;
+use crate::smoke::Request;
 use crate::targets::Probe;
 
 /// Health and version answers are short; a page is cut here.
@@ -23,14 +24,34 @@ const MAX_BODY: usize = 64 * 1024;
 pub async fn get(
     session: &Session,
     unit: &str,
-    (addr, port): (&str, u16),
+    to: (&str, u16),
     host_header: &str,
     path: &str,
     timeout: Duration,
 ) -> Result<Probe, Error> {
+    let req = Request { method: http::Method::GET, path: path.into(), headers: vec![] };
+    send(session, unit, to, host_header, &req, timeout).await
+}
+
+/// Sends `req` (a smoke test's) to `addr:port` on the host, its header
+/// values (secrets among them) set but never shown.
+///
+/// # Errors
+/// As [`get`].
+pub async fn send(
+    session: &Session,
+    unit: &str,
+    (addr, port): (&str, u16),
+    host_header: &str,
+    r: &Request,
+    timeout: Duration,
+) -> Result<Probe, Error> {
     let started = Instant::now();
+    let path = r.path.as_str();
     let target = format!("http://{addr}:{port}{path}");
-    let fail = |why: String| Error::unit(unit, "probe_failed", format!("GET {target} from the host: {why}"));
+    let method = &r.method;
+    let fail =
+        |why: String| Error::unit(unit, "probe_failed", format!("{method} {target} from the host: {why}"));
     let exchange = async {
         let stream = session.open_tcp(addr, port).await.map_err(|e| match e {
             Error::Unit { message, .. } => fail(message),
@@ -40,12 +61,16 @@ pub async fn get(
             .await
             .map_err(|e| fail(e.to_string()))?;
         let driver = tokio::spawn(conn);
-        let req = http::Request::get(path)
+        let mut req = http::Request::builder()
+            .method(method.clone())
+            .uri(path)
             .header(http::header::HOST, host_header)
             .header(http::header::USER_AGENT, "deploy-action")
-            .header(http::header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| fail(e.to_string()))?;
+            .header(http::header::CONNECTION, "close");
+        for (k, v) in &r.headers {
+            req = req.header(k, v.expose());
+        }
+        let req = req.body(Empty::<Bytes>::new()).map_err(|e| fail(e.to_string()))?;
         let resp = sender.send_request(req).await.map_err(|e| fail(e.to_string()))?;
         let status = resp.status().as_u16();
         let upstream = resp

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::containers::{self, LABEL_COLOUR, LABEL_IMAGE, LABEL_ROLE, LABEL_SECRETS, LABEL_SERVICE};
-use super::{HostTarget, lock, nginx, probe};
+use super::{HostTarget, access_log, lock, nginx, probe};
 use crate::error::Error;
 use crate::health::body_start;
 use crate::inputs::Service;
@@ -20,6 +20,20 @@ const ROLLBACK_GRACE: Duration = Duration::from_secs(2);
 /// After a full switch, this many answers in a row must come from the
 /// candidate (old nginx workers finish their keep-alive connections first).
 const SWITCH_STREAK: u32 = 3;
+
+/// Reads nginx's access log from an offset: `$1` file, `$2` offset, `$3`
+/// most bytes. Prints `<size> <start>` (start 0 when the file is shorter
+/// than the offset: rotated), then the bytes from there. A fixed script,
+/// its values as arguments.
+const READ_LOG: &str = r#"set -u
+size=$(stat -c %s -- "$1") || exit 3
+off=$2
+[ "$size" -lt "$off" ] && off=0
+echo "$size $off"
+[ "$3" -gt 0 ] && [ "$size" -gt "$off" ] && tail -c +"$((off + 1))" -- "$1" | head -c "$3"
+exit 0"#;
+/// What one read of the access log takes at most (the rest, next round).
+const READ_CAP: &str = "4194304";
 
 fn other(colour: Option<&str>) -> &'static str {
     if colour == Some("blue") { "green" } else { "blue" }
@@ -288,6 +302,21 @@ impl Target for HostTarget {
         if !held {
             self.lock(release).await?;
         }
+        if let Some(path) = self.conn.access_log.as_deref() {
+            // Read in the observe window: a wrong path must fail here, before
+            // anything switches.
+            let path = crate::targets::hosts::ssh::value(unit, "nginx-access-log", path)?;
+            let argv = self.conn.privilege.wrap(&["test", "-r", path]);
+            if !self.session.exec(&argv, None).await?.success() {
+                return Err(Error::unit(
+                    unit,
+                    "access_log_unreadable",
+                    format!(
+                        "cannot read nginx's access log {path}, needed for max-error-rate / max-latency: set 'nginx-access-log' to where this host's nginx logs (its access_log directive)"
+                    ),
+                ));
+            }
+        }
         let mut pulled: Vec<String> = Vec::new();
         for svc in &release.services {
             let full = svc.image.full();
@@ -388,6 +417,73 @@ impl Target for HostTarget {
                 probe::get(&self.session, unit, (host, port), &header, path, self.conn.timeout).await
             }
         }
+    }
+
+    async fn request(
+        &self,
+        release: &Release,
+        service: usize,
+        via: Via,
+        req: &crate::smoke::Request,
+    ) -> Result<Probe, Error> {
+        let svc = release
+            .services
+            .get(service)
+            .ok_or_else(|| Error::Other(format!("service index {service} out of range")))?;
+        let (host, port, header) = match via {
+            Via::Candidate => {
+                ("127.0.0.1", containers::port(svc, &self.candidate()?), "localhost".to_string())
+            }
+            Via::FrontDoor => self.front_door(),
+        };
+        probe::send(&self.session, self.unit(), (host, port), &header, req, crate::smoke::REQUEST_TIMEOUT)
+            .await
+    }
+
+    async fn traffic(&self, release: &Release) -> Result<Option<access_log::Tally>, Error> {
+        let Some(path) = self.conn.access_log.as_deref() else { return Ok(None) };
+        let path = crate::targets::hosts::ssh::value(self.unit(), "nginx-access-log", path)?;
+        let (offset, first) = match &self.state().access {
+            Some((o, _, _)) => (*o, false),
+            None => (0, true),
+        };
+        let (off, cap) = (offset.to_string(), if first { "0" } else { READ_CAP });
+        let argv = self.conn.privilege.wrap(&["sh", "-c", READ_LOG, "sh", path, &off, cap]);
+        let out = self.session.run("access_log_unreadable", &argv, None).await?;
+        let (head, data) = out.stdout.split_once('\n').unwrap_or((out.stdout.as_str(), ""));
+        let Some((size, start)) =
+            head.split_once(' ').and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        else {
+            return Err(Error::unit(
+                self.unit(),
+                "access_log_unreadable",
+                format!("reading {path}: unexpected answer"),
+            ));
+        };
+        let ports: Vec<u16> = match self.state().candidate.clone() {
+            Some(c) => {
+                release.services.iter().filter(|s| s.behind_proxy).map(|s| containers::port(s, &c)).collect()
+            }
+            None => vec![],
+        };
+        let mut state = self.state();
+        let (_, carry, tally) = state.access.get_or_insert_with(|| (size, String::new(), Default::default()));
+        if first {
+            return Ok(Some(tally.clone()));
+        }
+        if start == 0 && offset > 0 {
+            // Rotated (the file is shorter than what was read): a new file.
+            carry.clear();
+        }
+        carry.push_str(data);
+        let whole = carry.rfind('\n').map_or(0, |i| i + 1);
+        tally.add(&carry[..whole], &ports);
+        carry.drain(..whole);
+        let tally = tally.clone();
+        if let Some(a) = state.access.as_mut() {
+            a.0 = start + data.len() as u64;
+        }
+        Ok(Some(tally))
     }
 
     async fn candidate_running(&self, release: &Release, service: usize) -> Result<bool, Error> {

@@ -456,6 +456,11 @@ pub async fn deploy(
         retire_candidates(client, &pairs, runner).await;
         return ClusterRun { cancelled: true, ..unchanged(out, &pairs) };
     }
+    if let Err(e) = work.smoke(true, runner).await {
+        out.error = Some(e);
+        retire_candidates(client, &pairs, runner).await;
+        return unchanged(out, &pairs);
+    }
 
     // 3. The flip, every Service, never cut half-way.
     out.stage = "switch";
@@ -502,11 +507,15 @@ pub async fn deploy(
         return switch_back(client, out, &pairs, &flipped, started, runner, cancel).await;
     }
 
-    // 4. Observe, then drain and scale the old colour to zero.
+    // 4. Smoke tests on the live address, observe, then drain and scale
+    // the old colour to zero.
     out.stage = "observe";
-    let observed = {
-        let _g = runner.group(&format!("Observe {}s", timing.observe.as_secs()));
-        observe(client, &pairs, timing.observe, work.analysis, runner, cancel).await
+    let observed = match work.smoke(false, runner).await {
+        Err(e) => Err(Some(e)),
+        Ok(()) => {
+            let _g = runner.group(&format!("Observe {}s", timing.observe.as_secs()));
+            observe(client, &pairs, timing.observe, work.analysis, runner, cancel).await
+        }
     };
     if observed.is_err() || cancel.is_cancelled() {
         out.error = observed.err().flatten();

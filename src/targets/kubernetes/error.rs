@@ -35,6 +35,10 @@ pub enum KubeError {
     #[error("cannot reach the cluster: {0}")]
     Connect(String),
 
+    /// A smoke test failed (its message names the test and the answer).
+    #[error("{0}")]
+    Smoke(String),
+
     #[error(
         "forbidden: cannot {verb} {resource} in namespace {namespace} ({message}); the action's Role needs a rule with apiGroups [\"{group}\"], resources [\"{resource}\"], verbs [\"{verb}\"] (see the README's least-privilege Role)"
     )]
@@ -118,6 +122,7 @@ impl KubeError {
             KubeError::CanaryStanding { .. } => "canary_standing",
             KubeError::NoCanary { .. } => "no_canary",
             KubeError::Api { .. } => "kube_api_error",
+            KubeError::Smoke(_) => "smoke_test_failed",
             KubeError::Analysis(e) => e.reason(),
         }
     }

@@ -53,8 +53,21 @@ pub struct Deploy<'a> {
     pub secret: Option<AppSecret>,
     pub migrate_command: Option<&'a [String]>,
     pub migration_timeout: Duration,
+    /// `smoke-tests` (`preview-url` before a blue-green flip, `url` after
+    /// the switch).
+    pub smoke: Option<&'a crate::smoke::Suite>,
     /// Judged through blue-green's observe window and each canary step.
     pub analysis: Option<&'a crate::analysis::Analysis>,
+}
+
+impl Deploy<'_> {
+    /// The smoke tests of the `preview-url` kind (before a flip) or the
+    /// `url` kind (after the switch); `Ok` without any.
+    pub(crate) async fn smoke(&self, preview: bool, runner: &Runner) -> Result<(), KubeError> {
+        let Some(s) = self.smoke else { return Ok(()) };
+        let _g = runner.group(if preview { "Smoke tests (preview)" } else { "Smoke tests" });
+        s.run_urls(preview, runner).await.map_err(|e| KubeError::Smoke(e.detail()))
+    }
 }
 
 /// The field manager of every write, so `managedFields` shows what the
@@ -354,6 +367,13 @@ async fn deploy(
             {
                 out.error = Some(e.clone());
             }
+        }
+    }
+    // The live address answers as the smoke tests expect, or it all goes back.
+    if out.error.is_none() && !cancel.is_cancelled() {
+        out.stage = "smoke";
+        if let Err(e) = work.smoke(false, runner).await {
+            out.error = Some(e);
         }
     }
     out.cancelled = cancel.is_cancelled() && out.error.is_none();

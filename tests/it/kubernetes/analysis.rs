@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_cloudwatch::types::StateValue;
 
 use super::{Ns, assert_status, image_of, kubectl_ok, kubectl_stdin};
-use crate::support::analysis::{Metric, alarm, cloudwatch, delete_alarm, prometheus_url, set_alarm};
-use crate::support::summary_table;
+use crate::support::analysis::{
+    Metric, alarm, cloudwatch, delete_alarm, prometheus_url, readings_in_summary, set_alarm,
+};
 
 const COLOUR: &str = "deploy-action/colour";
 
@@ -60,9 +61,9 @@ fn kubernetes_blue_green_a_query_breach_in_the_window_flips_every_service_back()
         assert_eq!(ns.replicas(&format!("{name}-blue")), "0", "the candidate at zero");
     }
     assert!(run.summary.contains("switched back"), "{}", run.summary);
-    let rows = summary_table(&run.summary, "### Analysis");
-    assert!(rows.iter().any(|r| r[1].starts_with("0.01") && r[4] == "ok"), "{rows:?}");
-    assert!(rows.iter().any(|r| r[1] == "0.5" && r[4] == "breach"), "{rows:?}");
+    let rows = readings_in_summary(&run.summary);
+    assert!(rows.iter().any(|r| r.1 == "0.01 (max 0.1)" && r.2 == "ok"), "{rows:?}");
+    assert!(rows.iter().any(|r| r.1 == "0.5 (max 0.1)" && r.2 == "breach"), "{rows:?}");
 }
 
 #[test]
@@ -113,7 +114,7 @@ fn kubernetes_canary_an_alarm_during_a_step_aborts_and_the_weights_go_back() {
     assert!(ns.gone("deployment", "web-canary") && ns.gone("service", "web-canary"));
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1", "never promoted");
     assert!(run.summary.contains("canary aborted at 20%"), "{}", run.summary);
-    let rows = summary_table(&run.summary, "### Analysis");
+    let rows = readings_in_summary(&run.summary);
     let source = format!("CloudWatch alarm '{name}'");
-    assert!(rows.iter().any(|r| r[0] == source && r[1] == "ALARM" && r[4] == "breach"), "{rows:?}");
+    assert!(rows.contains(&(source, "ALARM (ALARM rolls back)".into(), "breach".into())), "{rows:?}");
 }

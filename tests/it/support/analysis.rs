@@ -6,16 +6,26 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::action::unique_run_id;
-use super::stack_var;
 
-/// The Prometheus of the stack (`scripts/stack/prometheus up` if missing).
-pub fn prometheus_url() -> String {
-    match super::stack().get("PROMETHEUS_URL") {
-        Some(u) => u.clone(),
-        None => panic!(
-            "PROMETHEUS_URL missing from .stack/env: run scripts/stack/prometheus (or scripts/stack/up)"
-        ),
+/// A `PROMETHEUS_*` setting: from `.stack/env`, else from the file
+/// `scripts/stack/prometheus` keeps beside it (an `up` of a checkout
+/// without that script rewrites `.stack/env` without these lines).
+fn prom_var(key: &str) -> String {
+    if let Some(v) = super::stack().get(key) {
+        return v.clone();
     }
+    let file = PathBuf::from(super::stack_var("STACK_DIR")).join("prometheus/env");
+    std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(String::from)))
+        .unwrap_or_else(|| {
+            panic!("{key} missing from .stack/env: run scripts/stack/prometheus (or scripts/stack/up)")
+        })
+}
+
+/// The Prometheus of the stack.
+pub fn prometheus_url() -> String {
+    prom_var("PROMETHEUS_URL")
 }
 
 /// One test's series, `deploy_action_test_value{test="<name>"}`, scraped
@@ -29,12 +39,12 @@ pub struct Metric {
 impl Metric {
     pub fn new(tag: &str, value: f64) -> Self {
         let name = format!("{tag}_{}", unique_run_id());
-        let file = PathBuf::from(stack_var("PROMETHEUS_METRICS_DIR")).join(format!("{name}.txt"));
-        let target = PathBuf::from(stack_var("PROMETHEUS_TARGETS_DIR")).join(format!("{name}.json"));
+        let file = PathBuf::from(prom_var("PROMETHEUS_METRICS_DIR")).join(format!("{name}.txt"));
+        let target = PathBuf::from(prom_var("PROMETHEUS_TARGETS_DIR")).join(format!("{name}.json"));
         let m = Metric { name, file, target };
         m.write_series(&[value]);
         let sd = serde_json::json!([{
-            "targets": [stack_var("PROMETHEUS_METRICS_ADDR")],
+            "targets": [prom_var("PROMETHEUS_METRICS_ADDR")],
             "labels": {"__metrics_path__": format!("/{}.txt", m.name), "test": m.name},
         }]);
         write_atomically(&m.target, &sd.to_string());
@@ -144,4 +154,29 @@ pub async fn set_alarm(
 
 pub async fn delete_alarm(cw: &aws_sdk_cloudwatch::Client, name: &str) {
     let _ = cw.delete_alarms().alarm_names(name).send().await;
+}
+
+/// A reading as recorded: (source, figure without its time, verdict).
+pub type Reading = (String, String, String);
+
+fn without_time(figure: &str) -> String {
+    regex::Regex::new(r" at \d\d:\d\d:\d\dZ$").unwrap().replace(figure, "").into_owned()
+}
+
+/// The analysis readings of the job summary's "What users saw".
+pub fn readings_in_summary(summary: &str) -> Vec<Reading> {
+    super::summary_table(summary, "### What users saw")
+        .into_iter()
+        .filter(|r| r.len() == 4 && r[2].contains(" at "))
+        .map(|r| (r[0].clone(), without_time(&r[2]), r[3].clone()))
+        .collect()
+}
+
+/// The analysis readings of a log: `source: figure at 12:00:01Z (verdict)`.
+pub fn readings_in_log(text: &str) -> Vec<Reading> {
+    let line = regex::Regex::new(r"^(.*?): (.*) at \d\d:\d\d:\d\dZ \((.*)\)$").unwrap();
+    text.lines()
+        .filter_map(|l| line.captures(l))
+        .map(|c| (c[1].to_string(), c[2].to_string(), c[3].to_string()))
+        .collect()
 }

@@ -6,6 +6,7 @@ pub mod action;
 pub mod analysis;
 pub mod github_server;
 pub mod latency;
+pub mod notify_receiver;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
