@@ -916,6 +916,20 @@ async fn kubernetes_migration_job_runs_first_and_a_failing_one_rolls_nothing() {
         kubectl_ok(&["-n", &ns.0, "get", "jobs", "-o", "name"]).trim().is_empty()
     });
     ns.rollout_status("web", &[]).assert_ok();
+
+    // A pre-migrate command: its own Job, before the migration's.
+    let run =
+        action("example.invalid/web:v3").input("pre-migrate-command", r#"["./manage", "backup"]"#).run();
+    assert_status(&run, "success", 0);
+    let pre = run.stdout.find("web-pre-migrate-").expect("the pre-migrate Job");
+    let job = run.stdout.find("web-migrate-").expect("the migration Job");
+    assert!(pre < job, "{}", run.stdout);
+    assert!(run.stdout.contains(r#"running ["./manage","backup"]"#), "{}", run.stdout);
+    // A migrate-rollback command is not there yet on a cluster: refused.
+    let run =
+        action("example.invalid/web:v4").input("migrate-rollback-command", r#"["./manage", "down"]"#).run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(run.stdout.contains("input 'migrate-rollback-command'"), "{}", run.stdout);
 }
 
 /// `manifests`: multi-document YAML applied by server-side apply in
