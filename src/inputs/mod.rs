@@ -339,6 +339,12 @@ pub struct Inputs {
     pub timeout: Duration,
     pub services: Vec<Service>,
     pub migrate_command: Option<Vec<String>>,
+    /// Run before the migration (a backup point); its failure stops the
+    /// deploy before the migration.
+    pub pre_migrate_command: Option<Vec<String>>,
+    /// Run once from the new image when a deploy rolls back after its
+    /// migration succeeded; never blocks the traffic rollback.
+    pub migrate_rollback_command: Option<Vec<String>>,
     pub health: HealthSpec,
     pub rollout: RolloutSpec,
     /// `None` when neither `max-error-rate` nor `max-latency` is set.

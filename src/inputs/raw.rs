@@ -32,6 +32,8 @@ pub struct RawInputs {
     pub command: Option<String>,
     pub restart_policy: Option<String>,
     pub migrate_command: Option<String>,
+    pub pre_migrate_command: Option<String>,
+    pub migrate_rollback_command: Option<String>,
     pub migration_timeout: Option<String>,
     // Health, switch, observe, drain.
     pub health_check_path: Option<String>,

@@ -143,6 +143,22 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     let rollout = rollout(&mut c, raw, b.timeout);
     let traffic = traffic(&mut c, raw, &b);
     let smoke_tests = smoke_tests(&mut c, raw, &b);
+    let pre_migrate_command = c.parse("pre-migrate-command", &raw.pre_migrate_command, g::command);
+    let migrate_rollback_command =
+        c.parse("migrate-rollback-command", &raw.migrate_rollback_command, g::command);
+    if b.target == TargetKind::Kubernetes && raw.migrate_rollback_command.is_some() {
+        c.problem("migrate-rollback-command", "is not available on target 'kubernetes' yet: after an undo, run your down migration as its own Job");
+    }
+    if raw.migrate_command.is_none() {
+        for (name, set) in [
+            ("pre-migrate-command", &raw.pre_migrate_command),
+            ("migrate-rollback-command", &raw.migrate_rollback_command),
+        ] {
+            if set.is_some() {
+                c.problem(name, "goes with 'migrate-command', which is not set");
+            }
+        }
+    }
     let (services, migrate_command) = services(&mut c, raw, ctx, &b, health_path, version_path);
     let (hosts, ssh) = hosts_and_ssh(&mut c, raw);
     let (ec2, finds_instances) = ec2(&mut c, raw, b.target);
@@ -182,6 +198,8 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         timeout,
         services,
         migrate_command,
+        pre_migrate_command,
+        migrate_rollback_command,
         health,
         rollout,
         traffic,

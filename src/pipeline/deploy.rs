@@ -194,6 +194,8 @@ pub(super) async fn run(
         secret_env,
         secrets_fingerprint: digest.clone(),
         migrate_command: inputs.migrate_command.clone(),
+        pre_migrate_command: inputs.pre_migrate_command.clone(),
+        migrate_rollback_command: inputs.migrate_rollback_command.clone(),
     });
 
     let material = HostMaterial { key, known_hosts, registry_password };
@@ -645,6 +647,7 @@ async fn cluster_units(
             &release.secret_env,
         ),
         migrate_command: release.migrate_command.as_deref(),
+        pre_migrate_command: release.pre_migrate_command.as_deref(),
         migration_timeout: inputs.rollout.migration_timeout,
         smoke: judges.smoke.as_deref(),
         analysis: judges.analysis.as_deref(),

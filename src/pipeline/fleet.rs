@@ -90,7 +90,8 @@ pub fn step_deadline(step: &Step, cfg: &FleetConfig) -> Duration {
         Step::Prepare => Duration::from_secs(15 * 60),
         // The target stops the migration at its own bound; this one only
         // catches a target that does not.
-        Step::Migrate => cfg.rollout.migration_timeout + Duration::from_secs(60),
+        // (Twice: a pre-migrate command runs under the same bound first.)
+        Step::Migrate => cfg.rollout.migration_timeout * 2 + Duration::from_secs(60),
         Step::Launch => Duration::from_secs(120),
         Step::Verify => health.timeout + Duration::from_secs(30),
         Step::Shift(_) => Duration::from_secs(60),
@@ -163,6 +164,48 @@ async fn guarded_step(
     }
 }
 
+/// The `migrate-rollback-command`, once the traffic is back: loud when it
+/// fails, never a reason to undo the traffic rollback. After a signal
+/// there is no time for a container: it is named for a person to run.
+async fn migrate_rollback(
+    unit: &dyn Target,
+    release: &Release,
+    cfg: &FleetConfig,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> StageTiming {
+    let _g = runner.group("migrate-rollback-command (the migration ran; traffic is back)");
+    let t0 = Instant::now();
+    let cmd = release.migrate_rollback_command.as_deref().unwrap_or_default().join(" ");
+    let result = if cancel.is_cancelled() {
+        Err(format!("cancelled before it could run; run `{cmd}` from the new image by hand"))
+    } else {
+        let bound = cfg.rollout.migration_timeout + Duration::from_secs(30);
+        match tokio::time::timeout(bound, unit.migrate_rollback(release)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.detail()),
+            Err(_) => Err(format!("did not finish within {}s", bound.as_secs())),
+        }
+    };
+    let note = match &result {
+        Ok(()) => String::new(),
+        Err(why) => {
+            runner.error(
+                "migrate_rollback_failed",
+                &format!("{}: the migration's rollback failed ({why}); the schema may be ahead of the version serving", unit.name()),
+            );
+            why.clone()
+        }
+    };
+    StageTiming {
+        stage: "migrate-rollback".into(),
+        unit: Some(unit.name().to_string()),
+        duration: t0.elapsed(),
+        ok: result.is_ok(),
+        note,
+    }
+}
+
 /// Runs `phases` over `units`.
 pub async fn run(
     units: &[Arc<dyn Target>],
@@ -181,6 +224,9 @@ pub async fn run(
     let mut failed_stage = None;
     let mut committed = false;
     let mut abort_all = false;
+    // Whether the migration ran to success (its rollback command then runs
+    // after a traffic rollback).
+    let mut migrated = false;
     let keep_going = cfg.rollout.on_host_failure == OnHostFailure::KeepGoing;
     let limit = Arc::new(Semaphore::new(cfg.rollout.max_parallel.max(1)));
 
@@ -280,6 +326,7 @@ pub async fn run(
             abort_all = true;
             break;
         }
+        migrated |= phase.steps.contains(&Step::Migrate);
         if phase.commits {
             committed = true;
         }
@@ -313,6 +360,9 @@ pub async fn run(
             ok: rolled_back,
             note: String::new(),
         });
+        if migrated && release.migrate_rollback_command.is_some() {
+            timeline.push(migrate_rollback(units[0].as_ref(), &release, cfg.as_ref(), runner, cancel).await);
+        }
     }
     for (i, o) in outcome.iter_mut().enumerate() {
         if *o == UnitOutcome::Untouched && !failed[i] && (error.is_none() || committed || keep_going) {
@@ -469,6 +519,8 @@ mod tests {
             secret_env: vec![],
             secrets_fingerprint: None,
             migrate_command: None,
+            pre_migrate_command: None,
+            migrate_rollback_command: None,
         })
     }
 

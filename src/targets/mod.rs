@@ -68,6 +68,8 @@ pub struct Release {
     /// redeploys.
     pub secrets_fingerprint: Option<String>,
     pub migrate_command: Option<Vec<String>>,
+    pub pre_migrate_command: Option<Vec<String>>,
+    pub migrate_rollback_command: Option<Vec<String>>,
 }
 
 /// What a unit runs now.
@@ -136,6 +138,12 @@ pub trait Target: Send + Sync {
     /// Runs the release's migration command once (called on the first unit
     /// only). A failure stops the deploy before anything switches.
     async fn migrate(&self, release: &Release) -> Result<(), Error>;
+
+    /// Runs the release's `migrate-rollback-command` once (the first unit
+    /// only), after a rollback of a deploy whose migration succeeded.
+    async fn migrate_rollback(&self, _release: &Release) -> Result<(), Error> {
+        Ok(())
+    }
 
     /// Starts the candidate beside the live version. Traffic is untouched.
     async fn launch(&self, release: &Release) -> Result<(), Error>;

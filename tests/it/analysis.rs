@@ -373,7 +373,9 @@ fn analysis_inputs_are_checked_before_any_contact() {
 fn the_readme_analysis_examples_are_valid_inputs() {
     let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
     let at = readme.find("### Analysis during the observe window").expect("the section");
-    let section = &readme[at..at + readme[at..].find("\n## ").unwrap()];
+    let rest = &readme[at + 1..];
+    let end = [rest.find("\n## "), rest.find("\n### ")].into_iter().flatten().min().unwrap();
+    let section = &rest[..end];
     let blocks: Vec<&str> =
         section.split("```yaml\n").skip(1).map(|b| &b[..b.find("```").unwrap()]).collect();
     assert_eq!(blocks.len(), 2);

@@ -101,6 +101,8 @@ impl App {
             secret_env: vec![("DB_PASSWORD".into(), SecretValue::new("hunter2-secret".into()))],
             secrets_fingerprint: Some("sha256:test".into()),
             migrate_command: None,
+            pre_migrate_command: None,
+            migrate_rollback_command: None,
         }
     }
 

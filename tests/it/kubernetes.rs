@@ -916,6 +916,20 @@ async fn kubernetes_migration_job_runs_first_and_a_failing_one_rolls_nothing() {
         kubectl_ok(&["-n", &ns.0, "get", "jobs", "-o", "name"]).trim().is_empty()
     });
     ns.rollout_status("web", &[]).assert_ok();
+
+    // A pre-migrate command: its own Job, before the migration's.
+    let run =
+        action("example.invalid/web:v3").input("pre-migrate-command", r#"["./manage", "backup"]"#).run();
+    assert_status(&run, "success", 0);
+    let pre = run.stdout.find("web-pre-migrate-").expect("the pre-migrate Job");
+    let job = run.stdout.find("web-migrate-").expect("the migration Job");
+    assert!(pre < job, "{}", run.stdout);
+    assert!(run.stdout.contains(r#"running ["./manage","backup"]"#), "{}", run.stdout);
+    // A migrate-rollback command is not there yet on a cluster: refused.
+    let run =
+        action("example.invalid/web:v4").input("migrate-rollback-command", r#"["./manage", "down"]"#).run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(run.stdout.contains("input 'migrate-rollback-command'"), "{}", run.stdout);
 }
 
 /// `manifests`: multi-document YAML applied by server-side apply in
@@ -1451,6 +1465,31 @@ impl Ns {
         ])
     }
 
+    /// An HTTPRoute `shop` sending everything to Service `backend`.
+    fn httproute(&self, backend: &str) {
+        kubectl_stdin(
+            &["-n", &self.0, "apply", "-f", "-"],
+            &format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: shop}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs: [{{name: {backend}, port: 80}}]\n"
+            ),
+        );
+    }
+
+    /// The HTTPRoute `shop`'s backends as `name=weight` words.
+    fn route_weights(&self) -> String {
+        kubectl_ok(&[
+            "-n",
+            &self.0,
+            "get",
+            "httproute",
+            "shop",
+            "-o",
+            "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
+        ])
+        .trim()
+        .to_string()
+    }
+
     fn gone(&self, kind: &str, name: &str) -> bool {
         !kubectl(&["-n", &self.0, "get", kind, name]).status.success()
     }
@@ -1550,23 +1589,8 @@ fn kubernetes_canary_through_httproute_and_abort() {
     let ns = Ns::new("canaryhr");
     ns.deployment("web", "example.invalid/web:v1", 2, 10);
     ns.service("web");
-    kubectl_stdin(
-        &["-n", &ns.0, "apply", "-f", "-"],
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n",
-    );
-    let weights = || {
-        kubectl_ok(&[
-            "-n",
-            &ns.0,
-            "get",
-            "httproute",
-            "shop",
-            "-o",
-            "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
-        ])
-        .trim()
-        .to_string()
-    };
+    ns.httproute("web");
+    let weights = || ns.route_weights();
     let run = ns.canary("20", "httproute/shop", "example.invalid/web:v2").run();
     assert_status(&run, "success", 0);
     assert_eq!(weights(), "web=80 web-canary=20");
@@ -1623,23 +1647,8 @@ fn kubernetes_canary_services_file_names_the_stable_service() {
     let ns = Ns::new("canaryfile");
     ns.deployment("web", "example.invalid/web:v1", 2, 60);
     ns.service_for("storefront", "web");
-    kubectl_stdin(
-        &["-n", &ns.0, "apply", "-f", "-"],
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: storefront, port: 80}]\n",
-    );
-    let weights = || {
-        kubectl_ok(&[
-            "-n",
-            &ns.0,
-            "get",
-            "httproute",
-            "shop",
-            "-o",
-            "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
-        ])
-        .trim()
-        .to_string()
-    };
+    ns.httproute("storefront");
+    let weights = || ns.route_weights();
     let with_file = |a: Action| {
         let a = a.without("INPUT_DEPLOYMENTS").input("services-file", "services.yml");
         std::fs::write(

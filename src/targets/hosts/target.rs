@@ -243,6 +243,60 @@ impl HostTarget {
     }
 
     /// The front door as the host reaches it: address, port, `Host` header.
+    /// Runs `cmd` once in a one-off container `<app>-<suffix>` from the new
+    /// image with the app's env and secrets, its output relayed (and
+    /// redacted), bounded by `migration-timeout`.
+    async fn one_off(
+        &self,
+        release: &Release,
+        suffix: &str,
+        what: &str,
+        cmd: &[String],
+    ) -> Result<(), Error> {
+        let unit = self.unit();
+        let Some(svc) = release.services.first() else { return Ok(()) };
+        let name = format!("{}-{suffix}", release.app);
+        // A migration another run started and that still runs is never
+        // removed mid-way: that would cut a schema change in half.
+        if let Some(owner) = containers::running_deploy(&self.docker, unit, &name).await?
+            && owner != release.deploy_id
+        {
+            return Err(Error::unit(
+                unit,
+                "migration_running",
+                format!(
+                    "{name} from deploy {owner} is still running; wait for it to end (or stop it: docker rm -f {name}) and deploy again"
+                ),
+            ));
+        }
+        self.runner.line(&format!(
+            "{unit}: running {what} in {name} (at most {}s): {}",
+            self.conn.migration_timeout.as_secs(),
+            cmd.join(" ")
+        ));
+        self.state().migrating = Some(name.clone());
+        let run =
+            containers::run_once(&self.docker, unit, &name, release, svc, cmd, self.conn.migration_timeout)
+                .await;
+        self.state().migrating = None;
+        let run = run?;
+        self.runner.relay(&format!("{unit} {suffix}"), &run.tail);
+        if run.exit_code != 0 {
+            return Err(Error::Migration {
+                unit: unit.to_string(),
+                message: format!(
+                    "{}`{}` exited with status {}; its last lines:\n{}",
+                    if suffix == "migrate" { String::new() } else { format!("{what} ") },
+                    cmd.join(" "),
+                    run.exit_code,
+                    run.tail.trim_end()
+                ),
+            });
+        }
+        tracing::info!(host = unit, stage = suffix, "finished");
+        Ok(())
+    }
+
     fn front_door(&self) -> (&str, u16, String) {
         let url = &self.conn.proxy_url;
         let host = url.host_str().unwrap_or("127.0.0.1");
@@ -333,49 +387,20 @@ impl Target for HostTarget {
     }
 
     async fn migrate(&self, release: &Release) -> Result<(), Error> {
-        let unit = self.unit();
-        let (Some(cmd), Some(svc)) = (&release.migrate_command, release.services.first()) else {
-            return Ok(());
-        };
-        let name = format!("{}-migrate", release.app);
-        // A migration another run started and that still runs is never
-        // removed mid-way: that would cut a schema change in half.
-        if let Some(owner) = containers::running_deploy(&self.docker, unit, &name).await?
-            && owner != release.deploy_id
-        {
-            return Err(Error::unit(
-                unit,
-                "migration_running",
-                format!(
-                    "{name} from deploy {owner} is still running; wait for it to end (or stop it: docker rm -f {name}) and deploy again"
-                ),
-            ));
+        if let Some(cmd) = &release.pre_migrate_command {
+            self.one_off(release, "pre-migrate", "pre-migrate-command", cmd).await?;
         }
-        self.runner.line(&format!(
-            "{unit}: running the migration in {name} (at most {}s): {}",
-            self.conn.migration_timeout.as_secs(),
-            cmd.join(" ")
-        ));
-        self.state().migrating = Some(name.clone());
-        let run =
-            containers::run_once(&self.docker, unit, &name, release, svc, cmd, self.conn.migration_timeout)
-                .await;
-        self.state().migrating = None;
-        let run = run?;
-        self.runner.relay(&format!("{unit} migration"), &run.tail);
-        if run.exit_code != 0 {
-            return Err(Error::Migration {
-                unit: unit.to_string(),
-                message: format!(
-                    "`{}` exited with status {}; its last lines:\n{}",
-                    cmd.join(" "),
-                    run.exit_code,
-                    run.tail.trim_end()
-                ),
-            });
+        match &release.migrate_command {
+            Some(cmd) => self.one_off(release, "migrate", "the migration", cmd).await,
+            None => Ok(()),
         }
-        tracing::info!(host = unit, stage = "migrate", "migration finished");
-        Ok(())
+    }
+
+    async fn migrate_rollback(&self, release: &Release) -> Result<(), Error> {
+        match &release.migrate_rollback_command {
+            Some(cmd) => self.one_off(release, "migrate-rollback", "migrate-rollback-command", cmd).await,
+            None => Ok(()),
+        }
     }
 
     async fn launch(&self, release: &Release) -> Result<(), Error> {

@@ -30,6 +30,8 @@ pub struct Migration<'a> {
     pub app: &'a str,
     /// `<run id>-<attempt>`: a re-run gets its own Job.
     pub deploy_id: &'a str,
+    /// `migrate`, or `pre-migrate` for the command run before it.
+    pub kind: &'a str,
     pub command: &'a [String],
     pub image: &'a str,
     pub timeout: Duration,
@@ -37,9 +39,9 @@ pub struct Migration<'a> {
     pub secret: Option<&'a str>,
 }
 
-/// The Job's name: `<app>-migrate-<deploy id>`, cut to a DNS label.
-pub fn job_name(app: &str, deploy_id: &str) -> String {
-    let suffix = format!("-migrate-{deploy_id}");
+/// The Job's name: `<app>-<kind>-<deploy id>`, cut to a DNS label.
+pub fn job_name(app: &str, kind: &str, deploy_id: &str) -> String {
+    let suffix = format!("-{kind}-{deploy_id}");
     let keep = 63usize.saturating_sub(suffix.len()).min(app.len());
     format!("{}{suffix}", app[..keep].trim_end_matches('-'))
 }
@@ -79,7 +81,7 @@ pub fn job(m: &Migration<'_>, from: &Current) -> Result<Job, KubeError> {
     c.env_from = (!env_from.is_empty()).then_some(env_from);
     spec.containers = vec![c];
     spec.restart_policy = Some("Never".into());
-    let name = job_name(m.app, m.deploy_id);
+    let name = job_name(m.app, m.kind, m.deploy_id);
     let labels = labels(m.app, "migration");
     let job = serde_json::json!({
         "apiVersion": "batch/v1",
@@ -271,11 +273,11 @@ mod tests {
 
     #[test]
     fn job_names_are_dns_labels() {
-        assert_eq!(job_name("web", "123-1"), "web-migrate-123-1");
-        let long = job_name(&"a".repeat(63), "12345678901-2");
+        assert_eq!(job_name("web", "migrate", "123-1"), "web-migrate-123-1");
+        let long = job_name(&"a".repeat(63), "migrate", "12345678901-2");
         assert!(long.len() <= 63 && long.ends_with("-migrate-12345678901-2"), "{long}");
         // A cut never leaves a trailing dash before the suffix.
-        assert_eq!(job_name("ab-cd", &"9".repeat(51)), format!("ab-migrate-{}", "9".repeat(51)));
+        assert_eq!(job_name("ab-cd", "migrate", &"9".repeat(51)), format!("ab-migrate-{}", "9".repeat(51)));
     }
 
     #[test]
@@ -306,6 +308,7 @@ mod tests {
         let m = Migration {
             app: "web",
             deploy_id: "7-1",
+            kind: "migrate",
             command: &cmd,
             image: "r/web:2",
             timeout: Duration::from_secs(300),

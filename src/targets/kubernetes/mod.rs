@@ -52,6 +52,8 @@ pub struct Deploy<'a> {
     pub deploy_id: &'a str,
     pub secret: Option<AppSecret>,
     pub migrate_command: Option<&'a [String]>,
+    /// Run as its own Job before the migration.
+    pub pre_migrate_command: Option<&'a [String]>,
     pub migration_timeout: Duration,
     /// `smoke-tests` (`preview-url` before a blue-green flip, `url` after
     /// the switch).
@@ -458,16 +460,23 @@ pub(crate) async fn migrate_first(
     cancel: &CancellationToken,
 ) -> Result<bool, KubeError> {
     let Some(command) = work.migrate_command else { return Ok(true) };
-    let _g = runner.group("Migration (Job)");
-    let m = migrate::Migration {
+    let job = |kind, command| migrate::Migration {
         app: work.app,
         deploy_id: work.deploy_id,
+        kind,
         command,
         image: from.image_to_run(work.image),
         timeout: work.migration_timeout,
         secret: work.secret.as_ref().map(|s| s.name.as_str()),
     };
-    migrate::run(client, &m, from, runner, cancel).await
+    if let Some(pre) = work.pre_migrate_command {
+        let _g = runner.group("pre-migrate-command (Job)");
+        if !migrate::run(client, &job("pre-migrate", pre), from, runner, cancel).await? {
+            return Ok(false);
+        }
+    }
+    let _g = runner.group("Migration (Job)");
+    migrate::run(client, &job("migrate", command), from, runner, cancel).await
 }
 
 /// Undo one Deployment and, unless cancelled, watch that rollout finish.

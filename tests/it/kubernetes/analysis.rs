@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::StateValue;
 
-use super::{Ns, assert_status, image_of, kubectl_ok, kubectl_stdin};
+use super::{Ns, assert_status, image_of};
 use crate::support::analysis::{
     Metric, alarm, cloudwatch, delete_alarm, prometheus_url, readings_in_summary, set_alarm,
 };
@@ -71,23 +71,8 @@ fn kubernetes_canary_an_alarm_during_a_step_aborts_and_the_weights_go_back() {
     let ns = Ns::new("canaryanalysis");
     ns.deployment("web", "example.invalid/web:v1", 2, 60);
     ns.service("web");
-    kubectl_stdin(
-        &["-n", &ns.0, "apply", "-f", "-"],
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n",
-    );
-    let weights = || {
-        kubectl_ok(&[
-            "-n",
-            &ns.0,
-            "get",
-            "httproute",
-            "shop",
-            "-o",
-            "jsonpath={range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}",
-        ])
-        .trim()
-        .to_string()
-    };
+    ns.httproute("web");
+    let weights = || ns.route_weights();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cw = rt.block_on(cloudwatch());
     let name = rt.block_on(alarm(&cw, "canary-5xx"));
