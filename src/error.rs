@@ -41,6 +41,11 @@ pub enum Error {
     #[error(transparent)]
     Github(#[from] crate::github::GithubError),
 
+    /// A CloudWatch alarm or the Prometheus query said no, or could not
+    /// be read (`rollback-alarms`, `analysis-query`).
+    #[error(transparent)]
+    Analysis(crate::analysis::AnalysisError),
+
     /// Boxed: the cluster's errors carry the object's full name.
     #[error(transparent)]
     Kubernetes(Box<crate::targets::kubernetes::KubeError>),
@@ -57,7 +62,20 @@ pub enum Error {
 
 impl From<crate::targets::kubernetes::KubeError> for Error {
     fn from(e: crate::targets::kubernetes::KubeError) -> Self {
-        Error::Kubernetes(Box::new(e))
+        match e {
+            // The same error on every target.
+            crate::targets::kubernetes::KubeError::Analysis(a) => a.into(),
+            e => Error::Kubernetes(Box::new(e)),
+        }
+    }
+}
+
+impl From<crate::analysis::AnalysisError> for Error {
+    fn from(e: crate::analysis::AnalysisError) -> Self {
+        match e {
+            crate::analysis::AnalysisError::Cancelled => Error::Cancelled,
+            e => Error::Analysis(e),
+        }
     }
 }
 
@@ -73,6 +91,7 @@ impl Error {
             Error::Locked { .. } => "deploy_locked",
             Error::Secrets(e) => e.reason(),
             Error::Github(e) => e.reason(),
+            Error::Analysis(e) => e.reason(),
             Error::Kubernetes(e) => e.reason(),
             Error::Deadline { .. } => "deadline_exceeded",
             Error::Cancelled => "cancelled",

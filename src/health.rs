@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::analysis::Analysis;
 use crate::error::Error;
 use crate::inputs::HealthSpec;
 use crate::redact::Redactor;
@@ -119,6 +120,8 @@ pub struct Watch<'a> {
     pub health: &'a HealthSpec,
     /// Limits on what users were served, from the unit's access log.
     pub traffic: Option<&'a Limits>,
+    /// CloudWatch alarms and the Prometheus query, shared by every unit.
+    pub analysis: Option<&'a Analysis>,
 }
 
 /// Judges what users were served through the unit since the window began
@@ -152,11 +155,11 @@ async fn judge_traffic(
 /// its own streak: a healthy worker must not reset the count of a web
 /// service that fails every check. With traffic limits, what users were
 /// served through nginx since the window began is judged every round and
-/// once more at its end.
+/// once more at its end; with `analysis`, its sources every round too.
 ///
 /// # Errors
-/// [`Error::ObserveFailed`], `error_rate_exceeded`, `latency_exceeded`, or
-/// [`Error::Cancelled`].
+/// [`Error::ObserveFailed`], `error_rate_exceeded`, `latency_exceeded`,
+/// [`Error::Analysis`], or [`Error::Cancelled`].
 pub async fn observe(
     target: &dyn Target,
     release: &Release,
@@ -172,6 +175,11 @@ pub async fn observe(
     }
     let mut streaks = vec![0u32; release.services.len()];
     loop {
+        // CloudWatch alarms and the Prometheus query: read at most once
+        // per interval for all units, a breach seen once fails every one.
+        if let Some(a) = watch.analysis {
+            a.check(cancel).await?;
+        }
         for (idx, service) in release.services.iter().enumerate() {
             let verdict = match (&service.health_path, service.behind_proxy) {
                 (Some(path), true) => judge(

@@ -17,11 +17,15 @@
 //! - [`strategy`] — the order of steps for blue-green, rolling and canary.
 //! - [`health`] — health-check loops over [`targets::Target::probe`], and
 //!   the observe window's judgement of what users were served.
+//! - [`analysis`] — what users see during the observe window: CloudWatch
+//!   alarms and a Prometheus query, read at most once per interval for
+//!   every caller, every reading kept for the summary.
 //! - [`smoke`] — the `smoke-tests`, before and after the switch.
 //! - [`targets`] — the mechanics: `hosts` (SSH, Docker, nginx), `ec2`
 //!   (discovery, then hosts), `kubernetes` (server-side apply, kubectl's
 //!   rollout verdict by watch, `rollout undo`; it takes the whole deploy).
 
+pub mod analysis;
 pub mod error;
 pub mod github;
 pub mod health;

@@ -25,6 +25,8 @@ pub struct Plan {
     /// What the cluster's dry run says would change, one line per
     /// Deployment (filled in by `mode: plan` after contacting it).
     pub cluster_changes: Vec<String>,
+    /// The analysis sources and when they are read, if any.
+    pub analysis: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,7 +94,30 @@ fn common(inputs: &Inputs, units: &[String]) -> Plan {
         secret_sources: Vec::new(),
         cluster_steps: Vec::new(),
         cluster_changes: Vec::new(),
+        analysis: inputs.analysis.as_ref().map(analysis),
     }
+}
+
+/// `CloudWatch alarms 'a' (eu-west-1); query 'x' on http://p:9090/ (max 0.1); ...`.
+fn analysis(spec: &crate::inputs::AnalysisSpec) -> String {
+    use crate::analysis::prometheus::{shown, threshold};
+    let mut sources = Vec::new();
+    if !spec.alarms.is_empty() {
+        let names: Vec<String> = spec.alarms.iter().map(|n| format!("'{n}'")).collect();
+        sources.push(format!(
+            "CloudWatch alarms {} ({})",
+            names.join(", "),
+            spec.region.as_deref().unwrap_or("no region")
+        ));
+    }
+    if let Some(q) = &spec.query {
+        sources.push(format!("query '{}' on {} ({})", shown(&q.query), q.url, threshold(q.min, q.max)));
+    }
+    format!(
+        "{}; read before the deploy, then every {}s in each observe window",
+        sources.join("; "),
+        spec.interval.as_secs()
+    )
 }
 
 fn cluster_plan(inputs: &Inputs, units: &[String]) -> Plan {
@@ -155,6 +180,9 @@ pub fn render(plan: &Plan) -> Vec<String> {
         out.push("secrets: none".into());
     } else {
         out.push(format!("secrets: {}", plan.secret_sources.join("; ")));
+    }
+    if let Some(a) = &plan.analysis {
+        out.push(format!("analysis: {a}"));
     }
     if !plan.cluster_changes.is_empty() {
         out.push("changes (server-side dry run):".into());

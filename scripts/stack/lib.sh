@@ -25,6 +25,10 @@ IMAGE_TAGS="v1 v2 v3 broken"
 # Bump when the way `up` assembles the images changes (forces a rebuild).
 IMAGE_BUILD_REV=1
 MOTO_PORT=5055
+# scripts/stack/prometheus: the server, and the file server of the metrics
+# the tests write (off Prometheus's usual 9090/9091).
+PROMETHEUS_PORT=19090
+PROMETHEUS_METRICS_PORT=19091
 # The AWS credentials of $STACK_DIR/env (moto takes any; the EKS token
 # webhook of k8s/up knows only these).
 AWS_TEST_ACCESS_KEY_ID=testing
@@ -37,7 +41,7 @@ EKS_REGION=us-east-1
 EKS_ENDPOINT=https://127.0.0.1:16443
 EKS_CA_FILE="$STACK_DIR/k8s/pki/ca.crt"
 PY_PINS="moto[server]==5.2.5 openapi-core==0.23.1 awscli==1.46.3"
-APT_PKGS="docker.io docker-registry apache2-utils nginx openssh-server busybox-static socat iproute2 wrk curl ca-certificates sudo"
+APT_PKGS="docker.io docker-registry apache2-utils nginx openssh-server busybox-static socat iproute2 wrk curl ca-certificates sudo prometheus"
 MAX_HOSTS=8
 # Paths that are private to every simulated host (bind-mounted from
 # $STACK_DIR/hosts/hK/fs/<path> inside the host's mount namespace). /root

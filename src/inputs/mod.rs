@@ -3,6 +3,7 @@
 //! contacted. Validation reports every problem at once, each naming the input
 //! and what is allowed. No network, no side effects.
 
+pub mod analysis;
 pub mod grammar;
 pub mod manifests;
 pub mod raw;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use analysis::{AnalysisSpec, QuerySpec};
 pub use grammar::{HostSpec, ImageRef};
 pub use services::{RestartPolicy, Service};
 pub use validate::{ROLLBACK_PENDING, validate, webhook_url_problem};
@@ -347,6 +349,9 @@ pub struct Inputs {
     pub rollout: RolloutSpec,
     /// `None` when neither `max-error-rate` nor `max-latency` is set.
     pub traffic: Option<TrafficSpec>,
+    /// CloudWatch alarms and a Prometheus query read during the observe
+    /// window; `None` when neither is set.
+    pub analysis: Option<AnalysisSpec>,
     /// `smoke-tests`, in order.
     pub smoke_tests: Vec<smoke::SmokeTest>,
     pub hosts: Vec<HostSpec>,

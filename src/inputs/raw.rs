@@ -52,6 +52,13 @@ pub struct RawInputs {
     pub drain_time: Option<String>,
     pub canary_steps: Option<String>,
     pub canary_interval: Option<String>,
+    // Analysis during the observe window.
+    pub rollback_alarms: Option<String>,
+    pub prometheus_url: Option<String>,
+    pub analysis_query: Option<String>,
+    pub analysis_max: Option<String>,
+    pub analysis_min: Option<String>,
+    pub analysis_interval: Option<String>,
     // Fleet.
     pub max_parallel: Option<String>,
     pub on_host_failure: Option<String>,

@@ -166,6 +166,13 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     let kubernetes = kubernetes(&mut c, raw, env, ctx, &b);
     let notify = notifications(&mut c, raw);
     let (registry, ssm) = registry_and_ssm(&mut c, raw, env, b.target, &ssh, &notify);
+    let (analysis, problems) = analysis::read(raw, ssm.region.as_deref(), b.target, b.strategy);
+    for p in problems {
+        // `aws-region` from the environment may be named once already.
+        if !c.problems.contains(&p) {
+            c.problems.push(p);
+        }
+    }
     let (github, context) = github(&mut c, raw, ctx, &b);
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -196,6 +203,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         health,
         rollout,
         traffic,
+        analysis,
         smoke_tests,
         hosts,
         ssh,

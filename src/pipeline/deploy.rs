@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fleet::{self, FleetConfig, UnitOutcome};
 use super::{Outcome, Status, Timeline, facts, unit_kind};
+use crate::analysis::Analysis;
 use crate::error::Error;
 use crate::github::{DeployPayload, Deployments, FinalState, Task};
 use crate::inputs::{HostSpec, Inputs, Mode, SecretSource, TargetKind};
@@ -108,6 +109,16 @@ pub(super) async fn run(
         }
     };
 
+    // The analysis sources, read once before anything changes.
+    let t_analysis = Instant::now();
+    let analysis = match start_analysis(inputs, runner, cancel).await {
+        Ok(a) => a,
+        Err(e) => return early(e, "analysis").await,
+    };
+    if analysis.is_some() {
+        timeline.push("analysis", t_analysis, true, "read before the deploy");
+    }
+
     // Which image, and what was live before (GitHub is read only once
     // every input, SSM values included, has been checked).
     let t0 = Instant::now();
@@ -188,7 +199,8 @@ pub(super) async fn run(
     });
 
     let material = HostMaterial { key, known_hosts, registry_password };
-    let run = deploy_units(inputs, runner, cancel, &release, material, smoke, &mut timeline).await;
+    let judges = Judges { smoke, analysis };
+    let run = deploy_units(inputs, runner, cancel, &release, material, judges, &mut timeline).await;
     // What was live: GitHub's record, else what the first host ran.
     let previous_image = previous_image.or(run.previous_image.clone());
     let image = run.image.clone().unwrap_or(image);
@@ -202,6 +214,45 @@ pub(super) async fn run(
         notifier.finish(moment, cancel)
     );
     report(inputs, runner, run, timeline, digest, &secret_names)
+}
+
+/// What judges the deploy besides the health checks: the smoke tests and
+/// the analysis sources.
+struct Judges {
+    smoke: Option<Arc<crate::smoke::Suite>>,
+    analysis: Option<Arc<Analysis>>,
+}
+
+/// The analysis of a `mode: deploy` (`rollback-alarms`, `analysis-query`),
+/// read once: an alarm that does not exist, a query the server refuses, a
+/// source that cannot be read or a breach already there stops the run
+/// before the record, with nothing changed. A rollback goes without: it is
+/// what a team runs while its alarms fire.
+///
+/// # Errors
+/// What stopped it.
+async fn start_analysis(
+    inputs: &Inputs,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<Option<Arc<Analysis>>, Error> {
+    let Some(spec) = &inputs.analysis else { return Ok(None) };
+    if inputs.mode != Mode::Deploy {
+        runner.line(&format!(
+            "analysis: not read in mode {} (rollback-alarms and analysis-query judge deploys)",
+            format!("{:?}", inputs.mode).to_lowercase()
+        ));
+        return Ok(None);
+    }
+    let _g = runner.group("Analysis: read before the deploy");
+    let analysis = Analysis::from_spec(spec, runner).await?;
+    runner.line(&format!(
+        "{}: read now, then every {}s during the observe window",
+        analysis.describe(),
+        analysis.interval().as_secs()
+    ));
+    analysis.preflight(cancel).await?;
+    Ok(Some(analysis))
 }
 
 /// What the deploy needs from SSM: the app's secrets, and the SSH key,
@@ -405,7 +456,7 @@ async fn deploy_units(
     cancel: &CancellationToken,
     release: &Arc<Release>,
     material: HostMaterial,
-    smoke: Option<Arc<crate::smoke::Suite>>,
+    judges: Judges,
     timeline: &mut Timeline,
 ) -> Run {
     let HostMaterial { key, known_hosts, registry_password } = material;
@@ -419,7 +470,7 @@ async fn deploy_units(
         rolled_back: false,
     };
     if let Some(k) = &inputs.kubernetes {
-        return cluster_units(inputs, k, release, smoke.as_deref(), runner, cancel, timeline).await;
+        return cluster_units(inputs, k, release, &judges, runner, cancel, timeline).await;
     }
     let t = Instant::now();
     let specs = match host_specs(inputs, runner).await {
@@ -539,7 +590,8 @@ async fn deploy_units(
         health: inputs.health.clone(),
         rollout: inputs.rollout.clone(),
         traffic: inputs.traffic.as_ref().map(|t| t.limits),
-        smoke,
+        smoke: judges.smoke,
+        analysis: judges.analysis,
     });
     let report = fleet::run(&units, &phases, release.clone(), cfg, runner, cancel).await;
     close_all(&units).await;
@@ -577,7 +629,7 @@ async fn cluster_units(
     inputs: &Inputs,
     spec: &crate::inputs::KubernetesSpec,
     release: &Release,
-    smoke: Option<&crate::smoke::Suite>,
+    judges: &Judges,
     runner: &Runner,
     cancel: &CancellationToken,
     timeline: &mut Timeline,
@@ -597,7 +649,8 @@ async fn cluster_units(
         migrate_command: release.migrate_command.as_deref(),
         pre_migrate_command: release.pre_migrate_command.as_deref(),
         migration_timeout: inputs.rollout.migration_timeout,
-        smoke,
+        smoke: judges.smoke.as_deref(),
+        analysis: judges.analysis.as_deref(),
     });
     let k =
         kubernetes::run(spec, inputs.mode, super::kube_strategy(inputs), work.as_ref(), runner, cancel).await;

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::analysis::Analysis;
 use crate::error::Error;
 use crate::health;
 use crate::inputs::{HealthSpec, OnHostFailure, RolloutSpec};
@@ -43,6 +44,8 @@ pub struct FleetConfig {
     /// checks and through nginx at the start of each observe step; `url`
     /// ones once, at the first observe step.
     pub smoke: Option<Arc<crate::smoke::Suite>>,
+    /// Judged in every observe step, shared by every host's loop.
+    pub analysis: Option<Arc<Analysis>>,
 }
 
 /// How one unit ended.
@@ -127,6 +130,7 @@ async fn run_step(
                 failures: cfg.rollout.observe_failures,
                 health: &cfg.health,
                 traffic: cfg.traffic.as_ref(),
+                analysis: cfg.analysis.as_deref(),
             };
             health::observe(unit, release, &watch, runner, cancel).await
         }
@@ -540,6 +544,7 @@ mod tests {
             },
             traffic: None,
             smoke: None,
+            analysis: None,
         })
     }
 
@@ -652,6 +657,61 @@ mod tests {
         .await;
         assert_eq!(report.error.as_ref().map(Error::reason), Some("observe_failed"), "{:?}", report.error);
         assert_eq!(entries(&s, "rollback").len(), 1);
+    }
+
+    /// Reads `OK` once, then a breach; counts its readings.
+    struct Breaching(Arc<std::sync::atomic::AtomicU32>);
+
+    #[async_trait]
+    impl crate::analysis::Source for Breaching {
+        fn name(&self) -> String {
+            "CloudWatch alarms 'api-5xx'".into()
+        }
+        fn unavailable_code(&self) -> &'static str {
+            "alarms_unavailable"
+        }
+        async fn read(&self) -> Result<Vec<crate::analysis::Figure>, crate::analysis::ReadError> {
+            use crate::analysis::{AnalysisError, Figure, Verdict, When};
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let verdict = match n {
+                0 => Verdict::Ok,
+                _ => Verdict::Breach(AnalysisError::AlarmBreached {
+                    alarm: "api-5xx".into(),
+                    reason: String::new(),
+                    when: When::Window,
+                }),
+            };
+            Ok(vec![Figure { source: "a".into(), value: "x".into(), threshold: String::new(), verdict }])
+        }
+    }
+
+    #[tokio::test]
+    async fn an_analysis_breach_in_the_window_rolls_every_host_back() {
+        let s = fleet(3, None, Duration::ZERO);
+        let reads = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let analysis =
+            Analysis::new(Duration::from_millis(40), vec![Box::new(Breaching(reads.clone()))], &runner());
+        let base = cfg(OnHostFailure::RollbackAll);
+        let mut rollout = base.rollout.clone();
+        rollout.observe_window = Duration::from_secs(5);
+        let c = Arc::new(FleetConfig {
+            health: base.health.clone(),
+            rollout,
+            traffic: None,
+            smoke: None,
+            analysis: Some(Arc::new(analysis)),
+        });
+        let phases = strategy::phases(StrategyKind::BlueGreen, &c.rollout, 3, false);
+        let t0 = std::time::Instant::now();
+        let r = run(&s.units, &phases, release(), c, &runner(), &CancellationToken::new()).await;
+        assert_eq!(r.error.as_ref().map(Error::reason), Some("alarm_breached"), "{:?}", r.error);
+        assert_eq!(r.failed_stage, Some("observe"));
+        assert!(r.rolled_back && !r.committed);
+        assert_eq!(entries(&s, "rollback").len(), 3, "every host goes back");
+        assert!(entries(&s, "retire").is_empty());
+        assert!(t0.elapsed() < Duration::from_secs(2), "the breach ended the window");
+        // Three hosts checking every 10 ms shared the readings: OK, breach.
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

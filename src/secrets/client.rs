@@ -74,6 +74,28 @@ impl Default for SsmOptions {
     }
 }
 
+/// The run's AWS configuration for `region`: the SDK's default credential
+/// chain (environment keys, as aws-actions/configure-aws-credentials exports
+/// them; web identity; shared config; then IMDS, which off EC2 must fail
+/// within `imds_timeout`), and the endpoint settings of the environment
+/// (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`). Every AWS client of
+/// the run starts from this.
+pub async fn sdk_config(region: &str, imds_timeout: Duration) -> SdkConfig {
+    let region = Region::new(region.to_string());
+    let imds = aws_config::imds::Client::builder()
+        .connect_timeout(imds_timeout)
+        .read_timeout(imds_timeout)
+        .max_attempts(1)
+        .build();
+    let credentials =
+        DefaultCredentialsChain::builder().region(region.clone()).imds_client(imds).build().await;
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .credentials_provider(credentials)
+        .load()
+        .await
+}
+
 /// A parameter as it arrived; its value is already masked.
 struct Fetched {
     name: String,
@@ -108,20 +130,7 @@ impl Ssm {
     }
 
     pub async fn with_options(region: &str, options: SsmOptions) -> Self {
-        let region = Region::new(region.to_string());
-        let imds = aws_config::imds::Client::builder()
-            .connect_timeout(options.imds_timeout)
-            .read_timeout(options.imds_timeout)
-            .max_attempts(1)
-            .build();
-        let credentials =
-            DefaultCredentialsChain::builder().region(region.clone()).imds_client(imds).build().await;
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .region(region)
-            .credentials_provider(credentials)
-            .load()
-            .await;
-        Self::from_sdk_config(&sdk, options)
+        Self::from_sdk_config(&sdk_config(region, options.imds_timeout).await, options)
     }
 
     /// A client from an already loaded configuration (tests point it at a

@@ -1808,3 +1808,7 @@ fn kubernetes_rolling_smoke_test_failing_rolls_back() {
     assert_eq!(run.code, Some(2), "{}", run.stdout);
     assert!(run.stdout.contains("'home' has a 'path'"), "{}", run.stdout);
 }
+
+/// CloudWatch alarms and the Prometheus query in a blue-green window and a
+/// canary step.
+mod analysis;

@@ -7,6 +7,7 @@
 mod support;
 
 mod after_switch;
+mod analysis;
 mod binary;
 mod deploy;
 mod docs;

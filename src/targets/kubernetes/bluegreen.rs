@@ -514,7 +514,7 @@ pub async fn deploy(
         Err(e) => Err(Some(e)),
         Ok(()) => {
             let _g = runner.group(&format!("Observe {}s", timing.observe.as_secs()));
-            observe(client, &pairs, timing.observe, runner, cancel).await
+            observe(client, &pairs, timing.observe, work.analysis, runner, cancel).await
         }
     };
     if observed.is_err() || cancel.is_cancelled() {
@@ -625,18 +625,26 @@ async fn prepare(
 }
 
 /// Watches every candidate through the window: one losing availability
-/// (or a pod stuck in a state that will not heal) fails it.
+/// (or a pod stuck in a state that will not heal) fails it, and so does a
+/// breach of the `analysis` (read at the start, then every interval).
 async fn observe(
     client: &kube::Client,
     pairs: &[Pair],
     window: Duration,
+    analysis: Option<&crate::analysis::Analysis>,
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> Result<(), Option<KubeError>> {
-    if window.is_zero() {
-        return Ok(());
-    }
     let end = Instant::now() + window;
+    let judged = async {
+        match analysis {
+            Some(a) => a.watch_until(end, cancel).await.map_err(super::canary::analysis_failed),
+            None => Ok(()),
+        }
+    };
+    if window.is_zero() {
+        return judged.await;
+    }
     let watches = pairs.iter().map(|p| async move {
         let api: Api<Deployment> = Api::namespaced(client.clone(), p.ns());
         let name = p.candidate_name();
@@ -663,10 +671,8 @@ async fn observe(
             }
         }
     });
-    for r in futures::future::join_all(watches).await {
-        r?;
-    }
-    Ok(())
+    // The first failure ends the window for all.
+    futures::future::try_join(futures::future::try_join_all(watches), judged).await.map(|_| ())
 }
 
 /// After a failure or a signal past the flip: the `flipped` Services back

@@ -333,15 +333,34 @@ impl Canary<'_> {
         }
     }
 
-    /// Watches the canary for the interval: losing availability fails.
-    async fn observe(&self, interval: Duration, cancel: &CancellationToken) -> Result<bool, KubeError> {
+    /// Watches the canary for the interval: losing availability fails, and
+    /// so does a breach of the `analysis` (read at the step's start, then
+    /// every interval).
+    async fn observe(
+        &self,
+        interval: Duration,
+        analysis: Option<&crate::analysis::Analysis>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, KubeError> {
         let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.name()));
         let mut events = watcher(self.deployments(), cfg).default_backoff().boxed();
         let end = Instant::now() + interval;
+        let judged = async {
+            match analysis {
+                Some(a) => a.watch_until(end, cancel).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(judged);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(end) => return Ok(true),
                 _ = cancel.cancelled() => return Ok(false),
+                r = &mut judged => match r.map_err(analysis_failed) {
+                    Ok(()) => return Ok(true),
+                    Err(None) => return Ok(false),
+                    Err(Some(e)) => return Err(e),
+                },
                 ev = events.next() => {
                     if let Some(Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) = ev {
                         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
@@ -396,6 +415,15 @@ impl Canary<'_> {
             }
             None => Ok(false),
         }
+    }
+}
+
+/// An analysis failure as the cluster's strategies return one: `None`
+/// when cancelled.
+pub(super) fn analysis_failed(e: crate::analysis::AnalysisError) -> Option<KubeError> {
+    match e {
+        crate::analysis::AnalysisError::Cancelled => None,
+        e => Some(KubeError::Analysis(e)),
     }
 }
 
@@ -486,7 +514,7 @@ pub async fn deploy(
     for &w in steps.steps.iter().filter(|w| **w < 100) {
         let _g = runner.group(&format!("Canary step {w}%"));
         let ok = match c.step(image, env_from.as_deref(), w, cancel).await {
-            Ok(true) => c.observe(steps.interval, cancel).await,
+            Ok(true) => c.observe(steps.interval, work.analysis, cancel).await,
             other => other,
         };
         match ok {

@@ -92,6 +92,11 @@ pub enum KubeError {
 
     #[error("{object}: cannot {verb}: {message}")]
     Api { object: ObjectRef, verb: &'static str, message: String },
+
+    /// An analysis source failed the window (`rollback-alarms`,
+    /// `analysis-query`): handled as a candidate losing availability is.
+    #[error(transparent)]
+    Analysis(crate::analysis::AnalysisError),
 }
 
 impl KubeError {
@@ -118,6 +123,7 @@ impl KubeError {
             KubeError::NoCanary { .. } => "no_canary",
             KubeError::Api { .. } => "kube_api_error",
             KubeError::Smoke(_) => "smoke_test_failed",
+            KubeError::Analysis(e) => e.reason(),
         }
     }
 

@@ -58,6 +58,8 @@ pub struct Deploy<'a> {
     /// `smoke-tests` (`preview-url` before a blue-green flip, `url` after
     /// the switch).
     pub smoke: Option<&'a crate::smoke::Suite>,
+    /// Judged through blue-green's observe window and each canary step.
+    pub analysis: Option<&'a crate::analysis::Analysis>,
 }
 
 impl Deploy<'_> {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod action;
+pub mod analysis;
 pub mod github_server;
 pub mod latency;
 pub mod notify_receiver;
