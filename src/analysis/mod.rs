@@ -378,7 +378,7 @@ impl Analysis {
                 "" => format!("{} at {at}", f.value),
                 t => format!("{} ({t}) at {at}", f.value),
             };
-            self.runner.check(&f.source, None, figure, &verdict);
+            self.runner.check_reading(&f.source, None, figure, &verdict);
         }
     }
 }

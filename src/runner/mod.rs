@@ -154,6 +154,16 @@ impl Runner {
         self.checks.push(check, unit, figure, verdict);
     }
 
+    /// Records one of a series of readings (an analysis source read every
+    /// interval): logged each time, one summary row per run of alike ones.
+    pub fn check_reading(&self, check: &str, unit: Option<&str>, figure: String, verdict: &str) {
+        self.line(&format!(
+            "{}{check}: {figure} ({verdict})",
+            unit.map(|u| format!("{u}: ")).unwrap_or_default()
+        ));
+        self.checks.push_reading(check, unit, figure, verdict);
+    }
+
     /// Renders `report` into the job summary, every field redacted before
     /// the Markdown escaping (`|` → `\|`) and the size cut. The checks
     /// recorded with [`Self::check`] join the report's own.

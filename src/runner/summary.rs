@@ -39,6 +39,29 @@ impl Checks {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(row);
     }
 
+    /// Like [`Self::push`], but a reading with the same verdict as the last
+    /// row of the same check replaces it (counting them): a long observe
+    /// window's readings stay one row each way they went.
+    pub fn push_reading(&self, check: &str, unit: Option<&str>, figure: String, verdict: &str) {
+        let mut rows = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let last = rows.iter_mut().rev().find(|r| r.check == check && r.unit.as_deref() == unit);
+        match last {
+            Some(r) if r.verdict == verdict => {
+                let n = r
+                    .figure
+                    .split_once(" readings alike, the last: ")
+                    .map_or(1, |(n, _)| n.parse().unwrap_or(1));
+                r.figure = format!("{} readings alike, the last: {figure}", n + 1);
+            }
+            _ => rows.push(CheckRow {
+                check: check.into(),
+                unit: unit.map(String::from),
+                figure,
+                verdict: verdict.into(),
+            }),
+        }
+    }
+
     pub fn rows(&self) -> Vec<CheckRow> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -207,8 +207,19 @@ fn hosts_sources_within_their_thresholds_commit_and_every_figure_is_in_the_summa
     // Read once per interval for both hosts together: about 5 readings in
     // a 4 s window, where each host reading for itself every 200 ms health
     // check would have made about 40.
-    let window_readings = rows.iter().filter(|r| r.0 == query_source && r.2 == "ok").count();
-    assert!((3..=7).contains(&window_readings), "{window_readings} readings: {rows:?}");
+    let window_readings =
+        readings_in_log(&run.stdout).iter().filter(|r| r.0 == query_source && r.2 == "ok").count();
+    assert!((3..=7).contains(&window_readings), "{window_readings} readings: {}", run.stdout);
+    // The summary keeps them as one row.
+    let alike: Vec<_> = summary_table(&run.summary, "### What users saw")
+        .into_iter()
+        .filter(|r| r[0] == query_source && r[3] == "ok")
+        .collect();
+    assert_eq!(alike.len(), 1, "{alike:?}");
+    assert!(
+        alike[0][2].starts_with(&format!("{window_readings} readings alike, the last: 0.05")),
+        "{alike:?}"
+    );
 }
 
 /// Runs `action` (a deploy of v2 to hosts 1 and 2 with a 30 s window),

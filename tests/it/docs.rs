@@ -185,7 +185,9 @@ fn the_readme_kubernetes_services_file_parses_as_documented() {
 #[test]
 fn the_readme_smoke_tests_parse() {
     let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
-    let at = readme.find("smoke-tests: |\n").expect("the example") + "smoke-tests: |\n".len();
+    let section = readme.find("### Smoke tests").expect("the section");
+    let at =
+        section + readme[section..].find("smoke-tests: |\n").expect("the example") + "smoke-tests: |\n".len();
     let block: String = readme[at..readme[at..].find("```").unwrap() + at]
         .lines()
         .map(|l| format!("{}\n", l.get(12..).unwrap_or("")))
@@ -197,4 +199,47 @@ fn the_readme_smoke_tests_parse() {
         tests.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         ["home page", "orders API", "preview"]
     );
+}
+
+/// The README's rollback-triggers example is a valid step: its `with:`
+/// inputs, given as the runner gives them, pass validation.
+#[test]
+fn the_readme_rollback_triggers_example_is_valid() {
+    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
+    let at = readme.find("# .github/workflows/deploy.yml (the production job's step)").expect("the example");
+    let block = &readme[at..at + readme[at..].find("```").unwrap()];
+    let step: serde_yaml::Value =
+        serde_yaml::from_str(&block.lines().skip(1).map(|l| format!("{}\n", &l[6..])).collect::<String>())
+            .unwrap();
+    let with = step[0]["with"].as_mapping().expect("with:").clone();
+    let mut pairs: Vec<(String, String)> = with
+        .iter()
+        .map(|(k, v)| {
+            let v = v.as_str().unwrap().replace("${{ github.sha }}", "0123abc");
+            // Expressions the runner fills in: stand-ins of the right shape.
+            let v = if v.starts_with("${{ secrets.DEPLOY_SSH_KEY") || v.starts_with("${{ vars.") {
+                "x".to_string()
+            } else {
+                v
+            };
+            let v = v.replace(
+                "${{ secrets.SLACK_DEPLOYS_WEBHOOK }}",
+                "https://hooks.slack.example/services/T0/B0/abcdefghijklmnop",
+            );
+            (format!("INPUT_{}", k.as_str().unwrap().to_uppercase()), v)
+        })
+        .collect();
+    pairs.push(("GITHUB_REPOSITORY".into(), "acme/shop".into()));
+    pairs.push(("GITHUB_SHA".into(), "0123456789abcdef0123456789abcdef01234567".into()));
+    // action.yml's default, `${{ github.token }}`, as the runner fills it.
+    pairs.push(("INPUT_GITHUB-TOKEN".into(), "ghs_example".into()));
+    let inputs = deploy_action::inputs::load(&deploy_action::inputs::Env::from_pairs(pairs))
+        .unwrap_or_else(|p| panic!("{p:?}"));
+    let t = inputs.traffic.expect("traffic limits");
+    assert_eq!(
+        (t.limits.max_error_rate, t.limits.max_latency),
+        (Some(0.1), Some(std::time::Duration::from_secs(5)))
+    );
+    assert_eq!(inputs.rollout.observe_window, std::time::Duration::from_secs(300));
+    assert_eq!(inputs.smoke_tests.len(), 1);
 }

@@ -168,7 +168,11 @@ pub fn readings_in_summary(summary: &str) -> Vec<Reading> {
     super::summary_table(summary, "### What users saw")
         .into_iter()
         .filter(|r| r.len() == 4 && r[2].contains(" at "))
-        .map(|r| (r[0].clone(), without_time(&r[2]), r[3].clone()))
+        .map(|r| {
+            // A run of alike readings is one row: "N readings alike, the last: …".
+            let figure = r[2].split_once(" readings alike, the last: ").map_or(r[2].as_str(), |(_, f)| f);
+            (r[0].clone(), without_time(figure), r[3].clone())
+        })
         .collect()
 }
 
