@@ -5,7 +5,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
-use crate::redact::Redactor;
 
 /// A source that answers from a script (then `default`), counting reads.
 struct Scripted {
@@ -55,28 +54,17 @@ impl Source for Scripted {
 
 const I: Duration = Duration::from_secs(10);
 
-/// The runner's log, shared.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
+use crate::runner::memory::Log;
 
-impl std::io::Write for Log {
-    fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(d);
-        Ok(d.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    /// The readings recorded (`runner.check` lines of source `q`), without
-    /// their time: `0.1 (max 1) (ok)`.
-    fn readings(&self) -> Vec<String> {
-        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        let time = regex::Regex::new(r" at \d\d:\d\d:\d\dZ").unwrap();
-        text.lines().filter_map(|l| l.strip_prefix("q: ")).map(|l| time.replace(l, "").into_owned()).collect()
-    }
+/// The readings recorded (`runner.check` lines of source `q`), without
+/// their time: `0.1 (max 1) (ok)`.
+fn readings(log: &Log) -> Vec<String> {
+    let time = regex::Regex::new(r" at \d\d:\d\d:\d\dZ").unwrap();
+    log.text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("q: "))
+        .map(|l| time.replace(l, "").into_owned())
+        .collect()
 }
 
 fn analysis(
@@ -94,7 +82,7 @@ fn analysis_slow(
     let reads = Arc::new(AtomicU32::new(0));
     let source = Scripted { reads: reads.clone(), script: Mutex::new(script.into()), default, delay };
     let log = Log::default();
-    let runner = crate::runner::Runner::new(Box::new(log.clone()), Redactor::new(), None, None);
+    let runner = log.runner();
     (Arc::new(Analysis::new(I, vec![Box::new(source)], &runner)), reads, log)
 }
 
@@ -117,7 +105,7 @@ async fn many_callers_share_one_reading_per_interval() {
     }
     // At 0, 10 and 20 s: once per interval, not once per host.
     assert_eq!(reads.load(Ordering::SeqCst), 3);
-    assert_eq!(log.readings(), ["0.1 (max 1) (ok)"; 3], "every reading recorded");
+    assert_eq!(readings(&log), ["0.1 (max 1) (ok)"; 3], "every reading recorded");
 }
 
 #[tokio::test(start_paused = true)]
@@ -166,7 +154,7 @@ async fn a_breach_is_kept_for_every_caller() {
         assert_eq!(a.check(&cancel).await.unwrap_err(), e);
     }
     assert_eq!(reads.load(Ordering::SeqCst), 2);
-    assert_eq!(log.readings(), ["0.5 (max 1) (ok)", "3 (max 1) (breach)"]);
+    assert_eq!(readings(&log), ["0.5 (max 1) (ok)", "3 (max 1) (breach)"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -206,7 +194,7 @@ async fn a_slow_source_is_a_failed_reading_after_the_timeout() {
     let t0 = Instant::now();
     a.check(&CancellationToken::new()).await.unwrap();
     assert_eq!(t0.elapsed(), READ_TIMEOUT);
-    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    let text = log.text();
     assert!(text.contains("analysis query 'q' (max 1): - at "), "{text}");
     assert!(text.contains("(not read: no answer within 5s)"), "{text}");
 }
@@ -231,7 +219,7 @@ async fn preflight_stops_on_a_breach_or_an_unreachable_source_and_warns_on_no_se
     let (a, _, log) = analysis(vec![breach("2")], ok("0"));
     let e = a.preflight(&cancel).await.unwrap_err();
     assert!(e.to_string().contains("= 2, above analysis-max 1 before the deploy changed anything"), "{e}");
-    assert_eq!(log.readings(), ["2 (max 1) (breach, before the deploy)"]);
+    assert_eq!(readings(&log), ["2 (max 1) (breach, before the deploy)"]);
 
     let (a, _, _) = analysis(vec![down()], ok("0"));
     let e = a.preflight(&cancel).await.unwrap_err();

@@ -442,17 +442,7 @@ pub(crate) mod tests {
         assert!(n.message.chars().count() <= MESSAGE_MAX + 1);
     }
 
-    #[derive(Clone, Default)]
-    struct Log(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Log {
-        fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(d);
-            Ok(d.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::runner::memory::Log;
 
     fn moment(event: Event) -> Moment {
         Moment {
@@ -491,7 +481,7 @@ pub(crate) mod tests {
         ]);
         let inputs = crate::inputs::load(&env).unwrap();
         let log = Log::default();
-        let runner = Runner::new(Box::new(log.clone()), Redactor::new(), None, None);
+        let runner = log.runner();
         let n = Notifier::new(&inputs, &runner, None, Some(SecretValue::new(url)));
         n.start(moment(Event::Start));
         let cancel = CancellationToken::new();
@@ -504,7 +494,7 @@ pub(crate) mod tests {
         n.finish(moment(Event::Success), &cancel).await;
         let took = t.elapsed();
         assert!(took < std::time::Duration::from_millis(2300), "{took:?}");
-        let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+        let text = log.text();
         assert!(
             text.contains("notify webhook (127.0.0.1): the success notification was not delivered after 1 attempt(s): no answer within 1.5s"),
             "{text}"

@@ -147,20 +147,21 @@ impl Runner {
     /// Records a check's figure for the summary's "What users saw" table
     /// (and the log): a smoke test, the traffic through nginx, an analysis.
     pub fn check(&self, check: &str, unit: Option<&str>, figure: String, verdict: &str) {
+        self.check_line(check, unit, &figure, verdict);
+        self.checks.push(check, unit, figure, verdict);
+    }
+
+    fn check_line(&self, check: &str, unit: Option<&str>, figure: &str, verdict: &str) {
         self.line(&format!(
             "{}{check}: {figure} ({verdict})",
             unit.map(|u| format!("{u}: ")).unwrap_or_default()
         ));
-        self.checks.push(check, unit, figure, verdict);
     }
 
     /// Records one of a series of readings (an analysis source read every
     /// interval): logged each time, one summary row per run of alike ones.
     pub fn check_reading(&self, check: &str, unit: Option<&str>, figure: String, verdict: &str) {
-        self.line(&format!(
-            "{}{check}: {figure} ({verdict})",
-            unit.map(|u| format!("{u}: ")).unwrap_or_default()
-        ));
+        self.check_line(check, unit, &figure, verdict);
         self.checks.push_reading(check, unit, figure, verdict);
     }
 
@@ -251,13 +252,16 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Runner {
     }
 }
 
+/// An in-memory runner log for the crate's unit tests: clones share one
+/// buffer, so a test hands one to a [`Runner`] and reads the other back.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod memory {
+    use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buf {
+    pub struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
         fn write(&mut self, d: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(d);
             Ok(d.len())
@@ -267,15 +271,32 @@ mod tests {
         }
     }
 
+    impl Log {
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+
+        /// A runner (no secrets known yet, no file commands) writing here.
+        pub fn runner(&self) -> super::Runner {
+            super::Runner::new(Box::new(self.clone()), super::Redactor::new(), None, None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memory::Log as Buf;
+
     #[test]
     fn secrets_never_reach_the_log_except_as_masks() {
         let buf = Buf::default();
-        let runner = Runner::new(Box::new(buf.clone()), Redactor::new(), None, None);
+        let runner = buf.runner();
         runner.add_secret("s3cr3t-value");
         runner.line("connecting with s3cr3t-value");
         runner.relay("h1", "echo s3cr3t-value\n::error::injected");
         runner.set_output("x", "s3cr3t-value");
-        let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let log = buf.text();
         assert_eq!(log.matches("s3cr3t-value").count(), 1, "{log}");
         assert!(log.starts_with("::add-mask::s3cr3t-value\n"));
         assert!(log.contains("connecting with ***"));
@@ -286,9 +307,9 @@ mod tests {
     #[test]
     fn plain_lines_cannot_be_commands() {
         let buf = Buf::default();
-        let runner = Runner::new(Box::new(buf.clone()), Redactor::new(), None, None);
+        let runner = buf.runner();
         runner.line("::error::not really");
-        let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let log = buf.text();
         assert_eq!(log, " ::error::not really\n");
     }
 }

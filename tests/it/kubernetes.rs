@@ -872,17 +872,9 @@ async fn kubernetes_migration_job_runs_first_and_a_failing_one_rolls_nothing() {
 
     // What the migration's pod writes (kwok serves it as the container's
     // log): the secret among its lines, and the last line the one to read.
-    let mut logs = Command::new(stack_var("K8S_POD_LOGS"))
-        .args(["-n", &ns.0])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
     let lines: String = (1..=25).map(|i| format!("applying migration {i:03}\n")).collect::<String>()
         + "connecting to postgres://u:Secr3t@db/web\nERROR: relation \"orders\" already exists\n";
-    logs.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
-    assert!(logs.wait().unwrap().success());
-    std::thread::sleep(Duration::from_secs(2)); // kwok picks the object up by watch
+    ns.pod_logs(&lines);
 
     // kwok fails a Never-restarting pod whose image is tagged `fail`.
     let run = action("example.invalid/web:fail").run();
@@ -1488,6 +1480,20 @@ impl Ns {
         ])
         .trim()
         .to_string()
+    }
+
+    /// What the namespace's pods print, as kwok serves it through the
+    /// API server (`kubectl logs`, the migration's last lines).
+    pub(crate) fn pod_logs(&self, text: &str) {
+        let mut logs = Command::new(stack_var("K8S_POD_LOGS"))
+            .args(["-n", &self.0])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        logs.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        assert!(logs.wait().unwrap().success());
+        std::thread::sleep(Duration::from_secs(2)); // kwok picks the object up by watch
     }
 
     fn gone(&self, kind: &str, name: &str) -> bool {

@@ -5,7 +5,7 @@
 //! records every delivery. The tests read what arrived: which events, in
 //! which order, with which facts — and that nothing secret travelled.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -245,15 +245,7 @@ async fn notify_payloads_never_carry_a_secret() {
     // The migration's pod prints every secret (kwok serves this as its log).
     let mut lines: String = secrets().iter().map(|(_, v)| format!("{v}\n")).collect();
     lines.push_str("ERROR: relation \"orders\" already exists\n");
-    let mut logs = Command::new(stack_var("K8S_POD_LOGS"))
-        .args(["-n", &ns.0])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut logs.stdin.take().unwrap(), lines.as_bytes()).unwrap();
-    assert!(logs.wait().unwrap().success());
-    tokio::time::sleep(Duration::from_secs(2)).await; // kwok picks the object up by watch
+    ns.pod_logs(&lines);
 
     let action = ns
         .action("web:app")
