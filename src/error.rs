@@ -30,10 +30,11 @@ pub enum Error {
     #[error("migration failed on {unit}: {message}")]
     Migration { unit: String, message: String },
 
+    /// `holder`: who, from the lock's owner file, when it names a run.
     #[error(
         "{unit}: the deploy lock is held by {owner}; wait for that deploy, or set break-lock: true if it is stale"
     )]
-    Locked { unit: String, owner: String },
+    Locked { unit: String, owner: String, holder: Option<crate::targets::LockHolder> },
 
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),

@@ -1,7 +1,7 @@
 //! The deployment lifecycle: create (or attach), the lock across runs,
 //! statuses, deactivating what was replaced, and reading the history back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{Api, Method, Next, pause};
 use super::errors::{GithubError, Op, secs};
 use super::history::{self, Candidate, Entry, Holder};
+use super::runs::RunState;
 use super::wire::{Deployment, NewDeployment, NewStatus, Status};
 use super::{DeployPayload, DeploymentRecord, Deployments, FinalState, Task};
 
@@ -261,14 +262,17 @@ impl Deployments {
         }
     }
 
-    /// Waits while older deployments of other runs are in progress.
+    /// Waits while older deployments of other runs are in progress. One
+    /// whose run GitHub reports as ended is abandoned (its runner was lost,
+    /// or the job killed): it gets `error` and no longer holds the lock.
     async fn take_lock(
         &self,
         record: &DeploymentRecord,
         cancel: &CancellationToken,
     ) -> Result<(), GithubError> {
         let mut finished = HashSet::new();
-        let holders = self.lock_holders(record.id, &mut finished, cancel).await?;
+        let mut unknown = HashMap::new();
+        let holders = self.lock_holders(record.id, &mut finished, &mut unknown, cancel).await?;
         let Some(first) = holders.first().cloned() else { return Ok(()) };
         let timeout = self.spec.lock_timeout;
         let locked = |h: &Holder, waited: String| GithubError::LockedByOtherRun {
@@ -290,6 +294,9 @@ impl Deployments {
             first.state,
             secs(timeout)
         ));
+        if let Some(why) = unknown.get(&history::run_of(&first.run_url)) {
+            self.runner.line(&format!("whether that run has ended could not be read: {why}"));
+        }
         let op = self.api.op(format!("waiting for the deploy lock on {}", self.environment));
         let poll = (timeout / 20).clamp(Duration::from_secs(1), Duration::from_secs(10));
         let started = Instant::now();
@@ -301,7 +308,8 @@ impl Deployments {
                 return Err(locked(&holder, format!("waited {} (lock-timeout)", secs(started.elapsed()))));
             }
             pause(poll.min(left), &op, cancel).await?;
-            match self.lock_holders(record.id, &mut finished, cancel).await?.into_iter().next() {
+            match self.lock_holders(record.id, &mut finished, &mut unknown, cancel).await?.into_iter().next()
+            {
                 None => {
                     self.runner.line(&format!(
                         "deploy lock on {} free after {}",
@@ -326,11 +334,14 @@ impl Deployments {
     }
 
     /// Older deployments of other runs still in progress, oldest first.
-    /// `finished` remembers deployments seen finished, not asked again.
+    /// `finished` remembers deployments seen finished (or abandoned), not
+    /// asked again; `unknown`, the runs GitHub would not say anything of
+    /// (by run URL without the attempt), not asked again either.
     async fn lock_holders(
         &self,
         own_id: u64,
         finished: &mut HashSet<u64>,
+        unknown: &mut HashMap<String, String>,
         cancel: &CancellationToken,
     ) -> Result<Vec<Holder>, GithubError> {
         let now = chrono::Utc::now();
@@ -347,15 +358,52 @@ impl Deployments {
             let latest =
                 self.statuses(d.id, 1, cancel).await?.into_iter().next().map(|s| (s.state, s.created_at));
             let candidate = Candidate { id: d.id, run_url: Some(run_url), created_at: d.created_at, latest };
-            match history::holder(&candidate, own_id, &self.run_url, now) {
-                Some(h) => holders.push(h),
-                None => {
-                    finished.insert(d.id);
+            let Some(h) = history::holder(&candidate, own_id, &self.run_url, now) else {
+                finished.insert(d.id);
+                continue;
+            };
+            let run = history::run_of(&h.run_url);
+            if unknown.contains_key(&run) {
+                holders.push(h);
+                continue;
+            }
+            match self.run_state(&h.run_url, cancel).await {
+                RunState::Active => holders.push(h),
+                RunState::Unknown(why) => {
+                    tracing::info!(run = %h.run_url, why = %why, "whether the lock holder's run ended is unknown");
+                    unknown.insert(run, why);
+                    holders.push(h);
+                }
+                RunState::Completed { conclusion } => {
+                    finished.insert(h.id);
+                    self.abandon(&h, &conclusion, own_id, cancel).await?;
                 }
             }
         }
         holders.sort_by_key(|h| h.id);
         Ok(holders)
+    }
+
+    /// `error` on a deployment whose run ended while it was in progress, so
+    /// that it holds nothing and the record says what happened to it.
+    async fn abandon(
+        &self,
+        h: &Holder,
+        conclusion: &str,
+        own_id: u64,
+        cancel: &CancellationToken,
+    ) -> Result<(), GithubError> {
+        self.runner.warning(
+            "deployment_abandoned",
+            &format!(
+                "deployment {} of {} is still {}, but that run has ended ({conclusion}) without a final status; deployment {own_id} takes over the environment",
+                h.id, h.run_url, h.state
+            ),
+        );
+        let text = format!(
+            "abandoned: its run ended ({conclusion}) while deploying; taken over by deployment {own_id}"
+        );
+        self.post_status(&self.api, h.id, "error", &text, None, cancel).await
     }
 
     /// Marks earlier deployments of the environment whose latest status is

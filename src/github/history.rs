@@ -123,14 +123,16 @@ pub(crate) fn holder(c: &Candidate, own_id: u64, own_run: &str, now: DateTime<Ut
 /// Two run URLs name the same run, whatever the attempt: an earlier attempt
 /// of our own run is not running any more.
 pub(crate) fn same_run(a: &str, b: &str) -> bool {
-    fn run(u: &str) -> &str {
-        let u = u.trim_end_matches('/');
-        match u.rfind("/attempts/") {
-            Some(i) => &u[..i],
-            None => u,
-        }
+    run_of(a) == run_of(b)
+}
+
+/// A run URL without its attempt.
+pub(crate) fn run_of(u: &str) -> String {
+    let u = u.trim_end_matches('/');
+    match u.rfind("/attempts/") {
+        Some(i) => u[..i].to_string(),
+        None => u.to_string(),
     }
-    run(a) == run(b)
 }
 
 /// Cuts a status description to GitHub's limit of 140 characters, on a

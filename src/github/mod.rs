@@ -14,6 +14,7 @@
 //! - `client.rs` — octocrab at `GITHUB_API_URL`, retry and rate-limit policy.
 //! - `errors.rs` — [`GithubError`] and how GitHub's answers map to it.
 //! - `history.rs` — pure decisions: live, last good, lock holders.
+//! - `runs.rs` — whether a workflow run has ended (a dead run's lock).
 //! - `wire.rs` — request and response bodies.
 //!
 //! # Two deployments per run
@@ -28,6 +29,7 @@ mod client;
 mod deployments;
 mod errors;
 mod history;
+mod runs;
 mod wire;
 
 use std::time::Duration;
@@ -35,6 +37,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use errors::GithubError;
+pub use runs::RunState;
 
 use crate::inputs::{Context, GithubSpec};
 use crate::runner::Runner;

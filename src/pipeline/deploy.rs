@@ -1,6 +1,7 @@
 //! `mode: deploy` and `mode: rollback`: record → secrets → units → fleet →
 //! final status, outputs and summary.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use super::fleet::{self, FleetConfig, UnitOutcome};
 use super::{Outcome, Status, Timeline, facts, unit_kind};
 use crate::analysis::Analysis;
 use crate::error::Error;
-use crate::github::{DeployPayload, Deployments, FinalState, Task};
+use crate::github::{DeployPayload, Deployments, FinalState, RunState, Task};
 use crate::inputs::{HostSpec, Inputs, Mode, SecretSource, TargetKind};
 use crate::notify::{Event, Moment, Notifier};
 use crate::runner::Runner;
@@ -19,7 +20,7 @@ use crate::runner::summary::Report;
 use crate::secrets::{SecretSet, SecretValue, Ssm};
 use crate::strategy;
 use crate::targets::hosts::{HostConn, HostTarget};
-use crate::targets::{Release, Target, ec2};
+use crate::targets::{Release, StaleLock, Target, ec2};
 
 /// The units' names for the plan (hosts; instances found through EC2).
 pub(super) async fn unit_names(inputs: &Inputs, runner: &Runner) -> Result<Vec<String>, Error> {
@@ -200,7 +201,9 @@ pub(super) async fn run(
 
     let material = HostMaterial { key, known_hosts, registry_password };
     let judges = Judges { smoke, analysis };
-    let run = deploy_units(inputs, runner, cancel, &release, material, judges, &mut timeline).await;
+    let run =
+        deploy_units(inputs, runner, cancel, &release, material, judges, github.as_ref(), &mut timeline)
+            .await;
     // What was live: GitHub's record, else what the first host ran.
     let previous_image = previous_image.or(run.previous_image.clone());
     let image = run.image.clone().unwrap_or(image);
@@ -450,6 +453,7 @@ struct HostMaterial {
     registry_password: Option<SecretValue>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn deploy_units(
     inputs: &Inputs,
     runner: &Runner,
@@ -457,6 +461,7 @@ async fn deploy_units(
     release: &Arc<Release>,
     material: HostMaterial,
     judges: Judges,
+    github: Option<&Deployments>,
     timeline: &mut Timeline,
 ) -> Run {
     let HostMaterial { key, known_hosts, registry_password } = material;
@@ -520,7 +525,7 @@ async fn deploy_units(
     // before another run's switch would record a version that is not live).
     let t = Instant::now();
     let locks = tokio::select! {
-        r = futures::future::join_all(units.iter().map(|u| u.lock(release))) => r,
+        r = lock_all(&units, release, github, runner, cancel) => r,
         _ = cancel.cancelled() => {
             close_all(&units).await;
             return fail(Status::Error, Error::Cancelled, "lock");
@@ -625,6 +630,37 @@ async fn deploy_units(
 /// `target: kubernetes`: the cluster does the rolling; its result mapped to
 /// the run's (the same statuses as hosts: failure when rolled back, error
 /// when the state is unknown or the run was cancelled).
+/// Every unit's lock. A lock held by another run is taken over when GitHub
+/// reports that run as ended (it died holding it: the runner lost, the job
+/// killed); while it runs, or when GitHub cannot say, the lock stands.
+async fn lock_all(
+    units: &[Arc<dyn Target>],
+    release: &Release,
+    github: Option<&Deployments>,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Vec<Result<(), Error>> {
+    let mut results = futures::future::join_all(units.iter().map(|u| u.lock(release))).await;
+    let Some(github) = github else { return results };
+    let mut verdicts: HashMap<String, RunState> = HashMap::new();
+    for (u, result) in units.iter().zip(results.iter_mut()) {
+        let Err(Error::Locked { holder: Some(holder), .. }) = &*result else { continue };
+        let holder = holder.clone();
+        if !verdicts.contains_key(&holder.run_url) {
+            let state = github.run_state(&holder.run_url, cancel).await;
+            if let RunState::Unknown(why) = &state {
+                runner.line(&format!("whether {} has ended could not be read: {why}", holder.run_url));
+            }
+            verdicts.insert(holder.run_url.clone(), state);
+        }
+        if let Some(RunState::Completed { conclusion }) = verdicts.get(&holder.run_url) {
+            let stale = StaleLock { holder, conclusion: conclusion.clone() };
+            *result = u.take_over_lock(release, &stale).await;
+        }
+    }
+    results
+}
+
 async fn cluster_units(
     inputs: &Inputs,
     spec: &crate::inputs::KubernetesSpec,

@@ -72,6 +72,24 @@ pub struct Release {
     pub migrate_rollback_command: Option<Vec<String>>,
 }
 
+/// Who holds a unit's deploy lock, from its owner file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// `<run id>-<attempt>`.
+    pub deploy_id: String,
+    /// The holder's run URL, to ask GitHub whether that run has ended.
+    pub run_url: String,
+}
+
+/// A lock whose run GitHub reports as ended: [`Target::take_over_lock`]
+/// may take it, and only it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleLock {
+    pub holder: LockHolder,
+    /// The run's conclusion (`failure`, `cancelled`, ...).
+    pub conclusion: String,
+}
+
 /// What a unit runs now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiveState {
@@ -126,6 +144,15 @@ pub trait Target: Send + Sync {
     /// their own keep the default.
     async fn lock(&self, _release: &Release) -> Result<(), Error> {
         Ok(())
+    }
+
+    /// [`Target::lock`], taking over `stale` when it is still the holder:
+    /// the pipeline has asked GitHub, and the run that took it has ended.
+    /// The unit is brought back to one known version first (a dead deploy
+    /// may have left a half-done switch). Any other holder is refused as
+    /// [`Target::lock`] refuses it.
+    async fn take_over_lock(&self, release: &Release, _stale: &StaleLock) -> Result<(), Error> {
+        self.lock(release).await
     }
 
     /// Reads what runs now. Changes nothing.

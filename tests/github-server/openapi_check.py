@@ -52,6 +52,32 @@ UNDECLARED_BUT_REAL = {
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
 
+def merge_specs(paths: list[str]) -> dict:
+    """One description from several cuts of the same one (the shared reference and
+    the cut scripts/stack/github-reference makes): their paths and components
+    together. A path or component both hold must be identical, and so must
+    ``info`` (the same version of GitHub's description)."""
+    merged: dict | None = None
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            spec = json.load(fh)
+        if merged is None:
+            merged = spec
+            continue
+        if spec.get("info") != merged.get("info"):
+            raise SystemExit(f"{path}: not the same version of the description as {paths[0]}")
+        for name, item in spec.get("paths", {}).items():
+            if merged["paths"].setdefault(name, item) != item:
+                raise SystemExit(f"{path}: path {name} differs from {paths[0]}'s")
+        for kind, items in spec.get("components", {}).items():
+            into = merged.setdefault("components", {}).setdefault(kind, {})
+            for name, value in items.items():
+                if into.setdefault(name, value) != value:
+                    raise SystemExit(f"{path}: component {kind}/{name} differs from {paths[0]}'s")
+    assert merged is not None, "no description given"
+    return merged
+
+
 @dataclass
 class Route:
     """A request path matched to one of the description's path templates."""
@@ -73,13 +99,13 @@ class Route:
 
 
 class SpecChecker:
-    def __init__(self, spec_path: str, allow_unknown: bool = False):
+    def __init__(self, spec_path: str | list[str], allow_unknown: bool = False):
         # Stricter than the description by default: a query parameter or top-level body
         # property the operation does not define is one GitHub silently ignores (a
         # misspelt ``enviroment`` filter returns *every* deployment), so it is a problem.
         self.allow_unknown = allow_unknown
-        with open(spec_path, encoding="utf-8") as fh:
-            self.spec = json.load(fh)
+        paths = [spec_path] if isinstance(spec_path, str) else list(spec_path)
+        self.spec = merge_specs(paths)
         if not str(self.spec.get("openapi", "")).startswith("3.0"):
             raise SystemExit(f"{spec_path}: expected an OpenAPI 3.0 description")
         # Validates the description itself too (openapi-spec-validator).

@@ -229,6 +229,30 @@ def test_bad_requests(s: Server):
     s.reset()
 
 
+def test_workflow_runs(s: Server):
+    st, doc, _ = s.call("GET", "/repos/octo/app/actions/runs/777")
+    check(st == 404 and s.violations() == [], "a run no test declared is 404, as GitHub answers", (st, doc))
+    for body in ({"id": 777, "status": "completed"}, {"id": 777, "conclusion": "failure"}, {"id": 777, "colour": 1}):
+        try:
+            s.control("POST", "runs", body)
+            check(False, f"bad run {body} refused")
+        except Exception:
+            check(True, f"bad run {body} refused")
+    s.control("POST", "runs", {"id": 777, "status": "in_progress"})
+    st, doc, _ = s.call("GET", "/repos/octo/app/actions/runs/777?exclude_pull_requests=true")
+    check(st == 200 and doc["status"] == "in_progress" and doc["conclusion"] is None and doc["id"] == 777,
+          "a declared run answers its status", (st, doc and {k: doc.get(k) for k in ("id", "status", "conclusion")}))
+    s.control("POST", "runs", {"id": 777, "status": "completed", "conclusion": "cancelled", "run_attempt": 2})
+    st, doc, _ = s.call("GET", "/repos/octo/app/actions/runs/777")
+    check(st == 200 and (doc["status"], doc["conclusion"], doc["run_attempt"]) == ("completed", "cancelled", 2),
+          "a completed run answers its conclusion and attempt", doc and (doc["status"], doc["conclusion"]))
+    check(doc["url"].endswith("/repos/octo/app/actions/runs/777") and doc["url"].startswith(s.api), "the run's url is the server's", doc["url"])
+    check(s.violations() == [], "run answers are valid per the description", json.dumps(s.violations()))
+    st, _, _ = s.call("GET", "/repos/octo/app/actions/runs/777?exclude_pull_requests=maybe")
+    check(st == 422, "a bad query on the run is a violation", st)
+    s.reset()
+
+
 def test_faults(s: Server):
     f = s.control("POST", "faults", {"method": "POST", "path": r"/deployments$", "status": 429, "headers": {"retry-after": "2"}, "times": 1})
     check(f["times"] == 1, "fault registered")
@@ -431,7 +455,7 @@ def main():
     args = ap.parse_args()
     s = Server(args.spec)
     try:
-        for test in (test_happy_path, test_bad_requests, test_faults, test_github_rules, test_concurrency):
+        for test in (test_happy_path, test_bad_requests, test_workflow_runs, test_faults, test_github_rules, test_concurrency):
             try:
                 test(s)
             except Exception as exc:  # keep going: report every failure

@@ -35,6 +35,9 @@ from store import ApiError, Store, normalise_ref, not_found, parse_time  # noqa:
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = REPO_ROOT.parent / "shared" / "reference" / "github-rest-openapi-deployments.json"
+# GET /repos/{owner}/{repo}/actions/runs/{run_id}, cut from the same description
+# by scripts/stack/github-reference (it is not in the shared reference).
+DEFAULT_EXTRA_SPEC = Path(os.environ.get("DEPLOY_ACTION_CACHE", "/var/cache/deploy-action")) / "github-openapi" / "23.0.2" / "actions-runs.json"
 JSON_TYPE = "application/json; charset=utf-8"
 RATE_LIMIT = 5000
 MISSING_REPO = "missing"
@@ -314,6 +317,10 @@ class Handler(BaseHTTPRequestHandler):
                 })
             return 200, store.commit(owner, repo, p["ref"], base), {}
 
+        if op == ("/repos/{owner}/{repo}/actions/runs/{run_id}", "GET"):
+            example = app.checker.spec["components"]["examples"]["workflow-run"]["value"]
+            return 200, store.render_run(owner, repo, int(p["run_id"]), base, example), {}
+
         # In the description, but not faked here: loud, so a test notices.
         app.violation("unimplemented", method, self.path, route,
                       [f"{route.template} {method} is in the description but this test server does not implement it"],
@@ -394,6 +401,11 @@ class Handler(BaseHTTPRequestHandler):
                 except FaultError as exc:
                     return self._control_answer(400, {"error": str(exc)})
                 return self._control_answer(200, added if isinstance(doc, list) else added[0])
+            if (method, path) == ("POST", "/_control/runs"):
+                try:
+                    return self._control_answer(200, store_run(app, doc))
+                except (ValueError, KeyError, TypeError) as exc:
+                    return self._control_answer(400, {"error": f"bad run: {exc}"})
             if (method, path) == ("GET", "/_control/faults"):
                 return self._control_answer(200, [public(f) for f in app.faults.items])
             if (method, path) == ("DELETE", "/_control/faults"):
@@ -503,6 +515,13 @@ class Handler(BaseHTTPRequestHandler):
         ]}
 
 
+def store_run(app: App, doc) -> dict:
+    """``POST /_control/runs``: what ``GET .../actions/runs/{id}`` answers for a run."""
+    if not isinstance(doc, dict):
+        raise ValueError("a run is a JSON object")
+    return app.store.set_run(doc)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=0, help="port to bind on 127.0.0.1 (0 = any free port)")
@@ -510,7 +529,9 @@ def main(argv=None):
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only by default)")
     ap.add_argument("--prefix", default="", help="mount the API under this path, e.g. /api/v3 (GitHub Enterprise)")
     ap.add_argument("--token", default="test-token", help="the only token accepted (Bearer or token scheme)")
-    ap.add_argument("--spec", default=str(DEFAULT_SPEC), help="GitHub's OpenAPI description (JSON)")
+    ap.add_argument("--spec", action="append",
+                    help="GitHub's OpenAPI description (JSON); given more than once, the cuts are merged "
+                         f"(default: {DEFAULT_SPEC} and {DEFAULT_EXTRA_SPEC})")
     ap.add_argument("--allow-unknown-fields", action="store_true",
                     help="accept query parameters / body properties the description does not define "
                          "(GitHub ignores them; by default they are violations)")
@@ -519,9 +540,12 @@ def main(argv=None):
     prefix = args.prefix.rstrip("/")
     if prefix and not prefix.startswith("/"):
         ap.error("--prefix must start with /")
-    if not Path(args.spec).is_file():
-        ap.error(f"--spec {args.spec}: no such file")
-    checker = SpecChecker(args.spec, allow_unknown=args.allow_unknown_fields)
+    specs = args.spec or [str(DEFAULT_SPEC), str(DEFAULT_EXTRA_SPEC)]
+    for spec in specs:
+        if not Path(spec).is_file():
+            hint = " (run scripts/stack/github-reference)" if spec == str(DEFAULT_EXTRA_SPEC) else ""
+            ap.error(f"--spec {spec}: no such file{hint}")
+    checker = SpecChecker(specs, allow_unknown=args.allow_unknown_fields)
     Handler.app = App(checker, prefix, args.token)
 
     server = ThreadingHTTPServer((args.host, args.port), Handler)
@@ -532,7 +556,7 @@ def main(argv=None):
         with open(tmp, "w") as fh:
             fh.write(f"{port}\n")
         os.replace(tmp, args.port_file)
-    log(f"listening on http://{args.host}:{port}{prefix} (spec {args.spec}); "
+    log(f"listening on http://{args.host}:{port}{prefix} (spec {', '.join(specs)}); "
         f"undeclared-but-real statuses allowed: {sorted(UNDECLARED_BUT_REAL)}")
     def on_term(*_):
         raise KeyboardInterrupt

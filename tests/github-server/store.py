@@ -31,6 +31,7 @@ Modelled GitHub behaviour (see README.md for the full list):
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import re
@@ -41,6 +42,8 @@ HEX40 = re.compile(r"^[0-9a-f]{40}$")
 DEFAULT_BRANCH = "main"
 DEPLOYMENT_ID_START = 3_000_000_001  # above 2^31, as GitHub's ids are: catches i32 bugs
 STATUS_ID_START = 9_000_000_001
+RUN_STATUSES = ("queued", "in_progress", "completed", "waiting", "requested", "pending")
+RUN_CONCLUSIONS = (None, "success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required")
 STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
 
 
@@ -142,6 +145,7 @@ class Store:
         self.refs: dict[str, dict] = {}  # normalised ref -> {"sha", "merge", "statuses", "missing"}
         self.next_deployment_id = DEPLOYMENT_ID_START
         self.next_status_id = STATUS_ID_START
+        self.runs: dict[int, dict] = {}  # run id -> {"status", "conclusion", "run_attempt"}
 
     # ------------------------------------------------------------------ refs
 
@@ -448,3 +452,50 @@ class Store:
             "stats": {"total": 0, "additions": 0, "deletions": 0},
             "files": [],
         }
+
+    # ---------------------------------------------------------- workflow runs
+
+    def set_run(self, doc: dict) -> dict:
+        allowed = {"id", "status", "conclusion", "run_attempt"}
+        if set(doc) - allowed:
+            raise ValueError(f"unknown fields {sorted(set(doc) - allowed)}; allowed: {sorted(allowed)}")
+        run_id = int(doc["id"])
+        status = doc.get("status", "in_progress")
+        conclusion = doc.get("conclusion")
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}")
+        if conclusion not in RUN_CONCLUSIONS or (conclusion is None) == (status == "completed"):
+            raise ValueError("a completed run has a conclusion, any other none")
+        self.runs[run_id] = {"status": status, "conclusion": conclusion, "run_attempt": int(doc.get("run_attempt", 1)),
+                             "updated_at": time.time()}
+        return {"id": run_id, **self.runs[run_id]}
+
+
+    def render_run(self, owner: str, repo: str, run_id: int, base: str, example: dict) -> dict:
+        """GitHub's example workflow run (from the description) made this run: its id,
+        repository, URLs, status and conclusion. A run no test declared is 404, as a
+        run GitHub does not know."""
+        run = self.runs.get(run_id)
+        if run is None:
+            raise not_found()
+        out = copy.deepcopy(example)
+        api = f"{base}/repos/{owner}/{repo}/actions/runs/{run_id}"
+        out.update({
+            "id": run_id,
+            "status": run["status"],
+            "conclusion": run["conclusion"],
+            "run_attempt": run["run_attempt"],
+            "url": api,
+            "html_url": f"https://github.com/{owner}/{repo}/actions/runs/{run_id}",
+            "jobs_url": f"{api}/jobs",
+            "logs_url": f"{api}/logs",
+            "artifacts_url": f"{api}/artifacts",
+            "cancel_url": f"{api}/cancel",
+            "rerun_url": f"{api}/rerun",
+            "updated_at": iso(run["updated_at"]),
+        })
+        if run["run_attempt"] > 1:
+            out["previous_attempt_url"] = f"{api}/attempts/{run['run_attempt'] - 1}"
+        else:
+            out["previous_attempt_url"] = None
+        return out

@@ -415,6 +415,50 @@ async fn another_run_in_progress_is_waited_for_then_named() {
     s.check().await;
 }
 
+/// A deployment left `in_progress` by a run that died (the runner VM lost
+/// mid-deploy) held the environment until it was 6 hours old. Now GitHub
+/// is asked about its run: while the run goes on, or when GitHub will not
+/// say (no `actions: read`: 404), the lock stands and the wait says why;
+/// once the run has ended, the deployment is marked `error`, named in a
+/// warning, and the deploy goes on at once.
+#[tokio::test]
+async fn a_deployment_whose_run_has_ended_no_longer_holds_the_environment() {
+    let s = Setup::new(None).await;
+    let dead = seed_one(
+        &s.server,
+        json!({"payload": {"image": "app:v1", "run_url": OTHER_RUN}, "statuses": [{"state": "in_progress"}]}),
+    )
+    .await;
+    let d = s.deployments(GithubSpec { lock_timeout: Duration::from_secs(2), ..spec() });
+    let (v2, cancel) = (payload("app:v2"), CancellationToken::new());
+    let begin = || d.begin(&v2, Task::Deploy, &cancel);
+
+    let e = begin().await.unwrap_err();
+    assert_eq!(e.reason(), "github_locked_by_other_run", "a run GitHub does not show is not taken over");
+    assert!(s.log.text().contains("permissions: actions: read"), "the wait says why:\n{}", s.log.text());
+
+    s.server.set_run(1111, "in_progress", None).await;
+    let e = begin().await.unwrap_err();
+    assert_eq!(e.reason(), "github_locked_by_other_run", "a run still going holds its lock");
+    assert_eq!(by_id(&s.server.deployments().await, dead)["latest_state"], "in_progress");
+
+    s.server.set_run(1111, "completed", Some("failure")).await;
+    let started = Instant::now();
+    let record = begin().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "not waited for: {:?}", started.elapsed());
+    let left = by_id(&s.server.deployments().await, dead);
+    assert_eq!(states(&left), ["error", "in_progress"]);
+    let why = left["statuses"][0]["description"].as_str().unwrap();
+    assert!(why.contains("abandoned") && why.contains(&record.id.to_string()), "{why}");
+    let log = s.log.text();
+    assert!(
+        log.contains("deployment_abandoned") && log.contains(OTHER_RUN) && log.contains("(failure)"),
+        "{log}"
+    );
+    d.finish(&record, FinalState::Success, "ok").await.unwrap();
+    s.check().await;
+}
+
 #[tokio::test]
 async fn the_lock_is_taken_when_the_other_run_finishes() {
     let s = Setup::new(None).await;

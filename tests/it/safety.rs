@@ -143,6 +143,77 @@ fn a_killed_run_is_taken_over_by_its_own_rerun_and_by_no_other_run() {
     assert!(!lock_held(7), "the lock is released");
 }
 
+/// The upstream file of the shared app on host `k`.
+fn upstream(k: usize) -> String {
+    host_exec(k, &["cat", "/etc/nginx/conf.d/upstreams/app.conf"])
+}
+
+/// A run killed outright mid-canary (its runner VM lost) left nginx's
+/// traffic split 70/30 between v1 and its v2, both colours, its host lock
+/// and an `in_progress` deployment. Another run used to wait out
+/// `lock-timeout` (the deployment held the environment for 6 hours) and then
+/// fail `deploy_locked`: a locked-out environment. Now:
+/// - while GitHub will not say whether the dead run has ended (here: a run it
+///   does not show), the other run still waits and changes nothing;
+/// - once GitHub reports it ended, the other run marks its deployment
+///   `error`, takes over the host lock with a warning naming it, puts all
+///   traffic back on v1 (which served before), proven through nginx,
+///   removes v2, and then deploys v3: no request fails meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_mid_canary_is_taken_over_once_github_reports_it_ended() {
+    let _hosts = lock_hosts(&[8]);
+    tokio::task::spawn_blocking(|| ensure_serving(8, "v1")).await.unwrap();
+    let server = crate::support::github_server::GithubServer::start(None).await;
+    let recorded = |action: crate::support::action::Action| {
+        action
+            .input("github-deployments", "true")
+            .input("github-token", crate::support::github_server::TOKEN)
+            .env("GITHUB_API_URL", &server.base_url)
+    };
+    let dead = recorded(fleet_action(&[8], &image("v2")))
+        .input("strategy", "canary")
+        .input("canary-steps", "30,100")
+        .input("canary-interval", "120s");
+    let dead_run: u64 = dead.run_id().parse().unwrap();
+    let (mut child, _kill, _log) = spawn_until(&dead, "30% of traffic goes to", Duration::from_secs(90));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = (state(8).colours, upstream(8));
+    assert_eq!(left.0.len(), 2, "the killed run left both colours: {left:?}");
+    assert!(left.1.contains("weight=70") && left.1.contains("weight=30"), "and the split: {}", left.1);
+    assert!(lock_held(8), "and its lock");
+
+    let watch = FrontDoorWatch::start(8);
+    let waiting = recorded(fleet_action(&[8], &image("v3"))).input("lock-timeout", "3s");
+    let refused = tokio::task::spawn_blocking(move || waiting.run()).await.unwrap();
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(refused.stdout.contains("github_locked_by_other_run"), "{}", refused.stdout);
+    assert!(refused.stdout.contains("permissions: actions: read"), "the wait says why: {}", refused.stdout);
+    assert_eq!((state(8).colours, upstream(8)), left, "a run GitHub does not show is not taken over");
+
+    server.set_run(dead_run, "completed", Some("failure")).await;
+    let taking = recorded(fleet_action(&[8], &image("v3")));
+    let run = tokio::task::spawn_blocking(move || taking.run()).await.unwrap();
+    let (requests, failed, first) = watch.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let dead_id = format!("{dead_run}-1");
+    for needle in ["deployment_abandoned", "deploy_lock_stale", dead_id.as_str(), "split between colours"] {
+        assert!(run.stdout.contains(needle), "{needle}:\n{}", run.stdout);
+    }
+    assert!(run.stdout.contains("brought back to one colour"), "{}", run.stdout);
+    assert_eq!(live_version(8), "v3");
+    assert_eq!(running_colours(8, "app").len(), 1, "one colour again");
+    assert!(!lock_held(8), "the lock is released");
+    assert_eq!(failed, 0, "{failed} of {requests} requests failed through the takeover: {first:?}");
+    assert!(requests > 20, "the front door was watched: {requests} requests");
+    let deployments = server.deployments().await;
+    let latest = |d: &serde_json::Value| d["statuses"][0]["state"].as_str().unwrap_or("none").to_string();
+    let states: Vec<String> = deployments.iter().map(latest).collect();
+    assert_eq!(states.first().map(String::as_str), Some("error"), "the dead run's deployment: {states:?}");
+    assert_eq!(states.last().map(String::as_str), Some("success"), "{states:?}");
+    server.assert_no_violations().await;
+}
+
 /// A redeploy of the same image (a secret rotation) while nginx refuses
 /// reloads: both colours answer `v1`, so the version text proved nothing
 /// and the old colour, still serving, was removed (502 for everyone). The

@@ -7,14 +7,18 @@
 //! "Re-run jobs" after the runner was lost mid-deploy) takes over what an
 //! earlier attempt left, with a warning naming it: attempts of one run never
 //! execute at once, so the earlier one is dead. Another run's lock is never
-//! taken over silently: the error names its owner, and `break-lock: true`
-//! removes it.
+//! taken over silently: the error names its owner and its run, which the
+//! pipeline asks GitHub about. A run GitHub reports as ended is dead too,
+//! and its lock is taken over ([`acquire`] with `stale`), with a warning
+//! naming it; `break-lock: true` removes any lock, for when GitHub cannot
+//! say.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::ssh::{self, Privilege, Session};
 use crate::error::Error;
 use crate::runner::Runner;
+use crate::targets::{LockHolder, StaleLock};
 
 /// Who takes the lock.
 pub struct Owner<'a> {
@@ -40,7 +44,19 @@ pub fn path(lock_dir: &str, app: &str) -> String {
     format!("{}/{app}.lock", lock_dir.trim_end_matches('/'))
 }
 
-/// Takes the lock, or confirms we hold it already (same deploy id).
+/// How the lock was had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Free, or ours already.
+    Fresh,
+    /// Taken over from a dead deploy (described): what it left on the host
+    /// must be brought back to one known version before anything else.
+    Over(String),
+}
+
+/// Takes the lock, or confirms we hold it already (same deploy id). A lock
+/// of an earlier attempt of our run, of `stale`'s deploy, or any lock with
+/// `break_lock`, is taken over.
 ///
 /// # Errors
 /// [`Error::Locked`] naming the owner; `lock_failed` when the directory
@@ -54,11 +70,13 @@ pub async fn acquire(
     app: &str,
     owner: &Owner<'_>,
     break_lock: bool,
+    stale: Option<&StaleLock>,
     runner: &Runner,
-) -> Result<(), Error> {
+) -> Result<Taken, Error> {
     let dir = ssh::value(unit, "lock-dir", lock_dir)?;
     let lock = path(dir, app);
     session.run("lock_failed", &privilege.wrap(&["mkdir", "-p", "--", dir]), None).await?;
+    let mut taken = Taken::Fresh;
     for attempt in 0..2 {
         if session.exec(&privilege.wrap(&["mkdir", "--", &lock]), None).await?.success() {
             session
@@ -69,7 +87,7 @@ pub async fn acquire(
                 )
                 .await?;
             tracing::info!(host = unit, stage = "prepare", lock = %lock, "deploy lock taken");
-            return Ok(());
+            return Ok(taken);
         }
         if !session.exec(&privilege.wrap(&["test", "-d", &lock]), None).await?.success() {
             return Err(Error::unit(unit, "lock_failed", format!("could not create the deploy lock {lock}")));
@@ -77,29 +95,44 @@ pub async fn acquire(
         let held_by = read_owner(session, privilege, &lock).await;
         let holder = held_by.as_deref().and_then(|o| field(o, "deploy-id"));
         if holder == Some(owner.deploy_id) {
-            return Ok(());
+            return Ok(Taken::Fresh);
         }
         let who = describe(held_by.as_deref());
-        if let Some(earlier) = holder.filter(|h| same_run(h, owner.deploy_id) && attempt == 0) {
-            runner.warning(
+        let over = match holder {
+            _ if attempt > 0 => None,
+            Some(earlier) if same_run(earlier, owner.deploy_id) => Some((
                 "deploy_lock_taken_over",
-                &format!(
+                format!(
                     "{unit}: taking over the deploy lock left by attempt {} of this run ({who}); that attempt is no longer running",
                     attempt_of(earlier)
                 ),
-            );
-            session.run("lock_failed", &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await?;
-            continue;
-        }
-        if break_lock && attempt == 0 {
-            runner.warning(
+            )),
+            Some(dead) if stale.is_some_and(|s| s.holder.deploy_id == dead) => Some((
+                "deploy_lock_stale",
+                format!(
+                    "{unit}: taking over the deploy lock of {who}: GitHub reports that run ended ({}) without releasing it",
+                    stale.map_or("", |s| s.conclusion.as_str())
+                ),
+            )),
+            _ if break_lock => Some((
                 "deploy_lock_broken",
-                &format!("{unit}: breaking the deploy lock held by {who} (break-lock: true)"),
-            );
-            session.run("lock_failed", &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await?;
+                format!("{unit}: breaking the deploy lock held by {who} (break-lock: true)"),
+            )),
+            _ => None,
+        };
+        if let Some((code, text)) = over {
+            runner.warning(code, &text);
+            remove_if_held(session, privilege, &lock, holder).await?;
+            taken = Taken::Over(who);
             continue;
         }
-        return Err(Error::Locked { unit: unit.to_string(), owner: who });
+        let holder = held_by.as_deref().and_then(|o| {
+            Some(LockHolder {
+                deploy_id: field(o, "deploy-id")?.to_string(),
+                run_url: field(o, "run")?.to_string(),
+            })
+        });
+        return Err(Error::Locked { unit: unit.to_string(), owner: who, holder });
     }
     Err(Error::unit(
         unit,
@@ -126,6 +159,22 @@ pub async fn release(
         Ok(_) => tracing::info!(host = unit, lock = %lock, "deploy lock released"),
         Err(e) => tracing::warn!(host = unit, lock = %lock, error = %e, "could not release the deploy lock"),
     }
+}
+
+/// Removes `lock` if `holder` (a deploy id) still holds it, in one command:
+/// another deploy that took it meanwhile keeps it. `None`: whoever holds
+/// it (a lock without an owner file, broken on purpose).
+const REMOVE_IF_HELD: &str = r#"[ -z "$2" ] || [ "$(sed -n 's/^deploy-id: //p' -- "$1/owner" 2>/dev/null)" = "$2" ] || exit 0
+rm -rf -- "$1""#;
+
+async fn remove_if_held(
+    session: &Session,
+    privilege: Privilege,
+    lock: &str,
+    holder: Option<&str>,
+) -> Result<(), Error> {
+    let argv = privilege.wrap(&["sh", "-c", REMOVE_IF_HELD, "remove-lock", lock, holder.unwrap_or("")]);
+    session.run("lock_failed", &argv, None).await.map(|_| ())
 }
 
 async fn read_owner(session: &Session, privilege: Privilege, lock: &str) -> Option<String> {

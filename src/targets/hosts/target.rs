@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::models::ContainerSummary;
 use tokio::time::Instant;
 
 use super::containers::{self, LABEL_COLOUR, LABEL_IMAGE, LABEL_ROLE, LABEL_SECRETS, LABEL_SERVICE};
@@ -11,7 +12,7 @@ use super::{HostTarget, access_log, lock, nginx, probe};
 use crate::error::Error;
 use crate::health::body_start;
 use crate::inputs::Service;
-use crate::targets::{LiveState, Probe, Release, Target, Via};
+use crate::targets::{LiveState, Probe, Release, StaleLock, Target, Via};
 
 /// How long a retired container gets to finish its requests after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -34,6 +35,10 @@ echo "$size $off"
 exit 0"#;
 /// What one read of the access log takes at most (the rest, next round).
 const READ_CAP: &str = "4194304";
+
+fn colour_of(c: &ContainerSummary) -> Option<&str> {
+    containers::label(c, LABEL_COLOUR)
+}
 
 fn other(colour: Option<&str>) -> &'static str {
     if colour == Some("blue") { "green" } else { "blue" }
@@ -122,6 +127,114 @@ impl HostTarget {
                 "no candidate has been launched on this host in this run",
             )
         })
+    }
+
+    /// Takes the lock (see [`lock::acquire`]); when it was taken over from a
+    /// dead deploy, converges what that deploy left before anything else.
+    async fn lock_taking_over(&self, release: &Release, stale: Option<&StaleLock>) -> Result<(), Error> {
+        let image = release.services.first().map(|s| s.image.full()).unwrap_or_default();
+        let owner = lock::Owner { deploy_id: &release.deploy_id, run_url: &release.run_url, image: &image };
+        let taken = lock::acquire(
+            &self.session,
+            self.conn.privilege,
+            self.unit(),
+            &self.conn.lock_dir,
+            &release.app,
+            &owner,
+            self.conn.break_lock,
+            stale,
+            &self.runner,
+        )
+        .await?;
+        self.state().locked_by = Some((release.app.clone(), release.deploy_id.clone()));
+        if let lock::Taken::Over(dead) = taken {
+            self.converge(release, &dead).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings the host back to one known colour after a deploy that died
+    /// holding the lock (`dead` describes it): it may have left both
+    /// colours running, or nginx's traffic split between them mid-shift.
+    ///
+    /// The colour kept is the one nginx sends all traffic to; with the
+    /// traffic split (or no upstream file to say), the older colour, which
+    /// served before the dead deploy began. A split is first set back to
+    /// that colour alone and proven through nginx, as a switch is; only
+    /// then is the other colour removed. A host already on one colour is
+    /// left as it is.
+    async fn converge(&self, release: &Release, dead: &str) -> Result<(), Error> {
+        let unit = self.unit();
+        let all = containers::list(&self.docker, unit, &self.conn.app).await?;
+        let running: Vec<_> = all
+            .iter()
+            .filter(|c| {
+                containers::is_running(c) && containers::label(c, LABEL_ROLE).unwrap_or("app") == "app"
+            })
+            .filter(|c| containers::label(c, LABEL_COLOUR).is_some())
+            .collect();
+        let mut colours: Vec<&str> = running.iter().copied().filter_map(colour_of).collect();
+        colours.sort_unstable();
+        colours.dedup();
+        if colours.len() < 2 {
+            return Ok(());
+        }
+        let oldest = running
+            .iter()
+            .min_by_key(|c| c.created.unwrap_or(i64::MAX))
+            .and_then(|c| colour_of(c))
+            .unwrap_or(colours[0])
+            .to_string();
+        let proxied: Vec<&Service> = release.services.iter().filter(|s| s.behind_proxy).collect();
+        let mut keep = oldest.clone();
+        let mut alone = true;
+        if let Some(svc) = proxied.first() {
+            let text = nginx::read(&self.session, unit, &svc.upstream_file).await?.unwrap_or_default();
+            let weighted: Vec<&str> = nginx::ports(&text)
+                .into_iter()
+                .filter(|(_, w)| *w > 0)
+                .filter_map(|(p, _)| colour_of_port(svc, p))
+                .filter(|c| colours.contains(c))
+                .collect();
+            match weighted.as_slice() {
+                [only] => keep = only.to_string(),
+                _ => alone = false,
+            }
+        }
+        if !alone {
+            let changes: Vec<(String, nginx::Content)> = proxied
+                .iter()
+                .map(|svc| {
+                    let servers = nginx::servers(None, containers::port(svc, &keep), 100);
+                    (svc.upstream_file.clone(), Some(nginx::render(&svc.upstream_name, &servers)))
+                })
+                .collect();
+            self.runner.line(&format!(
+                "{unit}: nginx's traffic was left split between colours; sending it all to {keep}, which served before"
+            ));
+            nginx::apply(&self.session, unit, &self.conn.lock_dir, self.conn.privilege, &changes).await?;
+            let images: Vec<Option<&str>> =
+                running.iter().map(|c| containers::label(c, LABEL_IMAGE)).collect();
+            let alike = images.windows(2).all(|w| w[0] == w[1]);
+            self.verify_serving(release, &keep, 100, alike).await?;
+        }
+        let kept_image = running
+            .iter()
+            .find(|c| colour_of(c) == Some(keep.as_str()))
+            .and_then(|c| containers::label(c, LABEL_IMAGE))
+            .unwrap_or("?")
+            .to_string();
+        let mut removed = Vec::new();
+        for c in running.iter().filter(|c| colour_of(c) != Some(keep.as_str())) {
+            let name = containers::name_of(c).to_string();
+            containers::remove(&self.docker, unit, &name, ROLLBACK_GRACE).await?;
+            removed.push(name);
+        }
+        self.runner.line(&format!(
+            "{unit}: brought back to one colour after {dead}: {keep} ({kept_image}) serves; removed {}",
+            removed.join(", ")
+        ));
+        Ok(())
     }
 
     /// GETs `path` from the host's loopback `port` (a colour's container).
@@ -333,21 +446,11 @@ impl Target for HostTarget {
     }
 
     async fn lock(&self, release: &Release) -> Result<(), Error> {
-        let image = release.services.first().map(|s| s.image.full()).unwrap_or_default();
-        let owner = lock::Owner { deploy_id: &release.deploy_id, run_url: &release.run_url, image: &image };
-        lock::acquire(
-            &self.session,
-            self.conn.privilege,
-            self.unit(),
-            &self.conn.lock_dir,
-            &release.app,
-            &owner,
-            self.conn.break_lock,
-            &self.runner,
-        )
-        .await?;
-        self.state().locked_by = Some((release.app.clone(), release.deploy_id.clone()));
-        Ok(())
+        self.lock_taking_over(release, None).await
+    }
+
+    async fn take_over_lock(&self, release: &Release, stale: &StaleLock) -> Result<(), Error> {
+        self.lock_taking_over(release, Some(stale)).await
     }
 
     async fn prepare(&self, release: &Release) -> Result<(), Error> {
