@@ -70,6 +70,25 @@ impl Service {
     pub fn container_name(&self, app: &str, colour: &str) -> String {
         if self.name.is_empty() { format!("{app}-{colour}") } else { format!("{app}-{}-{colour}", self.name) }
     }
+
+    /// A fingerprint of what this service's container runs, apart from the
+    /// secrets (fingerprinted on their own, from SSM versions): image,
+    /// command, environment, ports, restart policy. A change to any of them
+    /// is something to deploy even when the image is the same. It is kept
+    /// on the host only (a container label), beside the environment itself.
+    pub fn config_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::json!({
+            "name": self.name,
+            "image": self.image.full(),
+            "command": self.command,
+            "env": self.env,
+            "ports": [self.container_port, self.blue_port, self.green_port],
+            "restart": format!("{:?}", self.restart_policy),
+        });
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// A service as written in the services file (YAML or JSON).

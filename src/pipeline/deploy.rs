@@ -554,7 +554,18 @@ async fn deploy_units(
                 ));
                 let same_image =
                     release.services.iter().all(|s| live.image.as_deref() == Some(s.image.full().as_str()));
-                all_live &= same_image && live.secrets_fingerprint == release.secrets_fingerprint;
+                // The same image with another command, env or port is a
+                // change too (a config-only deploy).
+                let same_config = live.config.as_deref() == Some(release.config().as_str());
+                if same_image && !same_config {
+                    runner.line(&format!(
+                        "{}: the live containers run {} with another command, environment or ports (or from before this was recorded); deploying",
+                        u.name(),
+                        live.image.as_deref().unwrap_or("?")
+                    ));
+                }
+                all_live &=
+                    same_image && same_config && live.secrets_fingerprint == release.secrets_fingerprint;
                 if !live.leftovers.is_empty() {
                     // A re-run converges the host: the deploy replaces the leftover.
                     runner.line(&format!(

@@ -90,6 +90,21 @@ pub struct StaleLock {
     pub conclusion: String,
 }
 
+impl Release {
+    /// Every service's [`Service::config_fingerprint`], by service name: a
+    /// unit whose live version says the same runs what this release would.
+    pub fn config(&self) -> String {
+        config_of(self.services.iter().map(|s| (s.name.as_str(), s.config_fingerprint())))
+    }
+}
+
+/// `name=fingerprint` pairs, sorted, `;`-joined.
+pub fn config_of<'a>(pairs: impl Iterator<Item = (&'a str, String)>) -> String {
+    let mut pairs: Vec<String> = pairs.map(|(n, f)| format!("{n}={f}")).collect();
+    pairs.sort();
+    pairs.join(";")
+}
+
 /// What a unit runs now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiveState {
@@ -101,6 +116,10 @@ pub struct LiveState {
     pub secrets_fingerprint: Option<String>,
     /// Other colours still running (left by an interrupted deploy).
     pub leftovers: Vec<String>,
+    /// What the live colour's containers run, as [`Release::config`] puts
+    /// it (`None`: the unit cannot say, e.g. containers from before it was
+    /// recorded).
+    pub config: Option<String>,
 }
 
 /// A single HTTP observation.

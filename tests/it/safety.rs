@@ -214,6 +214,55 @@ async fn a_run_killed_mid_canary_is_taken_over_once_github_reports_it_ended() {
     server.assert_no_violations().await;
 }
 
+/// The same image with another environment, command or ports was "already
+/// live: nothing to do" (only the image and the secrets were compared), so
+/// a config-only change never shipped while the run reported success. The
+/// containers now carry a fingerprint of what they were started with.
+#[test]
+fn a_config_only_change_is_deployed_and_an_unchanged_one_is_not() {
+    let _hosts = lock_hosts(&[6]);
+    ensure_serving(6, "v1");
+    let with_env =
+        |greeting: &str| fleet_action(&[6], &image("v1")).input("env", &format!("GREETING={greeting}"));
+    let env_of_live = || {
+        let live = running_colours(6, "app");
+        assert_eq!(live.len(), 1, "{live:?}");
+        host_exec(
+            6,
+            &["docker", "inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", &live[0]],
+        )
+    };
+    let first = with_env("one").run();
+    assert_eq!(first.code, Some(0), "{}", first.stdout);
+    assert!(
+        !first.stdout.contains("nothing to do"),
+        "new env on the same image is deployed: {}",
+        first.stdout
+    );
+    assert!(env_of_live().lines().any(|l| l == "GREETING=one"), "{}", env_of_live());
+    let before = state(6);
+
+    let same = with_env("one").run();
+    assert_eq!(same.code, Some(0), "{}", same.stdout);
+    assert!(same.stdout.contains("nothing to do"), "{}", same.stdout);
+    assert_eq!(state(6), before, "an unchanged deploy touches nothing");
+
+    let changed = with_env("two").run();
+    assert_eq!(changed.code, Some(0), "{}", changed.stdout);
+    assert!(!changed.stdout.contains("nothing to do"), "{}", changed.stdout);
+    assert!(changed.stdout.contains("another command, environment or ports"), "{}", changed.stdout);
+    assert_ne!(state(6).colours, before.colours, "a new colour runs it");
+    assert!(env_of_live().lines().any(|l| l == "GREETING=two"), "{}", env_of_live());
+
+    let command = fleet_action(&[6], &image("v1"))
+        .input("env", "GREETING=two")
+        .input("command", r#"["/bin/app-start"]"#)
+        .run();
+    assert_eq!(command.code, Some(0), "{}", command.stdout);
+    assert!(!command.stdout.contains("nothing to do"), "a new command is deployed: {}", command.stdout);
+    assert_eq!(live_version(6), "v1");
+}
+
 /// A redeploy of the same image (a secret rotation) while nginx refuses
 /// reloads: both colours answer `v1`, so the version text proved nothing
 /// and the old colour, still serving, was removed (502 for everyone). The

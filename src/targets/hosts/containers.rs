@@ -33,6 +33,8 @@ pub const LABEL_COLOUR: &str = "deploy-action.colour";
 pub const LABEL_SECRETS: &str = "deploy-action.secrets-fingerprint";
 pub const LABEL_SERVICE: &str = "deploy-action.service";
 pub const LABEL_ROLE: &str = "deploy-action.role";
+/// [`Service::config_fingerprint`] of what the container was started with.
+pub const LABEL_CONFIG: &str = "deploy-action.config";
 
 /// How often a pull says how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -63,6 +65,9 @@ fn labels(release: &Release, service: &Service, role: &str) -> HashMap<String, S
     ]);
     if let Some(d) = &release.secrets_fingerprint {
         l.insert(LABEL_SECRETS.to_string(), d.clone());
+    }
+    if role == "app" {
+        l.insert(LABEL_CONFIG.to_string(), service.config_fingerprint());
     }
     l
 }

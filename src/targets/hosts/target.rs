@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use bollard::models::ContainerSummary;
 use tokio::time::Instant;
 
-use super::containers::{self, LABEL_COLOUR, LABEL_IMAGE, LABEL_ROLE, LABEL_SECRETS, LABEL_SERVICE};
+use super::containers::{
+    self, LABEL_COLOUR, LABEL_CONFIG, LABEL_IMAGE, LABEL_ROLE, LABEL_SECRETS, LABEL_SERVICE,
+};
 use super::{HostTarget, access_log, lock, nginx, probe};
 use crate::error::Error;
 use crate::health::body_start;
@@ -109,7 +111,17 @@ impl HostTarget {
             .filter(|c| containers::label(c, LABEL_COLOUR) == Some(colour.as_str()))
             .find(|c| containers::label(c, LABEL_SERVICE).unwrap_or("") == first)
             .or_else(|| running.iter().find(|c| containers::label(c, LABEL_COLOUR) == Some(colour.as_str())));
+        let live: Vec<_> =
+            running.iter().filter(|c| containers::label(c, LABEL_COLOUR) == Some(colour.as_str())).collect();
+        let labelled: Option<Vec<(&str, String)>> = live
+            .iter()
+            .map(|c| {
+                let service = containers::label(c, LABEL_SERVICE).unwrap_or("");
+                Some((service, containers::label(c, LABEL_CONFIG)?.to_string()))
+            })
+            .collect();
         Ok(LiveState {
+            config: labelled.map(|pairs| crate::targets::config_of(pairs.into_iter())),
             image: main.and_then(|c| {
                 containers::label(c, LABEL_IMAGE).map(str::to_string).or_else(|| c.image.clone())
             }),
