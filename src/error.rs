@@ -14,10 +14,15 @@ pub enum Error {
     #[error("{} input problem(s): {}", .0.len(), .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Inputs(Vec<Problem>),
 
-    /// A unit (host, cluster) failed a step. `reason` is a stable code such
-    /// as `ssh_connect_failed`, `host_key_mismatch`, `image_pull_failed`.
+    /// A unit failed a step. `reason` is a stable code such as
+    /// `smoke_test_failed`.
     #[error("{unit}: {message}")]
     Unit { unit: String, reason: &'static str, message: String },
+
+    /// A host failed a step (or EC2 discovery did); the code comes
+    /// from its kind. Boxed: it carries the host's name and the message.
+    #[error(transparent)]
+    Hosts(Box<crate::targets::hosts::HostError>),
 
     /// The candidate never became healthy.
     #[error("{unit}: {message}")]
@@ -70,6 +75,12 @@ impl From<crate::targets::kubernetes::KubeError> for Error {
     }
 }
 
+impl From<crate::targets::hosts::HostError> for Error {
+    fn from(e: crate::targets::hosts::HostError) -> Self {
+        Error::Hosts(Box::new(e))
+    }
+}
+
 impl From<crate::analysis::AnalysisError> for Error {
     fn from(e: crate::analysis::AnalysisError) -> Self {
         match e {
@@ -84,10 +95,11 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Inputs(_) => "invalid_input",
-            Error::Unit { reason, .. } => reason,
+            Error::Hosts(e) => e.reason(),
             Error::Unhealthy { .. } => "health_check_failed",
             Error::ObserveFailed { .. } => "observe_failed",
             Error::Migration { .. } => "migration_failed",
+            Error::Unit { reason, .. } => reason,
             Error::Locked { .. } => "deploy_locked",
             Error::Secrets(e) => e.reason(),
             Error::Github(e) => e.reason(),
@@ -107,6 +119,7 @@ impl Error {
     /// another one of the same unit (which says the unit once).
     pub fn detail(&self) -> String {
         match self {
+            Error::Hosts(e) => e.message.clone(),
             Error::Unit { message, .. }
             | Error::Unhealthy { message, .. }
             | Error::ObserveFailed { message, .. } => message.clone(),

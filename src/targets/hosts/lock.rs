@@ -12,6 +12,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::error::{HostError, HostFailure};
 use super::ssh::{self, Privilege, Session};
 use crate::error::Error;
 use crate::runner::Runner;
@@ -43,8 +44,9 @@ pub fn path(lock_dir: &str, app: &str) -> String {
 /// Takes the lock, or confirms we hold it already (same deploy id).
 ///
 /// # Errors
-/// [`Error::Locked`] naming the owner; `lock_failed` when the directory
-/// cannot be created for another reason.
+/// [`Error::Locked`] naming the owner; a [`HostError`] of kind
+/// `lock_failed` when the directory cannot be created for another reason,
+/// or an SSH one.
 #[allow(clippy::too_many_arguments)]
 pub async fn acquire(
     session: &Session,
@@ -58,12 +60,12 @@ pub async fn acquire(
 ) -> Result<(), Error> {
     let dir = ssh::value(unit, "lock-dir", lock_dir)?;
     let lock = path(dir, app);
-    session.run("lock_failed", &privilege.wrap(&["mkdir", "-p", "--", dir]), None).await?;
+    session.run(HostFailure::LockFailed, &privilege.wrap(&["mkdir", "-p", "--", dir]), None).await?;
     for attempt in 0..2 {
         if session.exec(&privilege.wrap(&["mkdir", "--", &lock]), None).await?.success() {
             session
                 .run(
-                    "lock_failed",
+                    HostFailure::LockFailed,
                     &privilege.wrap(&["tee", "--", &format!("{lock}/owner")]),
                     Some(owner.render().as_bytes()),
                 )
@@ -72,7 +74,8 @@ pub async fn acquire(
             return Ok(());
         }
         if !session.exec(&privilege.wrap(&["test", "-d", &lock]), None).await?.success() {
-            return Err(Error::unit(unit, "lock_failed", format!("could not create the deploy lock {lock}")));
+            let message = format!("could not create the deploy lock {lock}");
+            return Err(HostError::new(unit, HostFailure::LockFailed, message).into());
         }
         let held_by = read_owner(session, privilege, &lock).await;
         let holder = held_by.as_deref().and_then(|o| field(o, "deploy-id"));
@@ -88,7 +91,7 @@ pub async fn acquire(
                     attempt_of(earlier)
                 ),
             );
-            session.run("lock_failed", &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await?;
+            session.run(HostFailure::LockFailed, &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await?;
             continue;
         }
         if break_lock && attempt == 0 {
@@ -96,16 +99,17 @@ pub async fn acquire(
                 "deploy_lock_broken",
                 &format!("{unit}: breaking the deploy lock held by {who} (break-lock: true)"),
             );
-            session.run("lock_failed", &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await?;
+            session.run(HostFailure::LockFailed, &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await?;
             continue;
         }
         return Err(Error::Locked { unit: unit.to_string(), owner: who });
     }
-    Err(Error::unit(
+    Err(HostError::new(
         unit,
-        "lock_failed",
+        HostFailure::LockFailed,
         format!("could not take the deploy lock {lock}: another deploy took it first"),
-    ))
+    )
+    .into())
 }
 
 /// Removes the lock if `deploy_id` holds it. Best effort.
@@ -122,7 +126,7 @@ pub async fn release(
     if held_by.as_deref().and_then(|o| field(o, "deploy-id")) != Some(deploy_id) {
         return;
     }
-    match session.run("lock_failed", &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await {
+    match session.run(HostFailure::LockFailed, &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await {
         Ok(_) => tracing::info!(host = unit, lock = %lock, "deploy lock released"),
         Err(e) => tracing::warn!(host = unit, lock = %lock, error = %e, "could not release the deploy lock"),
     }
