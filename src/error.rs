@@ -14,11 +14,6 @@ pub enum Error {
     #[error("{} input problem(s): {}", .0.len(), .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Inputs(Vec<Problem>),
 
-    /// A unit failed a step. `reason` is a stable code such as
-    /// `smoke_test_failed`.
-    #[error("{unit}: {message}")]
-    Unit { unit: String, reason: &'static str, message: String },
-
     /// A host failed a step (or EC2 discovery did); the code comes
     /// from its kind. Boxed: it carries the host's name and the message.
     #[error(transparent)]
@@ -34,6 +29,15 @@ pub enum Error {
 
     #[error("migration failed on {unit}: {message}")]
     Migration { unit: String, message: String },
+
+    /// A smoke test failed on `unit` (`smoke-tests` for the `url` tests);
+    /// the message names the test and the answer.
+    #[error("{unit}: {message}")]
+    Smoke { unit: String, message: String },
+
+    /// A smoke test's header names a secret SSM did not return.
+    #[error("smoke-tests: {message}")]
+    SmokeSecretMissing { message: String },
 
     #[error(
         "{unit}: the deploy lock is held by {owner}; wait for that deploy, or set break-lock: true if it is stale"
@@ -99,7 +103,8 @@ impl Error {
             Error::Unhealthy { .. } => "health_check_failed",
             Error::ObserveFailed { .. } => "observe_failed",
             Error::Migration { .. } => "migration_failed",
-            Error::Unit { reason, .. } => reason,
+            Error::Smoke { .. } => "smoke_test_failed",
+            Error::SmokeSecretMissing { .. } => "smoke_secret_missing",
             Error::Locked { .. } => "deploy_locked",
             Error::Secrets(e) => e.reason(),
             Error::Github(e) => e.reason(),
@@ -111,19 +116,35 @@ impl Error {
         }
     }
 
-    pub fn unit(unit: &str, reason: &'static str, message: impl Into<String>) -> Self {
-        Error::Unit { unit: unit.to_string(), reason, message: message.into() }
-    }
-
     /// The message without its `<unit>: ` prefix, to nest this error in
     /// another one of the same unit (which says the unit once).
     pub fn detail(&self) -> String {
         match self {
             Error::Hosts(e) => e.message.clone(),
-            Error::Unit { message, .. }
+            Error::Smoke { message, .. }
+            | Error::SmokeSecretMissing { message }
             | Error::Unhealthy { message, .. }
             | Error::ObserveFailed { message, .. } => message.clone(),
             e => e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoke_failures_keep_their_codes_and_text() {
+        let e = Error::Smoke { unit: "web-1".into(), message: "smoke test 'home' failed: GET /".into() };
+        assert_eq!(
+            (e.reason(), e.to_string()),
+            ("smoke_test_failed", "web-1: smoke test 'home' failed: GET /".into())
+        );
+        assert_eq!(e.detail(), "smoke test 'home' failed: GET /");
+        let e = Error::SmokeSecretMissing { message: "smoke test 'api' header x-token uses ${TOKEN}".into() };
+        assert_eq!(e.reason(), "smoke_secret_missing");
+        assert_eq!(e.to_string(), "smoke-tests: smoke test 'api' header x-token uses ${TOKEN}");
+        assert_eq!(e.detail(), "smoke test 'api' header x-token uses ${TOKEN}");
     }
 }
