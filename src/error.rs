@@ -14,10 +14,10 @@ pub enum Error {
     #[error("{} input problem(s): {}", .0.len(), .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Inputs(Vec<Problem>),
 
-    /// A unit (host, cluster) failed a step. `reason` is a stable code such
-    /// as `ssh_connect_failed`, `host_key_mismatch`, `image_pull_failed`.
-    #[error("{unit}: {message}")]
-    Unit { unit: String, reason: &'static str, message: String },
+    /// A host failed a step (or EC2 discovery did); the code comes
+    /// from its kind. Boxed: it carries the host's name and the message.
+    #[error(transparent)]
+    Hosts(Box<crate::targets::hosts::HostError>),
 
     /// The candidate never became healthy.
     #[error("{unit}: {message}")]
@@ -29,6 +29,15 @@ pub enum Error {
 
     #[error("migration failed on {unit}: {message}")]
     Migration { unit: String, message: String },
+
+    /// A smoke test failed on `unit` (`smoke-tests` for the `url` tests);
+    /// the message names the test and the answer.
+    #[error("{unit}: {message}")]
+    Smoke { unit: String, message: String },
+
+    /// A smoke test's header names a secret SSM did not return.
+    #[error("smoke-tests: {message}")]
+    SmokeSecretMissing { message: String },
 
     /// `holder`: who, from the lock's owner file, when it names a run.
     #[error(
@@ -71,6 +80,12 @@ impl From<crate::targets::kubernetes::KubeError> for Error {
     }
 }
 
+impl From<crate::targets::hosts::HostError> for Error {
+    fn from(e: crate::targets::hosts::HostError) -> Self {
+        Error::Hosts(Box::new(e))
+    }
+}
+
 impl From<crate::analysis::AnalysisError> for Error {
     fn from(e: crate::analysis::AnalysisError) -> Self {
         match e {
@@ -85,10 +100,12 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Inputs(_) => "invalid_input",
-            Error::Unit { reason, .. } => reason,
+            Error::Hosts(e) => e.reason(),
             Error::Unhealthy { .. } => "health_check_failed",
             Error::ObserveFailed { .. } => "observe_failed",
             Error::Migration { .. } => "migration_failed",
+            Error::Smoke { .. } => "smoke_test_failed",
+            Error::SmokeSecretMissing { .. } => "smoke_secret_missing",
             Error::Locked { .. } => "deploy_locked",
             Error::Secrets(e) => e.reason(),
             Error::Github(e) => e.reason(),
@@ -100,18 +117,35 @@ impl Error {
         }
     }
 
-    pub fn unit(unit: &str, reason: &'static str, message: impl Into<String>) -> Self {
-        Error::Unit { unit: unit.to_string(), reason, message: message.into() }
-    }
-
     /// The message without its `<unit>: ` prefix, to nest this error in
     /// another one of the same unit (which says the unit once).
     pub fn detail(&self) -> String {
         match self {
-            Error::Unit { message, .. }
+            Error::Hosts(e) => e.message.clone(),
+            Error::Smoke { message, .. }
+            | Error::SmokeSecretMissing { message }
             | Error::Unhealthy { message, .. }
             | Error::ObserveFailed { message, .. } => message.clone(),
             e => e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoke_failures_keep_their_codes_and_text() {
+        let e = Error::Smoke { unit: "web-1".into(), message: "smoke test 'home' failed: GET /".into() };
+        assert_eq!(
+            (e.reason(), e.to_string()),
+            ("smoke_test_failed", "web-1: smoke test 'home' failed: GET /".into())
+        );
+        assert_eq!(e.detail(), "smoke test 'home' failed: GET /");
+        let e = Error::SmokeSecretMissing { message: "smoke test 'api' header x-token uses ${TOKEN}".into() };
+        assert_eq!(e.reason(), "smoke_secret_missing");
+        assert_eq!(e.to_string(), "smoke-tests: smoke test 'api' header x-token uses ${TOKEN}");
+        assert_eq!(e.detail(), "smoke test 'api' header x-token uses ${TOKEN}");
     }
 }

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::inputs::HealthSpec;
 use crate::redact::Redactor;
 use crate::runner::Runner;
+use crate::targets::hosts::HostError;
 use crate::targets::hosts::access_log::{self, Limits};
 use crate::targets::{Probe, Release, Target, Via};
 
@@ -135,9 +136,9 @@ async fn judge_traffic(
 ) -> Result<(), Error> {
     let unit = target.name();
     let Some(tally) = target.traffic(release).await? else { return Ok(()) };
-    if let Some((reason, message)) = access_log::breach(&tally, limits) {
+    if let Some((kind, message)) = access_log::breach(&tally, limits) {
         runner.check("traffic through nginx", Some(unit), tally.describe(), "breach: rolled back");
-        return Err(Error::Unit { unit: unit.to_string(), reason, message });
+        return Err(HostError::new(unit, kind, message).into());
     }
     if last {
         let verdict = if tally.requests < limits.min_requests {

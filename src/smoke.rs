@@ -51,9 +51,7 @@ impl Suite {
                 let mut value = template.clone();
                 for var in secret_refs(template) {
                     let Some((_, v)) = secrets.iter().find(|(k, _)| *k == var) else {
-                        return Err(Error::Unit {
-                            unit: "smoke-tests".into(),
-                            reason: "smoke_secret_missing",
+                        return Err(Error::SmokeSecretMissing {
                             message: format!(
                                 "smoke test '{}' header {name} uses ${{{var}}}, which is not one of the app's secrets from SSM ({})",
                                 t.name,
@@ -101,9 +99,8 @@ impl Suite {
             let req = Request { method: t.method.clone(), path: path.clone(), headers: headers.clone() };
             let got = target.request(release, service, via, &req).await;
             let shown = format!("{} {path} ({when})", t.method);
-            self.judge_and_record(t, &shown, got, Some(target.name()), runner).map_err(|message| {
-                Error::Unit { unit: target.name().into(), reason: "smoke_test_failed", message }
-            })?;
+            self.judge_and_record(t, &shown, got, Some(target.name()), runner)
+                .map_err(|message| Error::Smoke { unit: target.name().into(), message })?;
         }
         Ok(())
     }
@@ -114,7 +111,7 @@ impl Suite {
     /// # Errors
     /// `smoke_test_failed` for the first failing test.
     pub async fn run_urls(&self, preview: bool, runner: &Runner) -> Result<(), Error> {
-        let fail = |message| Error::Unit { unit: "smoke-tests".into(), reason: "smoke_test_failed", message };
+        let fail = |message| Error::Smoke { unit: "smoke-tests".into(), message };
         if preview {
             return self.urls(true, runner).await.map_err(fail);
         }

@@ -445,7 +445,7 @@ mod tests {
         fn record(&self, what: &str) -> Result<(), Error> {
             self.log.lock().unwrap().push(format!("{}:{what}", self.name));
             if self.fail_at == Some(what) {
-                return Err(Error::unit(&self.name, "fake_failure", format!("{what} failed")));
+                return Err(Error::Other(format!("{}: {what} failed", self.name)));
             }
             Ok(())
         }

@@ -5,8 +5,8 @@
 
 use aws_sdk_ec2::types::{Filter, Instance};
 
-use crate::error::Error;
 use crate::inputs::{AddressKind, Ec2Spec, HostSpec};
+use crate::targets::hosts::{HostError, HostFailure};
 
 /// The EC2 filters for `spec`: `Role=web` means the tag `Role`; a key that
 /// already says `tag:` is kept. Only running instances are wanted.
@@ -39,7 +39,7 @@ fn describe(spec: &Ec2Spec) -> String {
 /// `region` may be empty: the AWS chain's region is used then.
 ///
 /// # Errors
-/// `Error::Unit` (unit `ec2`) with reason `ec2_describe_failed`,
+/// [`HostError`] (unit `ec2`) of kind `ec2_describe_failed`,
 /// `no_instances_found` (naming the filter), or `ec2_no_address` when an
 /// instance has no address of the requested kind.
 pub async fn discover(
@@ -47,7 +47,7 @@ pub async fn discover(
     region: &str,
     default_user: &str,
     default_port: u16,
-) -> Result<Vec<HostSpec>, Error> {
+) -> Result<Vec<HostSpec>, HostError> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if !region.is_empty() {
         loader = loader.region(aws_config::Region::new(region.to_string()));
@@ -64,7 +64,7 @@ pub async fn discover_with(
     spec: &Ec2Spec,
     default_user: &str,
     default_port: u16,
-) -> Result<Vec<HostSpec>, Error> {
+) -> Result<Vec<HostSpec>, HostError> {
     let client = aws_sdk_ec2::Client::new(config);
 
     let mut req = client.describe_instances();
@@ -78,9 +78,9 @@ pub async fn discover_with(
     let mut instances: Vec<Instance> = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| {
-            Error::unit(
+            HostError::new(
                 "ec2",
-                "ec2_describe_failed",
+                HostFailure::Ec2DescribeFailed,
                 format!(
                     "DescribeInstances failed: {} (check the region, the credentials and ec2:DescribeInstances permission)",
                     aws_smithy_types::error::display::DisplayErrorContext(&e)
@@ -92,9 +92,9 @@ pub async fn discover_with(
         }
     }
     if instances.is_empty() {
-        return Err(Error::unit(
+        return Err(HostError::new(
             "ec2",
-            "no_instances_found",
+            HostFailure::NoInstancesFound,
             format!("no running EC2 instance matches {}", describe(spec)),
         ));
     }
@@ -111,9 +111,9 @@ pub async fn discover_with(
             }
             .filter(|a| !a.is_empty())
             .ok_or_else(|| {
-                Error::unit(
+                HostError::new(
                     "ec2",
-                    "ec2_no_address",
+                    HostFailure::Ec2NoAddress,
                     format!(
                         "instance {id} has no {} (set ec2-address to one it has)",
                         address_name(spec.address)

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use super::error::HostFailure;
+
 /// The action's own User-Agent (its probes through nginx).
 pub const OWN_AGENT: &str = "deploy-action";
 
@@ -135,9 +137,9 @@ pub struct Limits {
     pub min_requests: u64,
 }
 
-/// Why the tally breaks a limit: `(reason, message)`; `None` when it holds
+/// Why the tally breaks a limit: `(kind, message)`; `None` when it holds
 /// or there are too few requests to judge.
-pub fn breach(t: &Tally, l: &Limits) -> Option<(&'static str, String)> {
+pub fn breach(t: &Tally, l: &Limits) -> Option<(HostFailure, String)> {
     if t.requests < l.min_requests {
         return None;
     }
@@ -145,7 +147,7 @@ pub fn breach(t: &Tally, l: &Limits) -> Option<(&'static str, String)> {
         && t.error_rate() > max
     {
         return Some((
-            "error_rate_exceeded",
+            HostFailure::ErrorRateExceeded,
             format!(
                 "{} of {} requests through nginx answered 5xx ({:.1}%), above max-error-rate {:.1}%",
                 t.errors,
@@ -159,7 +161,7 @@ pub fn breach(t: &Tally, l: &Limits) -> Option<(&'static str, String)> {
         && p95 > max
     {
         return Some((
-            "latency_exceeded",
+            HostFailure::LatencyExceeded,
             format!(
                 "p95 latency through nginx was {}ms over {} requests, above max-latency {}ms",
                 p95.as_millis(),
@@ -219,7 +221,7 @@ mod tests {
         let l = Limits { max_error_rate: Some(0.10), max_latency: None, min_requests: 20 };
         assert_eq!(breach(&t, &l), None, "10 requests are below min-requests");
         let (reason, msg) = breach(&t, &Limits { min_requests: 10, ..l }).unwrap();
-        assert_eq!(reason, "error_rate_exceeded");
+        assert_eq!(reason, HostFailure::ErrorRateExceeded);
         assert!(msg.contains("3 of 10") && msg.contains("30.0%") && msg.contains("10.0%"), "{msg}");
         let mut slow = Tally::default();
         for ms in [100, 200, 6000, 7000] {
@@ -228,7 +230,7 @@ mod tests {
         let l =
             Limits { max_error_rate: Some(0.1), max_latency: Some(Duration::from_secs(5)), min_requests: 1 };
         let (reason, msg) = breach(&slow, &l).unwrap();
-        assert_eq!(reason, "latency_exceeded");
+        assert_eq!(reason, HostFailure::LatencyExceeded);
         assert!(msg.contains("7000ms") && msg.contains("5000ms"), "{msg}");
     }
 }

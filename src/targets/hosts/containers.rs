@@ -20,7 +20,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use super::docker::{is_not_found, message};
-use crate::error::Error;
+use super::error::{HostError, HostFailure};
 use crate::inputs::{ImageRef, RestartPolicy, Service};
 use crate::runner::Runner;
 use crate::targets::Release;
@@ -110,7 +110,7 @@ pub fn candidate_body(release: &Release, service: &Service, colour: &str) -> Con
 }
 
 /// The app's containers, running or not.
-pub async fn list(docker: &Docker, unit: &str, app: &str) -> Result<Vec<ContainerSummary>, Error> {
+pub async fn list(docker: &Docker, unit: &str, app: &str) -> Result<Vec<ContainerSummary>, HostError> {
     let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_APP}={app}")])]);
     docker
         .list_containers(Some(ListContainersOptions {
@@ -120,7 +120,11 @@ pub async fn list(docker: &Docker, unit: &str, app: &str) -> Result<Vec<Containe
         }))
         .await
         .map_err(|e| {
-            Error::unit(unit, "docker_failed", format!("listing containers failed: {}", message(&e)))
+            HostError::new(
+                unit,
+                HostFailure::DockerFailed,
+                format!("listing containers failed: {}", message(&e)),
+            )
         })
 }
 
@@ -141,12 +145,17 @@ pub fn is_running(c: &ContainerSummary) -> bool {
 ///
 /// # Errors
 /// `container_start_failed` with the Engine's message.
-pub async fn start(docker: &Docker, unit: &str, name: &str, body: ContainerCreateBody) -> Result<(), Error> {
+pub async fn start(
+    docker: &Docker,
+    unit: &str,
+    name: &str,
+    body: ContainerCreateBody,
+) -> Result<(), HostError> {
     remove(docker, unit, name, Duration::ZERO).await?;
     let fail = |what: &str, e: bollard::errors::Error| {
-        Error::unit(
+        HostError::new(
             unit,
-            "container_start_failed",
+            HostFailure::ContainerStartFailed,
             format!("{what} container {name} failed: {}", message(&e)),
         )
     };
@@ -167,11 +176,11 @@ pub async fn start(docker: &Docker, unit: &str, name: &str, body: ContainerCreat
 ///
 /// # Errors
 /// `container_remove_failed`.
-pub async fn remove(docker: &Docker, unit: &str, name: &str, grace: Duration) -> Result<(), Error> {
+pub async fn remove(docker: &Docker, unit: &str, name: &str, grace: Duration) -> Result<(), HostError> {
     let fail = |e: bollard::errors::Error| {
-        Error::unit(
+        HostError::new(
             unit,
-            "container_remove_failed",
+            HostFailure::ContainerRemoveFailed,
             format!("removing container {name} failed: {}", message(&e)),
         )
     };
@@ -204,18 +213,20 @@ async fn inspect(
     docker: &Docker,
     unit: &str,
     name: &str,
-) -> Result<Option<bollard::models::ContainerInspectResponse>, Error> {
+) -> Result<Option<bollard::models::ContainerInspectResponse>, HostError> {
     match docker.inspect_container(name, None).await {
         Ok(c) => Ok(Some(c)),
         Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => {
-            Err(Error::unit(unit, "docker_failed", format!("inspecting {name} failed: {}", message(&e))))
-        }
+        Err(e) => Err(HostError::new(
+            unit,
+            HostFailure::DockerFailed,
+            format!("inspecting {name} failed: {}", message(&e)),
+        )),
     }
 }
 
 /// Whether `name` runs (and is healthy, if it has a health check).
-pub async fn running(docker: &Docker, unit: &str, name: &str) -> Result<bool, Error> {
+pub async fn running(docker: &Docker, unit: &str, name: &str) -> Result<bool, HostError> {
     let Some(c) = inspect(docker, unit, name).await? else { return Ok(false) };
     let state = c.state.unwrap_or_default();
     let unhealthy = matches!(
@@ -230,7 +241,7 @@ pub async fn running(docker: &Docker, unit: &str, name: &str) -> Result<bool, Er
 ///
 /// # Errors
 /// `docker_failed`.
-pub async fn running_deploy(docker: &Docker, unit: &str, name: &str) -> Result<Option<String>, Error> {
+pub async fn running_deploy(docker: &Docker, unit: &str, name: &str) -> Result<Option<String>, HostError> {
     let Some(c) = inspect(docker, unit, name).await? else { return Ok(None) };
     if c.state.as_ref().and_then(|s| s.running) != Some(true) {
         return Ok(None);
@@ -268,7 +279,7 @@ pub async fn pull(
     image: &ImageRef,
     creds: Option<DockerCredentials>,
     bound: Duration,
-) -> Result<(), Error> {
+) -> Result<(), HostError> {
     let full = image.full();
     let options = CreateImageOptions {
         from_image: Some(image.name()),
@@ -293,16 +304,16 @@ pub async fn pull(
             } else {
                 "set registry-username and registry-password"
             };
-            Error::unit(
+            HostError::new(
                 unit,
-                "registry_auth_failed",
+                HostFailure::RegistryAuthFailed,
                 format!(
                     "the registry {} refused to let us pull {full} ({hint}): {msg}",
                     image.registry.as_deref().unwrap_or("docker.io")
                 ),
             )
         } else {
-            Error::unit(unit, "image_pull_failed", format!("pulling {full} failed: {msg}"))
+            HostError::new(unit, HostFailure::ImagePullFailed, format!("pulling {full} failed: {msg}"))
         }
     };
     let work = async {
@@ -331,9 +342,9 @@ pub async fn pull(
         Ok(())
     };
     tokio::time::timeout(bound, work).await.map_err(|_| {
-        Error::unit(
+        HostError::new(
             unit,
-            "image_pull_timeout",
+            HostFailure::ImagePullTimeout,
             format!("pulling {full} did not finish within {}s", bound.as_secs()),
         )
     })??;
@@ -362,7 +373,7 @@ pub async fn run_once(
     service: &Service,
     cmd: &[String],
     bound: Duration,
-) -> Result<OneOff, Error> {
+) -> Result<OneOff, HostError> {
     let body = ContainerCreateBody {
         image: Some(service.image.full()),
         env: Some(environment(release, service)),
@@ -378,10 +389,14 @@ pub async fn run_once(
         match s.next().await {
             Some(Ok(r)) => Ok(r.status_code),
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-            Some(Err(e)) => {
-                Err(Error::unit(unit, "docker_failed", format!("waiting for {name} failed: {}", message(&e))))
+            Some(Err(e)) => Err(HostError::new(
+                unit,
+                HostFailure::DockerFailed,
+                format!("waiting for {name} failed: {}", message(&e)),
+            )),
+            None => {
+                Err(HostError::new(unit, HostFailure::DockerFailed, format!("waiting for {name}: no answer")))
             }
-            None => Err(Error::unit(unit, "docker_failed", format!("waiting for {name}: no answer"))),
         }
     };
     let exit = tokio::time::timeout(bound, waited).await;
@@ -392,9 +407,9 @@ pub async fn run_once(
     let removed = remove(docker, unit, name, Duration::from_secs(2)).await;
     match exit {
         Ok(code) => Ok(OneOff { exit_code: code?, tail }),
-        Err(_) => Err(Error::unit(
+        Err(_) => Err(HostError::new(
             unit,
-            "migration_timeout",
+            HostFailure::MigrationTimeout,
             format!(
                 "{name} did not finish within {}s (migration-timeout) and was {}; its last lines:\n{}",
                 bound.as_secs(),

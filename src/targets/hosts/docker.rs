@@ -13,8 +13,8 @@ use bollard::{BollardRequest, ClientVersion, Docker};
 use http::header::{HOST, HeaderValue};
 use hyper_util::rt::TokioIo;
 
+use super::error::{HostError, HostFailure};
 use super::ssh::Session;
-use crate::error::Error;
 
 /// The oldest Engine API we speak (Docker 20.10); negotiation only lowers it.
 const API_VERSION: ClientVersion = ClientVersion { major_version: 1, minor_version: 41 };
@@ -43,16 +43,16 @@ pub async fn connect(
     socket: &str,
     timeout: Duration,
     sudo: bool,
-) -> Result<Docker, Error> {
+) -> Result<Docker, HostError> {
     let direct = client(unit, session.clone(), Route::Socket(socket.to_string()), timeout)?;
     let first = match direct.negotiate_version().await {
         Ok(d) => return Ok(d),
         Err(e) => e,
     };
     if !sudo {
-        return Err(Error::unit(
+        return Err(HostError::new(
             unit,
-            "docker_unreachable",
+            HostFailure::DockerUnreachable,
             format!(
                 "the Docker Engine did not answer through the SSH session: {first} (is dockerd running, and docker-socket right?)"
             ),
@@ -61,19 +61,24 @@ pub async fn connect(
     tracing::info!(host = unit, error = %first, "the docker socket is not the SSH user's; trying sudo -n docker system dial-stdio");
     // sudo's own complaint goes to stderr, which the byte stream below
     // would not show: ask it plainly first (`run` names a password prompt).
-    session.run("docker_unreachable", &["sudo", "-n", "true"], None).await.map_err(|e| match e.reason() {
-        "docker_unreachable" => Error::unit(
-            unit,
-            "docker_unreachable",
-            format!("the Docker Engine did not answer as the SSH user ({first}), and {}", e.detail()),
-        ),
-        _ => e,
-    })?;
+    let asked = session.run(HostFailure::DockerUnreachable, &["sudo", "-n", "true"], None).await;
+    if let Err(e) = asked {
+        return Err(match e.kind {
+            HostFailure::DockerUnreachable => HostError {
+                message: format!(
+                    "the Docker Engine did not answer as the SSH user ({first}), and {}",
+                    e.message
+                ),
+                ..e
+            },
+            _ => e,
+        });
+    }
     let via_sudo = client(unit, session, Route::Sudo(socket.to_string()), timeout)?;
     via_sudo.negotiate_version().await.map_err(|e| {
-        Error::unit(
+        HostError::new(
             unit,
-            "docker_unreachable",
+            HostFailure::DockerUnreachable,
             format!(
                 "the Docker Engine did not answer: as the SSH user ({first}), nor through sudo -n docker system dial-stdio ({e}); add the user to the docker group, or allow it passwordless sudo for docker"
             ),
@@ -81,12 +86,13 @@ pub async fn connect(
     })
 }
 
-fn client(unit: &str, session: Arc<Session>, route: Route, timeout: Duration) -> Result<Docker, Error> {
+fn client(unit: &str, session: Arc<Session>, route: Route, timeout: Duration) -> Result<Docker, HostError> {
     let transport = move |req: BollardRequest| {
         let session = session.clone();
         let route = route.clone();
         async move {
-            let io = |e: Error| bollard::errors::Error::IOError { err: std::io::Error::other(e.to_string()) };
+            let io =
+                |e: HostError| bollard::errors::Error::IOError { err: std::io::Error::other(e.to_string()) };
             let stream = match &route {
                 Route::Socket(socket) => session.open_unix(socket).await.map_err(io)?,
                 Route::Sudo(socket) => {
@@ -117,7 +123,11 @@ fn client(unit: &str, session: Arc<Session>, route: Route, timeout: Duration) ->
     };
     let secs = timeout.as_secs().max(1);
     Docker::connect_with_custom_transport(transport, Some("http://docker"), secs, &API_VERSION).map_err(|e| {
-        Error::unit(unit, "docker_unreachable", format!("could not set up the Docker client: {e}"))
+        HostError::new(
+            unit,
+            HostFailure::DockerUnreachable,
+            format!("could not set up the Docker client: {e}"),
+        )
     })
 }
 

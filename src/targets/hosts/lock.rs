@@ -15,6 +15,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::error::{HostError, HostFailure};
 use super::ssh::{self, Privilege, Session};
 use crate::error::Error;
 use crate::runner::Runner;
@@ -59,8 +60,9 @@ pub enum Taken {
 /// `break_lock`, is taken over.
 ///
 /// # Errors
-/// [`Error::Locked`] naming the owner; `lock_failed` when the directory
-/// cannot be created for another reason.
+/// [`Error::Locked`] naming the owner; a [`HostError`] of kind
+/// `lock_failed` when the directory cannot be created for another reason,
+/// or an SSH one.
 #[allow(clippy::too_many_arguments)]
 pub async fn acquire(
     session: &Session,
@@ -75,13 +77,13 @@ pub async fn acquire(
 ) -> Result<Taken, Error> {
     let dir = ssh::value(unit, "lock-dir", lock_dir)?;
     let lock = path(dir, app);
-    session.run("lock_failed", &privilege.wrap(&["mkdir", "-p", "--", dir]), None).await?;
+    session.run(HostFailure::LockFailed, &privilege.wrap(&["mkdir", "-p", "--", dir]), None).await?;
     let mut taken = Taken::Fresh;
     for attempt in 0..2 {
         if session.exec(&privilege.wrap(&["mkdir", "--", &lock]), None).await?.success() {
             session
                 .run(
-                    "lock_failed",
+                    HostFailure::LockFailed,
                     &privilege.wrap(&["tee", "--", &format!("{lock}/owner")]),
                     Some(owner.render().as_bytes()),
                 )
@@ -90,7 +92,8 @@ pub async fn acquire(
             return Ok(taken);
         }
         if !session.exec(&privilege.wrap(&["test", "-d", &lock]), None).await?.success() {
-            return Err(Error::unit(unit, "lock_failed", format!("could not create the deploy lock {lock}")));
+            let message = format!("could not create the deploy lock {lock}");
+            return Err(HostError::new(unit, HostFailure::LockFailed, message).into());
         }
         let held_by = read_owner(session, privilege, &lock).await;
         let holder = held_by.as_deref().and_then(|o| field(o, "deploy-id"));
@@ -134,11 +137,12 @@ pub async fn acquire(
         });
         return Err(Error::Locked { unit: unit.to_string(), owner: who, holder });
     }
-    Err(Error::unit(
+    Err(HostError::new(
         unit,
-        "lock_failed",
+        HostFailure::LockFailed,
         format!("could not take the deploy lock {lock}: another deploy took it first"),
-    ))
+    )
+    .into())
 }
 
 /// Removes the lock if `deploy_id` holds it. Best effort.
@@ -155,7 +159,7 @@ pub async fn release(
     if held_by.as_deref().and_then(|o| field(o, "deploy-id")) != Some(deploy_id) {
         return;
     }
-    match session.run("lock_failed", &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await {
+    match session.run(HostFailure::LockFailed, &privilege.wrap(&["rm", "-rf", "--", &lock]), None).await {
         Ok(_) => tracing::info!(host = unit, lock = %lock, "deploy lock released"),
         Err(e) => tracing::warn!(host = unit, lock = %lock, error = %e, "could not release the deploy lock"),
     }
@@ -172,9 +176,9 @@ async fn remove_if_held(
     privilege: Privilege,
     lock: &str,
     holder: Option<&str>,
-) -> Result<(), Error> {
+) -> Result<(), HostError> {
     let argv = privilege.wrap(&["sh", "-c", REMOVE_IF_HELD, "remove-lock", lock, holder.unwrap_or("")]);
-    session.run("lock_failed", &argv, None).await.map(|_| ())
+    session.run(HostFailure::LockFailed, &argv, None).await.map(|_| ())
 }
 
 async fn read_owner(session: &Session, privilege: Privilege, lock: &str) -> Option<String> {

@@ -12,6 +12,8 @@
 //! - [`material`] — the SSH key and known_hosts, checked before any contact.
 //! - [`probe`] — HTTP GETs sent from the host.
 //! - [`access_log`] — what users saw through nginx, from its access log.
+//! - [`error`] — [`HostError`]: the host, a [`HostFailure`] kind with its
+//!   stable reason code, and the message.
 //!
 //! # How a host runs an app
 //! Each service runs as `<app>[-<service>]-blue|green`, published on
@@ -24,6 +26,7 @@
 pub mod access_log;
 pub mod containers;
 pub mod docker;
+pub mod error;
 pub mod known_hosts;
 pub mod lock;
 pub mod material;
@@ -31,6 +34,8 @@ pub mod nginx;
 pub mod probe;
 pub mod ssh;
 mod target;
+
+pub use error::{HostError, HostFailure};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,7 +190,7 @@ impl HostTarget {
             Ok(d) => d,
             Err(e) => {
                 session.close().await;
-                return Err(e);
+                return Err(e.into());
             }
         };
         tracing::info!(host = %conn.name, "connected");

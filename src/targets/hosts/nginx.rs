@@ -17,8 +17,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::error::{HostError, HostFailure};
 use super::ssh::{self, Privilege, Session};
-use crate::error::Error;
 
 /// One `server` line of an upstream block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,12 +93,12 @@ pub type Content = Option<String>;
 ///
 /// # Errors
 /// `nginx_read_failed` when it exists but cannot be read.
-pub async fn read(session: &Session, unit: &str, path: &str) -> Result<Content, Error> {
+pub async fn read(session: &Session, unit: &str, path: &str) -> Result<Content, HostError> {
     let path = ssh::value(unit, "upstream-file", path)?;
     if !session.exec(&["test", "-e", path], None).await?.success() {
         return Ok(None);
     }
-    Ok(Some(session.run("nginx_read_failed", &["cat", "--", path], None).await?.stdout))
+    Ok(Some(session.run(HostFailure::NginxReadFailed, &["cat", "--", path], None).await?.stdout))
 }
 
 /// The switch, as one fixed script run in one SSH round trip: its values
@@ -190,7 +190,7 @@ pub async fn apply(
     lock_dir: &str,
     privilege: Privilege,
     changes: &[(String, Content)],
-) -> Result<Vec<(String, Content)>, Error> {
+) -> Result<Vec<(String, Content)>, HostError> {
     let dir = ssh::value(unit, "lock-dir", lock_dir)?;
     // A file for flock (older versions used a directory of another name).
     let lock = format!("{}/nginx-switch.flock", dir.trim_end_matches('/'));
@@ -213,18 +213,18 @@ pub async fn apply(
     let out = session.exec(&privilege.wrap(&argv), Some(&stdin)).await?;
     if !out.success() {
         let detail = last_lines(&out.stderr, 5);
-        let (reason, what) = match out.status {
-            Some(65) => ("nginx_config_rejected", "nginx -t refused the new upstream configuration"),
-            Some(66) => ("nginx_reload_failed", "nginx did not reload"),
-            Some(70 | 71) => ("lock_failed", "could not take the host's nginx switch lock"),
+        let (kind, what) = match out.status {
+            Some(65) => (HostFailure::NginxConfigRejected, "nginx -t refused the new upstream configuration"),
+            Some(66) => (HostFailure::NginxReloadFailed, "nginx did not reload"),
+            Some(70 | 71) => (HostFailure::LockFailed, "could not take the host's nginx switch lock"),
             _ if privilege == Privilege::Sudo && ssh::wants_password(&out.stderr) => {
                 return Err(ssh::sudo_refused(unit));
             }
-            _ => ("nginx_write_failed", "could not write the upstream files"),
+            _ => (HostFailure::NginxWriteFailed, "could not write the upstream files"),
         };
-        return Err(Error::unit(
+        return Err(HostError::new(
             unit,
-            reason,
+            kind,
             format!("{what}: {detail}; the previous configuration is back"),
         ));
     }
@@ -239,18 +239,18 @@ pub async fn apply(
             Some(b64) => {
                 use base64::Engine as _;
                 let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| {
-                    Error::unit(
+                    HostError::new(
                         unit,
-                        "nginx_read_failed",
+                        HostFailure::NginxReadFailed,
                         format!("the old content of {path} came back garbled ({e})"),
                     )
                 })?;
                 Some(String::from_utf8_lossy(&bytes).into_owned())
             }
             None => {
-                return Err(Error::unit(
+                return Err(HostError::new(
                     unit,
-                    "nginx_read_failed",
+                    HostFailure::NginxReadFailed,
                     format!("the switch did not report the old content of {path}"),
                 ));
             }
@@ -262,12 +262,12 @@ pub async fn apply(
 
 /// `e`, which a restore of the previous configuration should have undone,
 /// and the restore's own failure: the host's proxy state is now unknown.
-pub(super) fn restore_failed(unit: &str, e: &Error, undo: &Error) -> Error {
-    Error::unit(
-        unit,
-        e.reason(),
-        format!("{}; restoring the previous configuration also failed: {}", e.detail(), undo.detail()),
-    )
+/// It keeps `e`'s kind.
+pub(super) fn restore_failed(e: HostError, undo: &HostError) -> HostError {
+    HostError {
+        message: format!("{}; restoring the previous configuration also failed: {}", e.message, undo.message),
+        ..e
+    }
 }
 
 fn last_lines(text: &str, n: usize) -> String {

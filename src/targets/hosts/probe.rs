@@ -8,8 +8,8 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
+use super::error::{HostError, HostFailure};
 use super::ssh::Session;
-use crate::error::Error;
 use crate::smoke::Request;
 use crate::targets::Probe;
 
@@ -28,7 +28,7 @@ pub async fn get(
     host_header: &str,
     path: &str,
     timeout: Duration,
-) -> Result<Probe, Error> {
+) -> Result<Probe, HostError> {
     let req = Request { method: http::Method::GET, path: path.into(), headers: vec![] };
     send(session, unit, to, host_header, &req, timeout).await
 }
@@ -45,18 +45,16 @@ pub async fn send(
     host_header: &str,
     r: &Request,
     timeout: Duration,
-) -> Result<Probe, Error> {
+) -> Result<Probe, HostError> {
     let started = Instant::now();
     let path = r.path.as_str();
     let target = format!("http://{addr}:{port}{path}");
     let method = &r.method;
-    let fail =
-        |why: String| Error::unit(unit, "probe_failed", format!("{method} {target} from the host: {why}"));
+    let fail = |why: String| {
+        HostError::new(unit, HostFailure::ProbeFailed, format!("{method} {target} from the host: {why}"))
+    };
     let exchange = async {
-        let stream = session.open_tcp(addr, port).await.map_err(|e| match e {
-            Error::Unit { message, .. } => fail(message),
-            other => other,
-        })?;
+        let stream = session.open_tcp(addr, port).await.map_err(|e| fail(e.message))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| fail(e.to_string()))?;

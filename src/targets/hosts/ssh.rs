@@ -14,8 +14,8 @@ use russh::ChannelMsg;
 use russh::client::{self, Handle, Msg};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 
+use super::error::{HostError, HostFailure};
 use super::known_hosts::{self, KnownHosts, Verdict};
-use crate::error::Error;
 use crate::secrets::SecretValue;
 
 /// Output of a remote command is capped: we read status files, not logs.
@@ -111,7 +111,7 @@ async fn handshake(
     end: &End<'_>,
     timeout: Duration,
     stream: Option<Stream>,
-) -> Result<Handle<Pinning>, Error> {
+) -> Result<Handle<Pinning>, HostError> {
     let mut preferred = russh::Preferred::default();
     let mut algs = known.algorithms(end.host, end.port);
     for a in preferred.key.iter() {
@@ -145,17 +145,17 @@ async fn handshake(
             let refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
             return Err(match refused {
                 Some((verdict, key)) => host_key_error(unit, end.host, end.port, verdict, key.as_ref()),
-                None => Error::unit(
+                None => HostError::new(
                     unit,
-                    "ssh_connect_failed",
+                    HostFailure::SshConnectFailed,
                     format!("could not connect to {}:{} over SSH: {e}", end.host, end.port),
                 ),
             });
         }
         Err(_) => {
-            return Err(Error::unit(
+            return Err(HostError::new(
                 unit,
-                "ssh_connect_failed",
+                HostFailure::SshConnectFailed,
                 format!(
                     "could not connect to {}:{} over SSH within {}s (check the address, port and firewall)",
                     end.host,
@@ -174,7 +174,11 @@ async fn handshake(
         handle.authenticate_publickey(end.user, PrivateKeyWithHashAlg::new(key.clone(), hash)).await
     };
     let auth_failed = |why: String| {
-        Error::unit(unit, "ssh_auth_failed", format!("SSH authentication as {} failed: {why}", end.user))
+        HostError::new(
+            unit,
+            HostFailure::SshAuthFailed,
+            format!("SSH authentication as {} failed: {why}", end.user),
+        )
     };
     match tokio::time::timeout(timeout, auth).await {
         Ok(Ok(r)) if r.success() => Ok(handle),
@@ -190,24 +194,26 @@ impl Session {
     /// Connects, checks the host key, and authenticates.
     ///
     /// # Errors
-    /// `Error::Unit` with reason `known_hosts_invalid`, `ssh_key_invalid`,
+    /// [`HostError`] of kind `known_hosts_invalid`, `ssh_key_invalid`,
     /// `ssh_connect_failed`, `host_key_unknown`, `host_key_mismatch`,
-    /// `host_key_revoked` or `ssh_auth_failed`.
-    pub async fn connect(d: Dial<'_>) -> Result<Session, Error> {
+    /// `host_key_revoked` or `ssh_auth_failed`; the jump host's failures
+    /// keep their kind.
+    pub async fn connect(d: Dial<'_>) -> Result<Session, HostError> {
         let unit = d.name;
-        let known = KnownHosts::parse(d.known_hosts)
-            .map_err(|e| Error::unit(unit, "known_hosts_invalid", format!("input 'known-hosts' {e}")))?;
-        let key = Arc::new(
-            super::material::decode_key(d.private_key)
-                .map_err(|e| Error::unit(unit, "ssh_key_invalid", format!("input 'ssh-private-key' {e}")))?,
-        );
+        let known = KnownHosts::parse(d.known_hosts).map_err(|e| {
+            HostError::new(unit, HostFailure::KnownHostsInvalid, format!("input 'known-hosts' {e}"))
+        })?;
+        let key = Arc::new(super::material::decode_key(d.private_key).map_err(|e| {
+            HostError::new(unit, HostFailure::SshKeyInvalid, format!("input 'ssh-private-key' {e}"))
+        })?);
         let target = End { host: d.host, port: d.port, user: d.user };
         let (jump, handle) = match &d.jump {
             None => (None, handshake(unit, &known, &key, &target, d.timeout, None).await?),
             Some(j) => {
                 // The bastion: its own key pinned in the same known_hosts.
-                let jh = handshake(unit, &known, &key, j, d.timeout, None).await.map_err(|e| {
-                    Error::unit(unit, e.reason(), format!("jump host {}:{}: {}", j.host, j.port, e.detail()))
+                let jh = handshake(unit, &known, &key, j, d.timeout, None).await.map_err(|e| HostError {
+                    message: format!("jump host {}:{}: {}", j.host, j.port, e.message),
+                    ..e
                 })?;
                 let ch = tokio::time::timeout(
                     d.timeout,
@@ -215,16 +221,16 @@ impl Session {
                 )
                 .await
                 .map_err(|_| {
-                    Error::unit(
+                    HostError::new(
                         unit,
-                        "ssh_connect_failed",
+                        HostFailure::SshConnectFailed,
                         format!("the jump host {}:{} did not open a connection to {}:{} within {}s", j.host, j.port, d.host, d.port, d.timeout.as_secs()),
                     )
                 })?
                 .map_err(|e| {
-                    Error::unit(
+                    HostError::new(
                         unit,
-                        "ssh_connect_failed",
+                        HostFailure::SshConnectFailed,
                         format!("the jump host {}:{} could not reach {}:{} ({e}); does it allow TCP forwarding to it?", j.host, j.port, d.host, d.port),
                     )
                 })?;
@@ -246,7 +252,7 @@ impl Session {
     /// # Errors
     /// `ssh_command_timeout`, or `ssh_channel_failed` when the session
     /// broke. A non-zero exit status is not an error here (see [`Self::run`]).
-    pub async fn exec(&self, argv: &[&str], stdin: Option<&[u8]>) -> Result<Output, Error> {
+    pub async fn exec(&self, argv: &[&str], stdin: Option<&[u8]>) -> Result<Output, HostError> {
         self.exec_within(argv, stdin, self.timeout).await
     }
 
@@ -255,39 +261,41 @@ impl Session {
         argv: &[&str],
         stdin: Option<&[u8]>,
         limit: Duration,
-    ) -> Result<Output, Error> {
-        let line = command_line(argv).map_err(|e| Error::unit(&self.name, "ssh_command_failed", e))?;
+    ) -> Result<Output, HostError> {
+        let line =
+            command_line(argv).map_err(|e| HostError::new(&self.name, HostFailure::SshCommandFailed, e))?;
         let program = argv.first().copied().unwrap_or_default();
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(limit, self.exec_inner(&line, stdin)).await;
         tracing::debug!(host = %self.name, program, ms = started.elapsed().as_millis() as u64, "ssh exec");
         match result {
             Ok(r) => r.map_err(|e| {
-                Error::unit(
+                HostError::new(
                     &self.name,
-                    "ssh_channel_failed",
+                    HostFailure::SshChannelFailed,
                     format!("running {program} over SSH failed: {}", self.why(&e)),
                 )
             }),
-            Err(_) => Err(Error::unit(
+            Err(_) => Err(HostError::new(
                 &self.name,
-                "ssh_command_timeout",
+                HostFailure::SshCommandTimeout,
                 format!("{program} did not finish within {}s", limit.as_secs()),
             )),
         }
     }
 
-    /// Like [`Self::exec`], but a non-zero exit is an error with `reason`,
+    /// Like [`Self::exec`], but a non-zero exit is an error of `kind`,
     /// carrying the command's stderr.
     ///
     /// # Errors
-    /// As [`Self::exec`], plus `reason` on a non-zero exit.
+    /// As [`Self::exec`], plus `kind` on a non-zero exit
+    /// (`sudo_password_required` when it was sudo asking for a password).
     pub async fn run(
         &self,
-        reason: &'static str,
+        kind: HostFailure,
         argv: &[&str],
         stdin: Option<&[u8]>,
-    ) -> Result<Output, Error> {
+    ) -> Result<Output, HostError> {
         let out = self.exec(argv, stdin).await?;
         if out.success() {
             return Ok(out);
@@ -296,9 +304,9 @@ impl Session {
             return Err(sudo_refused(&self.name));
         }
         let code = out.status.map_or_else(|| "a signal".to_string(), |c| format!("exit status {c}"));
-        Err(Error::unit(
+        Err(HostError::new(
             &self.name,
-            reason,
+            kind,
             format!("`{}` failed with {code}: {}", argv.join(" "), out.stderr.trim()),
         ))
     }
@@ -338,14 +346,14 @@ impl Session {
     /// # Errors
     /// `ssh_channel_failed` when sshd refuses (no such socket, or
     /// `AllowStreamLocalForwarding no`).
-    pub async fn open_unix(&self, path: &str) -> Result<Stream, Error> {
+    pub async fn open_unix(&self, path: &str) -> Result<Stream, HostError> {
         let ch = tokio::time::timeout(self.timeout, self.handle.channel_open_direct_streamlocal(path))
             .await
             .map_err(|_| self.channel_timeout(path))?
             .map_err(|e| {
-                Error::unit(
+                HostError::new(
                     &self.name,
-                    "ssh_channel_failed",
+                    HostFailure::SshChannelFailed,
                     format!("could not reach unix socket {path} through SSH: {} (does it exist, and does sshd allow stream-local forwarding?)", self.why(&e)),
                 )
             })?;
@@ -358,8 +366,9 @@ impl Session {
     ///
     /// # Errors
     /// `ssh_channel_failed`.
-    pub async fn open_exec(&self, argv: &[&str]) -> Result<Stream, Error> {
-        let line = command_line(argv).map_err(|e| Error::unit(&self.name, "ssh_command_failed", e))?;
+    pub async fn open_exec(&self, argv: &[&str]) -> Result<Stream, HostError> {
+        let line =
+            command_line(argv).map_err(|e| HostError::new(&self.name, HostFailure::SshCommandFailed, e))?;
         let open = async {
             let ch = self.handle.channel_open_session().await?;
             ch.exec(true, line.as_str()).await?;
@@ -369,9 +378,9 @@ impl Session {
             .await
             .map_err(|_| self.channel_timeout(argv.first().copied().unwrap_or_default()))?
             .map_err(|e| {
-                Error::unit(
+                HostError::new(
                     &self.name,
-                    "ssh_channel_failed",
+                    HostFailure::SshChannelFailed,
                     format!("could not run {} over SSH: {}", argv.join(" "), self.why(&e)),
                 )
             })?;
@@ -383,7 +392,7 @@ impl Session {
     /// # Errors
     /// `ssh_channel_failed` when nothing listens there or sshd refuses TCP
     /// forwarding.
-    pub async fn open_tcp(&self, host: &str, port: u16) -> Result<Stream, Error> {
+    pub async fn open_tcp(&self, host: &str, port: u16) -> Result<Stream, HostError> {
         let ch = tokio::time::timeout(
             self.timeout,
             self.handle.channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0),
@@ -391,9 +400,9 @@ impl Session {
         .await
         .map_err(|_| self.channel_timeout(&format!("{host}:{port}")))?
         .map_err(|e| {
-            Error::unit(
+            HostError::new(
                 &self.name,
-                "ssh_channel_failed",
+                HostFailure::SshChannelFailed,
                 format!("could not connect to {host}:{port} from the host: {}", self.why(&e)),
             )
         })?;
@@ -406,10 +415,10 @@ impl Session {
         if self.handle.is_closed() { format!("the SSH connection was lost ({e})") } else { e.to_string() }
     }
 
-    fn channel_timeout(&self, what: &str) -> Error {
-        Error::unit(
+    fn channel_timeout(&self, what: &str) -> HostError {
+        HostError::new(
             &self.name,
-            "ssh_channel_failed",
+            HostFailure::SshChannelFailed,
             format!("opening a channel to {what} took more than {}s", self.timeout.as_secs()),
         )
     }
@@ -423,28 +432,28 @@ impl Session {
     }
 }
 
-fn host_key_error(unit: &str, host: &str, port: u16, verdict: Verdict, key: Option<&PublicKey>) -> Error {
+fn host_key_error(unit: &str, host: &str, port: u16, verdict: Verdict, key: Option<&PublicKey>) -> HostError {
     let fingerprint =
         key.map(|k| k.fingerprint(HashAlg::Sha256).to_string()).unwrap_or_else(|| "(a certificate)".into());
     let line = key.map(|k| known_hosts::line_for(host, port, k)).unwrap_or_default();
     let name = known_hosts::lookup_name(host, port);
     match verdict {
-        Verdict::Mismatch => Error::unit(
+        Verdict::Mismatch => HostError::new(
             unit,
-            "host_key_mismatch",
+            HostFailure::HostKeyMismatch,
             format!(
                 "the host key of {name} ({fingerprint}) does not match the one pinned in 'known-hosts'; \
                  if the host was rebuilt, verify the new key out of band and replace its line with: {line}"
             ),
         ),
-        Verdict::Revoked => Error::unit(
+        Verdict::Revoked => HostError::new(
             unit,
-            "host_key_revoked",
+            HostFailure::HostKeyRevoked,
             format!("the host key of {name} ({fingerprint}) is marked @revoked in 'known-hosts'"),
         ),
-        Verdict::Unknown | Verdict::Trusted => Error::unit(
+        Verdict::Unknown | Verdict::Trusted => HostError::new(
             unit,
-            "host_key_unknown",
+            HostFailure::HostKeyUnknown,
             format!(
                 "{name} is not in 'known-hosts'; verify its key ({fingerprint}) out of band \
                  (e.g. ssh-keyscan from a trusted network) and add the line: {line}"
@@ -478,10 +487,10 @@ pub fn wants_password(stderr: &str) -> bool {
 }
 
 /// What to tell a user whose deploy user's sudo wants a password.
-pub fn sudo_refused(unit: &str) -> Error {
-    Error::unit(
+pub fn sudo_refused(unit: &str) -> HostError {
+    HostError::new(
         unit,
-        "sudo_password_required",
+        HostFailure::SudoPasswordRequired,
         "sudo asked for a password: the deploy user needs passwordless sudo for nginx, the lock directory and Docker (see the README's sudoers line), or log in as root",
     )
 }
@@ -513,11 +522,11 @@ pub fn command_line(argv: &[&str]) -> Result<String, String> {
 ///
 /// # Errors
 /// `invalid_remote_value` naming `what`.
-pub fn value<'a>(unit: &str, what: &str, v: &'a str) -> Result<&'a str, Error> {
+pub fn value<'a>(unit: &str, what: &str, v: &'a str) -> Result<&'a str, HostError> {
     if v.is_empty() || v.starts_with('-') || v.contains('\0') || v.contains('\n') {
-        return Err(Error::unit(
+        return Err(HostError::new(
             unit,
-            "invalid_remote_value",
+            HostFailure::InvalidRemoteValue,
             format!("{what} '{v}' cannot be used on a command line"),
         ));
     }

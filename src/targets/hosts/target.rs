@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::containers::{
     self, LABEL_COLOUR, LABEL_CONFIG, LABEL_IMAGE, LABEL_ROLE, LABEL_SECRETS, LABEL_SERVICE,
 };
-use super::{HostTarget, access_log, lock, nginx, probe};
+use super::{HostError, HostFailure, HostTarget, access_log, lock, nginx, probe};
 use crate::error::Error;
 use crate::health::body_start;
 use crate::inputs::Service;
@@ -131,11 +131,11 @@ impl HostTarget {
         })
     }
 
-    fn candidate(&self) -> Result<String, Error> {
+    fn candidate(&self) -> Result<String, HostError> {
         self.state().candidate.clone().ok_or_else(|| {
-            Error::unit(
+            HostError::new(
                 self.unit(),
-                "no_candidate",
+                HostFailure::NoCandidate,
                 "no candidate has been launched on this host in this run",
             )
         })
@@ -250,7 +250,7 @@ impl HostTarget {
     }
 
     /// GETs `path` from the host's loopback `port` (a colour's container).
-    async fn probe_port(&self, port: u16, path: &str) -> Result<Probe, Error> {
+    async fn probe_port(&self, port: u16, path: &str) -> Result<Probe, HostError> {
         probe::get(&self.session, self.unit(), ("127.0.0.1", port), "localhost", path, self.conn.timeout)
             .await
     }
@@ -271,7 +271,7 @@ impl HostTarget {
         colour: &str,
         percent: u8,
         other_same: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<(), HostError> {
         let bound = self.conn.timeout.max(Duration::from_secs(10));
         let redactor = self.runner.redactor();
         for (idx, svc) in release.services.iter().enumerate().filter(|(_, s)| s.behind_proxy) {
@@ -299,9 +299,9 @@ impl HostTarget {
                             last = format!("answered by 127.0.0.1:{got}, not {colour} on :{port}");
                         }
                         None if other_same => {
-                            return Err(Error::unit(
+                            return Err(HostError::new(
                                 self.unit(),
-                                "switch_not_verifiable",
+                                HostFailure::SwitchNotVerifiable,
                                 format!(
                                     "both colours run the same image, so {path} through {} cannot tell which one answers; add `add_header X-Upstream-Addr $upstream_addr always;` to the location that proxies to {} (see the README's host setup)",
                                     self.conn.proxy_url, svc.upstream_name
@@ -331,9 +331,9 @@ impl HostTarget {
                     break;
                 }
                 if Instant::now() >= deadline {
-                    return Err(Error::unit(
+                    return Err(HostError::new(
                         self.unit(),
-                        "switch_not_verified",
+                        HostFailure::SwitchNotVerified,
                         format!(
                             "{path} through {} did not answer from {colour} (:{port}, {:?}) within {}s (last: {last}); nginx may have refused the new configuration",
                             self.conn.proxy_url,
@@ -386,13 +386,14 @@ impl HostTarget {
         if let Some(owner) = containers::running_deploy(&self.docker, unit, &name).await?
             && owner != release.deploy_id
         {
-            return Err(Error::unit(
+            return Err(HostError::new(
                 unit,
-                "migration_running",
+                HostFailure::MigrationRunning,
                 format!(
                     "{name} from deploy {owner} is still running; wait for it to end (or stop it: docker rm -f {name}) and deploy again"
                 ),
-            ));
+            )
+            .into());
         }
         self.runner.line(&format!(
             "{unit}: running {what} in {name} (at most {}s): {}",
@@ -477,13 +478,14 @@ impl Target for HostTarget {
             let path = crate::targets::hosts::ssh::value(unit, "nginx-access-log", path)?;
             let argv = self.conn.privilege.wrap(&["test", "-r", path]);
             if !self.session.exec(&argv, None).await?.success() {
-                return Err(Error::unit(
+                return Err(HostError::new(
                     unit,
-                    "access_log_unreadable",
+                    HostFailure::AccessLogUnreadable,
                     format!(
                         "cannot read nginx's access log {path}, needed for max-error-rate / max-latency: set 'nginx-access-log' to where this host's nginx logs (its access_log directive)"
                     ),
-                ));
+                )
+                .into());
             }
         }
         let mut pulled: Vec<String> = Vec::new();
@@ -549,12 +551,12 @@ impl Target for HostTarget {
         match via {
             Via::Candidate => {
                 let port = containers::port(svc, &self.candidate()?);
-                probe::get(&self.session, unit, ("127.0.0.1", port), "localhost", path, self.conn.timeout)
-                    .await
+                Ok(probe::get(&self.session, unit, ("127.0.0.1", port), "localhost", path, self.conn.timeout)
+                    .await?)
             }
             Via::FrontDoor => {
                 let (host, port, header) = self.front_door();
-                probe::get(&self.session, unit, (host, port), &header, path, self.conn.timeout).await
+                Ok(probe::get(&self.session, unit, (host, port), &header, path, self.conn.timeout).await?)
             }
         }
     }
@@ -576,8 +578,8 @@ impl Target for HostTarget {
             }
             Via::FrontDoor => self.front_door(),
         };
-        probe::send(&self.session, self.unit(), (host, port), &header, req, crate::smoke::REQUEST_TIMEOUT)
-            .await
+        Ok(probe::send(&self.session, self.unit(), (host, port), &header, req, crate::smoke::REQUEST_TIMEOUT)
+            .await?)
     }
 
     async fn traffic(&self, release: &Release) -> Result<Option<access_log::Tally>, Error> {
@@ -589,16 +591,17 @@ impl Target for HostTarget {
         };
         let (off, cap) = (offset.to_string(), if first { "0" } else { READ_CAP });
         let argv = self.conn.privilege.wrap(&["sh", "-c", READ_LOG, "sh", path, &off, cap]);
-        let out = self.session.run("access_log_unreadable", &argv, None).await?;
+        let out = self.session.run(HostFailure::AccessLogUnreadable, &argv, None).await?;
         let (head, data) = out.stdout.split_once('\n').unwrap_or((out.stdout.as_str(), ""));
         let Some((size, start)) =
             head.split_once(' ').and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
         else {
-            return Err(Error::unit(
+            return Err(HostError::new(
                 self.unit(),
-                "access_log_unreadable",
+                HostFailure::AccessLogUnreadable,
                 format!("reading {path}: unexpected answer"),
-            ));
+            )
+            .into());
         };
         let ports: Vec<u16> = match self.state().candidate.clone() {
             Some(c) => {
@@ -629,7 +632,7 @@ impl Target for HostTarget {
     async fn candidate_running(&self, release: &Release, service: usize) -> Result<bool, Error> {
         let Some(svc) = release.services.get(service) else { return Ok(false) };
         let name = svc.container_name(&release.app, &self.candidate()?);
-        containers::running(&self.docker, self.unit(), &name).await
+        Ok(containers::running(&self.docker, self.unit(), &name).await?)
     }
 
     async fn shift(&self, release: &Release, percent: u8) -> Result<(), Error> {
@@ -639,11 +642,12 @@ impl Target for HostTarget {
         let mut changes = Vec::new();
         for svc in release.services.iter().filter(|s| s.behind_proxy) {
             if !nginx::valid_name(&svc.upstream_name) {
-                return Err(Error::unit(
+                return Err(HostError::new(
                     unit,
-                    "invalid_upstream_name",
+                    HostFailure::InvalidUpstreamName,
                     format!("upstream name '{}' must be letters, digits and '_'", svc.upstream_name),
-                ));
+                )
+                .into());
             }
             let live_port = live.as_deref().map(|c| containers::port(svc, c));
             let servers = nginx::servers(live_port, containers::port(svc, &candidate), percent);
@@ -668,9 +672,9 @@ impl Target for HostTarget {
             if let Err(undo) =
                 nginx::apply(&self.session, unit, &self.conn.lock_dir, self.conn.privilege, &before).await
             {
-                return Err(nginx::restore_failed(unit, &e, &undo));
+                return Err(nginx::restore_failed(e, &undo).into());
             }
-            return Err(e);
+            return Err(e.into());
         }
         self.runner.line(&format!("{unit}: {percent}% of traffic goes to {candidate}"));
         Ok(())
@@ -711,11 +715,12 @@ impl Target for HostTarget {
             (st.saved_upstreams.clone(), st.candidate.clone(), st.retired)
         };
         if retired {
-            return Err(Error::unit(
+            return Err(HostError::new(
                 unit,
-                "rollback_after_retire",
+                HostFailure::RollbackAfterRetire,
                 "the previous version was already removed on this host; deploy its image again instead",
-            ));
+            )
+            .into());
         }
         // A migration cut short by a cancellation: stopped, not left running
         // for the next deploy to find.
@@ -733,14 +738,15 @@ impl Target for HostTarget {
             if let Some(old) = previous.as_ref().and_then(|p| p.colour.clone())
                 && let Err(e) = self.verify_serving(release, &old, 100, self.colours_alike(release)).await
             {
-                return Err(Error::unit(
+                return Err(HostError::new(
                     unit,
-                    "rollback_not_verified",
+                    HostFailure::RollbackNotVerified,
                     format!(
                         "the previous nginx configuration was put back but could not be proven to serve {old}: {}; the candidate is kept running so that something answers",
-                        e.detail()
+                        e.message
                     ),
-                ));
+                )
+                .into());
             }
         }
         if let Some(candidate) = candidate {
