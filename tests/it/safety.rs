@@ -197,7 +197,9 @@ async fn a_run_killed_mid_canary_is_taken_over_once_github_reports_it_ended() {
     let (requests, failed, first) = watch.stop();
     assert_eq!(run.code, Some(0), "{}", run.stdout);
     let dead_id = format!("{dead_run}-1");
-    for needle in ["deployment_abandoned", "deploy_lock_stale", dead_id.as_str(), "split between colours"] {
+    for needle in
+        ["deployment_abandoned", "deploy_lock_stale", dead_id.as_str(), "left split between colours"]
+    {
         assert!(run.stdout.contains(needle), "{needle}:\n{}", run.stdout);
     }
     assert!(run.stdout.contains("brought back to one colour"), "{}", run.stdout);

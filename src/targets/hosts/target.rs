@@ -201,6 +201,9 @@ impl HostTarget {
         let mut keep = oldest.clone();
         let mut alone = true;
         if let Some(svc) = proxied.first() {
+            // What nginx serves decides, not the file: a deploy that died
+            // between the file's rename and the reload left one naming a
+            // colour nginx never loaded.
             let text = nginx::read(&self.session, unit, &svc.upstream_file).await?.unwrap_or_default();
             let weighted: Vec<&str> = nginx::ports(&text)
                 .into_iter()
@@ -208,9 +211,14 @@ impl HostTarget {
                 .filter_map(|(p, _)| colour_of_port(svc, p))
                 .filter(|c| colours.contains(c))
                 .collect();
-            match weighted.as_slice() {
-                [only] => keep = only.to_string(),
-                _ => alone = false,
+            let serving = self.serving_colour(svc).await.filter(|c| colours.contains(c));
+            match (weighted.as_slice(), serving) {
+                ([only], Some(serving)) if *only == serving => keep = serving.to_string(),
+                ([_, _, ..], _) | (_, None) => alone = false,
+                (_, Some(serving)) => {
+                    keep = serving.to_string();
+                    alone = false;
+                }
             }
         }
         if !alone {
@@ -222,7 +230,7 @@ impl HostTarget {
                 })
                 .collect();
             self.runner.line(&format!(
-                "{unit}: nginx's traffic was left split between colours; sending it all to {keep}, which served before"
+                "{unit}: nginx's upstream was left split between colours, or naming another than the one serving; sending all traffic to {keep}"
             ));
             nginx::apply(&self.session, unit, &self.conn.lock_dir, self.conn.privilege, &changes).await?;
             let images: Vec<Option<&str>> =
