@@ -160,6 +160,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         }
     }
     let (services, migrate_command) = services(&mut c, raw, ctx, &b, health_path, version_path);
+    smoke_services(&mut c, &smoke_tests, &services);
     let (hosts, ssh) = hosts_and_ssh(&mut c, raw);
     let (ec2, finds_instances) = ec2(&mut c, raw, b.target);
     target_rules(&mut c, raw, &b, &hosts, finds_instances, &ssh, services.len());
@@ -380,6 +381,31 @@ fn smoke_tests(c: &mut Check, raw: &RawInputs, b: &Basics) -> Vec<smoke::SmokeTe
         }
     }
     tests
+}
+
+/// A smoke test's `service` must name one of the services (it used to
+/// fall back to the first one, testing what the user did not ask for).
+fn smoke_services(c: &mut Check, tests: &[smoke::SmokeTest], services: &[Service]) {
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).filter(|n| !n.is_empty()).collect();
+    for t in tests {
+        let Some(wanted) = t.service.as_deref() else { continue };
+        if !matches!(t.aim, smoke::Aim::Path(_)) {
+            c.problem(
+                "smoke-tests",
+                format!("'{}' names service '{wanted}', which only a 'path' test uses", t.name),
+            );
+        } else if !names.contains(&wanted) {
+            let known = if names.is_empty() {
+                "there is no services-file, so the one service has no name: drop 'service'".to_string()
+            } else {
+                format!("the services are {}", names.join(", "))
+            };
+            c.problem(
+                "smoke-tests",
+                format!("'{}' names service '{wanted}', which is not a service: {known}", t.name),
+            );
+        }
+    }
 }
 
 /// `max-error-rate`, `max-latency`, `min-requests`, `nginx-access-log`.

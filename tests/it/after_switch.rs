@@ -174,6 +174,28 @@ fn traffic_limits_are_checked_before_any_contact() {
     assert!(run.stdout.contains("input 'max-error-rate': reads nginx's access log"), "{}", run.stdout);
 }
 
+/// A `path` smoke test naming a service that does not exist was sent to the
+/// first service instead; now it is refused with the inputs, naming the
+/// services there are, with nothing contacted.
+#[test]
+fn a_smoke_test_naming_no_service_is_refused_before_any_contact() {
+    let tests = "- name: orders\n  path: /orders\n  service: api\n- name: home\n  url: https://shop.example/\n  service: web\n";
+    let run = hosts_action(1, &image("v2")).input("smoke-tests", tests).run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("'orders' names service 'api', which is not a service: there is no services-file"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("'home' names service 'web', which only a 'path' test uses"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("connected"), "{}", run.stdout);
+}
+
 /// Smoke tests on hosts: `path` ones go to each candidate before the
 /// switch and through nginx after it, `url` ones once after it. A passing
 /// set commits; a `url` test failing after the switch rolls back; a `path`
