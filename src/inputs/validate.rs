@@ -146,9 +146,6 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
     let pre_migrate_command = c.parse("pre-migrate-command", &raw.pre_migrate_command, g::command);
     let migrate_rollback_command =
         c.parse("migrate-rollback-command", &raw.migrate_rollback_command, g::command);
-    if b.target == TargetKind::Kubernetes && raw.migrate_rollback_command.is_some() {
-        c.problem("migrate-rollback-command", "is not available on target 'kubernetes' yet: after an undo, run your down migration as its own Job");
-    }
     if raw.migrate_command.is_none() {
         for (name, set) in [
             ("pre-migrate-command", &raw.pre_migrate_command),

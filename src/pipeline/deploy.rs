@@ -695,6 +695,7 @@ async fn cluster_units(
         ),
         migrate_command: release.migrate_command.as_deref(),
         pre_migrate_command: release.pre_migrate_command.as_deref(),
+        migrate_rollback_command: release.migrate_rollback_command.as_deref(),
         migration_timeout: inputs.rollout.migration_timeout,
         smoke: judges.smoke.as_deref(),
         analysis: judges.analysis.as_deref(),

@@ -917,11 +917,60 @@ async fn kubernetes_migration_job_runs_first_and_a_failing_one_rolls_nothing() {
     let job = run.stdout.find("web-migrate-").expect("the migration Job");
     assert!(pre < job, "{}", run.stdout);
     assert!(run.stdout.contains(r#"running ["./manage","backup"]"#), "{}", run.stdout);
-    // A migrate-rollback command is not there yet on a cluster: refused.
-    let run =
-        action("example.invalid/web:v4").input("migrate-rollback-command", r#"["./manage", "down"]"#).run();
-    assert_eq!(run.code, Some(2), "{}", run.stdout);
-    assert!(run.stdout.contains("input 'migrate-rollback-command'"), "{}", run.stdout);
+}
+
+/// `migrate-rollback-command` on a cluster: the migration succeeded, then
+/// one Deployment's rollout failed and both were undone; the down
+/// migration then runs as its own Job from the new image. A deploy that
+/// succeeds, or one whose migration failed, runs none.
+#[test]
+fn kubernetes_migrate_rollback_runs_as_a_job_after_the_undo() {
+    let ns = Ns::new("migback");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    ns.deployment("jobs", "example.invalid/jobs:v1", 1, 60);
+    let action = |web: &str, jobs: &str| {
+        let a = ns
+            .action("")
+            .without("INPUT_DEPLOYMENTS")
+            .input("services-file", "services.yml")
+            .input("migrate-command", r#"["./manage", "migrate"]"#)
+            .input("migrate-rollback-command", r#"["./manage", "migrate", "down"]"#);
+        let file = format!(
+            "services:\n  - {{name: web, container: app, image: {web}}}\n  - {{name: jobs, container: app, proxy: false, image: {jobs}}}\n"
+        );
+        std::fs::write(a.path("services.yml"), file).unwrap();
+        a
+    };
+    let down_job = format!("job {}/web-migrate-rollback-", ns.0);
+
+    let ok = action("example.invalid/web:v2", "example.invalid/jobs:v2").run();
+    assert_status(&ok, "success", 0);
+    assert!(!ok.stdout.contains(&down_job), "a deploy that succeeds runs no down migration: {}", ok.stdout);
+
+    // `jobs` crashes: both are undone, then the down migration runs.
+    let run = action("example.invalid/web:v3", "example.invalid/jobs:crashloop").run();
+    assert_status(&run, "failure", 1);
+    let undone = run.stdout.rfind("rolled back to revision").expect("the undo");
+    let job = run.stdout.find(&down_job).expect("the down migration's Job");
+    assert!(undone < job, "after the undo: {}", run.stdout);
+    assert!(
+        run.stdout.contains(r#"running ["./manage","migrate","down"] from example.invalid/web:v3"#),
+        "from the new image: {}",
+        run.stdout
+    );
+    assert!(run.summary.contains("migration rolled back"), "{}", run.summary);
+    assert!(!run.stdout.contains("migrate_rollback_failed"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:v2");
+    ns.until(30, "the Jobs deleted", || {
+        kubectl_ok(&["-n", &ns.0, "get", "jobs", "-o", "name"]).trim().is_empty()
+    });
+
+    // A migration that fails changed nothing to roll back.
+    let failed = action("example.invalid/web:fail", "example.invalid/jobs:v3").run();
+    assert_status(&failed, "failure", 1);
+    assert!(failed.stdout.contains("migration_failed"), "{}", failed.stdout);
+    assert!(!failed.stdout.contains(&down_job), "{}", failed.stdout);
 }
 
 /// `manifests`: multi-document YAML applied by server-side apply in

@@ -414,7 +414,7 @@ pub async fn deploy(
     if let Some(first) = pairs.first() {
         out.stage = "migrate";
         match super::migrate_first(client, work, &first.source, runner, cancel).await {
-            Ok(true) => {}
+            Ok(true) => out.migrated = work.migrate_command.is_some(),
             Ok(false) => return ClusterRun { cancelled: true, ..unchanged(out, &pairs) },
             Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &pairs),
         }

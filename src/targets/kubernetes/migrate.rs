@@ -164,7 +164,7 @@ pub async fn run(
     result
 }
 
-fn shown(cmd: &[String]) -> String {
+pub(crate) fn shown(cmd: &[String]) -> String {
     serde_json::to_string(cmd).unwrap_or_default()
 }
 

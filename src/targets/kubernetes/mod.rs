@@ -54,6 +54,9 @@ pub struct Deploy<'a> {
     pub migrate_command: Option<&'a [String]>,
     /// Run as its own Job before the migration.
     pub pre_migrate_command: Option<&'a [String]>,
+    /// Run as its own Job, from the new image, when the deploy is undone
+    /// after its migration succeeded.
+    pub migrate_rollback_command: Option<&'a [String]>,
     pub migration_timeout: Duration,
     /// `smoke-tests` (`preview-url` before a blue-green flip, `url` after
     /// the switch).
@@ -99,6 +102,9 @@ pub struct ClusterRun {
     pub restored_image: Option<String>,
     /// `(deployment, outcome, duration)` for the summary.
     pub units: Vec<(String, String, Duration)>,
+    /// The migration Job succeeded (the schema may be ahead of the old
+    /// version if the deploy is undone).
+    pub migrated: bool,
 }
 
 /// The unit names `mode: plan` prints (nothing is contacted).
@@ -228,11 +234,76 @@ pub async fn run(
             bluegreen::rollback(&client, spec, runner, cancel).await
         }
         (Mode::Rollback, _, _) => rollback_mode(&client, spec, runner, cancel).await,
-        (_, Some(d), Strategy::BlueGreen(t)) => bluegreen::deploy(&client, spec, d, *t, runner, cancel).await,
-        (_, Some(d), Strategy::Canary(s)) => canary::deploy(&client, spec, d, s, runner, cancel).await,
-        (_, Some(d), Strategy::Rolling) => deploy(&client, spec, d, runner, cancel).await,
+        (_, Some(d), strategy) => {
+            let out = match strategy {
+                Strategy::BlueGreen(t) => bluegreen::deploy(&client, spec, d, *t, runner, cancel).await,
+                Strategy::Canary(s) => canary::deploy(&client, spec, d, s, runner, cancel).await,
+                Strategy::Rolling => deploy(&client, spec, d, runner, cancel).await,
+            };
+            migrate_back(&client, spec, d, out, runner, cancel).await
+        }
         (_, None, _) => fail("validate", KubeError::Config("no image to deploy".into())),
     }
+}
+
+/// `migrate-rollback-command` as a Job from the new image, when the deploy
+/// was undone (traffic back on the old version) after its migration
+/// succeeded. Its failure is loud but undoes nothing; after a signal there
+/// is no time for a Job, so it is named for a person to run.
+async fn migrate_back(
+    client: &kube::Client,
+    spec: &KubernetesSpec,
+    work: &Deploy<'_>,
+    mut out: ClusterRun,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> ClusterRun {
+    let Some(command) = work.migrate_rollback_command else { return out };
+    let undone = out.rolled_back && (out.error.is_some() || out.cancelled);
+    let Some(first) = spec.deployments.first().filter(|_| out.migrated && undone) else { return out };
+    let _g = runner.group("migrate-rollback-command (Job; the migration ran, traffic is back)");
+    let started = Instant::now();
+    let name = migrate::job_name(work.app, "migrate-rollback", work.deploy_id);
+    let object = ObjectRef::new("job", &spec.namespace, &name);
+    let result = if cancel.is_cancelled() {
+        Err(format!(
+            "cancelled before it could run; run {} from {} by hand",
+            migrate::shown(command),
+            work.image
+        ))
+    } else {
+        match apply::read(client, &spec.namespace, first, manifest_of(spec, &first.name)).await {
+            Err(e) => Err(e.to_string()),
+            Ok(from) => {
+                let job = migrate::Migration {
+                    app: work.app,
+                    deploy_id: work.deploy_id,
+                    kind: "migrate-rollback",
+                    command,
+                    image: from.image_to_run(work.image),
+                    timeout: work.migration_timeout,
+                    secret: work.secret.as_ref().map(|s| s.name.as_str()),
+                };
+                match migrate::run(client, &job, &from, runner, cancel).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("cancelled while it ran (the Job was deleted)".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        }
+    };
+    let note = match result {
+        Ok(()) => "migration rolled back".to_string(),
+        Err(why) => {
+            runner.error(
+                "migrate_rollback_failed",
+                &format!("{object}: the migration's rollback failed ({why}); the schema may be ahead of the version serving"),
+            );
+            format!("failed: {why}")
+        }
+    };
+    out.units.push((object.to_string(), note, started.elapsed()));
+    out
 }
 
 async fn deploy(
@@ -310,7 +381,7 @@ async fn deploy(
     if let Some(first) = targets.first() {
         out.stage = "migrate";
         match migrate_first(client, work, first, runner, cancel).await {
-            Ok(true) => {}
+            Ok(true) => out.migrated = work.migrate_command.is_some(),
             Ok(false) => return ClusterRun { cancelled: true, ..unchanged(out, &targets) },
             Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &targets),
         }
