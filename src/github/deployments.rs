@@ -369,14 +369,18 @@ impl Deployments {
             }
             match self.run_state(&h.run_url, cancel).await {
                 RunState::Active => holders.push(h),
+                // Asked again next round: it may answer then.
                 RunState::Unknown(why) => {
                     tracing::info!(run = %h.run_url, why = %why, "whether the lock holder's run ended is unknown");
+                    holders.push(h);
+                }
+                RunState::Hidden(why) => {
                     unknown.insert(run, why);
                     holders.push(h);
                 }
                 RunState::Completed { conclusion } => {
                     finished.insert(h.id);
-                    self.abandon(&h, &conclusion, own_id, cancel).await?;
+                    self.abandon(&h, &conclusion, own_id, cancel).await;
                 }
             }
         }
@@ -385,14 +389,9 @@ impl Deployments {
     }
 
     /// `error` on a deployment whose run ended while it was in progress, so
-    /// that it holds nothing and the record says what happened to it.
-    async fn abandon(
-        &self,
-        h: &Holder,
-        conclusion: &str,
-        own_id: u64,
-        cancel: &CancellationToken,
-    ) -> Result<(), GithubError> {
+    /// that it holds nothing and the record says what happened to it. Best
+    /// effort: a failed post is a warning (the run's end decided it).
+    async fn abandon(&self, h: &Holder, conclusion: &str, own_id: u64, cancel: &CancellationToken) {
         self.runner.warning(
             "deployment_abandoned",
             &format!(
@@ -403,7 +402,9 @@ impl Deployments {
         let text = format!(
             "abandoned: its run ended ({conclusion}) while deploying; taken over by deployment {own_id}"
         );
-        self.post_status(&self.api, h.id, "error", &text, None, cancel).await
+        if let Err(e) = self.post_status(&self.api, h.id, "error", &text, None, cancel).await {
+            self.runner.warning(e.reason(), &format!("deployment {} keeps its last status: {e}", h.id));
+        }
     }
 
     /// Marks earlier deployments of the environment whose latest status is

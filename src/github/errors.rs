@@ -65,7 +65,7 @@ pub enum GithubError {
     RateLimited { what: String, detail: String },
 
     #[error(
-        "environment {environment} is being deployed by another run ({run_url}, deployment {deployment_id}); {waited}; wait for that run, raise lock-timeout, or put the deploy jobs in one concurrency: group"
+        "environment {environment} is being deployed by another run ({run_url}, deployment {deployment_id}); {waited}; wait for that run, raise lock-timeout, or put the deploy jobs in one concurrency: group (if that run has ended, give the job `permissions: actions: read` so the action can see it)"
     )]
     LockedByOtherRun { environment: String, run_url: String, deployment_id: u64, waited: String },
 

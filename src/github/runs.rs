@@ -28,25 +28,26 @@ pub enum RunState {
     /// Ended (`conclusion`: `failure`, `cancelled`, ...): whatever it left in
     /// progress will never finish.
     Completed { conclusion: String },
-    /// GitHub could not say; the reason, for the log. Treated as alive.
+    /// GitHub would not show it (403/404: no `actions: read`, or a deleted
+    /// run), and will not until the job's permissions change. Treated as
+    /// alive.
+    Hidden(String),
+    /// GitHub could not say this time (unavailable, rate limited,
+    /// cancelled); the reason, for the log. Treated as alive.
     Unknown(String),
 }
 
-/// The run id in a run URL of repository `owner/repo`
-/// (`https://github.com/OWNER/REPO/actions/runs/ID[/attempts/N]`), or why
-/// it is not one.
-pub(crate) fn run_id(run_url: &str, repository: &str) -> Result<u64, String> {
-    let url = run_url.trim_end_matches('/');
-    let Some((before, after)) = url.split_once("/actions/runs/") else {
+/// The run id in `run_url`, a run of the same server and repository as
+/// our own run `own` (`https://github.com/OWNER/REPO/actions/runs/ID[/attempts/N]`),
+/// or why it is not one.
+pub(crate) fn run_id(run_url: &str, own: &str) -> Result<u64, String> {
+    const RUNS: &str = "/actions/runs/";
+    let Some((before, after)) = run_url.trim_end_matches('/').split_once(RUNS) else {
         return Err(format!("{run_url} is not a workflow run URL"));
     };
-    let repo_of_url = before.rsplitn(3, '/').take(2).collect::<Vec<_>>();
-    let same_repo = match repo_of_url.as_slice() {
-        [repo, owner] => format!("{owner}/{repo}").eq_ignore_ascii_case(repository),
-        _ => false,
-    };
-    if !same_repo {
-        return Err(format!("{run_url} is a run of another repository than {repository}"));
+    let ours = own.split_once(RUNS).map_or(own, |(repo, _)| repo);
+    if !before.eq_ignore_ascii_case(ours) {
+        return Err(format!("{run_url} is a run of another server or repository than {ours}"));
     }
     let id = after.split('/').next().unwrap_or("");
     id.parse().map_err(|_| format!("{run_url} has no run id"))
@@ -62,7 +63,7 @@ impl Deployments {
     /// What GitHub says of the run at `run_url` (a run of this repository).
     /// Never fails: anything GitHub cannot answer is [`RunState::Unknown`].
     pub async fn run_state(&self, run_url: &str, cancel: &CancellationToken) -> RunState {
-        let id = match run_id(run_url, &self.api.repository) {
+        let id = match run_id(run_url, &self.run_url) {
             Ok(id) => id,
             Err(why) => return RunState::Unknown(why),
         };
@@ -75,8 +76,8 @@ impl Deployments {
                 Err(e) => return RunState::Unknown(e.to_string()),
             },
             Err(GithubError::PermissionDenied { .. } | GithubError::NotFound { .. }) => {
-                return RunState::Unknown(format!(
-                    "GitHub would not show run {id} (403/404): give the job `permissions: actions: read` so the action can tell whether that run has ended"
+                return RunState::Hidden(format!(
+                    "GitHub would not show run {id} (403/404): give the job `permissions: actions: read` so the action can tell whether that run has ended (a deleted run answers the same; then break-lock: true)"
                 ));
             }
             Err(e) => return RunState::Unknown(e.to_string()),
@@ -95,14 +96,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn run_ids_come_from_run_urls_of_this_repository_only() {
-        let repo = "acme/shop-api";
-        assert_eq!(run_id("https://github.com/acme/shop-api/actions/runs/42/attempts/3", repo), Ok(42));
-        assert_eq!(run_id("https://github.com/Acme/Shop-API/actions/runs/42", repo), Ok(42));
-        assert_eq!(run_id("https://ghe.example/acme/shop-api/actions/runs/7/", repo), Ok(7));
-        assert!(run_id("https://github.com/other/shop-api/actions/runs/42", repo).is_err());
-        assert!(run_id("https://github.com/acme/shop-api/actions/runs/x1", repo).is_err());
-        assert!(run_id("https://github.com/acme/shop-api/commit/abc", repo).is_err());
-        assert!(run_id("shop-api/actions/runs/1", repo).is_err());
+    fn run_ids_come_from_run_urls_of_this_server_and_repository_only() {
+        let own = "https://github.com/acme/shop-api/actions/runs/99/attempts/1";
+        assert_eq!(run_id("https://github.com/acme/shop-api/actions/runs/42/attempts/3", own), Ok(42));
+        assert_eq!(run_id("https://github.com/Acme/Shop-API/actions/runs/42", own), Ok(42));
+        assert_eq!(run_id("https://github.com/acme/shop-api/actions/runs/7/", own), Ok(7));
+        let ghe = "https://ghe.example/acme/shop-api/actions/runs/1/attempts/1";
+        assert_eq!(run_id("https://ghe.example/acme/shop-api/actions/runs/7", ghe), Ok(7));
+        assert!(run_id("https://ghe.example/acme/shop-api/actions/runs/7", own).is_err(), "another server");
+        assert!(run_id("https://github.com/other/shop-api/actions/runs/42", own).is_err());
+        assert!(run_id("https://github.com/acme/shop-api/actions/runs/x1", own).is_err());
+        assert!(run_id("https://github.com/acme/shop-api/commit/abc", own).is_err());
+        assert!(run_id("shop-api/actions/runs/1", own).is_err());
     }
 }

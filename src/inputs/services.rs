@@ -84,7 +84,7 @@ impl Service {
             "command": self.command,
             "env": self.env,
             "ports": [self.container_port, self.blue_port, self.green_port],
-            "restart": format!("{:?}", self.restart_policy),
+            "restart": self.restart_policy.as_str(),
         });
         let digest = Sha256::digest(canonical.to_string().as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()

@@ -157,7 +157,10 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         }
     }
     let (services, migrate_command) = services(&mut c, raw, ctx, &b, health_path, version_path);
-    smoke_services(&mut c, &smoke_tests, &services);
+    if !(services.is_empty() && raw.services_file.is_some()) {
+        // (A services file that did not parse is named already.)
+        smoke_services(&mut c, &smoke_tests, &services);
+    }
     let (hosts, ssh) = hosts_and_ssh(&mut c, raw);
     let (ec2, finds_instances) = ec2(&mut c, raw, b.target);
     target_rules(&mut c, raw, &b, &hosts, finds_instances, &ssh, services.len());

@@ -638,9 +638,6 @@ async fn deploy_units(
     }
 }
 
-/// `target: kubernetes`: the cluster does the rolling; its result mapped to
-/// the run's (the same statuses as hosts: failure when rolled back, error
-/// when the state is unknown or the run was cancelled).
 /// Every unit's lock. A lock held by another run is taken over when GitHub
 /// reports that run as ended (it died holding it: the runner lost, the job
 /// killed); while it runs, or when GitHub cannot say, the lock stands.
@@ -659,8 +656,14 @@ async fn lock_all(
         let holder = holder.clone();
         if !verdicts.contains_key(&holder.run_url) {
             let state = github.run_state(&holder.run_url, cancel).await;
-            if let RunState::Unknown(why) = &state {
-                runner.line(&format!("whether {} has ended could not be read: {why}", holder.run_url));
+            match &state {
+                _ if cancel.is_cancelled() => {}
+                RunState::Unknown(why) | RunState::Hidden(why) => {
+                    runner.line(&format!("whether {} has ended could not be read: {why}", holder.run_url))
+                }
+                RunState::Active => runner
+                    .line(&format!("GitHub reports {} still running: wait for it to finish", holder.run_url)),
+                RunState::Completed { .. } => {}
             }
             verdicts.insert(holder.run_url.clone(), state);
         }
@@ -672,6 +675,9 @@ async fn lock_all(
     results
 }
 
+/// `target: kubernetes`: the cluster does the rolling; its result mapped to
+/// the run's (the same statuses as hosts: failure when rolled back, error
+/// when the state is unknown or the run was cancelled).
 async fn cluster_units(
     inputs: &Inputs,
     spec: &crate::inputs::KubernetesSpec,

@@ -216,6 +216,78 @@ async fn a_run_killed_mid_canary_is_taken_over_once_github_reports_it_ended() {
     server.assert_no_violations().await;
 }
 
+/// A host lock whose run left no GitHub deployment (`github-deployments:
+/// false` then): only the host lock says who holds it. It stands while
+/// GitHub will not show that run, and while GitHub reports it running;
+/// once GitHub reports it ended, it is taken over, and the switch that
+/// run finished (nginx on its v2) is kept as the host's one colour.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_lock_stands_while_github_reports_its_run_running_and_goes_once_it_ended() {
+    let _hosts = lock_hosts(&[7]);
+    tokio::task::spawn_blocking(|| ensure_serving(7, "v1")).await.unwrap();
+    let server = crate::support::github_server::GithubServer::start(None).await;
+    let dead = fleet_action(&[7], &image("v2")).input("observe-window", "120s");
+    let dead_run: u64 = dead.run_id().parse().unwrap();
+    let (mut child, _kill, _log) = spawn_until(&dead, "100% of traffic goes to", Duration::from_secs(90));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = state(7);
+    assert_eq!(left.colours.len(), 2, "{left:?}");
+    let next = || {
+        fleet_action(&[7], &image("v3"))
+            .input("github-deployments", "true")
+            .input("github-token", crate::support::github_server::TOKEN)
+            .env("GITHUB_API_URL", &server.base_url)
+    };
+    let run = |a: crate::support::action::Action| tokio::task::spawn_blocking(move || a.run());
+
+    let hidden = run(next()).await.unwrap();
+    assert_eq!(hidden.code, Some(1), "{}", hidden.stdout);
+    assert!(hidden.stdout.contains("deploy_locked"), "{}", hidden.stdout);
+    assert!(hidden.stdout.contains("permissions: actions: read"), "{}", hidden.stdout);
+    assert_eq!(state(7), left, "a run GitHub does not show keeps its lock");
+
+    server.set_run(dead_run, "in_progress", None).await;
+    let running = run(next()).await.unwrap();
+    assert_eq!(running.code, Some(1), "{}", running.stdout);
+    assert!(
+        running.stdout.contains("deploy_locked") && running.stdout.contains("still running"),
+        "{}",
+        running.stdout
+    );
+    assert_eq!(state(7), left, "a run still going keeps its lock");
+
+    // The taking run also moves the app to other ports: what the dead run
+    // left is judged on the ports its containers publish.
+    server.set_run(dead_run, "completed", Some("cancelled")).await;
+    let taken = run(next().input("blue-port", "8091").input("green-port", "8092")).await.unwrap();
+    assert_eq!(taken.code, Some(0), "{}", taken.stdout);
+    assert!(
+        taken.stdout.contains("deploy_lock_stale") && taken.stdout.contains("(cancelled)"),
+        "{}",
+        taken.stdout
+    );
+    assert!(taken.stdout.contains(&format!("{dead_run}-1")), "{}", taken.stdout);
+    assert!(
+        taken.stdout.contains("live 127.0.0.1:5000/demo/app:v2"),
+        "the finished switch is kept: {}",
+        taken.stdout
+    );
+    assert!(
+        !taken.stdout.contains("left split"),
+        "nginx was on the dead run's colour already: {}",
+        taken.stdout
+    );
+    assert_eq!(live_version(7), "v3");
+    assert_eq!(running_colours(7, "app").len(), 1);
+    assert!(upstream(7).contains("127.0.0.1:809"), "{}", upstream(7));
+    assert!(!lock_held(7));
+    server.assert_no_violations().await;
+    // Back on the stack's ports for the other tests.
+    let back = run(fleet_action(&[7], &image("v1"))).await.unwrap();
+    assert_eq!(back.code, Some(0), "{}", back.stdout);
+}
+
 /// The same image with another environment, command or ports was "already
 /// live: nothing to do" (only the image and the secrets were compared), so
 /// a config-only change never shipped while the run reported success. The

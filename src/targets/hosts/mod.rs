@@ -9,6 +9,8 @@
 //! - [`containers`] — candidate bodies, pulls, one-off runs, removal, pruning.
 //! - [`nginx`] — upstream rendering and the tested, reversible switch.
 //! - [`lock`] — the per-app deploy lock directory.
+//! - `converge` — after a lock taken over from a dead deploy: one colour
+//!   again, proven through nginx, before anything else.
 //! - [`material`] — the SSH key and known_hosts, checked before any contact.
 //! - [`probe`] — HTTP GETs sent from the host.
 //! - [`access_log`] — what users saw through nginx, from its access log.
@@ -25,6 +27,7 @@
 
 pub mod access_log;
 pub mod containers;
+mod converge;
 pub mod docker;
 pub mod error;
 pub mod known_hosts;

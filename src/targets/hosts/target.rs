@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::ContainerSummary;
 use tokio::time::Instant;
 
 use super::containers::{
@@ -19,7 +18,7 @@ use crate::targets::{LiveState, Probe, Release, StaleLock, Target, Via};
 /// How long a retired container gets to finish its requests after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// A candidate being rolled back already has no traffic.
-const ROLLBACK_GRACE: Duration = Duration::from_secs(2);
+pub(super) const ROLLBACK_GRACE: Duration = Duration::from_secs(2);
 /// After a full switch, this many answers in a row must come from the
 /// candidate (old nginx workers finish their keep-alive connections first).
 const SWITCH_STREAK: u32 = 3;
@@ -38,15 +37,11 @@ exit 0"#;
 /// What one read of the access log takes at most (the rest, next round).
 const READ_CAP: &str = "4194304";
 
-fn colour_of(c: &ContainerSummary) -> Option<&str> {
-    containers::label(c, LABEL_COLOUR)
-}
-
 fn other(colour: Option<&str>) -> &'static str {
     if colour == Some("blue") { "green" } else { "blue" }
 }
 
-fn colour_of_port(service: &Service, port: u16) -> Option<&'static str> {
+pub(super) fn colour_of_port(service: &Service, port: u16) -> Option<&'static str> {
     if port == 0 {
         None
     } else if port == service.blue_port {
@@ -165,98 +160,6 @@ impl HostTarget {
         Ok(())
     }
 
-    /// Brings the host back to one known colour after a deploy that died
-    /// holding the lock (`dead` describes it): it may have left both
-    /// colours running, or nginx's traffic split between them mid-shift.
-    ///
-    /// The colour kept is the one nginx sends all traffic to; with the
-    /// traffic split (or no upstream file to say), the older colour, which
-    /// served before the dead deploy began. A split is first set back to
-    /// that colour alone and proven through nginx, as a switch is; only
-    /// then is the other colour removed. A host already on one colour is
-    /// left as it is.
-    async fn converge(&self, release: &Release, dead: &str) -> Result<(), Error> {
-        let unit = self.unit();
-        let all = containers::list(&self.docker, unit, &self.conn.app).await?;
-        let running: Vec<_> = all
-            .iter()
-            .filter(|c| {
-                containers::is_running(c) && containers::label(c, LABEL_ROLE).unwrap_or("app") == "app"
-            })
-            .filter(|c| containers::label(c, LABEL_COLOUR).is_some())
-            .collect();
-        let mut colours: Vec<&str> = running.iter().copied().filter_map(colour_of).collect();
-        colours.sort_unstable();
-        colours.dedup();
-        if colours.len() < 2 {
-            return Ok(());
-        }
-        let oldest = running
-            .iter()
-            .min_by_key(|c| c.created.unwrap_or(i64::MAX))
-            .and_then(|c| colour_of(c))
-            .unwrap_or(colours[0])
-            .to_string();
-        let proxied: Vec<&Service> = release.services.iter().filter(|s| s.behind_proxy).collect();
-        let mut keep = oldest.clone();
-        let mut alone = true;
-        if let Some(svc) = proxied.first() {
-            // What nginx serves decides, not the file: a deploy that died
-            // between the file's rename and the reload left one naming a
-            // colour nginx never loaded.
-            let text = nginx::read(&self.session, unit, &svc.upstream_file).await?.unwrap_or_default();
-            let weighted: Vec<&str> = nginx::ports(&text)
-                .into_iter()
-                .filter(|(_, w)| *w > 0)
-                .filter_map(|(p, _)| colour_of_port(svc, p))
-                .filter(|c| colours.contains(c))
-                .collect();
-            let serving = self.serving_colour(svc).await.filter(|c| colours.contains(c));
-            match (weighted.as_slice(), serving) {
-                ([only], Some(serving)) if *only == serving => keep = serving.to_string(),
-                ([_, _, ..], _) | (_, None) => alone = false,
-                (_, Some(serving)) => {
-                    keep = serving.to_string();
-                    alone = false;
-                }
-            }
-        }
-        if !alone {
-            let changes: Vec<(String, nginx::Content)> = proxied
-                .iter()
-                .map(|svc| {
-                    let servers = nginx::servers(None, containers::port(svc, &keep), 100);
-                    (svc.upstream_file.clone(), Some(nginx::render(&svc.upstream_name, &servers)))
-                })
-                .collect();
-            self.runner.line(&format!(
-                "{unit}: nginx's upstream was left split between colours, or naming another than the one serving; sending all traffic to {keep}"
-            ));
-            nginx::apply(&self.session, unit, &self.conn.lock_dir, self.conn.privilege, &changes).await?;
-            let images: Vec<Option<&str>> =
-                running.iter().map(|c| containers::label(c, LABEL_IMAGE)).collect();
-            let alike = images.windows(2).all(|w| w[0] == w[1]);
-            self.verify_serving(release, &keep, 100, alike).await?;
-        }
-        let kept_image = running
-            .iter()
-            .find(|c| colour_of(c) == Some(keep.as_str()))
-            .and_then(|c| containers::label(c, LABEL_IMAGE))
-            .unwrap_or("?")
-            .to_string();
-        let mut removed = Vec::new();
-        for c in running.iter().filter(|c| colour_of(c) != Some(keep.as_str())) {
-            let name = containers::name_of(c).to_string();
-            containers::remove(&self.docker, unit, &name, ROLLBACK_GRACE).await?;
-            removed.push(name);
-        }
-        self.runner.line(&format!(
-            "{unit}: brought back to one colour after {dead}: {keep} ({kept_image}) serves; removed {}",
-            removed.join(", ")
-        ));
-        Ok(())
-    }
-
     /// GETs `path` from the host's loopback `port` (a colour's container).
     async fn probe_port(&self, port: u16, path: &str) -> Result<Probe, HostError> {
         probe::get(&self.session, self.unit(), ("127.0.0.1", port), "localhost", path, self.conn.timeout)
@@ -273,7 +176,7 @@ impl HostTarget {
     /// for a full switch. Without that header, the answer must match what
     /// the colour answers directly, and `other_same` (both colours run the
     /// same image) makes that no proof at all: `switch_not_verifiable`.
-    async fn verify_serving(
+    pub(super) async fn verify_serving(
         &self,
         release: &Release,
         colour: &str,
@@ -446,7 +349,7 @@ impl HostTarget {
     /// front door (`X-Upstream-Addr`), not read from the upstream file: a
     /// run that died between the rename and the reload leaves a file that
     /// names a colour nginx never loaded. `None` when nginx does not say.
-    async fn serving_colour(&self, svc: &Service) -> Option<&'static str> {
+    pub(super) async fn serving_colour(&self, svc: &Service) -> Option<&'static str> {
         let path = svc.version_path.as_deref().or(svc.health_path.as_deref())?;
         let (host, port, header) = self.front_door();
         let p = probe::get(&self.session, self.unit(), (host, port), &header, path, self.conn.timeout)
