@@ -257,10 +257,29 @@ async fn a_host_lock_stands_while_github_reports_its_run_running_and_goes_once_i
     );
     assert_eq!(state(7), left, "a run still going keeps its lock");
 
-    // The taking run also moves the app to other ports: what the dead run
-    // left is judged on the ports its containers publish.
+    // The taking run also moves the app to other ports, as a canary: what
+    // the dead run left is judged on the ports its containers publish, and
+    // the canary's live half goes where the live colour listens.
     server.set_run(dead_run, "completed", Some("cancelled")).await;
-    let taken = run(next().input("blue-port", "8091").input("green-port", "8092")).await.unwrap();
+    let taking = next()
+        .input("blue-port", "8091")
+        .input("green-port", "8092")
+        .input("strategy", "canary")
+        .input("canary-steps", "50,100")
+        .input("canary-interval", "3s");
+    let (split, taken) = tokio::task::spawn_blocking(move || {
+        let (child, _kill, log) = spawn_until(&taking, "50% of traffic goes to", Duration::from_secs(90));
+        let split = upstream(7);
+        let mut run = finish_within(&taking, child, Duration::from_secs(120)).0;
+        run.stdout = log.all();
+        (split, run)
+    })
+    .await
+    .unwrap();
+    // Half to the live colour where it listens (:8081/:8082), half to the
+    // candidate on its new port.
+    assert!(split.contains("weight=50") && split.contains(":809"), "{split}");
+    assert!(split.contains("127.0.0.1:8081 ") || split.contains("127.0.0.1:8082 "), "{split}");
     assert_eq!(taken.code, Some(0), "{}", taken.stdout);
     assert!(
         taken.stdout.contains("deploy_lock_stale") && taken.stdout.contains("(cancelled)"),

@@ -59,7 +59,7 @@ fn colour_of(c: &ContainerSummary) -> Option<&str> {
 }
 
 /// The 127.0.0.1 port the container publishes, if any.
-fn published(c: &ContainerSummary) -> Option<u16> {
+pub(super) fn published(c: &ContainerSummary) -> Option<u16> {
     c.ports.as_ref()?.iter().find_map(|p| p.public_port)
 }
 

@@ -139,6 +139,10 @@ struct State {
     previous: Option<LiveState>,
     /// The colour launched.
     candidate: Option<String>,
+    /// The port each service's live container publishes (by service
+    /// name), read at launch: a release may move the app to other ports,
+    /// and a canary step must still send the live share where it listens.
+    live_ports: Vec<(String, u16)>,
     /// Upstream files as they were before the first shift.
     saved_upstreams: Option<Vec<(String, nginx::Content)>>,
     /// The migration container this run started and has not seen end.

@@ -439,10 +439,22 @@ impl Target for HostTarget {
             None => self.live_state().await?,
         };
         let candidate = other(previous.colour.as_deref());
+        let mut live_ports = Vec::new();
+        if let Some(live) = previous.colour.as_deref() {
+            for c in containers::list(&self.docker, unit, &self.conn.app).await? {
+                if containers::is_running(&c)
+                    && containers::label(&c, LABEL_COLOUR) == Some(live)
+                    && let Some(port) = super::converge::published(&c)
+                {
+                    live_ports.push((containers::label(&c, LABEL_SERVICE).unwrap_or("").to_string(), port));
+                }
+            }
+        }
         {
             let mut st = self.state();
             st.previous = Some(previous.clone());
             st.candidate = Some(candidate.to_string());
+            st.live_ports = live_ports;
         }
         tracing::info!(host = unit, stage = "launch", colour = candidate, live = ?previous.colour, "starting the candidate");
         for svc in &release.services {
@@ -549,7 +561,10 @@ impl Target for HostTarget {
     async fn shift(&self, release: &Release, percent: u8) -> Result<(), Error> {
         let unit = self.unit();
         let candidate = self.candidate()?;
-        let live = self.state().previous.as_ref().and_then(|p| p.colour.clone());
+        let (live, live_ports) = {
+            let st = self.state();
+            (st.previous.as_ref().and_then(|p| p.colour.clone()), st.live_ports.clone())
+        };
         let mut changes = Vec::new();
         for svc in release.services.iter().filter(|s| s.behind_proxy) {
             if !nginx::valid_name(&svc.upstream_name) {
@@ -560,7 +575,12 @@ impl Target for HostTarget {
                 )
                 .into());
             }
-            let live_port = live.as_deref().map(|c| containers::port(svc, c));
+            let live_port = live.as_deref().map(|c| {
+                live_ports
+                    .iter()
+                    .find(|(name, _)| *name == svc.name)
+                    .map_or(containers::port(svc, c), |(_, p)| *p)
+            });
             let servers = nginx::servers(live_port, containers::port(svc, &candidate), percent);
             changes.push((svc.upstream_file.clone(), Some(nginx::render(&svc.upstream_name, &servers))));
         }
