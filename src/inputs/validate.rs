@@ -771,14 +771,10 @@ fn kubernetes(
                     "services-file",
                     "strategy 'canary' on target 'kubernetes' takes one Deployment; this file lists several",
                 ),
-                StrategyKind::BlueGreen => {
-                    for d in deployments.iter().filter(|d| d.worker) {
-                        c.problem(
-                            "services-file",
-                            format!("'{}' has 'proxy: false': blue-green flips Services, and a Deployment no Service selects has nothing to flip; deploy workers with strategy 'rolling'", d.name),
-                        );
-                    }
-                }
+                StrategyKind::BlueGreen if deployments.iter().all(|d| d.worker) => c.problem(
+                    "services-file",
+                    "strategy 'blue-green' flips Services, and every entry here has 'proxy: false' (no Service): deploy workers alone with strategy 'rolling'",
+                ),
                 _ => {}
             }
         }

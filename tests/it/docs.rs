@@ -168,7 +168,10 @@ fn the_readme_kubernetes_services_file_parses_as_documented() {
     let shown: Vec<String> = k
         .deployments
         .iter()
-        .map(|d| format!("{} {} {:?} {:?}", d.name, d.service_name(), d.preview, d.image))
+        .map(|d| {
+            let role = if d.worker { " worker" } else { "" };
+            format!("{} {} {:?} {:?}{role}", d.name, d.service_name(), d.preview, d.image)
+        })
         .collect();
     assert_eq!(
         shown,
@@ -177,6 +180,7 @@ fn the_readme_kubernetes_services_file_parses_as_documented() {
             r#"web web None Some("ghcr.io/acme/web:1.4.0")"#,
             "reports reports None None",
             "admin admin None None",
+            "mailer mailer None None worker",
         ]
     );
 }

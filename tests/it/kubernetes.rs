@@ -1378,8 +1378,73 @@ fn kubernetes_blue_green_services_file_names_deployments_services_and_images() {
     assert_eq!(run.output("image"), Some("example.invalid/api:v2"), "{}", run.stdout);
 }
 
+/// Blue-green with a worker (`proxy: false`, no Service): the web's colours
+/// and Service flip as before; the worker is rolled in place once the
+/// candidate is ready, before the flip. It is undone whenever the deploy
+/// goes back (its own crash, a smoke test failing after the flip), and
+/// `mode: rollback` undoes it beside the flip back.
+#[test]
+fn kubernetes_blue_green_rolls_workers_in_place_and_undoes_them_with_the_flip() {
+    let ns = Ns::new("bgwork");
+    ns.deployment("web", "example.invalid/web:v1", 1, 60);
+    ns.service("web");
+    ns.deployment("jobs", "example.invalid/jobs:v1", 1, 60);
+    let file = |v: &str, jobs: &str| {
+        format!(
+            "services:\n  - {{name: web, container: app, image: example.invalid/web:{v}}}\n  - {{name: jobs, container: app, proxy: false, image: example.invalid/jobs:{jobs}}}\n"
+        )
+    };
+    let plan = ns.blue_green_file(&file("v2", "v2"), None).input("mode", "plan").run();
+    assert_eq!(plan.code, Some(0), "{}", plan.stdout);
+    let worker = format!("deployment {}/jobs: worker, rolled in place to example.invalid/jobs:v2", ns.0);
+    assert!(plan.stdout.contains(&worker), "{}", plan.stdout);
+    assert!(plan.stdout.contains("web-blue: 1 replica(s) of example.invalid/web:v2"), "{}", plan.stdout);
+    assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:v1", "a plan changes nothing");
+
+    let run = ns.blue_green_file(&file("v2", "v2"), None).run();
+    assert_status(&run, "success", 0);
+    let at = |s: &str| run.stdout.find(s).unwrap_or_else(|| panic!("{s}: {}", run.stdout));
+    assert!(
+        at("container app set to example.invalid/jobs:v2") < at("selector now deploy-action/colour=blue")
+    );
+    assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:v2");
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
+    assert!(run.summary.contains("worker rolled out"), "{}", run.summary);
+    ns.rollout_status("jobs", &[]).assert_ok();
+
+    // The worker crashes: nothing flips, the worker is undone.
+    let run = ns.blue_green_file(&file("v3", "crashloop"), None).run();
+    assert_status(&run, "failure", 1);
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
+    assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:v2", "{}", run.stdout);
+    assert_eq!(ns.replicas("web-green"), "0");
+    assert!(run.summary.contains("worker rolled back"), "{}", run.summary);
+
+    // A smoke test failing after the flip: flipped back, the worker undone.
+    let run = ns
+        .blue_green_file(&file("v3", "v3"), None)
+        .input("smoke-tests", "- name: front door\n  url: http://127.0.0.1:9/\n")
+        .run();
+    assert_status(&run, "failure", 1);
+    let at = |s: &str| run.stdout.find(s).unwrap_or_else(|| panic!("{s}: {}", run.stdout));
+    assert!(at("selector now deploy-action/colour=green") < at("Rollback: workers undone"));
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
+    assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:v2");
+
+    // A good one, then `mode: rollback`: the web back on blue, the worker
+    // back to its previous revision.
+    let run = ns.blue_green_file(&file("v4", "v4"), None).run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "green");
+    assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:v4");
+    let run = ns.blue_green_file(&file("v4", "v4"), None).input("mode", "rollback").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
+    assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:v2", "{}", run.stdout);
+}
+
 /// A services file for a cluster is checked with the other inputs: the
-/// hosts-only fields, a worker in a blue-green switch, a file beside
+/// hosts-only fields, only workers in a blue-green switch, a file beside
 /// `deployments`, an entry without an image; all named at once, nothing
 /// contacted.
 #[test]
@@ -1397,7 +1462,6 @@ fn kubernetes_services_file_problems_are_named_before_any_contact() {
     assert_eq!(run.code, Some(2), "{}", run.stdout);
     for want in [
         "blue-port, green-port, env only apply to target 'hosts' and 'ec2'",
-        "'worker' has 'proxy: false': blue-green flips Services",
         "service must",
         "the name is used twice",
         "'api' has no image",
@@ -1405,6 +1469,18 @@ fn kubernetes_services_file_problems_are_named_before_any_contact() {
     ] {
         assert!(run.stdout.contains(want), "{want:?} not in:\n{}", run.stdout);
     }
+    // A worker beside Services is rolled in place; workers alone have
+    // nothing to flip.
+    assert!(!run.stdout.contains("'worker'"), "{}", run.stdout);
+    let a = a.without("INPUT_DEPLOYMENTS");
+    std::fs::write(
+        a.path("services.yml"),
+        "services:\n  - {name: worker, proxy: false, image: example.invalid/worker:v2}\n",
+    )
+    .unwrap();
+    let run = a.run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(run.stdout.contains("every entry here has 'proxy: false'"), "{}", run.stdout);
 }
 
 /// SIGTERM between two flips of a two-service switch: the flips are

@@ -174,7 +174,7 @@ tidy
 "#;
 
 /// Installs `changes` (path → new content; `None` removes the file), tests
-/// and reloads nginx, in one round trip (see [`SWITCH`]). On failure every
+/// and reloads nginx, in one round trip (see `SWITCH`). On failure every
 /// file is back as it was, and nginx reloaded, before the error returns.
 ///
 /// Returns what each file held before, to undo the change later with

@@ -19,6 +19,10 @@
 //! 4. the observe window watches the candidates; then, after `drain-time`,
 //!    the old colour is scaled to zero and kept, for an instant flip back.
 //!
+//! A worker (`proxy: false`: no Service) has nothing to flip; it is rolled
+//! in place between steps 1 and 2 and undone with any way back
+//! ([`super::workers`]).
+//!
 //! Any failure before the flip leaves every selector as it was (the
 //! candidate goes to zero); any failure after it flips every Service back.
 //! On the first deploy the live Service selects `web`'s own pods: it is
@@ -44,7 +48,7 @@ use super::apply::{self, Current};
 use super::error::{KubeError, ObjectRef};
 use super::rollout::{self, HASH_LABEL, Rolled};
 use super::secret::MANAGED_BY;
-use super::{ClusterRun, Deploy, FIELD_MANAGER};
+use super::{ClusterRun, Deploy, FIELD_MANAGER, workers};
 use crate::inputs::{DeploymentRef, KubernetesSpec};
 use crate::runner::Runner;
 
@@ -377,7 +381,7 @@ pub async fn deploy(
     {
         let _g = runner
             .group(&format!("Read {} deployment(s) and their Services in {ns}", spec.deployments.len()));
-        for r in &spec.deployments {
+        for r in spec.deployments.iter().filter(|r| !r.worker) {
             match read_pair(client, ns, r).await {
                 Ok(p) => {
                     runner.line(&format!(
@@ -399,12 +403,18 @@ pub async fn deploy(
             }
         }
     }
-    let unchanged = |mut out: ClusterRun, pairs: &[Pair]| {
-        out.units =
-            pairs.iter().map(|p| (p.source.object.to_string(), "unchanged".into(), Duration::ZERO)).collect();
-        out.rolled_back = true;
-        out
+    let worker_refs: Vec<&DeploymentRef> = spec.deployments.iter().filter(|r| r.worker).collect();
+    let workers = match workers::read(client, ns, &worker_refs).await {
+        Ok(w) => w,
+        Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
     };
+    for w in &workers {
+        runner.line(&format!(
+            "{}: worker (no Service), runs {}; rolled in place once the candidates are ready",
+            w.object,
+            w.image.as_deref().unwrap_or("(no image)")
+        ));
+    }
     if let Some(s) = &work.secret {
         out.stage = "secrets";
         if let Err(e) = super::secret::ensure(client, ns, s, false).await {
@@ -435,6 +445,71 @@ pub async fn deploy(
         return unchanged(out, &pairs);
     }
 
+    // 1b. The workers, in place, now that every candidate is ready.
+    let rolled = if workers.is_empty() {
+        Vec::new()
+    } else {
+        out.stage = "workers";
+        let roll = {
+            let _g =
+                runner.group(&format!("Workers (no Service to flip): {} rolled in place", workers.len()));
+            workers::roll(client, &workers, work, runner, cancel).await
+        };
+        match roll {
+            Ok(rolled) => rolled,
+            Err((e, changed)) => {
+                out.cancelled = cancel.is_cancelled() && e.is_none();
+                out.error = e;
+                let _g =
+                    runner.group("Rollback: workers undone, candidates to zero (no selector was changed)");
+                let (back, rows) = workers::undo(client, &changed, runner, cancel).await;
+                retire_candidates(client, &pairs, runner).await;
+                let mut out = unchanged(out, &pairs);
+                out.rolled_back &= back;
+                out.units.extend(rows);
+                return out;
+            }
+        }
+    };
+    let mut out = flip_and_observe(client, spec, work, timing, &pairs, out, started, runner, cancel).await;
+    if out.error.is_some() || out.cancelled {
+        let changed: Vec<workers::Rolled> = rolled.into_iter().filter(|r| r.outcome.is_some()).collect();
+        if !changed.is_empty() {
+            let _g = runner.group("Rollback: workers undone");
+            let (back, rows) = workers::undo(client, &changed, runner, cancel).await;
+            out.rolled_back &= back;
+            out.units.extend(rows);
+        }
+    } else {
+        out.units.extend(workers::rows(&rolled));
+    }
+    out
+}
+
+/// Nothing of the pairs changed (or it was all put back): every row
+/// `unchanged`, the run rolled back.
+fn unchanged(mut out: ClusterRun, pairs: &[Pair]) -> ClusterRun {
+    out.units =
+        pairs.iter().map(|p| (p.source.object.to_string(), "unchanged".into(), Duration::ZERO)).collect();
+    out.rolled_back = true;
+    out
+}
+
+/// Steps 2 to 4 once every candidate (and worker) is ready: previews, the
+/// flip, smoke tests and the observe window, the old colour retired.
+#[allow(clippy::too_many_arguments)]
+async fn flip_and_observe(
+    client: &kube::Client,
+    spec: &KubernetesSpec,
+    work: &Deploy<'_>,
+    timing: Timing,
+    pairs: &[Pair],
+    mut out: ClusterRun,
+    started: Instant,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> ClusterRun {
+    let ns = spec.namespace.as_str();
     // 2. Previews.
     for p in pairs.iter().filter(|p| p.preview.is_some()) {
         let preview = p.preview.as_ref().and_then(|s| s.metadata.name.clone()).unwrap_or_default();
@@ -448,18 +523,18 @@ pub async fn deploy(
         };
         if let Err(e) = checked.await {
             out.error = Some(e);
-            retire_candidates(client, &pairs, runner).await;
-            return unchanged(out, &pairs);
+            retire_candidates(client, pairs, runner).await;
+            return unchanged(out, pairs);
         }
     }
     if cancel.is_cancelled() {
-        retire_candidates(client, &pairs, runner).await;
-        return ClusterRun { cancelled: true, ..unchanged(out, &pairs) };
+        retire_candidates(client, pairs, runner).await;
+        return ClusterRun { cancelled: true, ..unchanged(out, pairs) };
     }
     if let Err(e) = work.smoke(true, runner).await {
         out.error = Some(e);
-        retire_candidates(client, &pairs, runner).await;
-        return unchanged(out, &pairs);
+        retire_candidates(client, pairs, runner).await;
+        return unchanged(out, pairs);
     }
 
     // 3. The flip, every Service, never cut half-way.
@@ -468,7 +543,7 @@ pub async fn deploy(
         let _g = runner.group("Switch: every live Service to the new colour");
         let mut flipped = Vec::new();
         let mut failed = None;
-        for p in &pairs {
+        for p in pairs {
             let patch = selector_patch(p, Some(p.candidate), None);
             match set_selector(client, &p.service_ref(), &patch).await {
                 Ok(()) => {
@@ -482,7 +557,7 @@ pub async fn deploy(
             }
         }
         if failed.is_none() {
-            for p in &pairs {
+            for p in pairs {
                 let (service, selector) = (p.service_ref(), p.selector_for(p.candidate));
                 let verified = tokio::select! {
                     v = verify_endpoints(client, &service, &selector, runner) => v,
@@ -504,7 +579,7 @@ pub async fn deploy(
     if let Err((e, flipped)) = flipped {
         out.cancelled = e.is_none();
         out.error = e;
-        return switch_back(client, out, &pairs, &flipped, started, runner, cancel).await;
+        return switch_back(client, out, pairs, &flipped, started, runner, cancel).await;
     }
 
     // 4. Smoke tests on the live address, observe, then drain and scale
@@ -514,14 +589,14 @@ pub async fn deploy(
         Err(e) => Err(Some(e)),
         Ok(()) => {
             let _g = runner.group(&format!("Observe {}s", timing.observe.as_secs()));
-            observe(client, &pairs, timing.observe, work.analysis, runner, cancel).await
+            observe(client, pairs, timing.observe, work.analysis, runner, cancel).await
         }
     };
     if observed.is_err() || cancel.is_cancelled() {
         out.error = observed.err().flatten();
         out.cancelled = cancel.is_cancelled() && out.error.is_none();
         let all: Vec<&Pair> = pairs.iter().collect();
-        return switch_back(client, out, &pairs, &all, started, runner, cancel).await;
+        return switch_back(client, out, pairs, &all, started, runner, cancel).await;
     }
     out.stage = "retire";
     {
@@ -533,7 +608,7 @@ pub async fn deploy(
                 _ = cancel.cancelled() => {}
             }
         }
-        for p in &pairs {
+        for p in pairs {
             match scale(client, ns, &p.old_name(), 0).await {
                 Ok(()) => runner
                     .line(&format!("deployment {ns}/{}: scaled to 0 (kept for a flip back)", p.old_name())),
@@ -758,7 +833,7 @@ pub async fn rollback(
     let mut out = ClusterRun { stage: "rollback", ..Default::default() };
     let started = Instant::now();
     let mut pairs = Vec::new();
-    for r in &spec.deployments {
+    for r in spec.deployments.iter().filter(|r| !r.worker) {
         match read_pair(client, ns, r).await {
             Ok(p) if p.live.is_none() => {
                 out.error = Some(KubeError::NoHistory { object: p.source.object.clone() });
@@ -826,6 +901,23 @@ pub async fn rollback(
             started.elapsed(),
         ));
     }
+    // Workers have no colours: `kubectl rollout undo`, as a rolling deploy.
+    for r in spec.deployments.iter().filter(|r| r.worker) {
+        let started = Instant::now();
+        let (note, ok) = super::undo_and_confirm(client, ns, &r.name, runner, cancel).await;
+        out.units.push((
+            ObjectRef::deployment(ns, &r.name).to_string(),
+            format!("worker {note}"),
+            started.elapsed(),
+        ));
+        if !ok {
+            out.error = Some(KubeError::Config(format!(
+                "deployment {ns}/{}: the worker's rollback failed: {note}",
+                r.name
+            )));
+            return out;
+        }
+    }
     out.stage = "done";
     out
 }
@@ -836,10 +928,24 @@ pub async fn plan(
     client: &kube::Client,
     spec: &KubernetesSpec,
     image: &str,
+    runner: &Runner,
 ) -> Result<Vec<String>, KubeError> {
     let ns = spec.namespace.as_str();
     let mut lines = Vec::new();
-    for r in &spec.deployments {
+    for r in spec.deployments.iter().filter(|r| r.worker) {
+        let t = apply::read(client, ns, r, None).await?;
+        if !t.exists {
+            return Err(KubeError::NotFound { object: t.object });
+        }
+        let image = t.image_to_run(image);
+        let changes = apply::set_image(client, &t, image, None, runner, true).await?;
+        lines.push(if changes {
+            format!("{}: worker, rolled in place to {image} once every candidate is available (no Service to flip)", t.object)
+        } else {
+            format!("{}: worker, already runs {image}: nothing to do", t.object)
+        });
+    }
+    for r in spec.deployments.iter().filter(|r| !r.worker) {
         let p = read_pair(client, ns, r).await?;
         let image = p.source.image_to_run(image);
         let body = colour_deployment(&p.source, p.candidate, image, None, p.replicas);

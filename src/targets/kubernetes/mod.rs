@@ -11,6 +11,10 @@
 //! ([`rollout::watch`]) → on any failure or cancellation, `rollout undo`
 //! every Deployment this run changed ([`undo::undo`]).
 //! `mode: rollback` is `rollout undo` of each, watched to completion.
+//! Blue-green ([`bluegreen`], its workers in [`workers`]) and canary
+//! ([`canary`]) have their own files; after any of them is undone past a
+//! successful migration, `migrate-rollback-command` runs as a Job
+//! (`migrate_back`).
 
 // A failure happens once per run and carries the object's full name; its
 // size costs nothing that matters, boxing every one would cost clarity.
@@ -26,6 +30,7 @@ pub mod migrate;
 pub mod rollout;
 pub mod secret;
 pub mod undo;
+pub mod workers;
 
 use std::time::Duration;
 
@@ -130,7 +135,7 @@ pub async fn plan(
     let client = cluster::connect(spec).await?;
     let ns = spec.namespace.as_str();
     match (&strategy, image) {
-        (Strategy::BlueGreen(_), Some(image)) => return bluegreen::plan(&client, spec, image).await,
+        (Strategy::BlueGreen(_), Some(image)) => return bluegreen::plan(&client, spec, image, runner).await,
         (Strategy::Canary(s), Some(image)) => return canary::plan(&client, spec, s, image, runner).await,
         _ => {}
     }
@@ -551,7 +556,7 @@ pub(crate) async fn migrate_first(
 }
 
 /// Undo one Deployment and, unless cancelled, watch that rollout finish.
-async fn undo_and_confirm(
+pub(crate) async fn undo_and_confirm(
     client: &kube::Client,
     ns: &str,
     name: &str,
