@@ -1420,14 +1420,25 @@ fn kubernetes_blue_green_rolls_workers_in_place_and_undoes_them_with_the_flip() 
     assert_eq!(ns.replicas("web-green"), "0");
     assert!(run.summary.contains("worker rolled back"), "{}", run.summary);
 
-    // A smoke test failing after the flip: flipped back, the worker undone.
+    // A smoke test failing after the flip: flipped back, the worker undone,
+    // then the down migration, from the web's spec and image although the
+    // worker comes first in the file.
+    let worker_first = "services:\n  - {name: jobs, container: app, proxy: false, image: example.invalid/jobs:v3}\n  - {name: web, container: app, image: example.invalid/web:v3}\n";
     let run = ns
-        .blue_green_file(&file("v3", "v3"), None)
+        .blue_green_file(worker_first, None)
         .input("smoke-tests", "- name: front door\n  url: http://127.0.0.1:9/\n")
+        .input("migrate-command", r#"["./manage", "migrate"]"#)
+        .input("migrate-rollback-command", r#"["./manage", "migrate", "down"]"#)
         .run();
     assert_status(&run, "failure", 1);
     let at = |s: &str| run.stdout.find(s).unwrap_or_else(|| panic!("{s}: {}", run.stdout));
     assert!(at("selector now deploy-action/colour=green") < at("Rollback: workers undone"));
+    assert!(at("Rollback: workers undone") < at("web-migrate-rollback-"));
+    assert!(
+        run.stdout.contains(r#"running ["./manage","migrate","down"] from example.invalid/web:v3"#),
+        "{}",
+        run.stdout
+    );
     assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
     assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:v2");
 
@@ -1441,6 +1452,31 @@ fn kubernetes_blue_green_rolls_workers_in_place_and_undoes_them_with_the_flip() 
     assert_status(&run, "success", 0);
     assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
     assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:v2", "{}", run.stdout);
+    assert!(run.stdout.contains("worker rolled back to revision"), "{}", run.stdout);
+
+    // A worker the rolled-back deploy did not roll is left as it is.
+    kubectl_ok(&["-n", &ns.0, "set", "image", "deployment/jobs", "app=example.invalid/jobs:by-hand"]);
+    kubectl_ok(&[
+        "-n",
+        &ns.0,
+        "annotate",
+        "--overwrite",
+        "deployment/jobs",
+        "deploy-action/deploy-id=someone-else",
+    ]);
+    ns.rollout_status("jobs", &[]).assert_ok();
+    let run = ns.blue_green_file(&file("v4", "v4"), None).input("mode", "rollback").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "green");
+    assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:by-hand");
+    assert!(run.stdout.contains("worker left as it is"), "{}", run.stdout);
+
+    // A missing worker: named, before anything changes.
+    let before = ns.selector("web");
+    let run = ns.blue_green_file(&file("v5", "v5").replace("name: jobs", "name: gone"), None).run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("does not create them"), "{}", run.stdout);
+    assert_eq!(ns.selector("web"), before);
 }
 
 /// A services file for a cluster is checked with the other inputs: the

@@ -119,12 +119,16 @@ fn other(c: &str) -> &'static str {
 
 /// The colour Deployment from the source's spec: the colour in its
 /// selector and pods, the image (and the app's Secret) in the container.
+/// `deploy_id`: the deploy that makes it (`None` for a plan), kept in the
+/// annotation [`workers::ROLLED_BY`] so that `mode: rollback` knows which
+/// workers went with it.
 pub fn colour_deployment(
     source: &Current,
     colour: &str,
     image: &str,
     env_from: Option<&[k8s_openapi::api::core::v1::EnvFromSource]>,
     replicas: i32,
+    deploy_id: Option<&str>,
 ) -> serde_json::Value {
     let d = &source.deployment;
     let mut spec = serde_json::to_value(d.spec.clone().unwrap_or_default()).unwrap_or_default();
@@ -145,6 +149,10 @@ pub fn colour_deployment(
     let mut labels = d.metadata.labels.clone().unwrap_or_default();
     labels.insert(COLOUR.into(), colour.into());
     labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+    let mut annotations = json!({"deploy-action/source": source.object.name});
+    if let Some(id) = deploy_id {
+        annotations[workers::ROLLED_BY] = id.into();
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -152,7 +160,7 @@ pub fn colour_deployment(
             "name": format!("{}-{colour}", source.object.name),
             "namespace": source.object.namespace,
             "labels": labels,
-            "annotations": {"deploy-action/source": source.object.name},
+            "annotations": annotations,
         },
         "spec": spec,
     })
@@ -424,7 +432,7 @@ pub async fn deploy(
     if let Some(first) = pairs.first() {
         out.stage = "migrate";
         match super::migrate_first(client, work, &first.source, runner, cancel).await {
-            Ok(true) => out.migrated = work.migrate_command.is_some(),
+            Ok(true) => out.migrated = work.migrate_command.and(Some(first.source.object.name.clone())),
             Ok(false) => return ClusterRun { cancelled: true, ..unchanged(out, &pairs) },
             Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &pairs),
         }
@@ -453,7 +461,7 @@ pub async fn deploy(
         let roll = {
             let _g =
                 runner.group(&format!("Workers (no Service to flip): {} rolled in place", workers.len()));
-            workers::roll(client, &workers, work, runner, cancel).await
+            workers::roll(client, ns, &worker_refs, work, runner, cancel).await
         };
         match roll {
             Ok(rolled) => rolled,
@@ -473,10 +481,9 @@ pub async fn deploy(
     };
     let mut out = flip_and_observe(client, spec, work, timing, &pairs, out, started, runner, cancel).await;
     if out.error.is_some() || out.cancelled {
-        let changed: Vec<workers::Rolled> = rolled.into_iter().filter(|r| r.outcome.is_some()).collect();
-        if !changed.is_empty() {
+        if !rolled.is_empty() {
             let _g = runner.group("Rollback: workers undone");
-            let (back, rows) = workers::undo(client, &changed, runner, cancel).await;
+            let (back, rows) = workers::undo(client, &rolled, runner, cancel).await;
             out.rolled_back &= back;
             out.units.extend(rows);
         }
@@ -662,7 +669,14 @@ async fn prepare(
     for p in pairs {
         let env_from = apply::env_from(&p.source, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
         let image = p.source.image_to_run(work.image);
-        let body = colour_deployment(&p.source, p.candidate, image, env_from.as_deref(), p.replicas);
+        let body = colour_deployment(
+            &p.source,
+            p.candidate,
+            image,
+            env_from.as_deref(),
+            p.replicas,
+            Some(work.deploy_id),
+        );
         let name = p.candidate_name();
         api_of(p.ns())
             .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
@@ -865,6 +879,33 @@ pub async fn rollback(
             }
         }
     }
+    // Workers have no colours: `kubectl rollout undo` of those the deploy
+    // being rolled back rolled, before any Service flips.
+    let worker_refs: Vec<&DeploymentRef> = spec.deployments.iter().filter(|r| r.worker).collect();
+    if let Some(p) = pairs.first().filter(|_| !worker_refs.is_empty()) {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        let id_of =
+            |d: Option<Deployment>| d.and_then(|d| d.metadata.annotations?.get(workers::ROLLED_BY).cloned());
+        let from = id_of(api.get_opt(&p.old_name()).await.ok().flatten());
+        let back_to = id_of(api.get_opt(&p.candidate_name()).await.ok().flatten());
+        match workers::roll_back(
+            client,
+            ns,
+            &worker_refs,
+            from.as_deref(),
+            back_to.as_deref(),
+            runner,
+            cancel,
+        )
+        .await
+        {
+            Ok(rows) => out.units.extend(rows),
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        }
+    }
     if out.restored_image.is_none()
         && let Some(p) = pairs.first()
     {
@@ -901,23 +942,6 @@ pub async fn rollback(
             started.elapsed(),
         ));
     }
-    // Workers have no colours: `kubectl rollout undo`, as a rolling deploy.
-    for r in spec.deployments.iter().filter(|r| r.worker) {
-        let started = Instant::now();
-        let (note, ok) = super::undo_and_confirm(client, ns, &r.name, runner, cancel).await;
-        out.units.push((
-            ObjectRef::deployment(ns, &r.name).to_string(),
-            format!("worker {note}"),
-            started.elapsed(),
-        ));
-        if !ok {
-            out.error = Some(KubeError::Config(format!(
-                "deployment {ns}/{}: the worker's rollback failed: {note}",
-                r.name
-            )));
-            return out;
-        }
-    }
     out.stage = "done";
     out
 }
@@ -927,18 +951,17 @@ pub async fn rollback(
 pub async fn plan(
     client: &kube::Client,
     spec: &KubernetesSpec,
+    app: &str,
     image: &str,
     runner: &Runner,
 ) -> Result<Vec<String>, KubeError> {
     let ns = spec.namespace.as_str();
     let mut lines = Vec::new();
-    for r in spec.deployments.iter().filter(|r| r.worker) {
-        let t = apply::read(client, ns, r, None).await?;
-        if !t.exists {
-            return Err(KubeError::NotFound { object: t.object });
-        }
+    let worker_refs: Vec<&DeploymentRef> = spec.deployments.iter().filter(|r| r.worker).collect();
+    for t in workers::read(client, ns, &worker_refs).await? {
         let image = t.image_to_run(image);
-        let changes = apply::set_image(client, &t, image, None, runner, true).await?;
+        let env_from = apply::env_from_as_is(&t, app);
+        let changes = apply::set_image(client, &t, image, env_from.as_deref(), runner, true).await?;
         lines.push(if changes {
             format!("{}: worker, rolled in place to {image} once every candidate is available (no Service to flip)", t.object)
         } else {
@@ -948,7 +971,7 @@ pub async fn plan(
     for r in spec.deployments.iter().filter(|r| !r.worker) {
         let p = read_pair(client, ns, r).await?;
         let image = p.source.image_to_run(image);
-        let body = colour_deployment(&p.source, p.candidate, image, None, p.replicas);
+        let body = colour_deployment(&p.source, p.candidate, image, None, p.replicas, None);
         let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
         api.patch(
             &p.candidate_name(),

@@ -503,7 +503,7 @@ pub async fn deploy(
     }
     out.stage = "migrate";
     match super::migrate_first(client, work, &c.stable, runner, cancel).await {
-        Ok(true) => out.migrated = work.migrate_command.is_some(),
+        Ok(true) => out.migrated = work.migrate_command.and(Some(c.stable.object.name.clone())),
         Ok(false) => return ClusterRun { cancelled: true, rolled_back: true, ..out },
         Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
     }

@@ -107,9 +107,9 @@ pub struct ClusterRun {
     pub restored_image: Option<String>,
     /// `(deployment, outcome, duration)` for the summary.
     pub units: Vec<(String, String, Duration)>,
-    /// The migration Job succeeded (the schema may be ahead of the old
-    /// version if the deploy is undone).
-    pub migrated: bool,
+    /// The migration Job succeeded, from this Deployment's pod spec (the
+    /// schema may be ahead of the old version if the deploy is undone).
+    pub migrated: Option<String>,
 }
 
 /// The unit names `mode: plan` prints (nothing is contacted).
@@ -135,7 +135,9 @@ pub async fn plan(
     let client = cluster::connect(spec).await?;
     let ns = spec.namespace.as_str();
     match (&strategy, image) {
-        (Strategy::BlueGreen(_), Some(image)) => return bluegreen::plan(&client, spec, image, runner).await,
+        (Strategy::BlueGreen(_), Some(image)) => {
+            return bluegreen::plan(&client, spec, app, image, runner).await;
+        }
         (Strategy::Canary(s), Some(image)) => return canary::plan(&client, spec, s, image, runner).await,
         _ => {}
     }
@@ -265,20 +267,25 @@ async fn migrate_back(
 ) -> ClusterRun {
     let Some(command) = work.migrate_rollback_command else { return out };
     let undone = out.rolled_back && (out.error.is_some() || out.cancelled);
-    let Some(first) = spec.deployments.first().filter(|_| out.migrated && undone) else { return out };
+    // The Deployment the migration ran from, and so its image.
+    let from_name = out.migrated.clone().filter(|_| undone);
+    let Some(first) = from_name.and_then(|n| spec.deployments.iter().find(|d| d.name == n)) else {
+        return out;
+    };
     let _g = runner.group("migrate-rollback-command (Job; the migration ran, traffic is back)");
     let started = Instant::now();
     let name = migrate::job_name(work.app, "migrate-rollback", work.deploy_id);
     let object = ObjectRef::new("job", &spec.namespace, &name);
+    let by_hand = |why: &str| {
+        let image = first.image.as_deref().unwrap_or(work.image);
+        format!("{why}; run {} from {image} by hand", migrate::shown(command))
+    };
     let result = if cancel.is_cancelled() {
-        Err(format!(
-            "cancelled before it could run; run {} from {} by hand",
-            migrate::shown(command),
-            work.image
-        ))
+        Err(by_hand("cancelled before it could run"))
     } else {
         match apply::read(client, &spec.namespace, first, manifest_of(spec, &first.name)).await {
             Err(e) => Err(e.to_string()),
+            Ok(_) if cancel.is_cancelled() => Err(by_hand("cancelled before it could run")),
             Ok(from) => {
                 let job = migrate::Migration {
                     app: work.app,
@@ -291,7 +298,7 @@ async fn migrate_back(
                 };
                 match migrate::run(client, &job, &from, runner, cancel).await {
                     Ok(true) => Ok(()),
-                    Ok(false) => Err("cancelled while it ran (the Job was deleted)".into()),
+                    Ok(false) => Err(by_hand("cancelled while it ran (the Job was deleted)")),
                     Err(e) => Err(e.to_string()),
                 }
             }
@@ -386,7 +393,7 @@ async fn deploy(
     if let Some(first) = targets.first() {
         out.stage = "migrate";
         match migrate_first(client, work, first, runner, cancel).await {
-            Ok(true) => out.migrated = work.migrate_command.is_some(),
+            Ok(true) => out.migrated = work.migrate_command.and(Some(first.object.name.clone())),
             Ok(false) => return ClusterRun { cancelled: true, ..unchanged(out, &targets) },
             Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &targets),
         }
@@ -512,6 +519,8 @@ async fn deploy(
                 "created, failing: no earlier revision".into(),
                 Duration::ZERO,
             ));
+            // The new version still runs there: not all went back.
+            all_undone = false;
             continue;
         }
         let started = Instant::now();

@@ -4,34 +4,53 @@
 //! `kubectl rollout status` judges it) once every candidate colour is
 //! ready, before any Service flips, and undone (`kubectl rollout undo`)
 //! whenever the deploy goes back: a failed preview, switch, smoke test or
-//! observe window, or a signal. `mode: rollback` undoes them beside the
-//! flip back.
+//! observe window, or a signal.
+//!
+//! A worker this run rolls carries the deploy's id in the annotation
+//! [`ROLLED_BY`], as the colour Deployments do; `mode: rollback` undoes only
+//! the workers that went with the deploy being rolled back, and names the
+//! others it leaves as they are.
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::apply::{self, Current};
-use super::error::KubeError;
-use super::{Deploy, rollout};
+use super::error::{KubeError, ObjectRef};
+use super::{Deploy, FIELD_MANAGER, rollout, undo};
 use crate::inputs::DeploymentRef;
 use crate::runner::Runner;
+
+/// The deploy (`<run id>-<attempt>`) that made a colour or rolled a worker.
+pub const ROLLED_BY: &str = "deploy-action/deploy-id";
+/// After a signal, every worker's undo is sent within this, together.
+const CANCEL_BUDGET: Duration = Duration::from_secs(2);
+/// How long an undo waits for the controller to have seen our apply (else
+/// the "previous" ReplicaSet is the one before the serving one).
+const OBSERVED_WITHIN: Duration = Duration::from_secs(5);
 
 /// A worker this run changed, for the undo and the summary.
 pub struct Rolled {
     pub worker: Current,
-    /// `None`: it already ran the image (nothing to undo).
+    /// `None`: it already ran the image, or its rollout did not finish.
     pub outcome: Option<rollout::Rolled>,
+    /// Whether this run's apply changed it (then it is undone on the way back).
+    pub changed: bool,
+    /// Its [`ROLLED_BY`] before this run, put back by the undo.
+    pub was_rolled_by: Option<String>,
     pub took: Duration,
 }
 
 /// Reads every worker; one that does not exist stops the deploy before
-/// anything changed (a blue-green deploy updates workers, it does not
-/// create them).
+/// anything changed.
 ///
 /// # Errors
-/// A worker that is missing or cannot be read.
+/// A worker that is missing (blue-green rolls workers, it does not create
+/// them) or cannot be read.
 pub async fn read(
     client: &kube::Client,
     ns: &str,
@@ -39,72 +58,110 @@ pub async fn read(
 ) -> Result<Vec<Current>, KubeError> {
     let mut out = Vec::new();
     for r in refs {
-        let t = apply::read(client, ns, r, None).await?;
+        let t = match apply::read(client, ns, r, None).await {
+            Err(KubeError::NotFound { object }) => return Err(missing(&object)),
+            other => other?,
+        };
         if !t.exists {
-            return Err(KubeError::NotFound { object: t.object });
+            return Err(missing(&t.object));
         }
         out.push(t);
     }
     Ok(out)
 }
 
-/// Sets each worker's image and watches every rollout at once; the first
-/// failure stops the others. `Err` carries what was changed (to undo),
-/// with `None` for a cancellation.
+fn missing(object: &ObjectRef) -> KubeError {
+    KubeError::Config(format!(
+        "{object} not found: a blue-green deploy rolls its workers (proxy: false) in place and does not create them; create it first, or deploy it with strategy 'rolling' and its manifest"
+    ))
+}
+
+fn rolled_by(d: &Deployment) -> Option<String> {
+    d.metadata.annotations.as_ref()?.get(ROLLED_BY).cloned()
+}
+
+async fn mark(client: &kube::Client, object: &ObjectRef, id: Option<&str>) -> Result<(), KubeError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &object.namespace);
+    let patch = json!({"metadata": {"annotations": {ROLLED_BY: id}}});
+    api.patch(
+        &object.name,
+        &PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| KubeError::from_api(e, "patch", "deployments", "apps", object.clone()))
+}
+
+/// Sets each worker's image (read afresh, so that only a change of ours
+/// counts as one), marks it with the deploy's id, and watches every rollout
+/// at once; the first failure stops the others. Starts nothing once
+/// cancelled. `Err` carries what was changed (to undo), with `None` for a
+/// cancellation.
 pub async fn roll(
     client: &kube::Client,
-    workers: &[Current],
+    ns: &str,
+    refs: &[&DeploymentRef],
     work: &Deploy<'_>,
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> Result<Vec<Rolled>, (Option<KubeError>, Vec<Rolled>)> {
-    let mut changed = Vec::new();
-    let mut same = Vec::new();
-    for t in workers {
-        let env_from = apply::env_from(t, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
-        let image = t.image_to_run(work.image);
-        match apply::set_image(client, t, image, env_from.as_deref(), runner, false).await {
-            Ok(true) => changed.push(t.clone()),
-            Ok(false) => {
-                runner.line(&format!("{}: already runs {image}", t.object));
-                same.push(Rolled { worker: t.clone(), outcome: None, took: Duration::ZERO });
+    let mut all: Vec<Rolled> = Vec::new();
+    for r in refs {
+        if cancel.is_cancelled() {
+            return Err((None, all));
+        }
+        let t = match apply::read(client, ns, r, None).await {
+            Ok(t) => t,
+            Err(e) => return Err((Some(e), all)),
+        };
+        let env_from = apply::env_from(&t, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
+        let image = t.image_to_run(work.image).to_string();
+        let was_rolled_by = rolled_by(&t.deployment);
+        match apply::set_image(client, &t, &image, env_from.as_deref(), runner, false).await {
+            Ok(changed) => {
+                if !changed {
+                    runner.line(&format!("{}: already runs {image}", t.object));
+                }
+                let marked = mark(client, &t.object, Some(work.deploy_id)).await;
+                all.push(Rolled { worker: t, outcome: None, changed, was_rolled_by, took: Duration::ZERO });
+                if let Err(e) = marked {
+                    return Err((Some(e), all));
+                }
             }
-            Err(e) => return Err((Some(e), as_rolled(changed))),
+            Err(e) => return Err((Some(e), all)),
         }
     }
     let stop = cancel.child_token();
-    let watches = changed.iter().map(|t| {
+    let watches = all.iter().filter(|r| r.changed).map(|r| {
         let stop = stop.clone();
         async move {
             let started = Instant::now();
-            let r = rollout::watch(client, &t.object.namespace, &t.object.name, runner, &stop).await;
-            if r.is_err() {
+            let t = &r.worker.object;
+            let verdict = rollout::watch(client, &t.namespace, &t.name, runner, &stop).await;
+            if verdict.is_err() {
                 stop.cancel();
             }
-            (r, started.elapsed())
+            (verdict, started.elapsed())
         }
     });
     let verdicts = futures::future::join_all(watches).await;
     let mut failed = None;
-    let mut rolled = Vec::new();
-    for (t, (r, took)) in changed.into_iter().zip(verdicts) {
-        match r {
-            Ok(outcome) => rolled.push(Rolled { worker: t, outcome, took }),
+    let mut unfinished = false;
+    for (r, (verdict, took)) in all.iter_mut().filter(|r| r.changed).zip(verdicts) {
+        r.took = took;
+        match verdict {
+            Ok(Some(outcome)) => r.outcome = Some(outcome),
+            Ok(None) => unfinished = true,
             Err(e) => {
                 failed.get_or_insert(e);
-                rolled.push(Rolled { worker: t, outcome: None, took });
             }
         }
     }
-    if failed.is_some() || cancel.is_cancelled() || rolled.iter().any(|r| r.outcome.is_none()) {
-        return Err((failed, rolled));
+    if failed.is_some() || unfinished || cancel.is_cancelled() {
+        return Err((failed, all));
     }
-    rolled.extend(same);
-    Ok(rolled)
-}
-
-fn as_rolled(changed: Vec<Current>) -> Vec<Rolled> {
-    changed.into_iter().map(|worker| Rolled { worker, outcome: None, took: Duration::ZERO }).collect()
+    Ok(all)
 }
 
 /// The summary rows of workers that rolled out.
@@ -123,24 +180,118 @@ pub fn rows(rolled: &[Rolled]) -> Vec<(String, String, Duration)> {
         .collect()
 }
 
+/// Waits (bounded) until the controller has seen the Deployment's latest
+/// spec, so that its ReplicaSets include the one our apply made.
+async fn observed(client: &kube::Client, object: &ObjectRef, within: Duration) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &object.namespace);
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        match api.get_opt(&object.name).await {
+            Ok(Some(d)) => {
+                let want = d.metadata.generation.unwrap_or(0);
+                if d.status.and_then(|s| s.observed_generation).unwrap_or(0) >= want {
+                    return;
+                }
+            }
+            _ => return,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `kubectl rollout undo` on every worker this run changed, each watched
-/// (within the runner's grace after a signal). Returns whether all went
-/// back, and their summary rows.
+/// (after a signal: all sent within [`CANCEL_BUDGET`], not watched), and
+/// their [`ROLLED_BY`] put back. Workers this run did not change are left
+/// alone. Returns whether all went back, and their summary rows.
 pub async fn undo(
     client: &kube::Client,
-    changed: &[Rolled],
+    rolled: &[Rolled],
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> (bool, Vec<(String, String, Duration)>) {
-    let mut ok = true;
-    let mut rows = Vec::new();
-    for r in changed {
-        let started = Instant::now();
-        let t = &r.worker;
-        let (note, back) =
-            super::undo_and_confirm(client, &t.object.namespace, &t.object.name, runner, cancel).await;
-        ok &= back;
-        rows.push((t.object.to_string(), format!("worker {note}"), started.elapsed()));
+    let all = async {
+        let mut ok = true;
+        let mut rows = Vec::new();
+        for r in rolled {
+            let t = &r.worker.object;
+            if !r.changed {
+                let _ = mark(client, t, r.was_rolled_by.as_deref()).await;
+                continue;
+            }
+            let started = Instant::now();
+            let within = if cancel.is_cancelled() { Duration::from_millis(500) } else { OBSERVED_WITHIN };
+            observed(client, t, within).await;
+            let (note, back) = super::undo_and_confirm(client, &t.namespace, &t.name, runner, cancel).await;
+            if back {
+                let _ = mark(client, t, r.was_rolled_by.as_deref()).await;
+            }
+            ok &= back;
+            rows.push((t.to_string(), format!("worker {note}"), started.elapsed()));
+        }
+        (ok, rows)
+    };
+    if cancel.is_cancelled() {
+        tokio::time::timeout(CANCEL_BUDGET, all).await.unwrap_or_else(|_| {
+            runner.error(
+                "rollback_timeout",
+                &format!("workers not all undone within {}s", CANCEL_BUDGET.as_secs()),
+            );
+            (false, Vec::new())
+        })
+    } else {
+        all.await
     }
-    (ok, rows)
+}
+
+/// `mode: rollback` of a blue-green deploy, for its workers: each one the
+/// deploy being rolled back rolled (its [`ROLLED_BY`] is `from`, the live
+/// colour's) is undone to its previous revision and marked `back_to` (the
+/// colour coming back); any other is left as it is, and says so.
+///
+/// # Errors
+/// A worker that cannot be read or undone (e.g. no earlier revision); the
+/// Services have not flipped then.
+pub async fn roll_back(
+    client: &kube::Client,
+    ns: &str,
+    refs: &[&DeploymentRef],
+    from: Option<&str>,
+    back_to: Option<&str>,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<Vec<(String, String, Duration)>, KubeError> {
+    let mut rows = Vec::new();
+    for t in read(client, ns, refs).await? {
+        let started = Instant::now();
+        let by = rolled_by(&t.deployment);
+        if from.is_none() || by.as_deref() != from {
+            runner.line(&format!(
+                "{}: worker left as it is: the deploy being rolled back ({}) did not roll it (it was rolled by {})",
+                t.object,
+                from.unwrap_or("unknown"),
+                by.as_deref().unwrap_or("no deploy of this action")
+            ));
+            rows.push((t.object.to_string(), "worker left as it is".into(), Duration::ZERO));
+            continue;
+        }
+        let undone = tokio::select! {
+            u = undo::undo(client, ns, &t.object.name) => u?,
+            _ = cancel.cancelled() => return Ok(rows),
+        };
+        let revision = match undone {
+            undo::Undone::RolledBack { revision, .. } | undo::Undone::Skipped { revision } => revision,
+        };
+        runner.line(&format!("{}: worker rolled back to revision {revision}", t.object));
+        match rollout::watch(client, ns, &t.object.name, runner, cancel).await? {
+            Some(_) => {}
+            None => return Ok(rows),
+        }
+        mark(client, &t.object, back_to).await?;
+        rows.push((
+            t.object.to_string(),
+            format!("worker rolled back to revision {revision}"),
+            started.elapsed(),
+        ));
+    }
+    Ok(rows)
 }
