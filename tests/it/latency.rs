@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::fleet::{ensure_serving, finish_within, image, lock_held, lock_hosts, spawn_until};
 use crate::support::action::Action;
-use crate::support::github_server::{GithubServer, TOKEN};
+use crate::support::github_server::GithubServer;
 use crate::support::latency::{DelayProxy, known_hosts_via};
 use crate::support::{host_addr, live_version, running_colours, shared_app_inputs, stack_var};
 
@@ -28,12 +28,11 @@ pub const ONE_WAY: Duration = Duration::from_millis(25);
 pub fn slow_action(k: usize, v: &str, server: &GithubServer) -> (Action, DelayProxy) {
     let proxy = DelayProxy::start(format!("{}:22", host_addr(k)).parse().unwrap(), ONE_WAY);
     let known = std::fs::read_to_string(stack_var("SSH_KNOWN_HOSTS")).unwrap();
-    let action = Action::new()
-        .inputs(shared_app_inputs(&[format!("root@127.0.0.1:{}", proxy.port)], &image(v)))
-        .input("ssh-known-hosts", &known_hosts_via(&known, &host_addr(k), proxy.port))
-        .input("github-deployments", "true")
-        .input("github-token", TOKEN)
-        .env("GITHUB_API_URL", &server.base_url);
+    let action = server.record(
+        Action::new()
+            .inputs(shared_app_inputs(&[format!("root@127.0.0.1:{}", proxy.port)], &image(v)))
+            .input("ssh-known-hosts", &known_hosts_via(&known, &host_addr(k), proxy.port)),
+    );
     (action, proxy)
 }
 

@@ -164,12 +164,7 @@ async fn a_run_killed_mid_canary_is_taken_over_once_github_reports_it_ended() {
     let _hosts = lock_hosts(&[8]);
     tokio::task::spawn_blocking(|| ensure_serving(8, "v1")).await.unwrap();
     let server = crate::support::github_server::GithubServer::start(None).await;
-    let recorded = |action: crate::support::action::Action| {
-        action
-            .input("github-deployments", "true")
-            .input("github-token", crate::support::github_server::TOKEN)
-            .env("GITHUB_API_URL", &server.base_url)
-    };
+    let recorded = |action| server.record(action);
     let dead = recorded(fleet_action(&[8], &image("v2")))
         .input("strategy", "canary")
         .input("canary-steps", "30,100")
@@ -233,12 +228,7 @@ async fn a_host_lock_stands_while_github_reports_its_run_running_and_goes_once_i
     child.wait().unwrap();
     let left = state(7);
     assert_eq!(left.colours.len(), 2, "{left:?}");
-    let next = || {
-        fleet_action(&[7], &image("v3"))
-            .input("github-deployments", "true")
-            .input("github-token", crate::support::github_server::TOKEN)
-            .env("GITHUB_API_URL", &server.base_url)
-    };
+    let next = || server.record(fleet_action(&[7], &image("v3")));
     let run = |a: crate::support::action::Action| tokio::task::spawn_blocking(move || a.run());
 
     let hidden = run(next()).await.unwrap();

@@ -44,6 +44,20 @@ pub fn port(service: &Service, colour: &str) -> u16 {
     if colour == "green" { service.green_port } else { service.blue_port }
 }
 
+/// The 127.0.0.1 port the container publishes, if any.
+pub fn published(c: &ContainerSummary) -> Option<u16> {
+    c.ports.as_ref()?.iter().find_map(|p| p.public_port)
+}
+
+/// `(service, published port)` of each of `running` in `colour`.
+pub fn colour_ports(running: &[&ContainerSummary], colour: &str) -> Vec<(String, u16)> {
+    running
+        .iter()
+        .filter(|c| label(c, LABEL_COLOUR) == Some(colour))
+        .filter_map(|c| Some((label(c, LABEL_SERVICE).unwrap_or("").to_string(), published(c)?)))
+        .collect()
+}
+
 /// The environment: the service's own, then the release's secrets.
 fn environment(release: &Release, service: &Service) -> Vec<String> {
     service

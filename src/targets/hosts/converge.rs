@@ -58,11 +58,6 @@ fn colour_of(c: &ContainerSummary) -> Option<&str> {
     containers::label(c, LABEL_COLOUR)
 }
 
-/// The 127.0.0.1 port the container publishes, if any.
-pub(super) fn published(c: &ContainerSummary) -> Option<u16> {
-    c.ports.as_ref()?.iter().find_map(|p| p.public_port)
-}
-
 impl HostTarget {
     /// See the module docs. `dead` describes the deploy that died.
     ///
@@ -98,8 +93,8 @@ impl HostTarget {
             .iter()
             .filter(|s| s.behind_proxy)
             .map(|s| Service {
-                blue_port: container_of(s, "blue").and_then(published).unwrap_or(s.blue_port),
-                green_port: container_of(s, "green").and_then(published).unwrap_or(s.green_port),
+                blue_port: container_of(s, "blue").and_then(containers::published).unwrap_or(s.blue_port),
+                green_port: container_of(s, "green").and_then(containers::published).unwrap_or(s.green_port),
                 ..s.clone()
             })
             .collect();

@@ -61,6 +61,12 @@ impl HostTarget {
     /// Reads what serves now: running labelled containers, and for a
     /// proxied service the upstream file, which wins when both colours run.
     async fn live_state(&self) -> Result<LiveState, Error> {
+        Ok(self.read_live().await?.0)
+    }
+
+    /// [`Self::live_state`], and the port each live container publishes
+    /// (by service), from the same listing.
+    async fn read_live(&self) -> Result<(LiveState, Vec<(String, u16)>), Error> {
         let all = containers::list(&self.docker, self.unit(), &self.conn.app).await?;
         let running: Vec<_> = all
             .iter()
@@ -99,7 +105,8 @@ impl HostTarget {
                 .and_then(|c| containers::label(c, LABEL_COLOUR))
                 .map(str::to_string);
         }
-        let Some(colour) = colour else { return Ok(LiveState::default()) };
+        let Some(colour) = colour else { return Ok((LiveState::default(), Vec::new())) };
+        let ports = containers::colour_ports(&running, &colour);
         let first = self.conn.services.first().map(|s| s.name.as_str()).unwrap_or("");
         let main = running
             .iter()
@@ -115,7 +122,7 @@ impl HostTarget {
                 Some((service, containers::label(c, LABEL_CONFIG)?.to_string()))
             })
             .collect();
-        Ok(LiveState {
+        let live = LiveState {
             config: labelled.map(|pairs| crate::targets::config_of(pairs.into_iter())),
             image: main.and_then(|c| {
                 containers::label(c, LABEL_IMAGE).map(str::to_string).or_else(|| c.image.clone())
@@ -123,7 +130,8 @@ impl HostTarget {
             secrets_fingerprint: main.and_then(|c| containers::label(c, LABEL_SECRETS)).map(str::to_string),
             leftovers: colours.iter().filter(|c| **c != colour).map(|c| c.to_string()).collect(),
             colour: Some(colour),
-        })
+        };
+        Ok((live, ports))
     }
 
     fn candidate(&self) -> Result<String, HostError> {
@@ -434,22 +442,11 @@ impl Target for HostTarget {
     async fn launch(&self, release: &Release) -> Result<(), Error> {
         let unit = self.unit();
         let known = self.state().previous.clone();
-        let previous = match known {
-            Some(p) => p,
-            None => self.live_state().await?,
+        let (previous, live_ports) = match known {
+            Some(p) => (p, self.state().live_ports.clone()),
+            None => self.read_live().await?,
         };
         let candidate = other(previous.colour.as_deref());
-        let mut live_ports = Vec::new();
-        if let Some(live) = previous.colour.as_deref() {
-            for c in containers::list(&self.docker, unit, &self.conn.app).await? {
-                if containers::is_running(&c)
-                    && containers::label(&c, LABEL_COLOUR) == Some(live)
-                    && let Some(port) = super::converge::published(&c)
-                {
-                    live_ports.push((containers::label(&c, LABEL_SERVICE).unwrap_or("").to_string(), port));
-                }
-            }
-        }
         {
             let mut st = self.state();
             st.previous = Some(previous.clone());

@@ -144,6 +144,15 @@ impl GithubServer {
         self.control(reqwest::Method::DELETE, "faults", None).await;
     }
 
+    /// `action` recording its deploy here (`github-deployments: true`, the
+    /// token, `GITHUB_API_URL`).
+    pub fn record(&self, action: super::action::Action) -> super::action::Action {
+        action
+            .input("github-deployments", "true")
+            .input("github-token", TOKEN)
+            .env("GITHUB_API_URL", &self.base_url)
+    }
+
     /// What `GET /repos/{o}/{r}/actions/runs/{id}` answers for run `id`
     /// from now on: `status` (`in_progress`, `completed`, ...) and, for a
     /// completed run, its `conclusion`. A run never set is 404.
