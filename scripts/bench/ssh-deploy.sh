@@ -73,7 +73,8 @@ for HOST in "$@"; do
     on docker pull -q "$IMAGE" >/dev/null
     mark pull-end
 
-    live_port=$(on cat "$UPSTREAM" | sed -n 's/^ *server 127\.0\.0\.1:\([0-9]*\).*/\1/p' | head -1)
+    upstream=$(on cat "$UPSTREAM")
+    live_port=$(sed -n 's/^ *server 127\.0\.0\.1:\([0-9]*\).*/\1/p;T;q' <<<"$upstream")
     if [ "$live_port" = "$BLUE_PORT" ]; then
         old=blue new=green port=$GREEN_PORT
     else
