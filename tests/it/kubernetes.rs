@@ -365,8 +365,15 @@ fn kubernetes_apply_conflict_names_the_other_manager() {
     let plan = ns.action("web").input("mode", "plan").input("image", "example.invalid/web:v2").run();
     assert_eq!(plan.code, Some(1), "{}", plan.stdout);
     assert!(plan.stdout.contains("conflicts with field manager gitops"), "{}", plan.stdout);
-    let run = ns.action("web").input("image", "example.invalid/web:v2").run();
+    // Refused before anything changes: the migration never starts.
+    let run = ns
+        .action("web")
+        .input("image", "example.invalid/web:v2")
+        .input("migrate-command", r#"["./manage", "migrate"]"#)
+        .run();
     assert_status(&run, "failure", 1);
+    assert_eq!(kubectl_ok(&["-n", &ns.0, "get", "jobs", "-o", "name"]).trim(), "", "{}", run.stdout);
+    assert!(!run.stdout.contains("Migration (Job)"), "{}", run.stdout);
     assert!(run.stdout.contains("kube_apply_conflict"), "{}", run.stdout);
     assert!(run.stdout.contains("gitops"), "{}", run.stdout);
     assert!(run.stdout.contains(".spec.template.spec.containers[name=\"app\"].image"), "{}", run.stdout);
@@ -1291,6 +1298,26 @@ fn kubernetes_blue_green_flips_only_once_the_candidate_is_ready_and_rolls_back()
     assert_eq!(image_of(&ns, "web-blue"), "example.invalid/web:v2");
     assert_eq!(ns.replicas("web-green"), "0");
     ns.rollout_status("web-blue", &[]).assert_ok();
+
+    // v4 fails its smoke test after the flip to green (its pods are
+    // healthy): flipped back, and green, at zero, holds v3 again, the
+    // release it held. So the next `mode: rollback` brings back v3, never
+    // the release that failed.
+    let (bad, _) = answering(503, "broken");
+    let tests = format!("- {{name: live, url: '{bad}/'}}\n");
+    let run = ns.blue_green("web:app", "example.invalid/web:v4").input("smoke-tests", &tests).run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("selector now deploy-action/colour=green"), "{}", run.stdout);
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
+    assert_eq!(ns.replicas("web-green"), "0");
+    assert_eq!(image_of(&ns, "web-green"), "example.invalid/web:v3", "{}", run.stdout);
+    assert!(run.stdout.contains("back to the release it held"), "{}", run.stdout);
+    let run = ns.blue_green("web:app", "").without("INPUT_IMAGE").input("mode", "rollback").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(ns.selector("web")["deploy-action/colour"], "green");
+    assert_eq!(run.output("image"), Some("example.invalid/web:v3"), "{}", run.stdout);
+    ns.rollout_status("web-green", &[]).assert_ok();
+    assert_eq!(image_of(&ns, "web-green"), "example.invalid/web:v3");
 }
 
 /// Four services switched together: the fourth's candidate never becomes
@@ -1334,7 +1361,7 @@ fn kubernetes_blue_green_four_services_none_flips_when_one_is_never_ready() {
     assert_eq!(before, after, "no Service changed");
     for s in ["a", "b", "c"] {
         assert!(ns.endpoint_pods(s).iter().all(|p| !p.contains("-blue-")), "{s} serves only the old pods");
-        assert_eq!(ns.replicas(&format!("{s}-blue")), "0", "the candidate went to zero");
+        assert!(ns.gone("deployment", &format!("{s}-blue")), "the candidate this run made is removed");
     }
 }
 
@@ -1417,7 +1444,7 @@ fn kubernetes_blue_green_rolls_workers_in_place_and_undoes_them_with_the_flip() 
     assert_status(&run, "failure", 1);
     assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
     assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:v2", "{}", run.stdout);
-    assert_eq!(ns.replicas("web-green"), "0");
+    assert!(ns.gone("deployment", "web-green"), "the candidate this run made is removed");
     assert!(run.summary.contains("worker rolled back"), "{}", run.summary);
 
     // A smoke test failing after the flip: flipped back, the worker undone,
@@ -1553,6 +1580,50 @@ fn kubernetes_blue_green_sigterm_between_flips_leaves_every_service_on_one_colou
             !pods.is_empty() && pods.iter().all(|p| p.starts_with(&format!("{s}-blue-")))
         });
     }
+}
+
+/// The same signal over a real round trip to the API server (200 ms, a
+/// cluster in another region; every request and watch event pays it):
+/// past the flips of two Services and a worker rolled in place, SIGTERM
+/// still ends within 7 s with both Services back on the old colour, the
+/// worker undone and the candidates at zero. Every step of the way back
+/// shares one budget (`wayback.rs`, unit-tested with paused time).
+#[test]
+fn kubernetes_blue_green_sigterm_over_real_latency_undoes_flips_and_worker_within_7s() {
+    let ns = Ns::new("bglat");
+    for name in ["api", "web"] {
+        ns.deployment(name, "example.invalid/web:v1", 1, 60);
+        ns.service(name);
+    }
+    ns.deployment("jobs", "example.invalid/jobs:v1", 1, 60);
+    let file = |v: &str| {
+        format!(
+            "services:\n  - {{name: api, container: app, image: example.invalid/web:{v}}}\n  - {{name: web, container: app, image: example.invalid/web:{v}}}\n  - {{name: jobs, container: app, proxy: false, image: example.invalid/jobs:{v}}}\n"
+        )
+    };
+    assert_status(&ns.blue_green_file(&file("v2"), None).run(), "success", 0);
+
+    let server = stack_var("K8S_SERVER");
+    let api: std::net::SocketAddr = server.trim_start_matches("https://").parse().unwrap();
+    let relay = crate::support::latency::DelayProxy::start(api, Duration::from_millis(100));
+    let kubeconfig = std::fs::read_to_string(stack_var("K8S_KUBECONFIG"))
+        .unwrap()
+        .replace(&server, &format!("https://127.0.0.1:{}", relay.port));
+    let action =
+        ns.blue_green_file(&file("v3"), None).input("kubeconfig", &kubeconfig).input("observe-window", "60s");
+    let (child, _kill, log) = crate::fleet::spawn_until(&action, "Observe 60s", Duration::from_secs(180));
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let (run, took) = crate::fleet::finish_within(&action, child, Duration::from_secs(30));
+    let stdout = log.all();
+    assert!(took < Duration::from_secs(7), "took {took:?}: {stdout}");
+    assert_eq!(run.code, Some(130), "{stdout}");
+    for s in ["api", "web"] {
+        assert_eq!(ns.selector(s)["deploy-action/colour"], "blue", "{s}: {stdout}");
+        assert!(ns.gone("deployment", &format!("{s}-green")), "{s}: {stdout}");
+    }
+    assert_eq!(image_of(&ns, "jobs"), "example.invalid/jobs:v2", "{stdout}");
+    assert!(!stdout.contains("rollback_timeout"), "{stdout}");
+    ns.rollout_status("jobs", &[]).assert_ok();
 }
 
 /// `mode: plan` with blue-green: a server-side dry run and the steps;
@@ -1775,6 +1846,82 @@ fn kubernetes_canary_through_httproute_and_abort() {
     assert!(ns.gone("deployment", "web-canary"));
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
     ns.rollout_status("web", &[]).assert_ok();
+}
+
+/// A promotion that fails is undone only as far as it went. Refused before
+/// any change (another tool applies the image), the stable keeps its
+/// revision, the canary stands where it stood, and the error is the
+/// refusal itself; an undo there would have put the stable one revision
+/// further back than it ran. A promotion cancelled mid-rollout is undone
+/// one revision, to what served before it, and the canary goes.
+#[test]
+fn kubernetes_canary_failed_promote_undoes_only_what_it_changed() {
+    let ns = Ns::new("canaryfp");
+    ns.deployment("web", "example.invalid/web:v0", 2, 120);
+    ns.service("web");
+    // Revision 2: v1, each pod ready 4 s after it starts (kwok's delay).
+    kubectl_ok(&[
+        "-n",
+        &ns.0,
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"metadata":{"annotations":{"kwok.deploy-action/delay":"4s"}},"spec":{"containers":[{"name":"app","image":"example.invalid/web:v1"}]}}}}"#,
+    ]);
+    ns.rollout_status("web", &[]).assert_ok();
+    assert_eq!(revision(&ns), "2");
+    assert_status(&ns.canary("25", "replicas", "example.invalid/web:v2").run(), "success", 0);
+
+    // A GitOps tool applies the image it sees: the promotion is refused.
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {}}}\nspec:\n  template:\n    spec:\n      containers:\n      - {{name: app, image: example.invalid/web:v1}}\n",
+        ns.0
+    );
+    kubectl_stdin(
+        &["apply", "--server-side", "--force-conflicts", "--field-manager=gitops", "-f", "-"],
+        &yaml,
+    );
+    let generation = ns.get("web", "{.metadata.generation}");
+    let refused = ns.decide("promote", "replicas").run();
+    assert_status(&refused, "failure", 1);
+    assert!(refused.stdout.contains("kube_apply_conflict"), "{}", refused.stdout);
+    assert!(refused.stdout.contains("gitops"), "{}", refused.stdout);
+    assert!(!refused.stdout.contains("did not finish"), "{}", refused.stdout);
+    assert!(refused.stdout.contains("still at 25%"), "{}", refused.stdout);
+    assert_eq!(ns.get("web", "{.metadata.generation}"), generation);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    assert_eq!(revision(&ns), "2");
+    assert_eq!(ns.annotation("deployment", "web-canary", "deploy-action/canary-weight"), "25");
+    ns.rollout_status("web", &[]).assert_ok();
+
+    // The tool lets go (its managed fields cleared); the promotion starts
+    // and is cancelled while the stable rolls.
+    kubectl_ok(&[
+        "-n",
+        &ns.0,
+        "patch",
+        "deployment",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"managedFields":[{}]}}"#,
+    ]);
+    let generation: u64 = ns.get("web", "{.metadata.generation}").parse().unwrap();
+    let action = ns.decide("promote", "replicas");
+    let child = action.spawn();
+    ns.wait_observed_past("web", generation);
+    std::thread::sleep(Duration::from_millis(1500));
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let (run, took) = crate::fleet::finish_within(&action, child, Duration::from_secs(20));
+    assert!(took < Duration::from_secs(7), "took {took:?} after SIGTERM:\n{}", run.stdout);
+    assert_status(&run, "error", 130);
+    assert!(run.all_text().contains("promotion rolled back to revision 2"), "{}", run.all_text());
+    assert!(run.all_text().contains("; canary removed"), "{}", run.all_text());
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    assert!(ns.gone("deployment", "web-canary"));
+    ns.rollout_status("web", &[]).assert_ok();
+    assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v1");
 }
 
 /// The README's Role with its canary rules is enough for a canary through

@@ -4,7 +4,7 @@
 //! those fields and nothing else (never `replicas`).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{EnvFromSource, SecretEnvSource};
+use k8s_openapi::api::core::v1::{EnvFromSource, PodTemplateSpec, SecretEnvSource};
 use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
@@ -23,8 +23,12 @@ pub struct Current {
     pub object: ObjectRef,
     /// The container whose image is set.
     pub container: String,
+    /// What the container runs in the cluster now (`None` if not created).
     pub image: Option<String>,
     pub revision: Option<String>,
+    /// The live pod template before this run (`None` if not created):
+    /// whether an apply changed it, so that there is something to undo.
+    pub live_template: Option<PodTemplateSpec>,
     /// The live object; with `manifests`, the manifest's spec under the
     /// live metadata (or the manifest alone when `exists` is false).
     pub deployment: Deployment,
@@ -77,6 +81,8 @@ pub async fn read(
         return Err(KubeError::Paused { object, action: "deploy to" });
     }
     let exists = live.is_some();
+    let live_template = live.as_ref().and_then(|d| d.spec.as_ref()).map(|s| s.template.clone());
+    let live_deployment = live.clone();
     let d = match (live, manifest) {
         (Some(d), None) => d,
         (None, None) => return Err(KubeError::NotFound { object }),
@@ -113,7 +119,9 @@ pub async fn read(
         },
     };
     Ok(Current {
-        image: if exists { container_image(&d, Some(&container)) } else { None },
+        // The cluster's image, not the manifest's placeholder.
+        image: live_deployment.as_ref().and_then(|l| container_image(l, Some(&container))),
+        live_template,
         revision: d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).cloned(),
         object,
         container,
@@ -252,7 +260,11 @@ pub async fn set_image(
             false => runner.line(&format!("{}: created, container {} runs {image}", t.object, t.container)),
         }
     }
-    Ok(after > before || !t.exists)
+    // Changed when the pod template is another: a new revision to undo. A
+    // spec change elsewhere (replicas by an HPA, a manifest's strategy)
+    // moves the generation, not the template, and leaves nothing to undo.
+    let template = applied.spec.as_ref().map(|s| &s.template);
+    Ok(!t.exists || template != t.live_template.as_ref())
 }
 
 /// What an apply writes to, for messages.

@@ -48,6 +48,7 @@ use super::apply::{self, Current};
 use super::error::{KubeError, ObjectRef};
 use super::rollout::{self, HASH_LABEL, Rolled};
 use super::secret::MANAGED_BY;
+use super::wayback::WayBack;
 use super::{ClusterRun, Deploy, FIELD_MANAGER, workers};
 use crate::inputs::{DeploymentRef, KubernetesSpec};
 use crate::runner::Runner;
@@ -55,8 +56,9 @@ use crate::runner::Runner;
 pub const COLOUR: &str = "deploy-action/colour";
 /// How long the endpoint controller gets to show a selector change.
 const ENDPOINTS_WITHIN: Duration = Duration::from_secs(30);
-/// A flip back after a signal must be sent within the runner's grace.
-const CANCEL_BUDGET: Duration = Duration::from_secs(4);
+/// Retiring the candidates is clean-up, last on the way back: bounded
+/// (after a signal, by what is left of the way back), failure only warns.
+const RETIRE_WITHIN: Duration = Duration::from_secs(45);
 
 /// Observe window and drain, from the rollout inputs.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +75,15 @@ struct Pair {
     /// The colour the live Service selects now (`None`: the source's pods).
     live: Option<&'static str>,
     candidate: &'static str,
+    /// Whether the candidate colour's Deployment existed before this run
+    /// (it holds an earlier release, put back on the way back); one this
+    /// run created is deleted on the way back, so that `mode: rollback`
+    /// never brings back a release that never served.
+    candidate_existed: bool,
+    /// On the first deploy (`live` is `None`): the pod-template-hash the
+    /// live Service was pinned to, so a way back re-pins rather than
+    /// letting the candidate's pods (same app labels) in.
+    pin: std::sync::OnceLock<String>,
     replicas: i32,
     /// The image the serving Deployment runs.
     old_image: Option<String>,
@@ -215,18 +226,44 @@ async fn read_pair(client: &kube::Client, ns: &str, r: &DeploymentRef) -> Result
         )));
     }
     // What serves now: the live colour's Deployment, else the source.
-    let serving = match live {
-        Some(c) => {
-            let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-            deployments.get_opt(&format!("{name}-{c}")).await.ok().flatten()
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let get_colour = |c: &str| {
+        let object = ObjectRef::deployment(ns, &format!("{name}-{c}"));
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .get_opt(&object.name)
+                .await
+                .map_err(|e| KubeError::from_api(e, "get", "deployments", "apps", object.clone()))
+                .map(|d| (d, object))
         }
-        None => Some(source.deployment.clone()),
     };
-    let replicas =
-        serving.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas).unwrap_or(1).max(1);
-    let old_image = serving.as_ref().and_then(|d| apply::container_image(d, Some(&source.container)));
+    let serving = match live {
+        Some(c) => match get_colour(c).await? {
+            (Some(d), _) => d,
+            (None, object) => {
+                return Err(KubeError::Config(format!(
+                    "{object} not found, yet {svc_ref} selects {COLOUR}={c}: restore it, or point the Service's selector back at {name}'s pods"
+                )));
+            }
+        },
+        None => source.deployment.clone(),
+    };
+    let replicas = serving.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(1);
+    let old_image = apply::container_image(&serving, Some(&source.container));
     let candidate = live.map(other).unwrap_or("blue");
-    Ok(Pair { source, service, preview, live, candidate, replicas, old_image })
+    let candidate_existed = get_colour(candidate).await?.0.is_some();
+    Ok(Pair {
+        source,
+        service,
+        preview,
+        live,
+        candidate,
+        candidate_existed,
+        pin: std::sync::OnceLock::new(),
+        replicas,
+        old_image,
+    })
 }
 
 /// The pods a selector matches that are Ready and not being deleted.
@@ -444,12 +481,13 @@ pub async fn deploy(
         let _g = runner.group("Candidates (the new colour, not serving)");
         prepare(client, &pairs, work, runner, cancel).await
     };
+    let way = WayBack::new(cancel);
     if let Err(e) = result {
         let cancelled = cancel.is_cancelled() && e.is_none();
         out.error = e;
         out.cancelled = cancelled;
         let _g = runner.group("Rollback: candidates to zero (no selector was changed)");
-        retire_candidates(client, &pairs, runner).await;
+        retire_candidates(client, &pairs, runner, &way).await;
         return unchanged(out, &pairs);
     }
 
@@ -468,29 +506,39 @@ pub async fn deploy(
             Err((e, changed)) => {
                 out.cancelled = cancel.is_cancelled() && e.is_none();
                 out.error = e;
-                let _g =
-                    runner.group("Rollback: workers undone, candidates to zero (no selector was changed)");
-                let (back, rows) = workers::undo(client, &changed, runner, cancel).await;
-                retire_candidates(client, &pairs, runner).await;
                 let mut out = unchanged(out, &pairs);
-                out.rolled_back &= back;
-                out.units.extend(rows);
+                back_out(client, &pairs, &changed, &mut out, runner, &way).await;
                 return out;
             }
         }
     };
-    let mut out = flip_and_observe(client, spec, work, timing, &pairs, out, started, runner, cancel).await;
-    if out.error.is_some() || out.cancelled {
-        if !rolled.is_empty() {
-            let _g = runner.group("Rollback: workers undone");
-            let (back, rows) = workers::undo(client, &rolled, runner, cancel).await;
-            out.rolled_back &= back;
-            out.units.extend(rows);
-        }
-    } else {
+    let flip = Flip { client, spec, work, timing, pairs: &pairs, rolled: &rolled, runner, way: &way };
+    let mut out = flip.flip_and_observe(out, started).await;
+    if out.error.is_none() && !out.cancelled {
         out.units.extend(workers::rows(&rolled));
     }
     out
+}
+
+/// The way back short of a flip, or once the Services went back: the
+/// workers this run rolled undone first (they serve with the Services),
+/// then every candidate to zero (serving nothing: the clean-up, last).
+async fn back_out(
+    client: &kube::Client,
+    pairs: &[Pair],
+    rolled: &[workers::Rolled],
+    out: &mut ClusterRun,
+    runner: &Runner,
+    way: &WayBack<'_>,
+) {
+    if !rolled.is_empty() {
+        let _g = runner.group("Rollback: workers undone");
+        let (back, rows) = workers::undo(client, rolled, runner, way).await;
+        out.rolled_back &= back;
+        out.units.extend(rows);
+    }
+    let _g = runner.group("Rollback: candidates to zero");
+    retire_candidates(client, pairs, runner, way).await;
 }
 
 /// Nothing of the pairs changed (or it was all put back): every row
@@ -502,143 +550,181 @@ fn unchanged(mut out: ClusterRun, pairs: &[Pair]) -> ClusterRun {
     out
 }
 
-/// Steps 2 to 4 once every candidate (and worker) is ready: previews, the
-/// flip, smoke tests and the observe window, the old colour retired.
-#[allow(clippy::too_many_arguments)]
-async fn flip_and_observe(
-    client: &kube::Client,
-    spec: &KubernetesSpec,
-    work: &Deploy<'_>,
+/// What steps 2 to 4 work on, once every candidate (and worker) is ready.
+#[derive(Clone, Copy)]
+struct Flip<'a> {
+    client: &'a kube::Client,
+    spec: &'a KubernetesSpec,
+    work: &'a Deploy<'a>,
     timing: Timing,
-    pairs: &[Pair],
-    mut out: ClusterRun,
-    started: Instant,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> ClusterRun {
-    let ns = spec.namespace.as_str();
-    // 2. Previews.
-    for p in pairs.iter().filter(|p| p.preview.is_some()) {
-        let preview = p.preview.as_ref().and_then(|s| s.metadata.name.clone()).unwrap_or_default();
-        let pv = ObjectRef::new("service", ns, &preview);
-        let _g = runner.group(&format!("Preview {pv}"));
-        let sel: BTreeMap<String, Option<String>> =
-            p.selector_for(p.candidate).into_iter().map(|(k, v)| (k, Some(v))).collect();
-        let checked = async {
-            set_selector(client, &pv, &sel).await?;
-            verify_endpoints(client, &pv, &p.selector_for(p.candidate), runner).await
-        };
-        if let Err(e) = checked.await {
+    pairs: &'a [Pair],
+    /// The workers this run rolled, undone on every way back.
+    rolled: &'a [workers::Rolled],
+    runner: &'a Runner,
+    way: &'a WayBack<'a>,
+}
+
+impl Flip<'_> {
+    /// Steps 2 to 4: previews, the flip, smoke tests and the observe window,
+    /// the old colour retired.
+    async fn flip_and_observe(&self, mut out: ClusterRun, started: Instant) -> ClusterRun {
+        let Flip { client, spec, work, timing, pairs, runner, way, .. } = *self;
+        let cancel = way.cancel();
+        let ns = spec.namespace.as_str();
+        // 2. Previews.
+        for p in pairs.iter().filter(|p| p.preview.is_some()) {
+            let preview = p.preview.as_ref().and_then(|s| s.metadata.name.clone()).unwrap_or_default();
+            let pv = ObjectRef::new("service", ns, &preview);
+            let _g = runner.group(&format!("Preview {pv}"));
+            let sel: BTreeMap<String, Option<String>> =
+                p.selector_for(p.candidate).into_iter().map(|(k, v)| (k, Some(v))).collect();
+            let checked = async {
+                set_selector(client, &pv, &sel).await?;
+                verify_endpoints(client, &pv, &p.selector_for(p.candidate), runner).await
+            };
+            // A signal ends the wait for the preview's endpoints at once.
+            let checked = tokio::select! {
+                r = checked => r,
+                () = cancel.cancelled() => break,
+            };
+            if let Err(e) = checked {
+                out.error = Some(e);
+                return self.not_flipped(out).await;
+            }
+        }
+        if cancel.is_cancelled() {
+            out.cancelled = true;
+            return self.not_flipped(out).await;
+        }
+        if let Err(e) = work.smoke(true, runner, cancel).await {
             out.error = Some(e);
-            retire_candidates(client, pairs, runner).await;
-            return unchanged(out, pairs);
+            return self.not_flipped(out).await;
         }
-    }
-    if cancel.is_cancelled() {
-        retire_candidates(client, pairs, runner).await;
-        return ClusterRun { cancelled: true, ..unchanged(out, pairs) };
-    }
-    if let Err(e) = work.smoke(true, runner).await {
-        out.error = Some(e);
-        retire_candidates(client, pairs, runner).await;
-        return unchanged(out, pairs);
-    }
+        if cancel.is_cancelled() {
+            out.cancelled = true;
+            return self.not_flipped(out).await;
+        }
 
-    // 3. The flip, every Service, never cut half-way.
-    out.stage = "switch";
-    let flipped = {
-        let _g = runner.group("Switch: every live Service to the new colour");
-        let mut flipped = Vec::new();
-        let mut failed = None;
-        for p in pairs {
-            let patch = selector_patch(p, Some(p.candidate), None);
-            match set_selector(client, &p.service_ref(), &patch).await {
-                Ok(()) => {
-                    runner.line(&format!("{}: selector now {COLOUR}={}", p.service_ref(), p.candidate));
-                    flipped.push(p);
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        if failed.is_none() {
+        // 3. The flip, every Service, never cut half-way.
+        out.stage = "switch";
+        let flipped = {
+            let _g = runner.group("Switch: every live Service to the new colour");
+            let mut flipped = Vec::new();
+            let mut failed = None;
             for p in pairs {
-                let (service, selector) = (p.service_ref(), p.selector_for(p.candidate));
-                let verified = tokio::select! {
-                    v = verify_endpoints(client, &service, &selector, runner) => v,
-                    // After a signal: back at once, unverified.
-                    _ = cancel.cancelled() => break,
-                };
-                if let Err(e) = verified {
-                    failed = Some(e);
-                    break;
+                let patch = selector_patch(p, Some(p.candidate), None);
+                match set_selector(client, &p.service_ref(), &patch).await {
+                    Ok(()) => {
+                        runner.line(&format!("{}: selector now {COLOUR}={}", p.service_ref(), p.candidate));
+                        flipped.push(p);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if failed.is_none() {
+                for p in pairs {
+                    let (service, selector) = (p.service_ref(), p.selector_for(p.candidate));
+                    let verified = tokio::select! {
+                        v = verify_endpoints(client, &service, &selector, runner) => v,
+                        // After a signal: back at once, unverified.
+                        _ = cancel.cancelled() => break,
+                    };
+                    if let Err(e) = verified {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match (failed, cancel.is_cancelled()) {
+                (Some(e), _) => Err((Some(e), flipped)),
+                (None, true) => Err((None, flipped)),
+                (None, false) => Ok(()),
+            }
+        };
+        if let Err((e, flipped)) = flipped {
+            out.cancelled = e.is_none();
+            out.error = e;
+            return self.switch_back(out, &flipped, started).await;
+        }
+
+        // 4. Smoke tests on the live address, observe, then drain and scale
+        // the old colour to zero.
+        out.stage = "observe";
+        let observed = match work.smoke(false, runner, cancel).await {
+            Err(e) => Err(Some(e)),
+            Ok(()) => {
+                let _g = runner.group(&format!("Observe {}s", timing.observe.as_secs()));
+                observe(client, pairs, timing.observe, work.analysis, runner, cancel).await
+            }
+        };
+        if observed.is_err() || cancel.is_cancelled() {
+            out.error = observed.err().flatten();
+            out.cancelled = cancel.is_cancelled() && out.error.is_none();
+            let all: Vec<&Pair> = pairs.iter().collect();
+            return self.switch_back(out, &all, started).await;
+        }
+        out.stage = "retire";
+        {
+            let _g = runner.group("Retire the old colour");
+            if !timing.drain.is_zero() {
+                runner.line(&format!("draining for {}s", timing.drain.as_secs()));
+                tokio::select! {
+                    _ = tokio::time::sleep(timing.drain) => {}
+                    _ = cancel.cancelled() => {}
+                }
+            }
+            for p in pairs {
+                match scale(client, ns, &p.old_name(), 0).await {
+                    Ok(()) => runner.line(&format!(
+                        "deployment {ns}/{}: scaled to 0 (kept for a flip back)",
+                        p.old_name()
+                    )),
+                    Err(e) => runner.warning(e.reason(), &format!("the old colour was not scaled down: {e}")),
                 }
             }
         }
-        match (failed, cancel.is_cancelled()) {
-            (Some(e), _) => Err((Some(e), flipped)),
-            (None, true) => Err((None, flipped)),
-            (None, false) => Ok(()),
+        out.stage = "done";
+        out.units = pairs
+            .iter()
+            .map(|p| {
+                let note =
+                    format!("{} live ({} replica(s)), {} at 0", p.candidate_name(), p.replicas, p.old_name());
+                (p.source.object.to_string(), note, started.elapsed())
+            })
+            .collect();
+        if work.secret.is_some()
+            && let Ok(gone) = super::secret::collect_garbage(client, ns, work.app).await
+            && !gone.is_empty()
+        {
+            runner.line(&format!("removed superseded secret(s): {}", gone.join(", ")));
         }
-    };
-    if let Err((e, flipped)) = flipped {
-        out.cancelled = e.is_none();
-        out.error = e;
-        return switch_back(client, out, pairs, &flipped, started, runner, cancel).await;
+        out
     }
 
-    // 4. Smoke tests on the live address, observe, then drain and scale
-    // the old colour to zero.
-    out.stage = "observe";
-    let observed = match work.smoke(false, runner).await {
-        Err(e) => Err(Some(e)),
-        Ok(()) => {
-            let _g = runner.group(&format!("Observe {}s", timing.observe.as_secs()));
-            observe(client, pairs, timing.observe, work.analysis, runner, cancel).await
-        }
-    };
-    if observed.is_err() || cancel.is_cancelled() {
-        out.error = observed.err().flatten();
-        out.cancelled = cancel.is_cancelled() && out.error.is_none();
-        let all: Vec<&Pair> = pairs.iter().collect();
-        return switch_back(client, out, pairs, &all, started, runner, cancel).await;
+    /// A failure or a signal before any flip: the workers undone, the
+    /// candidates to zero, every Service as it was.
+    async fn not_flipped(&self, out: ClusterRun) -> ClusterRun {
+        let mut out = unchanged(out, self.pairs);
+        back_out(self.client, self.pairs, self.rolled, &mut out, self.runner, self.way).await;
+        out
     }
-    out.stage = "retire";
-    {
-        let _g = runner.group("Retire the old colour");
-        if !timing.drain.is_zero() {
-            runner.line(&format!("draining for {}s", timing.drain.as_secs()));
-            tokio::select! {
-                _ = tokio::time::sleep(timing.drain) => {}
-                _ = cancel.cancelled() => {}
-            }
-        }
-        for p in pairs {
-            match scale(client, ns, &p.old_name(), 0).await {
-                Ok(()) => runner
-                    .line(&format!("deployment {ns}/{}: scaled to 0 (kept for a flip back)", p.old_name())),
-                Err(e) => runner.warning(e.reason(), &format!("the old colour was not scaled down: {e}")),
-            }
-        }
+
+    /// After a failure or a signal past the flip: the `flipped` Services back
+    /// to the old colour first, then the workers undone, then every candidate
+    /// to zero.
+    async fn switch_back(&self, mut out: ClusterRun, flipped: &[&Pair], started: Instant) -> ClusterRun {
+        out.rolled_back = flip_back(self.client, flipped, self.runner, self.way).await;
+        out.units = self
+            .pairs
+            .iter()
+            .map(|p| (p.source.object.to_string(), "switched back".into(), started.elapsed()))
+            .collect();
+        back_out(self.client, self.pairs, self.rolled, &mut out, self.runner, self.way).await;
+        out
     }
-    out.stage = "done";
-    out.units = pairs
-        .iter()
-        .map(|p| {
-            let note =
-                format!("{} live ({} replica(s)), {} at 0", p.candidate_name(), p.replicas, p.old_name());
-            (p.source.object.to_string(), note, started.elapsed())
-        })
-        .collect();
-    if work.secret.is_some()
-        && let Ok(gone) = super::secret::collect_garbage(client, ns, work.app).await
-        && !gone.is_empty()
-    {
-        runner.line(&format!("removed superseded secret(s): {}", gone.join(", ")));
-    }
-    out
 }
 
 /// Applies and rolls out every candidate; on the first deploy the live
@@ -660,6 +746,7 @@ async fn prepare(
             ))
         })?;
         set_selector(client, &p.service_ref(), &selector_patch(p, None, Some(&hash))).await?;
+        let _ = p.pin.set(hash.clone());
         runner.line(&format!(
             "{}: pinned to the serving ReplicaSet ({HASH_LABEL}={hash}) before the candidate starts",
             p.service_ref()
@@ -764,41 +851,18 @@ async fn observe(
     futures::future::try_join(futures::future::try_join_all(watches), judged).await.map(|_| ())
 }
 
-/// After a failure or a signal past the flip: the `flipped` Services back
-/// to the old colour, every candidate to zero.
-async fn switch_back(
-    client: &kube::Client,
-    mut out: ClusterRun,
-    pairs: &[Pair],
-    flipped: &[&Pair],
-    started: Instant,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> ClusterRun {
-    out.rolled_back = flip_back(client, flipped, runner, cancel).await;
-    retire_candidates(client, pairs, runner).await;
-    out.units = pairs
-        .iter()
-        .map(|p| (p.source.object.to_string(), "switched back".into(), started.elapsed()))
-        .collect();
-    out
-}
-
 /// Flips every given Service back to what served before. Returns whether
-/// all went back. After a signal, within [`CANCEL_BUDGET`].
-async fn flip_back(
-    client: &kube::Client,
-    pairs: &[&Pair],
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> bool {
+/// all went back. After a signal, within the way back.
+async fn flip_back(client: &kube::Client, pairs: &[&Pair], runner: &Runner, way: &WayBack<'_>) -> bool {
     let _g = runner.group("Rollback: every Service back to the old colour");
     let back = async {
         let mut ok = true;
         for p in pairs {
+            // The first deploy: back to the pin, never to the bare app
+            // labels, which the candidate's pods match too.
             let patch = match p.live {
                 Some(c) => selector_patch(p, Some(c), None),
-                None => selector_patch(p, None, None),
+                None => selector_patch(p, None, p.pin.get().map(String::as_str)),
             };
             match set_selector(client, &p.service_ref(), &patch).await {
                 Ok(()) => runner.line(&format!("{}: selector back to {}", p.service_ref(), p.old_name())),
@@ -810,29 +874,84 @@ async fn flip_back(
         }
         ok
     };
-    let budget = if cancel.is_cancelled() { CANCEL_BUDGET } else { Duration::from_secs(60) };
-    tokio::time::timeout(budget, back).await.unwrap_or(false)
+    way.bound(Some(Duration::from_secs(60)), back).await.unwrap_or(false)
 }
 
-/// Scales every candidate to zero (best effort; the selectors never named
-/// them, or have been flipped back), and lifts the first deploy's pin from
-/// the Services that never switched (they select the source's pods again).
-async fn retire_candidates(client: &kube::Client, pairs: &[Pair], runner: &Runner) {
+/// Every candidate off (best effort; the selectors never named them, or
+/// have been flipped back): one that existed before this run is scaled to
+/// zero and its template put back to the release it held (the colour at
+/// zero is what `mode: rollback` brings back: never a release that failed
+/// here); one this run created is deleted. Then, on the first deploy, the
+/// pin is lifted from the Services (they select the source's pods again),
+/// once no candidate pod is ready: lifted earlier, the bare app labels
+/// would let the failed pods in.
+async fn retire_candidates(client: &kube::Client, pairs: &[Pair], runner: &Runner, way: &WayBack<'_>) {
     let all = async {
+        for p in pairs {
+            let name = p.candidate_name();
+            let object = ObjectRef::deployment(p.ns(), &name);
+            let off = if p.candidate_existed {
+                match scale(client, p.ns(), &name, 0).await {
+                    Ok(()) => super::undo::undo(client, p.ns(), &name).await.map(|u| {
+                        if let super::undo::Undone::RolledBack { revision, .. } = u {
+                            runner.line(&format!(
+                                "{object}: at 0, back to the release it held (revision {revision})"
+                            ));
+                        }
+                    }),
+                    Err(e) => Err(e),
+                }
+            } else {
+                let api: Api<Deployment> = Api::namespaced(client.clone(), p.ns());
+                match api.delete(&name, &kube::api::DeleteParams::background()).await {
+                    Ok(_) => {
+                        runner.line(&format!("{object}: removed (created by this run, it never served)"));
+                        Ok(())
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    Err(e) => Err(KubeError::from_api(e, "delete", "deployments", "apps", object.clone())),
+                }
+            };
+            if let Err(e) = off
+                && !matches!(e, KubeError::NotFound { .. })
+            {
+                runner.warning(e.reason(), &format!("candidate {object} not retired: {e}"));
+            }
+        }
         for p in pairs.iter().filter(|p| p.live.is_none()) {
+            let gone = async {
+                loop {
+                    match ready_pods_of(client, p.ns(), &p.selector_for(p.candidate)).await {
+                        Ok(pods) if pods.is_empty() => return true,
+                        Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        Err(_) => return false,
+                    }
+                }
+            };
+            let gone = tokio::time::timeout(ENDPOINTS_WITHIN, gone).await.unwrap_or(false);
+            let pin = p.pin.get().map_or("", String::as_str);
+            if !gone {
+                runner.warning(
+                    "candidate_still_ready",
+                    &format!(
+                        "{}: left pinned to {HASH_LABEL}={pin}: {} still has ready pods; once it has none, remove that key from the Service's selector",
+                        p.service_ref(),
+                        p.candidate_name()
+                    ),
+                );
+                continue;
+            }
             if let Err(e) = set_selector(client, &p.service_ref(), &selector_patch(p, None, None)).await {
                 runner.warning(e.reason(), &format!("the Service's pin was not lifted: {e}"));
             }
         }
-        for p in pairs {
-            if let Err(e) = scale(client, p.ns(), &p.candidate_name(), 0).await
-                && !matches!(e, KubeError::NotFound { .. })
-            {
-                runner.warning(e.reason(), &format!("candidate not scaled down: {e}"));
-            }
-        }
     };
-    let _ = tokio::time::timeout(CANCEL_BUDGET, all).await;
+    if way.bound(Some(RETIRE_WITHIN), all).await.is_none() {
+        runner.warning(
+            "rollback_timeout",
+            "candidates not all retired in time; a Service first adopted by this run may stay pinned to its pod-template-hash",
+        );
+    }
 }
 
 /// `mode: rollback`: the old colour back up, every Service flipped to it,
@@ -906,6 +1025,11 @@ pub async fn rollback(
             }
         }
     }
+    // A signal before the flip: every Service still on the colour that
+    // served (the one brought up stays up, unused).
+    if cancel.is_cancelled() {
+        return ClusterRun { cancelled: true, ..out };
+    }
     if out.restored_image.is_none()
         && let Some(p) = pairs.first()
     {
@@ -918,10 +1042,19 @@ pub async fn rollback(
             .flatten()
             .and_then(|d| apply::container_image(&d, Some(&p.source.container)));
     }
-    for p in &pairs {
+    for (i, p) in pairs.iter().enumerate() {
         if let Err(e) =
             set_selector(client, &p.service_ref(), &selector_patch(p, Some(p.candidate), None)).await
         {
+            // Never half-switched: those already flipped go back.
+            let flipped: Vec<&Pair> = pairs[..i].iter().collect();
+            if !flip_back(client, &flipped, runner, &WayBack::new(cancel)).await {
+                out.units.push((
+                    p.source.object.to_string(),
+                    "half-switched: see the errors".into(),
+                    started.elapsed(),
+                ));
+            }
             out.error = Some(e);
             return out;
         }

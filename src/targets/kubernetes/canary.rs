@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::apply::{self, Current};
 use super::error::{KubeError, ObjectRef};
 use super::secret::MANAGED_BY;
+use super::wayback::WayBack;
 use super::{ClusterRun, Deploy, FIELD_MANAGER, rollout};
 use crate::inputs::{CanaryTraffic, KubernetesSpec};
 use crate::runner::Runner;
@@ -48,7 +49,9 @@ pub const TRACK: &str = "deploy-action/track";
 pub const WEIGHT: &str = "deploy-action/canary-weight";
 pub const IMAGE: &str = "deploy-action/canary-image";
 pub const TRAFFIC: &str = "deploy-action/canary-traffic";
-const CANCEL_BUDGET: Duration = Duration::from_secs(4);
+/// How long an abort or a promotion's undo may take without a signal
+/// (after one, the run's way back bounds it).
+const UNDO_WITHIN: Duration = Duration::from_secs(60);
 
 /// The canary settings of a deploy.
 #[derive(Debug, Clone)]
@@ -381,17 +384,28 @@ impl Canary<'_> {
     async fn abort(&self) -> Result<(), KubeError> {
         self.set_weight(0).await?;
         let dp = DeleteParams::background();
-        for r in [
-            self.deployments().delete(&self.name(), &dp).await.map(|_| ()),
-            Api::<Service>::namespaced(self.client.clone(), &self.ns)
-                .delete(&self.name(), &dp)
-                .await
-                .map(|_| ()),
+        let service = ObjectRef::new("service", &self.ns, &self.name());
+        for (r, resource, group, object) in [
+            (
+                self.deployments().delete(&self.name(), &dp).await.map(|_| ()),
+                "deployments",
+                "apps",
+                self.object(),
+            ),
+            (
+                Api::<Service>::namespaced(self.client.clone(), &self.ns)
+                    .delete(&self.name(), &dp)
+                    .await
+                    .map(|_| ()),
+                "services",
+                "",
+                service,
+            ),
         ] {
             match r {
                 Ok(()) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(KubeError::from_api(e, "delete", "deployments", "apps", self.object())),
+                Err(e) => return Err(KubeError::from_api(e, "delete", resource, group, object)),
             }
         }
         self.runner.line(&format!("{}: removed; all traffic to {}", self.object(), self.stable.object));
@@ -405,17 +419,42 @@ impl Canary<'_> {
         image: &str,
         env_from: Option<&[k8s_openapi::api::core::v1::EnvFromSource]>,
         cancel: &CancellationToken,
-    ) -> Result<bool, KubeError> {
-        apply::set_image(self.client, &self.stable, image, env_from, self.runner, false).await?;
-        match rollout::watch(self.client, &self.ns, &self.stable.object.name, self.runner, cancel).await? {
-            Some(_) => {
-                self.abort().await?;
+    ) -> Promotion {
+        let applied =
+            match apply::set_image(self.client, &self.stable, image, env_from, self.runner, false).await {
+                Ok(changed) => changed,
+                Err(e) => return Promotion::Failed { applied: self.stable_changed().await, error: Some(e) },
+            };
+        match rollout::watch(self.client, &self.ns, &self.stable.object.name, self.runner, cancel).await {
+            Ok(Some(_)) => {
                 self.runner.line(&format!("{}: promoted to {image}", self.stable.object));
-                Ok(true)
+                Promotion::Done { cleanup: self.abort().await.err() }
             }
-            None => Ok(false),
+            Ok(None) => Promotion::Failed { applied, error: None },
+            Err(e) => Promotion::Failed { applied, error: Some(e) },
         }
     }
+
+    /// Whether the stable's pod template is another than when it was read:
+    /// after a refused apply, whether there is a revision to undo. Other
+    /// spec changes meanwhile (an HPA scaling it) are not. Unreadable
+    /// counts as changed, so the undo is tried.
+    async fn stable_changed(&self) -> bool {
+        match self.deployments().get_opt(&self.stable.object.name).await {
+            Ok(Some(d)) => d.spec.map(|s| s.template) != self.stable.live_template,
+            _ => true,
+        }
+    }
+}
+
+/// How a promotion ended.
+enum Promotion {
+    /// The stable runs the new version; `cleanup` is a failure to remove
+    /// the canary afterwards (the promotion itself stands).
+    Done { cleanup: Option<KubeError> },
+    /// Failed (`error`) or cancelled (`None`); `applied` when the stable
+    /// took the new template, so there is a revision to undo.
+    Failed { applied: bool, error: Option<KubeError> },
 }
 
 /// An analysis failure as the cluster's strategies return one: `None`
@@ -496,6 +535,15 @@ pub async fn deploy(
         Ok(_) => {}
         Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
     }
+    // The promotion's apply as a server-side dry run first: a field another
+    // tool applies is refused now, not after the migration and every step.
+    {
+        let env_from = apply::env_from(&c.stable, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
+        let image = c.stable.image_to_run(work.image);
+        if let Err(e) = apply::set_image(client, &c.stable, image, env_from.as_deref(), runner, true).await {
+            return ClusterRun { error: Some(e), rolled_back: true, ..out };
+        }
+    }
     if let Some(s) = &work.secret
         && let Err(e) = super::secret::ensure(client, &c.ns, s, false).await
     {
@@ -523,16 +571,8 @@ pub async fn deploy(
                 out.error = ok.err();
                 out.cancelled = out.error.is_none();
                 let _g = runner.group("Abort: all traffic back to the stable version");
-                out.rolled_back = tokio::time::timeout(
-                    CANCEL_BUDGET.max(if cancel.is_cancelled() {
-                        CANCEL_BUDGET
-                    } else {
-                        Duration::from_secs(60)
-                    }),
-                    c.abort(),
-                )
-                .await
-                .is_ok_and(|r| r.is_ok());
+                let way = WayBack::new(cancel);
+                out.rolled_back = way.bound(Some(UNDO_WITHIN), c.abort()).await.is_some_and(|r| r.is_ok());
                 out.units = vec![(unit, format!("canary aborted at {w}%"), started.elapsed())];
                 return out;
             }
@@ -552,37 +592,90 @@ pub async fn deploy(
     }
     out.stage = "promote";
     let _g = runner.group("Promote: the stable Deployment takes the new version");
-    match c.promote(image, env_from.as_deref(), cancel).await {
-        Ok(true) => {
-            out.stage = "done";
-            out.units = vec![(unit, format!("promoted to {}", image), started.elapsed())];
-        }
-        Ok(false) | Err(_) => finish_failed_promote(&c, &mut out, cancel, started).await,
-    }
+    let promotion = c.promote(image, env_from.as_deref(), cancel).await;
+    finish_promote(&c, promotion, image, &mut out, None, cancel, started).await;
     out
 }
 
-/// A promotion that failed or was cancelled: the stable rolled back as
-/// kubectl would, the canary removed.
-async fn finish_failed_promote(
+/// How a promotion that reached its end is reported: `Ok` with the unit's
+/// outcome when the stable runs the new version (a canary left behind is
+/// the run's error, not undone), else the failed promotion's way back.
+async fn finish_promote(
     c: &Canary<'_>,
+    promotion: Promotion,
+    image: &str,
     out: &mut ClusterRun,
+    keep_standing: Option<u8>,
     cancel: &CancellationToken,
     started: Instant,
 ) {
+    let unit = c.stable.object.to_string();
+    match promotion {
+        Promotion::Done { cleanup } => {
+            out.stage = "done";
+            out.units = vec![(unit, format!("promoted to {image}"), started.elapsed())];
+            if let Some(e) = cleanup {
+                c.runner.line(&format!(
+                    "{}: promoted, but the canary {} could not be removed; delete it by hand or run mode 'abort'",
+                    c.stable.object,
+                    c.object()
+                ));
+                out.error = Some(e);
+            }
+        }
+        Promotion::Failed { applied, error } => {
+            finish_failed_promote(c, out, applied, error, keep_standing, cancel, started).await;
+        }
+    }
+}
+
+/// A promotion that failed or was cancelled. When the stable took the new
+/// template it is rolled back as kubectl would; when it never did (the
+/// apply was refused) it is left alone, since an undo would take it one
+/// revision further back than it ran. The canary is removed, except by a
+/// `mode: promote` whose refused apply changed nothing (`keep_standing`,
+/// the canary's weight): the canary stands as it stood, to promote again
+/// once the cause is fixed, or abort.
+async fn finish_failed_promote(
+    c: &Canary<'_>,
+    out: &mut ClusterRun,
+    applied: bool,
+    error: Option<KubeError>,
+    keep_standing: Option<u8>,
+    cancel: &CancellationToken,
+    started: Instant,
+) {
+    let way = WayBack::new(cancel);
     out.cancelled = cancel.is_cancelled();
+    out.error = error.or(out.error.take());
     if out.error.is_none() && !out.cancelled {
         out.error = Some(KubeError::Config("the promotion did not finish".into()));
     }
-    let undo = super::undo::undo(c.client, &c.ns, &c.stable.object.name);
-    let undone = tokio::time::timeout(CANCEL_BUDGET, undo).await.is_ok_and(|r| r.is_ok());
-    let aborted = tokio::time::timeout(CANCEL_BUDGET, c.abort()).await.is_ok_and(|r| r.is_ok());
+    let unit = c.stable.object.to_string();
+    if !applied {
+        c.runner
+            .line(&format!("{}: unchanged (the promotion was refused before any change)", c.stable.object));
+        if let Some(weight) = keep_standing {
+            c.runner.line(&format!(
+                "{}: still at {weight}%: fix the cause and run mode 'promote' again, or 'abort'",
+                c.object()
+            ));
+            out.rolled_back = true;
+            out.units = vec![(unit, format!("unchanged; canary still at {weight}%"), started.elapsed())];
+            return;
+        }
+    }
+    // The stable back to what served first, then the canary out.
+    let (outcome, undone) = match applied {
+        true => super::undo_and_confirm(c.client, &c.ns, &c.stable.object.name, c.runner, &way).await,
+        false => ("unchanged".into(), true),
+    };
+    let aborted = way.bound(Some(UNDO_WITHIN), c.abort()).await.is_some_and(|r| r.is_ok());
     out.rolled_back = undone && aborted;
-    out.units = vec![(
-        c.stable.object.to_string(),
-        "promotion rolled back, canary removed".into(),
-        started.elapsed(),
-    )];
+    let removed = if aborted { "canary removed" } else { "canary not removed" };
+    let outcome =
+        if applied { format!("promotion {outcome}; {removed}") } else { format!("{outcome}; {removed}") };
+    out.units = vec![(unit, outcome, started.elapsed())];
 }
 
 /// `mode: promote` / `mode: abort`: decided from the canary's annotations.
@@ -626,15 +719,11 @@ pub async fn decide(
                 d.spec?.template.spec?.containers.into_iter().find(|x| x.name == c.stable.container)?.env_from
             })
             .filter(|f| !f.is_empty());
-        match c.promote(&image, env_from.as_deref(), cancel).await {
-            Ok(true) => {
-                out.stage = "done";
-                out.restored_image = Some(image.clone());
-                out.units =
-                    vec![(c.stable.object.to_string(), format!("promoted to {image}"), started.elapsed())];
-            }
-            Ok(false) | Err(_) => finish_failed_promote(&c, &mut out, cancel, started).await,
+        let promotion = c.promote(&image, env_from.as_deref(), cancel).await;
+        if matches!(promotion, Promotion::Done { .. }) {
+            out.restored_image = Some(image.clone());
         }
+        finish_promote(&c, promotion, &image, &mut out, Some(weight), cancel, started).await;
     } else {
         match c.abort().await {
             Ok(()) => {

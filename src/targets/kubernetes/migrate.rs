@@ -299,6 +299,7 @@ mod tests {
             container: "app".into(),
             image: Some("r/web:1".into()),
             revision: None,
+            live_template: d.spec.as_ref().map(|s| s.template.clone()),
             deployment: d,
             manifest: None,
             exists: true,

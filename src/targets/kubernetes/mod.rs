@@ -30,6 +30,7 @@ pub mod migrate;
 pub mod rollout;
 pub mod secret;
 pub mod undo;
+pub mod wayback;
 pub mod workers;
 
 use std::time::Duration;
@@ -47,6 +48,7 @@ use crate::runner::Runner;
 use rollout::Rolled;
 use secret::AppSecret;
 use undo::Undone;
+use wayback::WayBack;
 
 /// What a deploy brings to the cluster: the image, and the app's secrets
 /// and migration.
@@ -72,11 +74,24 @@ pub struct Deploy<'a> {
 
 impl Deploy<'_> {
     /// The smoke tests of the `preview-url` kind (before a flip) or the
-    /// `url` kind (after the switch); `Ok` without any.
-    pub(crate) async fn smoke(&self, preview: bool, runner: &Runner) -> Result<(), KubeError> {
+    /// `url` kind (after the switch); `Ok` without any. A signal stops them
+    /// at once (a request may take 30 s) and returns `Ok`: the caller
+    /// checks `cancel` next, as after every step.
+    pub(crate) async fn smoke(
+        &self,
+        preview: bool,
+        runner: &Runner,
+        cancel: &CancellationToken,
+    ) -> Result<(), KubeError> {
         let Some(s) = self.smoke else { return Ok(()) };
         let _g = runner.group(if preview { "Smoke tests (preview)" } else { "Smoke tests" });
-        s.run_urls(preview, runner).await.map_err(|e| KubeError::Smoke(e.detail()))
+        tokio::select! {
+            r = s.run_urls(preview, runner) => r.map_err(|e| KubeError::Smoke(e.detail())),
+            () = cancel.cancelled() => {
+                runner.line("smoke tests stopped: cancelled");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -84,12 +99,12 @@ impl Deploy<'_> {
 /// action owns.
 pub const FIELD_MANAGER: &str = "deploy-action";
 
-/// After a cancellation the runner sends SIGKILL 7.5 s after SIGINT: the
-/// undo patches must be sent within this.
-const CANCEL_BUDGET: Duration = Duration::from_secs(4);
 /// How long a rollback's own rollout is watched before the run reports it
 /// sent but unconfirmed.
 const UNDO_WATCH: Duration = Duration::from_secs(120);
+/// How long an undo waits for the controller to have seen this run's
+/// apply ([`undo::observed`]; half a second after a signal).
+const OBSERVED_WITHIN: Duration = Duration::from_secs(5);
 
 /// How the cluster's part of a run ended.
 #[derive(Debug, Default)]
@@ -367,6 +382,20 @@ async fn deploy(
         out
     };
 
+    // Every image apply as a server-side dry run first: a field another
+    // tool applies, or a Role without `patch`, is refused here, before the
+    // manifests' objects, the Secret or the migration change anything.
+    for t in targets.iter().filter(|t| t.exists) {
+        let env_from = apply::env_from(t, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
+        let checked = tokio::select! {
+            c = apply::set_image(client, t, t.image_to_run(work.image), env_from.as_deref(), runner, true) => c,
+            _ = cancel.cancelled() => return ClusterRun { cancelled: true, ..unchanged(out, &targets) },
+        };
+        if let Err(e) = checked {
+            return unchanged(ClusterRun { error: Some(e), ..out }, &targets);
+        }
+    }
+
     // The manifests' objects that workloads refer to (Namespace, RBAC,
     // ConfigMaps, Services...), before the migration needs them.
     let (before, after) = others(spec);
@@ -457,7 +486,7 @@ async fn deploy(
     // The live address answers as the smoke tests expect, or it all goes back.
     if out.error.is_none() && !cancel.is_cancelled() {
         out.stage = "smoke";
-        if let Err(e) = work.smoke(false, runner).await {
+        if let Err(e) = work.smoke(false, runner, cancel).await {
             out.error = Some(e);
         }
     }
@@ -498,6 +527,7 @@ async fn deploy(
     };
     let _g = runner.group("Rollback (kubectl rollout undo)");
     runner.line(&msg);
+    let way = WayBack::new(cancel);
     let mut all_undone = true;
     for t in &targets {
         let was_changed = changed.iter().any(|c| c.object == t.object);
@@ -524,7 +554,7 @@ async fn deploy(
             continue;
         }
         let started = Instant::now();
-        let (note, ok) = undo_and_confirm(client, ns, &t.object.name, runner, cancel).await;
+        let (note, ok) = undo_and_confirm(client, ns, &t.object.name, runner, &way).await;
         all_undone &= ok;
         out.units.push((t.object.to_string(), note, started.elapsed()));
     }
@@ -565,27 +595,30 @@ pub(crate) async fn migrate_first(
 }
 
 /// Undo one Deployment and, unless cancelled, watch that rollout finish.
+/// After a signal the undo is still sent, within the run's way back.
 pub(crate) async fn undo_and_confirm(
     client: &kube::Client,
     ns: &str,
     name: &str,
     runner: &Runner,
-    cancel: &CancellationToken,
+    way: &WayBack<'_>,
 ) -> (String, bool) {
     let object = ObjectRef::deployment(ns, name);
-    // After a signal the undo must still be sent, within the runner's grace.
-    let budget = if cancel.is_cancelled() { CANCEL_BUDGET } else { UNDO_WATCH };
-    let undone = match tokio::time::timeout(budget, undo::undo(client, ns, name)).await {
-        Ok(Ok(u)) => u,
-        Ok(Err(e)) => {
+    let within = if way.is_cancelled() { Duration::from_millis(500) } else { OBSERVED_WITHIN };
+    way.bound(Some(within), undo::observed(client, &object, within)).await;
+    let undone = match way.bound(Some(UNDO_WATCH), undo::undo(client, ns, name)).await {
+        Some(Ok(u)) => u,
+        Some(Err(e)) => {
             runner.error(e.reason(), &format!("rollback failed: {e}"));
             return (format!("rollback failed: {}", e.reason()), false);
         }
-        Err(_) => {
-            runner.error(
-                "rollback_timeout",
-                &format!("{object}: rollback not sent within {}s", budget.as_secs()),
-            );
+        None => {
+            let within = if way.is_cancelled() {
+                "the way back after the signal".to_string()
+            } else {
+                format!("{}s", UNDO_WATCH.as_secs())
+            };
+            runner.error("rollback_timeout", &format!("{object}: rollback not sent within {within}"));
             return ("rollback not sent".into(), false);
         }
     };
@@ -601,10 +634,10 @@ pub(crate) async fn undo_and_confirm(
             revision.clone()
         }
     };
-    if cancel.is_cancelled() {
+    if way.is_cancelled() {
         return (format!("rolled back to revision {revision} (not watched: cancelled)"), true);
     }
-    let stop = cancel.child_token();
+    let stop = way.cancel().child_token();
     let watched = tokio::time::timeout(UNDO_WATCH, rollout::watch(client, ns, name, runner, &stop)).await;
     match watched {
         Ok(Ok(Some(r))) => (format!("rolled back: {}", summary(&r)), true),
@@ -643,10 +676,13 @@ async fn rollback_mode(
             _ = cancel.cancelled() => return ClusterRun { cancelled: true, ..out },
         };
         match undone {
-            Ok(Undone::RolledBack { revision, image }) => {
+            Ok(Undone::RolledBack { revision, .. }) => {
                 runner.line(&format!("{object}: rolled back to revision {revision}"));
-                if out.restored_image.is_none() {
-                    out.restored_image = image;
+                // The deployed container's image (not a sidecar listed first).
+                if out.restored_image.is_none()
+                    && let Ok(d) = deployments.get(&r.name).await
+                {
+                    out.restored_image = apply::container_image(&d, r.container.as_deref());
                 }
             }
             Ok(Undone::Skipped { revision }) => runner.line(&format!(

@@ -5,10 +5,12 @@
 //! [`previous`] and [`patch`] are pure; [`undo`] does the calls.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use tokio::time::Instant;
 
 use super::FIELD_MANAGER;
 use super::error::{KubeError, ObjectRef};
@@ -25,8 +27,13 @@ const KEEP: [&str; 6] = [
     "deprecated.deployment.rollback.to",
 ];
 
-/// The ReplicaSet of the second-highest revision among those controlled by
-/// `d` (kubectl's `deploymentRevision` with `toRevision == 0`).
+/// The ReplicaSet to go back to among those controlled by `d`: the
+/// second-highest revision (kubectl's `deploymentRevision` with
+/// `toRevision == 0`) once the controller has made the newest one from
+/// `d`'s template. While it has not (an undo sent right after an apply,
+/// before the controller observed it), the newest ReplicaSet is what
+/// served, and it is the one returned: kubectl's choice would go one
+/// revision further back than what served before the apply.
 ///
 /// # Errors
 /// [`KubeError::NoHistory`] when there is no earlier revision.
@@ -52,7 +59,11 @@ pub fn previous<'a>(
         })
         .collect();
     revs.sort_by_key(|(r, _)| std::cmp::Reverse(*r));
-    match revs.get(1) {
+    let current = d.spec.as_ref().map(|s| without_hash(&s.template));
+    let newest_is_current = revs.first().is_some_and(|(_, rs)| {
+        rs.spec.as_ref().and_then(|s| s.template.as_ref()).map(without_hash) == current
+    });
+    match revs.get(if newest_is_current { 1 } else { 0 }) {
         Some((_, rs)) => Ok(rs),
         None => Err(KubeError::NoHistory { object: object.clone() }),
     }
@@ -111,22 +122,13 @@ pub fn patch(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Undone {
     /// Patched back to this revision's template.
-    RolledBack { revision: String, image: Option<String> },
+    RolledBack { revision: String },
     /// The template already matched the previous revision.
     Skipped { revision: String },
 }
 
 fn revision_of(rs: &ReplicaSet) -> String {
     rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).cloned().unwrap_or_default()
-}
-
-fn first_image(rs: &ReplicaSet) -> Option<String> {
-    rs.spec
-        .as_ref()
-        .and_then(|s| s.template.as_ref())
-        .and_then(|t| t.spec.as_ref())
-        .and_then(|s| s.containers.first())
-        .and_then(|c| c.image.clone())
 }
 
 /// The Deployment and the ReplicaSets its selector matches.
@@ -154,6 +156,27 @@ async fn read(
     Ok((d, rss))
 }
 
+/// Waits (bounded) until the controller has seen the Deployment's latest
+/// spec, so that its ReplicaSets include the one our apply made. An undo
+/// sent before that takes the "previous" revision to be the one before
+/// the serving one: one revision too far back.
+pub async fn observed(client: &kube::Client, object: &ObjectRef, within: Duration) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &object.namespace);
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        match api.get_opt(&object.name).await {
+            Ok(Some(d)) => {
+                let want = d.metadata.generation.unwrap_or(0);
+                if d.status.and_then(|s| s.observed_generation).unwrap_or(0) >= want {
+                    return;
+                }
+            }
+            _ => return,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `kubectl rollout undo deployment/<name>`.
 ///
 /// # Errors
@@ -171,7 +194,7 @@ pub async fn undo(client: &kube::Client, namespace: &str, name: &str) -> Result<
         .patch(name, &params, &Patch::<()>::Json(p))
         .await
         .map_err(|e| KubeError::from_api(e, "patch", "deployments", "apps", object.clone()))?;
-    Ok(Undone::RolledBack { revision, image: first_image(rs) })
+    Ok(Undone::RolledBack { revision })
 }
 
 #[cfg(test)]
@@ -245,6 +268,27 @@ mod tests {
         let p = previous(&dep("a:3"), &all, &o).unwrap();
         assert_eq!(p.metadata.annotations.as_ref().unwrap()[REVISION], "2");
         assert!(matches!(previous(&dep("a:3"), &all[1..2], &o), Err(KubeError::NoHistory { .. })));
+    }
+
+    /// An apply the controller has not observed yet: no ReplicaSet of
+    /// its template is the newest, so the newest (what served) is the way
+    /// back, not the one before it; also when the apply went back to an
+    /// older revision's template.
+    #[test]
+    fn before_the_controller_observed_the_apply_the_newest_revision_is_the_way_back() {
+        let o = ObjectRef::deployment("ns", "web");
+        let all = vec![rs("1", "a:1", "u1"), rs("3", "a:3", "u1"), rs("2", "a:2", "u1")];
+        for applied in ["a:4", "a:1"] {
+            let p = previous(&dep(applied), &all, &o).unwrap();
+            assert_eq!(p.metadata.annotations.as_ref().unwrap()[REVISION], "3", "{applied}");
+            // Patched back to a:3's template.
+            assert!(patch(&dep(applied), p, &o).unwrap().is_some());
+        }
+        // A single ReplicaSet that is not the template's: it is what served.
+        assert_eq!(
+            previous(&dep("a:4"), &all[1..2], &o).unwrap().metadata.annotations.as_ref().unwrap()[REVISION],
+            "3"
+        );
     }
 
     #[test]

@@ -21,17 +21,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::apply::{self, Current};
 use super::error::{KubeError, ObjectRef};
+use super::wayback::WayBack;
 use super::{Deploy, FIELD_MANAGER, rollout, undo};
 use crate::inputs::DeploymentRef;
 use crate::runner::Runner;
 
 /// The deploy (`<run id>-<attempt>`) that made a colour or rolled a worker.
 pub const ROLLED_BY: &str = "deploy-action/deploy-id";
-/// After a signal, every worker's undo is sent within this, together.
-const CANCEL_BUDGET: Duration = Duration::from_secs(2);
-/// How long an undo waits for the controller to have seen our apply (else
-/// the "previous" ReplicaSet is the one before the serving one).
-const OBSERVED_WITHIN: Duration = Duration::from_secs(5);
 
 /// A worker this run changed, for the undo and the summary.
 pub struct Rolled {
@@ -123,7 +119,11 @@ pub async fn roll(
                 if !changed {
                     runner.line(&format!("{}: already runs {image}", t.object));
                 }
-                let marked = mark(client, &t.object, Some(work.deploy_id)).await;
+                // Only a worker this deploy changed is its to undo: marked
+                // otherwise, a `mode: rollback` of this deploy would take it
+                // back past the release an earlier deploy gave it.
+                let marked =
+                    if changed { mark(client, &t.object, Some(work.deploy_id)).await } else { Ok(()) };
                 all.push(Rolled { worker: t, outcome: None, changed, was_rolled_by, took: Duration::ZERO });
                 if let Err(e) = marked {
                     return Err((Some(e), all));
@@ -180,34 +180,16 @@ pub fn rows(rolled: &[Rolled]) -> Vec<(String, String, Duration)> {
         .collect()
 }
 
-/// Waits (bounded) until the controller has seen the Deployment's latest
-/// spec, so that its ReplicaSets include the one our apply made.
-async fn observed(client: &kube::Client, object: &ObjectRef, within: Duration) {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), &object.namespace);
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        match api.get_opt(&object.name).await {
-            Ok(Some(d)) => {
-                let want = d.metadata.generation.unwrap_or(0);
-                if d.status.and_then(|s| s.observed_generation).unwrap_or(0) >= want {
-                    return;
-                }
-            }
-            _ => return,
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// `kubectl rollout undo` on every worker this run changed, each watched
-/// (after a signal: all sent within [`CANCEL_BUDGET`], not watched), and
+/// (after a signal: all sent within what is left of the way back, not
+/// watched), and
 /// their [`ROLLED_BY`] put back. Workers this run did not change are left
 /// alone. Returns whether all went back, and their summary rows.
 pub async fn undo(
     client: &kube::Client,
     rolled: &[Rolled],
     runner: &Runner,
-    cancel: &CancellationToken,
+    way: &WayBack<'_>,
 ) -> (bool, Vec<(String, String, Duration)>) {
     let all = async {
         let mut ok = true;
@@ -215,13 +197,10 @@ pub async fn undo(
         for r in rolled {
             let t = &r.worker.object;
             if !r.changed {
-                let _ = mark(client, t, r.was_rolled_by.as_deref()).await;
                 continue;
             }
             let started = Instant::now();
-            let within = if cancel.is_cancelled() { Duration::from_millis(500) } else { OBSERVED_WITHIN };
-            observed(client, t, within).await;
-            let (note, back) = super::undo_and_confirm(client, &t.namespace, &t.name, runner, cancel).await;
+            let (note, back) = super::undo_and_confirm(client, &t.namespace, &t.name, runner, way).await;
             if back {
                 let _ = mark(client, t, r.was_rolled_by.as_deref()).await;
             }
@@ -230,17 +209,10 @@ pub async fn undo(
         }
         (ok, rows)
     };
-    if cancel.is_cancelled() {
-        tokio::time::timeout(CANCEL_BUDGET, all).await.unwrap_or_else(|_| {
-            runner.error(
-                "rollback_timeout",
-                &format!("workers not all undone within {}s", CANCEL_BUDGET.as_secs()),
-            );
-            (false, Vec::new())
-        })
-    } else {
-        all.await
-    }
+    way.bound(None, all).await.unwrap_or_else(|| {
+        runner.error("rollback_timeout", "workers not all undone within the way back after the signal");
+        (false, Vec::new())
+    })
 }
 
 /// `mode: rollback` of a blue-green deploy, for its workers: each one the
