@@ -103,6 +103,36 @@ impl Ns {
         });
     }
 
+    /// Another declarative owner (a GitOps tool) applies `image` to
+    /// Deployment `name`'s container `app`.
+    fn gitops_applies_image(&self, name: &str, image: &str) {
+        let yaml = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {}}}\nspec:\n  template:\n    spec:\n      containers:\n      - {{name: app, image: {image}}}\n",
+            self.0
+        );
+        kubectl_stdin(
+            &["apply", "--server-side", "--force-conflicts", "--field-manager=gitops", "-f", "-"],
+            &yaml,
+        );
+    }
+
+    /// Runs `action`, sends SIGTERM `after` the controller saw its change
+    /// to Deployment `name`, and checks that it ended within 7 s of the
+    /// signal as cancelled (`error`, exit 130).
+    pub(crate) fn sigterm_mid_rollout(&self, action: &Action, name: &str, after: Duration) -> Run {
+        let generation: u64 = self.get(name, "{.metadata.generation}").parse().unwrap();
+        let child = action.spawn();
+        self.wait_observed_past(name, generation);
+        std::thread::sleep(after);
+        let signalled = Instant::now();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let (run, took) = crate::fleet::finish_within(action, child, Duration::from_secs(20));
+        assert!(took < Duration::from_secs(7), "took {took:?} after SIGTERM:\n{}", run.stdout);
+        assert!(signalled.elapsed() >= took);
+        assert_status(&run, "error", 130);
+        run
+    }
+
     pub(crate) fn action(&self, deployments: &str) -> Action {
         let kubeconfig = std::fs::read_to_string(stack_var("K8S_KUBECONFIG")).unwrap();
         Action::new()
@@ -352,14 +382,7 @@ fn kubernetes_apply_conflict_names_the_other_manager() {
     let ns = Ns::new("conflict");
     ns.deployment("web", "example.invalid/web:v1", 1, 60);
     // Another declarative owner (a GitOps tool) applies the image.
-    let yaml = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {}}}\nspec:\n  template:\n    spec:\n      containers:\n      - {{name: app, image: example.invalid/web:v1}}\n",
-        ns.0
-    );
-    kubectl_stdin(
-        &["apply", "--server-side", "--force-conflicts", "--field-manager=gitops", "-f", "-"],
-        &yaml,
-    );
+    ns.gitops_applies_image("web", "example.invalid/web:v1");
     let before: String = ns.get("web", "{.metadata.generation}");
     // The plan's dry run already meets the conflict.
     let plan = ns.action("web").input("mode", "plan").input("image", "example.invalid/web:v2").run();
@@ -439,17 +462,8 @@ fn kubernetes_inputs_are_checked_before_any_contact() {
 fn kubernetes_sigterm_mid_rollout_rolls_back_within_7s() {
     let ns = Ns::new("term");
     ns.deployment("web", "example.invalid/web:v1", 2, 120);
-    let generation: u64 = ns.get("web", "{.metadata.generation}").parse().unwrap();
     let action = ns.action("web").input("image", "example.invalid/web:never-ready");
-    let child = action.spawn();
-    ns.wait_observed_past("web", generation);
-    std::thread::sleep(Duration::from_secs(2));
-    let signalled = Instant::now();
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let (run, took) = crate::fleet::finish_within(&action, child, Duration::from_secs(20));
-    assert!(took < Duration::from_secs(7), "took {took:?} after SIGTERM:\n{}", run.stdout);
-    assert!(signalled.elapsed() >= took);
-    assert_status(&run, "error", 130);
+    let run = ns.sigterm_mid_rollout(&action, "web", Duration::from_secs(2));
     assert!(run.stdout.contains("rolled back to revision 1"), "{}", run.stdout);
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
     // kubectl's verdict on what the action left: the previous revision, done.
@@ -1874,14 +1888,7 @@ fn kubernetes_canary_failed_promote_undoes_only_what_it_changed() {
     assert_status(&ns.canary("25", "replicas", "example.invalid/web:v2").run(), "success", 0);
 
     // A GitOps tool applies the image it sees: the promotion is refused.
-    let yaml = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {}}}\nspec:\n  template:\n    spec:\n      containers:\n      - {{name: app, image: example.invalid/web:v1}}\n",
-        ns.0
-    );
-    kubectl_stdin(
-        &["apply", "--server-side", "--force-conflicts", "--field-manager=gitops", "-f", "-"],
-        &yaml,
-    );
+    ns.gitops_applies_image("web", "example.invalid/web:v1");
     let generation = ns.get("web", "{.metadata.generation}");
     let refused = ns.decide("promote", "replicas").run();
     assert_status(&refused, "failure", 1);
@@ -1907,15 +1914,7 @@ fn kubernetes_canary_failed_promote_undoes_only_what_it_changed() {
         "-p",
         r#"{"metadata":{"managedFields":[{}]}}"#,
     ]);
-    let generation: u64 = ns.get("web", "{.metadata.generation}").parse().unwrap();
-    let action = ns.decide("promote", "replicas");
-    let child = action.spawn();
-    ns.wait_observed_past("web", generation);
-    std::thread::sleep(Duration::from_millis(1500));
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let (run, took) = crate::fleet::finish_within(&action, child, Duration::from_secs(20));
-    assert!(took < Duration::from_secs(7), "took {took:?} after SIGTERM:\n{}", run.stdout);
-    assert_status(&run, "error", 130);
+    let run = ns.sigterm_mid_rollout(&ns.decide("promote", "replicas"), "web", Duration::from_millis(1500));
     assert!(run.all_text().contains("promotion rolled back to revision 2"), "{}", run.all_text());
     assert!(run.all_text().contains("; canary removed"), "{}", run.all_text());
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");

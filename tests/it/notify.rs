@@ -5,7 +5,6 @@
 //! records every delivery. The tests read what arrived: which events, in
 //! which order, with which facts — and that nothing secret travelled.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -366,19 +365,12 @@ fn notify_after_sigterm_the_final_event_is_sent_within_7s() {
     let (stalled, rx) = (Receiver::start().stalled(), Receiver::start());
     let ns = Ns::new("ntf-term");
     ns.deployment("web", "example.invalid/web:v1", 2, 120);
-    let generation: u64 = ns.get("web", "{.metadata.generation}").parse().unwrap();
     let action = ns
         .action("web")
         .input("image", "example.invalid/web:never-ready")
         .input("slack-webhook-url", &stalled.url("/slack/T0/B0/stalled-token"))
         .input("notify-url", &rx.url("/hook"));
-    let child = action.spawn();
-    ns.wait_observed_past("web", generation);
-    std::thread::sleep(Duration::from_secs(2));
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let (run, took) = crate::fleet::finish_within(&action, child, Duration::from_secs(20));
-    assert!(took < Duration::from_secs(7), "took {took:?} after SIGTERM:\n{}", run.stdout);
-    assert_status(&run, "error", 130);
+    let run = ns.sigterm_mid_rollout(&action, "web", Duration::from_secs(2));
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
 
     assert_eq!(rx.events("/hook"), ["start", "rollback"], "{}", run.stdout);

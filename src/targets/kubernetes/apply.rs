@@ -49,7 +49,12 @@ impl Current {
 
 /// The image of `container` (or the first container).
 pub fn container_image(d: &Deployment, container: Option<&str>) -> Option<String> {
-    let containers = &d.spec.as_ref()?.template.spec.as_ref()?.containers;
+    template_image(&d.spec.as_ref()?.template, container)
+}
+
+/// The image of `container` (or the first container) in a pod template.
+pub fn template_image(t: &PodTemplateSpec, container: Option<&str>) -> Option<String> {
+    let containers = &t.spec.as_ref()?.containers;
     let c = match container {
         Some(n) => containers.iter().find(|c| c.name == n)?,
         None => containers.first()?,
@@ -82,7 +87,6 @@ pub async fn read(
     }
     let exists = live.is_some();
     let live_template = live.as_ref().and_then(|d| d.spec.as_ref()).map(|s| s.template.clone());
-    let live_deployment = live.clone();
     let d = match (live, manifest) {
         (Some(d), None) => d,
         (None, None) => return Err(KubeError::NotFound { object }),
@@ -120,7 +124,7 @@ pub async fn read(
     };
     Ok(Current {
         // The cluster's image, not the manifest's placeholder.
-        image: live_deployment.as_ref().and_then(|l| container_image(l, Some(&container))),
+        image: live_template.as_ref().and_then(|t| template_image(t, Some(&container))),
         live_template,
         revision: d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).cloned(),
         object,

@@ -676,13 +676,11 @@ async fn rollback_mode(
             _ = cancel.cancelled() => return ClusterRun { cancelled: true, ..out },
         };
         match undone {
-            Ok(Undone::RolledBack { revision, .. }) => {
+            Ok(Undone::RolledBack { revision, template }) => {
                 runner.line(&format!("{object}: rolled back to revision {revision}"));
                 // The deployed container's image (not a sidecar listed first).
-                if out.restored_image.is_none()
-                    && let Ok(d) = deployments.get(&r.name).await
-                {
-                    out.restored_image = apply::container_image(&d, r.container.as_deref());
+                if out.restored_image.is_none() {
+                    out.restored_image = apply::template_image(&template, r.container.as_deref());
                 }
             }
             Ok(Undone::Skipped { revision }) => runner.line(&format!(

@@ -119,10 +119,11 @@ pub fn patch(
 }
 
 /// What an undo did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Undone {
-    /// Patched back to this revision's template.
-    RolledBack { revision: String },
+    /// Patched back to this revision's template (`template`, without the
+    /// hash label: what the Deployment runs now).
+    RolledBack { revision: String, template: Box<PodTemplateSpec> },
     /// The template already matched the previous revision.
     Skipped { revision: String },
 }
@@ -194,7 +195,9 @@ pub async fn undo(client: &kube::Client, namespace: &str, name: &str) -> Result<
         .patch(name, &params, &Patch::<()>::Json(p))
         .await
         .map_err(|e| KubeError::from_api(e, "patch", "deployments", "apps", object.clone()))?;
-    Ok(Undone::RolledBack { revision })
+    let template =
+        Box::new(rs.spec.as_ref().and_then(|s| s.template.as_ref()).map(without_hash).unwrap_or_default());
+    Ok(Undone::RolledBack { revision, template })
 }
 
 #[cfg(test)]
