@@ -149,3 +149,71 @@ pub fn read(env: &super::Env) -> Result<(RawInputs, RawContext), String> {
 pub fn declared_fields() -> &'static [&'static str] {
     serde_aux::serde_introspection::serde_introspect::<RawInputs>()
 }
+
+#[cfg(test)]
+mod tests {
+    /// The runner parses `${{ }}` in every string of `action.yml` and refuses
+    /// the whole file ("Unrecognized named-value: 'secrets'", act: "expressions
+    /// are not allowed here") when one stands outside the fields it evaluates:
+    /// an input's `default`, `runs.args`, `runs.env` (and the `pre-if` /
+    /// `post-if` conditions). Descriptions, above all, must not hold one, even
+    /// as example text.
+    #[test]
+    fn action_yml_holds_expressions_only_where_the_runner_evaluates_them() {
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(include_str!("../../action.yml")).expect("action.yml parses");
+        let mut found = Vec::new();
+        walk(&doc, "", &mut found);
+        let misplaced: Vec<_> = found.iter().filter(|p| !evaluated(p)).collect();
+        assert!(misplaced.is_empty(), "`${{{{` outside an evaluated field of action.yml: {misplaced:?}");
+        // The walk sees the one expression action.yml must have.
+        assert!(found.contains(&"inputs.github-token.default".to_string()), "{found:?}");
+    }
+
+    #[test]
+    fn the_rule_refuses_an_expression_in_a_description() {
+        let doc: serde_yaml::Value = serde_yaml::from_str(
+            "inputs:\n  key:\n    description: 'Pass `${{ secrets.KEY }}`.'\n    default: ${{ github.token }}\nruns:\n  using: docker\n  image: x\n  env:\n    A: ${{ inputs.key }}\n  args: ['${{ inputs.key }}']\n",
+        )
+        .unwrap();
+        let mut found = Vec::new();
+        walk(&doc, "", &mut found);
+        let misplaced: Vec<_> = found.iter().filter(|p| !evaluated(p)).cloned().collect();
+        assert_eq!(misplaced, vec!["inputs.key.description".to_string()]);
+        assert_eq!(found.len(), 4, "{found:?}");
+    }
+
+    /// The fields the runner evaluates, by path.
+    fn evaluated(path: &str) -> bool {
+        let parts: Vec<&str> = path.split('.').collect();
+        matches!(parts.as_slice(), ["inputs", _, "default"] | ["runs", "args", _] | ["runs", "env", _])
+            || matches!(parts.as_slice(), ["runs", "pre-if" | "post-if"])
+    }
+
+    /// Every string (keys included) that holds `${{`, by its dotted path.
+    fn walk(v: &serde_yaml::Value, path: &str, found: &mut Vec<String>) {
+        let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+        match v {
+            serde_yaml::Value::String(s) if s.contains("${{") => found.push(path.to_string()),
+            serde_yaml::Value::Mapping(m) => {
+                for (k, v) in m {
+                    let key = match k {
+                        serde_yaml::Value::String(s) => s.clone(),
+                        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                    };
+                    if key.contains("${{") {
+                        found.push(join(&key));
+                    }
+                    walk(v, &join(&key), found);
+                }
+            }
+            serde_yaml::Value::Sequence(s) => {
+                for (i, v) in s.iter().enumerate() {
+                    walk(v, &join(&i.to_string()), found);
+                }
+            }
+            serde_yaml::Value::Tagged(t) => walk(&t.value, path, found),
+            _ => {}
+        }
+    }
+}
