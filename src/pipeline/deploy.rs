@@ -586,12 +586,13 @@ async fn deploy_units(
     if all_live {
         runner.line("the same image and secrets are already live on every host: nothing to do");
         close_all(&units).await;
+        // Nothing changed: what was live before is what is live now.
         return Run {
             status: Status::Success,
             error: None,
             stage: "done",
             image: None,
-            previous_image: None,
+            previous_image,
             units: units
                 .iter()
                 .map(|u| (u.name().to_string(), "already live".to_string(), Duration::ZERO))

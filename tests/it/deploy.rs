@@ -240,3 +240,76 @@ fn an_ec2_target_deploys_to_the_running_instances_it_finds() {
     assert_eq!((live_version(2), live_version(3)), ("v2".to_string(), "v2".to_string()));
     assert_eq!(live_version(1), "v1", "host 1 (stopped instance) untouched");
 }
+
+/// The outputs `action.yml` declares, by name.
+fn declared_outputs() -> Vec<String> {
+    let text = std::fs::read_to_string(crate::support::repo_root().join("action.yml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    doc["outputs"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_string()).collect()
+}
+
+/// What a later step reads, on every outcome of a hosts deploy: each
+/// output written is declared in `action.yml`, and each that has a value on
+/// that outcome carries it (on a re-run with nothing to do, the previous
+/// image is what is live; on a failure, what serves again).
+#[test]
+fn every_output_on_every_outcome() {
+    let _lock = shared_app_lock();
+    let declared = declared_outputs();
+    let check = |what: &str, run: &crate::support::action::Run, expect: &[(&str, &str)]| {
+        for (k, _) in &run.outputs {
+            assert!(declared.contains(k), "{what}: output {k} is not declared in action.yml");
+        }
+        for (k, v) in expect {
+            assert_eq!(run.output(k), Some(*v), "{what}: output {k}\n{}", run.stdout);
+        }
+    };
+    let host = host_label(1);
+    deploy_ok("v1");
+    let deployed = deploy_ok("v2");
+    let (v1, v2, v3, broken) = (image("v1"), image("v2"), image("v3"), image("broken"));
+    check(
+        "deployed",
+        &deployed,
+        &[("status", "success"), ("image", &v2), ("previous-image", &v1), ("hosts", &host)],
+    );
+    let unchanged = deploy_ok("v2");
+    assert!(unchanged.stdout.contains("nothing to do"), "{}", unchanged.stdout);
+    check(
+        "unchanged",
+        &unchanged,
+        &[("status", "success"), ("image", &v2), ("previous-image", &v2), ("hosts", &host)],
+    );
+    let failed = hosts_action(1, &broken).input("health-check-timeout", "3s").run();
+    assert_eq!(failed.code, Some(1), "{}", failed.stdout);
+    assert_eq!(live_version(1), "v2", "rolled back");
+    check(
+        "rolled back",
+        &failed,
+        &[("status", "failure"), ("image", &broken), ("previous-image", &v2), ("hosts", &host)],
+    );
+    let plan = hosts_action(1, &v3).input("mode", "plan").run();
+    assert_eq!(plan.code, Some(0), "{}", plan.stdout);
+    check("plan", &plan, &[("status", "planned")]);
+    assert!(plan.output("plan").is_some_and(|p| p.contains(&v3)), "{:?}", plan.output("plan"));
+
+    // Cancelled while the candidate is checked (v3 is healthy, but 50
+    // passes in a row take 10 s): the old version keeps serving.
+    let action = hosts_action(1, &v3).input("health-check-successes", "50");
+    let child = action.spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let (cancelled, _) = crate::fleet::finish_within(&action, child, Duration::from_secs(20));
+    assert_eq!(cancelled.code, Some(130), "{}", cancelled.stdout);
+    assert_eq!(live_version(1), "v2");
+    check(
+        "cancelled",
+        &cancelled,
+        &[("status", "error"), ("image", &v3), ("previous-image", &v2), ("hosts", &host)],
+    );
+}
+
+/// `127.0.0.(K+1)` as the outputs and summary name host `k`.
+fn host_label(k: usize) -> String {
+    first_hosts(k)[k - 1].trim_start_matches("root@").trim_end_matches(":22").to_string()
+}
