@@ -14,6 +14,7 @@ mod docs;
 mod fleet;
 mod github;
 mod hosts;
+mod iam;
 mod image;
 mod kubernetes;
 mod latency;
