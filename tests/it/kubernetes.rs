@@ -17,7 +17,7 @@ fn kubectl_cmd(args: &[&str]) -> Command {
     c
 }
 
-fn kubectl(args: &[&str]) -> Output {
+pub(crate) fn kubectl(args: &[&str]) -> Output {
     kubectl_cmd(args).output().expect("run kubectl")
 }
 
@@ -27,7 +27,7 @@ pub(crate) fn kubectl_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn kubectl_stdin(args: &[&str], input: &str) {
+pub(crate) fn kubectl_stdin(args: &[&str], input: &str) {
     let mut c = kubectl_cmd(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

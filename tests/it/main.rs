@@ -6,6 +6,7 @@
 
 mod support;
 
+mod act;
 mod after_switch;
 mod analysis;
 mod binary;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod act;
 pub mod action;
 pub mod analysis;
 pub mod github_server;
