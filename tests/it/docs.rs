@@ -527,12 +527,11 @@ fn every_relative_link_in_the_docs_resolves() {
                 broken.push(format!("{name}: {target} (no such file)"));
                 continue;
             }
-            if let Some(anchor) = anchor {
-                if path.extension().is_some_and(|x| x == "md")
-                    && !anchors(&std::fs::read_to_string(&path).unwrap()).contains(anchor)
-                {
-                    broken.push(format!("{name}: {target} (no such heading)"));
-                }
+            if let Some(anchor) = anchor
+                && path.extension().is_some_and(|x| x == "md")
+                && !anchors(&std::fs::read_to_string(&path).unwrap()).contains(anchor)
+            {
+                broken.push(format!("{name}: {target} (no such heading)"));
             }
         }
     }
