@@ -1,6 +1,6 @@
 //! The generic webhook's payload: one flat JSON object per event, the same
-//! fields every time (absent values are `null`), documented in the README
-//! under Notifications. Pure: a [`Notice`] in, bytes out.
+//! fields every time (absent values are `null`), documented in
+//! docs/notifications.md. Pure: a [`Notice`] in, bytes out.
 
 use serde::Serialize;
 

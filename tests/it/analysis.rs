@@ -378,15 +378,14 @@ fn analysis_inputs_are_checked_before_any_contact() {
     assert_eq!(contacts.load(Ordering::SeqCst), 0, "nothing was contacted");
 }
 
-/// The README's two analysis examples are inputs the action accepts, with
-/// the sources they say.
+/// The two analysis examples of `docs/after-the-switch.md` are inputs the
+/// action accepts, with the sources they say.
 #[test]
 fn the_readme_analysis_examples_are_valid_inputs() {
-    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
-    let at = readme.find("### Analysis during the observe window").expect("the section");
-    let rest = &readme[at + 1..];
-    let end = [rest.find("\n## "), rest.find("\n### ")].into_iter().flatten().min().unwrap();
-    let section = &rest[..end];
+    let section = crate::support::doc_section(
+        "docs/after-the-switch.md",
+        "## Analysis during the observe window: CloudWatch alarms and a Prometheus query",
+    );
     let blocks: Vec<&str> =
         section.split("```yaml\n").skip(1).map(|b| &b[..b.find("```").unwrap()]).collect();
     assert_eq!(blocks.len(), 2);
@@ -425,7 +424,7 @@ fn the_readme_analysis_examples_are_valid_inputs() {
 }
 
 /// The `with:` of every step using deploy-action.
-fn find_steps(v: &serde_yaml::Value, out: &mut Vec<serde_yaml::Value>) {
+pub(crate) fn find_steps(v: &serde_yaml::Value, out: &mut Vec<serde_yaml::Value>) {
     match v {
         serde_yaml::Value::Mapping(m) => {
             if m.get("uses").and_then(|u| u.as_str()).is_some_and(|u| u.ends_with("/deploy-action@v1")) {

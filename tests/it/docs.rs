@@ -1,6 +1,8 @@
 //! `action.yml` is the schema of record: every declared input is parsed,
-//! every parsed input is declared, and the README's tables are generated
-//! from it (`UPDATE_DOCS=1 cargo test --test it docs` regenerates them).
+//! every parsed input is declared, and `docs/inputs.md` is generated from it
+//! (`UPDATE_DOCS=1 cargo test --test it docs` regenerates it). The docs are
+//! fixtures: the snippets users copy are read and checked here, every reason
+//! code is in `docs/troubleshooting.md`, and every relative link resolves.
 
 use std::collections::BTreeSet;
 
@@ -43,56 +45,249 @@ fn every_input_reaches_the_parser_with_hyphens_kept() {
     assert_eq!(raw.git_ref.as_deref(), Some("hotfix"));
 }
 
-fn table(section: &str) -> String {
+/// Where each input applies: its target group (a section of
+/// `docs/inputs.md`) and the strategies and modes it is used with. Every
+/// input of `action.yml` must be here, so a new input says where it applies.
+#[rustfmt::skip] // a table: one input a line
+const APPLIES: &[(&str, Group, &str)] = &[
+    ("target", All, "every strategy and mode"),
+    ("mode", All, "`deploy`, `plan`, `rollback` everywhere; `promote` and `abort` with `target: kubernetes` and `strategy: canary` only"),
+    ("image", All, "every strategy; none with `mode: promote` or `abort`, nor with `mode: rollback` on `kubernetes`"),
+    ("app", All, EVERY),
+    ("environment", All, EVERY),
+    ("environment-url", All, EVERY),
+    ("strategy", All, "`hosts`, `ec2`: `blue-green` (default), `rolling`, `canary`; `kubernetes`: `rolling` (default), `blue-green`, `canary`"),
+    ("timeout", All, EVERY),
+    ("services-file", All, "every strategy; `canary` takes one proxied service (`hosts`, `ec2`) or one entry (`kubernetes`)"),
+    ("container-port", HostsEc2, EVERY),
+    ("blue-port", HostsEc2, EVERY),
+    ("green-port", HostsEc2, EVERY),
+    ("env", HostsEc2, EVERY),
+    ("command", HostsEc2, EVERY),
+    ("restart-policy", HostsEc2, EVERY),
+    ("migrate-command", All, DEPLOY),
+    ("pre-migrate-command", All, DEPLOY),
+    ("migrate-rollback-command", All, DEPLOY),
+    ("migration-timeout", All, DEPLOY),
+    ("health-check-path", HostsEc2, EVERY),
+    ("health-check-timeout", HostsEc2, EVERY),
+    ("health-check-interval", HostsEc2, EVERY),
+    ("health-check-successes", HostsEc2, EVERY),
+    ("health-check-max-response-time", HostsEc2, EVERY),
+    ("version-path", HostsEc2, EVERY),
+    ("observe-window", All, "`hosts`, `ec2`: every strategy (each rolling batch, each canary step); `kubernetes`: `blue-green`"),
+    ("observe-failures", HostsEc2, EVERY),
+    ("max-error-rate", HostsEc2, "every strategy (refused on `kubernetes`)"),
+    ("max-latency", HostsEc2, "every strategy (refused on `kubernetes`)"),
+    ("min-requests", HostsEc2, EVERY),
+    ("nginx-access-log", HostsEc2, EVERY),
+    ("smoke-tests", All, "every strategy; `path` tests on `hosts` and `ec2` only, `preview-url` tests on `kubernetes` with `blue-green`"),
+    ("drain-time", All, "`hosts`, `ec2`: every strategy; `kubernetes`: `blue-green`"),
+    ("canary-steps", All, "`strategy: canary`; stopping short of 100 on `kubernetes` only"),
+    ("canary-interval", All, "`strategy: canary`"),
+    ("rollback-alarms", All, ANALYSIS),
+    ("prometheus-url", All, ANALYSIS),
+    ("analysis-query", All, ANALYSIS),
+    ("analysis-max", All, ANALYSIS),
+    ("analysis-min", All, ANALYSIS),
+    ("analysis-interval", All, ANALYSIS),
+    ("max-parallel", HostsEc2, "every strategy (the batch size of `rolling`)"),
+    ("on-host-failure", HostsEc2, EVERY),
+    ("hosts", Hosts, EVERY),
+    ("ssh-user", HostsEc2, EVERY),
+    ("ssh-port", HostsEc2, EVERY),
+    ("ssh-private-key", HostsEc2, EVERY),
+    ("ssh-private-key-ssm", HostsEc2, EVERY),
+    ("ssh-known-hosts", HostsEc2, EVERY),
+    ("ssh-known-hosts-ssm", HostsEc2, EVERY),
+    ("ssh-timeout", HostsEc2, EVERY),
+    ("ssh-jump-host", HostsEc2, EVERY),
+    ("docker-socket", HostsEc2, EVERY),
+    ("nginx-upstream-file", HostsEc2, EVERY),
+    ("proxy-url", HostsEc2, EVERY),
+    ("lock-dir", HostsEc2, EVERY),
+    ("break-lock", HostsEc2, EVERY),
+    ("registry-username", HostsEc2, EVERY),
+    ("registry-password", HostsEc2, EVERY),
+    ("registry-password-ssm", HostsEc2, EVERY),
+    ("ec2-instance-ids", Ec2, EVERY),
+    ("ec2-filters", Ec2, EVERY),
+    ("ec2-address", Ec2, EVERY),
+    ("aws-region", All, "whenever AWS is called: `ec2`, the SSM inputs, `rollback-alarms`, `eks-cluster`"),
+    ("kubeconfig", Kubernetes, EVERY),
+    ("kube-context", Kubernetes, EVERY),
+    ("namespace", Kubernetes, EVERY),
+    ("deployments", Kubernetes, "every strategy; `canary` takes one"),
+    ("eks-cluster", Kubernetes, EVERY),
+    ("canary-traffic", Kubernetes, "`strategy: canary`"),
+    ("manifests", Kubernetes, "`rolling` (refused with `blue-green` and `canary`)"),
+    ("ssm-paths", All, EVERY),
+    ("ssm-parameters", All, EVERY),
+    ("github-token", All, EVERY),
+    ("github-deployments", All, EVERY),
+    ("deployment-id", All, EVERY),
+    ("ref", All, EVERY),
+    ("required-contexts", All, EVERY),
+    ("production-environment", All, EVERY),
+    ("transient-environment", All, EVERY),
+    ("deactivate-previous", All, EVERY),
+    ("lock-timeout", All, EVERY),
+    ("fail-on-status-error", All, EVERY),
+    ("slack-webhook-url", All, NOTIFY),
+    ("slack-webhook-url-ssm", All, NOTIFY),
+    ("notify-url", All, NOTIFY),
+    ("notify-url-ssm", All, NOTIFY),
+];
+const EVERY: &str = "every strategy";
+const DEPLOY: &str = "every strategy, `mode: deploy`";
+const ANALYSIS: &str = "`mode: deploy`; `hosts`, `ec2`: every strategy; `kubernetes`: `blue-green`, `canary` (refused with `rolling`)";
+const NOTIFY: &str = "every strategy and mode but `plan`";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Group {
+    All,
+    HostsEc2,
+    Hosts,
+    Ec2,
+    Kubernetes,
+}
+use Group::*;
+
+impl Group {
+    const ORDER: [Group; 5] = [All, HostsEc2, Hosts, Ec2, Kubernetes];
+
+    fn heading(self) -> &'static str {
+        match self {
+            All => "Every target",
+            HostsEc2 => "`hosts` and `ec2`",
+            Hosts => "`hosts`",
+            Ec2 => "`ec2`",
+            Kubernetes => "`kubernetes`",
+        }
+    }
+
+    fn targets(self) -> &'static str {
+        match self {
+            All => "`hosts`, `ec2`, `kubernetes`",
+            HostsEc2 => "`hosts`, `ec2`",
+            Hosts => "`hosts`",
+            Ec2 => "`ec2`",
+            Kubernetes => "`kubernetes`",
+        }
+    }
+
+    fn intro(self) -> &'static str {
+        match self {
+            All => {
+                "The deploy itself, its GitHub record, secrets, what is watched after the switch, and notifications."
+            }
+            HostsEc2 => {
+                "Servers reached over SSH, listed (`hosts`) or found through the EC2 API (`ec2`): the containers, health checks, nginx, SSH, Docker and the registry. See [Preparing hosts](hosts.md)."
+            }
+            Hosts => "The servers to deploy to.",
+            Ec2 => "Finding the instances. See [EC2 and AWS permissions](aws.md).",
+            Kubernetes => {
+                "The cluster, the namespace and what to roll. See [Kubernetes](kubernetes.md). On `hosts` and `ec2` these are refused."
+            }
+        }
+    }
+}
+
+/// One cell: newlines and pipes would break the table.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// `docs/inputs.md`, whole, from `action.yml` and [`APPLIES`].
+fn inputs_page() -> String {
     let doc = action();
-    let mut out = match section {
-        "inputs" => "| input | default | description |\n|---|---|---|\n".to_string(),
-        _ => "| output | description |\n|---|---|\n".to_string(),
-    };
-    for (k, v) in doc[section].as_mapping().unwrap() {
-        let desc = v["description"].as_str().unwrap_or("").replace('|', "\\|").replace('\n', " ");
-        let name = k.as_str().unwrap();
-        if section == "inputs" {
+    let inputs = doc["inputs"].as_mapping().unwrap();
+    let mut out = String::from(
+        "<!-- Generated from action.yml by tests/it/docs.rs (`APPLIES` there says where each input applies).\n     \
+         Do not edit: change action.yml or that table, then run `UPDATE_DOCS=1 cargo test --test it docs`. -->\n\
+         # Inputs and outputs\n\n\
+         [← README](../README.md) · [all pages](README.md)\n\n\
+         Every input of [`action.yml`](../action.yml), grouped by the targets it applies to, with the\n\
+         strategies and modes it is used with. Inputs are given under `with:`; all values are\n\
+         strings. Inputs of the Kubernetes group, and `max-error-rate`, `max-latency` and `path`\n\
+         smoke tests on a cluster, are refused on the other targets with a named problem; other\n\
+         inputs of another target are not used there.\n\n",
+    );
+    for g in Group::ORDER {
+        out.push_str(&format!("- [{}](#{})\n", g.heading(), slug(g.heading())));
+    }
+    out.push_str("- [Outputs](#outputs)\n");
+    for g in Group::ORDER {
+        out.push_str(&format!(
+            "\n## {}\n\n{}\n\n| input | default | applies to | description |\n|---|---|---|---|\n",
+            g.heading(),
+            g.intro()
+        ));
+        for (k, v) in inputs {
+            let name = k.as_str().unwrap();
+            let Some((_, group, how)) = APPLIES.iter().find(|(n, _, _)| *n == name) else { continue };
+            if *group != g {
+                continue;
+            }
             let default = match (&v["default"], v["required"].as_bool()) {
                 (serde_yaml::Value::String(d), _) => format!("`{d}`"),
                 (_, Some(true)) => "**required**".into(),
                 _ => String::new(),
             };
-            out.push_str(&format!("| `{name}` | {default} | {desc} |\n"));
-        } else {
-            out.push_str(&format!("| `{name}` | {desc} |\n"));
+            let desc = cell(v["description"].as_str().unwrap_or(""));
+            out.push_str(&format!("| `{name}` | {default} | {}; {} | {desc} |\n", g.targets(), cell(how)));
         }
+    }
+    out.push_str("\n## Outputs\n\nSet on every target (`hosts` is empty on `kubernetes`).\n\n| output | description |\n|---|---|\n");
+    for (k, v) in doc["outputs"].as_mapping().unwrap() {
+        let desc = cell(v["description"].as_str().unwrap_or(""));
+        out.push_str(&format!("| `{}` | {desc} |\n", k.as_str().unwrap()));
     }
     out
 }
 
 #[test]
-fn readme_tables_match_action_yml() {
-    let path = repo_root().join("README.md");
-    let readme = std::fs::read_to_string(&path).unwrap();
-    let mut updated = readme.clone();
-    for section in ["inputs", "outputs"] {
-        let (start, end) = (format!("<!-- {section}:start -->\n"), format!("<!-- {section}:end -->"));
-        let a = updated.find(&start).unwrap_or_else(|| panic!("README lacks {start}")) + start.len();
-        let b = updated.find(&end).unwrap_or_else(|| panic!("README lacks {end}"));
-        updated.replace_range(a..b, &table(section));
-    }
+fn every_input_says_where_it_applies() {
+    let declared: BTreeSet<String> = names("inputs").into_iter().collect();
+    let listed: BTreeSet<String> = APPLIES.iter().map(|(n, _, _)| n.to_string()).collect();
+    assert_eq!(
+        declared.difference(&listed).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "inputs of action.yml missing from APPLIES in tests/it/docs.rs"
+    );
+    assert_eq!(
+        listed.difference(&declared).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "APPLIES in tests/it/docs.rs lists inputs action.yml does not declare"
+    );
+}
+
+#[test]
+fn the_inputs_page_matches_action_yml() {
+    let path = repo_root().join("docs/inputs.md");
+    let page = std::fs::read_to_string(&path).unwrap_or_default();
+    let updated = inputs_page();
     if std::env::var_os("UPDATE_DOCS").is_some() {
         std::fs::write(&path, &updated).unwrap();
     } else {
-        assert!(readme == updated, "README tables are stale: run `UPDATE_DOCS=1 cargo test --test it docs`");
+        assert!(page == updated, "docs/inputs.md is stale: run `UPDATE_DOCS=1 cargo test --test it docs`");
     }
 }
 
-/// Every reason code the source can emit is in the README's table. Codes
+/// Every reason code the source can emit has an entry in the troubleshooting
+/// page (`<a id="code">`), and every entry is a code the source emits. Codes
 /// are the snake_case string literals of `src/` (outside `#[cfg(test)]`);
 /// the few such literals that are not codes are listed here.
 #[test]
-fn every_reason_code_in_the_source_is_in_the_readme() {
-    const NOT_CODES: &[&str] = &["per_page", "endpoint_url", "run_url"];
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let code = regex::Regex::new(r#""([a-z]+(?:_[a-z0-9]+)+)""#).unwrap();
+fn every_reason_code_in_the_source_is_in_the_troubleshooting_page() {
+    const NOT_CODES: &[&str] = &["per_page", "endpoint_url", "run_url", "in_progress"];
+    let page = crate::support::doc("docs/troubleshooting.md");
+    let code = regex::Regex::new(r#""([a-z][a-z0-9]*(?:_[a-z0-9]+)+)""#).unwrap();
+    let literal = regex::Regex::new(r#""([a-z][a-z0-9_]*)""#).unwrap();
+    let entry = regex::Regex::new(r#"<a id="([a-z0-9_]+)"></a>"#).unwrap();
+    let documented: BTreeSet<&str> = entry.captures_iter(&page).map(|c| c.get(1).unwrap().as_str()).collect();
     let mut missing = BTreeSet::new();
+    let mut literals = BTreeSet::new();
     let mut stack = vec![repo_root().join("src")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -103,15 +298,18 @@ fn every_reason_code_in_the_source_is_in_the_readme() {
             }
             let text = std::fs::read_to_string(&path).unwrap();
             let shipped = text.split("#[cfg(test)]").next().unwrap_or("");
+            literals.extend(literal.captures_iter(shipped).map(|c| c[1].to_string()));
             for c in code.captures_iter(shipped) {
                 let c = &c[1];
-                if !NOT_CODES.contains(&c) && !readme.contains(&format!("`{c}`")) {
+                if !NOT_CODES.contains(&c) && !documented.contains(c) {
                     missing.insert(format!("{c} ({})", path.display()));
                 }
             }
         }
     }
-    assert!(missing.is_empty(), "reason codes missing from the README's table: {missing:?}");
+    assert!(missing.is_empty(), "reason codes without an entry in docs/troubleshooting.md: {missing:?}");
+    let stale: Vec<&&str> = documented.iter().filter(|c| !literals.contains(**c)).collect();
+    assert!(stale.is_empty(), "docs/troubleshooting.md documents codes the source never returns: {stale:?}");
 }
 
 /// The modules depend one way: `inputs` → `secrets` → `runner` → `redact`,
@@ -144,15 +342,14 @@ fn the_layers_point_one_way() {
     }
 }
 
-/// The README's services file for a cluster is a valid one: its entries
-/// become the Deployments, Services and images it says.
+/// The services file for a cluster in `docs/kubernetes.md` is a valid one:
+/// its entries become the Deployments, Services and images it says.
 #[test]
-fn the_readme_kubernetes_services_file_parses_as_documented() {
-    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
-    let at = readme.find("# deploy/services.yml, with `services-file").expect("the example");
-    let file = &readme[at..at + readme[at..].find("```").unwrap()];
+fn the_docs_kubernetes_services_file_parses_as_documented() {
+    let section = crate::support::doc_section("docs/kubernetes.md", "## Blue-green");
+    let file = crate::support::fenced_after(&section, "# deploy/services.yml, with `services-file");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("services.yml"), file).unwrap();
+    std::fs::write(dir.path().join("services.yml"), &file).unwrap();
     let env = deploy_action::inputs::Env::from_pairs([
         ("INPUT_TARGET", "kubernetes"),
         ("INPUT_STRATEGY", "blue-green"),
@@ -185,15 +382,13 @@ fn the_readme_kubernetes_services_file_parses_as_documented() {
     );
 }
 
-/// The README's `smoke-tests` example is a valid list.
+/// The `smoke-tests` example of `docs/after-the-switch.md` is a valid list.
 #[test]
-fn the_readme_smoke_tests_parse() {
-    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
-    let section = readme.find("### Smoke tests").expect("the section");
-    let at =
-        section + readme[section..].find("smoke-tests: |\n").expect("the example") + "smoke-tests: |\n".len();
-    let block: String = readme[at..readme[at..].find("```").unwrap() + at]
+fn the_docs_smoke_tests_parse() {
+    let section = crate::support::doc_section("docs/after-the-switch.md", "## Smoke tests");
+    let block: String = crate::support::fenced_after(&section, "smoke-tests: |\n")
         .lines()
+        .skip(1)
         .map(|l| format!("{}\n", l.get(12..).unwrap_or("")))
         .collect();
     let mut problems = vec![];
@@ -205,13 +400,13 @@ fn the_readme_smoke_tests_parse() {
     );
 }
 
-/// The README's rollback-triggers example is a valid step: its `with:`
-/// inputs, given as the runner gives them, pass validation.
+/// The rollback-triggers example of `docs/after-the-switch.md` is a valid
+/// step: its `with:` inputs, given as the runner gives them, pass validation.
 #[test]
-fn the_readme_rollback_triggers_example_is_valid() {
-    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
-    let at = readme.find("# .github/workflows/deploy.yml (the production job's step)").expect("the example");
-    let block = &readme[at..at + readme[at..].find("```").unwrap()];
+fn the_docs_rollback_triggers_example_is_valid() {
+    let page = crate::support::doc("docs/after-the-switch.md");
+    let block =
+        crate::support::fenced_after(&page, "# .github/workflows/deploy.yml (the production job's step)");
     let step: serde_yaml::Value =
         serde_yaml::from_str(&block.lines().skip(1).map(|l| format!("{}\n", &l[6..])).collect::<String>())
             .unwrap();
@@ -246,4 +441,136 @@ fn the_readme_rollback_triggers_example_is_valid() {
     );
     assert_eq!(inputs.rollout.observe_window, std::time::Duration::from_secs(300));
     assert_eq!(inputs.smoke_tests.len(), 1);
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces
+/// turned into hyphens (`## Push to `main` → staging` is
+/// `#push-to-main--staging`).
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a Markdown page: its headings' (outside fenced blocks),
+/// with GitHub's `-1`, `-2` for repeated ones, and `<a id="...">`.
+fn anchors(page: &str) -> BTreeSet<String> {
+    let html = regex::Regex::new(r#"<a (?:id|name)="([^"]+)""#).unwrap();
+    let mut out: BTreeSet<String> = html.captures_iter(page).map(|c| c[1].to_string()).collect();
+    let mut fenced = false;
+    for line in page.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced || !line.starts_with('#') {
+            continue;
+        }
+        let base = slug(line.trim_start_matches('#'));
+        let mut anchor = base.clone();
+        for n in 1.. {
+            if out.insert(anchor.clone()) {
+                break;
+            }
+            anchor = format!("{base}-{n}");
+        }
+    }
+    out
+}
+
+/// The pages a reader goes through: README.md, CONTRIBUTING.md, docs/*.md.
+fn doc_pages() -> Vec<std::path::PathBuf> {
+    let mut pages = vec![repo_root().join("README.md"), repo_root().join("CONTRIBUTING.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(repo_root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    pages
+}
+
+/// Every relative link of the docs points at a file that exists, and at a
+/// heading of it when it names one (`page.md#anchor`, `#anchor`).
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let link = regex::Regex::new(r"\]\(([^)\s]+)\)").unwrap();
+    let mut broken = Vec::new();
+    for page in doc_pages() {
+        let text = std::fs::read_to_string(&page).unwrap();
+        let mut fenced = false;
+        let prose: String = text
+            .lines()
+            .filter(|l| {
+                if l.trim_start().starts_with("```") {
+                    fenced = !fenced;
+                    return false;
+                }
+                !fenced
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let name = page.strip_prefix(repo_root()).unwrap().display().to_string();
+        for c in link.captures_iter(&prose) {
+            let target = &c[1];
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = target.split_once('#').map_or((target, None), |(f, a)| (f, Some(a)));
+            let path = if file.is_empty() { page.clone() } else { page.parent().unwrap().join(file) };
+            if !path.exists() {
+                broken.push(format!("{name}: {target} (no such file)"));
+                continue;
+            }
+            if let Some(anchor) = anchor
+                && path.extension().is_some_and(|x| x == "md")
+                && !anchors(&std::fs::read_to_string(&path).unwrap()).contains(anchor)
+            {
+                broken.push(format!("{name}: {target} (no such heading)"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The README's quick-start workflows are inputs the action accepts, as
+/// the runner would give them (expressions replaced by stand-ins).
+#[test]
+fn the_readme_quick_start_workflows_are_valid_inputs() {
+    let section = crate::support::doc_section("README.md", "## Quick start");
+    let blocks: Vec<&str> =
+        section.split("```yaml\n").skip(1).map(|b| &b[..b.find("```").unwrap()]).collect();
+    let mut targets = Vec::new();
+    for block in &blocks {
+        let yaml: serde_yaml::Value = serde_yaml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let mut steps = Vec::new();
+        crate::analysis::find_steps(&yaml, &mut steps);
+        assert_eq!(steps.len(), 1, "{block}");
+        let mut env = vec![
+            ("GITHUB_REPOSITORY".to_string(), "acme/shop".to_string()),
+            ("GITHUB_SHA".to_string(), crate::support::action::SHA.to_string()),
+            ("GITHUB_WORKSPACE".to_string(), "/tmp".to_string()),
+            ("AWS_REGION".to_string(), "eu-west-1".to_string()),
+            ("INPUT_GITHUB-TOKEN".to_string(), "t".to_string()),
+        ];
+        for (k, v) in steps[0].as_mapping().unwrap() {
+            let (k, v) = (k.as_str().unwrap(), v.as_str().unwrap());
+            // `${{ ... }}` is the runner's to fill in: a stand-in of the right shape.
+            let v = match (k, v.contains("${{")) {
+                (_, false) => v.to_string(),
+                ("image", true) => "ghcr.io/acme/shop:1.2.3".to_string(),
+                (_, true) => "x".to_string(),
+            };
+            env.push((format!("INPUT_{}", k.to_uppercase()), v));
+        }
+        let inputs = deploy_action::inputs::load(&deploy_action::inputs::Env::from_pairs(env))
+            .unwrap_or_else(|p| panic!("{p:?}\n{block}"));
+        targets.push(format!("{:?}", inputs.target));
+    }
+    assert_eq!(targets.len(), 4, "{targets:?}");
 }

@@ -510,21 +510,18 @@ fn kubernetes_the_readme_role_is_enough_and_patch_is_named_when_missing() {
     }
 }
 
-/// The README's least-privilege Role, as the README prints it.
+/// The least-privilege Role, as `docs/kubernetes.md` prints it.
 fn readme_role() -> String {
-    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
-    let section = &readme[readme.find("## Kubernetes (rolling)").expect("the README section")..];
-    let role = section.split("kind: Role").nth(1).expect("the Role in the README");
+    let section = crate::support::doc_section("docs/kubernetes.md", "## Access and RBAC");
+    let role = section.split("kind: Role").nth(1).expect("the Role in docs/kubernetes.md");
     format!("kind: Role{}", &role[..role.find("```").unwrap()])
 }
 
-/// The README's Role with its rules for `strategy: canary` added.
+/// The Role with its rules for `strategy: canary` added.
 fn readme_canary_role() -> String {
-    let readme = std::fs::read_to_string(crate::support::repo_root().join("README.md")).unwrap();
-    let section =
-        &readme[readme.find("For `strategy: canary`, add these rules").expect("the canary rules")..];
-    let block = section.split("```yaml\n").nth(1).expect("the canary rules' block");
-    format!("{}{}", readme_role(), &block[..block.find("```").unwrap()])
+    let section = crate::support::doc_section("docs/kubernetes.md", "## Access and RBAC");
+    let block = crate::support::fenced_after(&section, "For `strategy: canary`, add these rules");
+    format!("{}{block}", readme_role())
 }
 
 /// A kubeconfig for a ServiceAccount of `ns` bound to `role` only.

@@ -47,7 +47,7 @@ K8S_EKS_ACCOUNT=123456789012   # moto's default account
 K8S_EKS_USER="arn:aws:iam::$K8S_EKS_ACCOUNT:user/deployer"
 K8S_EKS_USER_ID=AIDADEPLOYACTIONTEST1
 K8S_EKS_GROUP=deploy-action:eks-deployers
-# The README's least-privilege Role, as a ClusterRole (bound to K8S_EKS_GROUP
+# The least-privilege Role of docs/kubernetes.md, as a ClusterRole (bound to K8S_EKS_GROUP
 # in namespace default; tests bind it where they need it).
 K8S_DEPLOY_CLUSTERROLE=deploy-action
 

@@ -3,7 +3,7 @@
 //! [`Tally`] out; the host target reads the bytes (see `HostTarget`).
 //!
 //! Each line's status comes from the stock `combined` format (and any
-//! format that starts like it). Timing comes from the keys the README's
+//! format that starts like it). Timing comes from the keys docs/after-the-switch.md's
 //! `log_format deploy_action` adds (`rt=$request_time`,
 //! `urt=$upstream_response_time`, `ua=$upstream_addr`); without them the
 //! tally has counts and no latency. The action's own probes (User-Agent

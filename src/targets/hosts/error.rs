@@ -91,7 +91,7 @@ pub enum HostFailure {
 }
 
 impl HostFailure {
-    /// Stable reason code. Tests, the README's table and users match on
+    /// Stable reason code. Tests, docs/troubleshooting.md and users match on
     /// these: never change one.
     pub fn reason(self) -> &'static str {
         match self {

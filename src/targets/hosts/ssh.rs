@@ -491,7 +491,7 @@ pub fn sudo_refused(unit: &str) -> HostError {
     HostError::new(
         unit,
         HostFailure::SudoPasswordRequired,
-        "sudo asked for a password: the deploy user needs passwordless sudo for nginx, the lock directory and Docker (see the README's sudoers line), or log in as root",
+        "sudo asked for a password: the deploy user needs passwordless sudo for nginx, the lock directory and Docker (see the sudoers line in docs/hosts.md), or log in as root",
     )
 }
 

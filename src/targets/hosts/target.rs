@@ -179,7 +179,7 @@ impl HostTarget {
     ///
     /// The proof must be unique to that colour, not the version text (a
     /// redeploy after a secret rotation answers the same on both colours):
-    /// the backend nginx reports in `X-Upstream-Addr` (the README's setup
+    /// the backend nginx reports in `X-Upstream-Addr` (the setup in docs/hosts.md
     /// adds it) must be the colour's port, [`SWITCH_STREAK`] times in a row
     /// for a full switch. Without that header, the answer must match what
     /// the colour answers directly, and `other_same` (both colours run the
@@ -222,7 +222,7 @@ impl HostTarget {
                                 self.unit(),
                                 HostFailure::SwitchNotVerifiable,
                                 format!(
-                                    "both colours run the same image, so {path} through {} cannot tell which one answers; add `add_header X-Upstream-Addr $upstream_addr always;` to the location that proxies to {} (see the README's host setup)",
+                                    "both colours run the same image, so {path} through {} cannot tell which one answers; add `add_header X-Upstream-Addr $upstream_addr always;` to the location that proxies to {} (see docs/hosts.md)",
                                     self.conn.proxy_url, svc.upstream_name
                                 ),
                             ));

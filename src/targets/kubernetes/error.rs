@@ -40,7 +40,7 @@ pub enum KubeError {
     Smoke(String),
 
     #[error(
-        "forbidden: cannot {verb} {resource} in namespace {namespace} ({message}); the action's Role needs a rule with apiGroups [\"{group}\"], resources [\"{resource}\"], verbs [\"{verb}\"] (see the README's least-privilege Role)"
+        "forbidden: cannot {verb} {resource} in namespace {namespace} ({message}); the action's Role needs a rule with apiGroups [\"{group}\"], resources [\"{resource}\"], verbs [\"{verb}\"] (see the least-privilege Role in docs/kubernetes.md)"
     )]
     Forbidden { verb: &'static str, resource: String, group: String, namespace: String, message: String },
 

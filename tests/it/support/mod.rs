@@ -49,6 +49,55 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A page of the docs, `README.md` or `docs/<page>.md`: what a user copies
+/// from it is what the tests use.
+pub fn doc(rel: &str) -> String {
+    std::fs::read_to_string(repo_root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// The part of the page `rel` under the heading line `heading` (e.g.
+/// `## Access and RBAC`), up to the next heading of the same or a higher
+/// level. Lines inside fenced blocks (`# deploy/services.yml`) are not
+/// headings.
+pub fn doc_section(rel: &str, heading: &str) -> String {
+    let page = doc(rel);
+    let level = heading.chars().take_while(|&c| c == '#').count();
+    let mut out = None::<String>;
+    let mut fenced = false;
+    for line in page.lines() {
+        let is_heading = !fenced && line.starts_with('#');
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        }
+        match &mut out {
+            None if is_heading && line == heading => out = Some(String::new()),
+            Some(_) if is_heading && line.chars().take_while(|&c| c == '#').count() <= level => break,
+            Some(text) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            None => {}
+        }
+    }
+    out.unwrap_or_else(|| panic!("{rel} has no heading {heading:?}"))
+}
+
+/// The fenced block `marker` is in, from `marker` on (a block's own first
+/// line, such as `# deploy/services.yml`), or else the body of the first
+/// fenced block after `marker`.
+pub fn fenced_after(text: &str, marker: &str) -> String {
+    let at = text.find(marker).unwrap_or_else(|| panic!("no {marker:?} in:\n{text}"));
+    let rest = &text[at..];
+    let inside = text[..at].lines().filter(|l| l.trim_start().starts_with("```")).count() % 2 == 1;
+    let body = if inside {
+        rest
+    } else {
+        let open = &rest[rest.find("```").expect("a fenced block after the marker")..];
+        &open[open.find('\n').unwrap() + 1..]
+    };
+    body[..body.find("```").unwrap()].to_string()
+}
+
 /// The local stack's settings, from `.stack/env` written by
 /// `scripts/stack/up`. Panics with the fix when the stack is not up: the
 /// tests never skip silently.
