@@ -2125,3 +2125,4 @@ fn kubernetes_rolling_smoke_test_failing_rolls_back() {
 /// CloudWatch alarms and the Prometheus query in a blue-green window and a
 /// canary step.
 mod analysis;
+mod trust;
