@@ -248,6 +248,23 @@ pub async fn set_image(
     runner: &Runner,
     dry_run: bool,
 ) -> Result<bool, KubeError> {
+    set_image_applied(client, t, image, env_from, runner, dry_run).await.map(|(changed, _)| changed)
+}
+
+/// [`set_image`], also returning the pod template the apply left (as the
+/// API server stored it): the rollout this run started, which the watch
+/// pins ([`super::rollout::watch_applied`]).
+///
+/// # Errors
+/// As [`set_image`].
+pub async fn set_image_applied(
+    client: &kube::Client,
+    t: &Current,
+    image: &str,
+    env_from: Option<&[EnvFromSource]>,
+    runner: &Runner,
+    dry_run: bool,
+) -> Result<(bool, Option<PodTemplateSpec>), KubeError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), &t.object.namespace);
     let patch = apply_patch(t, image, env_from);
     let before = if t.exists { t.deployment.metadata.generation.unwrap_or(0) } else { 0 };
@@ -267,8 +284,9 @@ pub async fn set_image(
     // Changed when the pod template is another: a new revision to undo. A
     // spec change elsewhere (replicas by an HPA, a manifest's strategy)
     // moves the generation, not the template, and leaves nothing to undo.
-    let template = applied.spec.as_ref().map(|s| &s.template);
-    Ok(!t.exists || template != t.live_template.as_ref())
+    let template = applied.spec.map(|s| s.template);
+    let changed = !t.exists || template.as_ref() != t.live_template.as_ref();
+    Ok((changed, template))
 }
 
 /// What an apply writes to, for messages.

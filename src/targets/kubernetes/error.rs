@@ -64,6 +64,14 @@ pub enum KubeError {
     #[error("{object}: pod {pod} of the new ReplicaSet is in {reason}: {message}")]
     PodFailed { object: ObjectRef, pod: String, reason: String, message: String },
 
+    /// The Deployment's template was changed while this run watched the
+    /// rollout it applied (kubectl's `rollout status --revision=N` fails
+    /// too): the rollout that would finish is not this run's.
+    #[error(
+        "{object}: changed during the rollout by {by}: {change}; what rolls out now is not what this run applied, so it is not reported as deployed (and not undone: the change is theirs)"
+    )]
+    TakenOver { object: ObjectRef, by: String, change: String },
+
     #[error("{object}: object has been deleted during the rollout")]
     Deleted { object: ObjectRef },
 
@@ -113,6 +121,7 @@ impl KubeError {
             KubeError::ProgressDeadline { .. } => "progress_deadline_exceeded",
             KubeError::PodFailed { .. } => "pod_failed",
             KubeError::Deleted { .. } => "kube_object_deleted",
+            KubeError::TakenOver { .. } => "rollout_taken_over",
             KubeError::Paused { .. } => "deployment_paused",
             KubeError::NoHistory { .. } => "no_rollout_history",
             KubeError::Migration { reason, .. } if reason == "timeout" || reason == "DeadlineExceeded" => {
