@@ -89,7 +89,14 @@ pub async fn read(
     let live_template = live.as_ref().and_then(|d| d.spec.as_ref()).map(|s| s.template.clone());
     let d = match (live, manifest) {
         (Some(d), None) => d,
-        (None, None) => return Err(KubeError::NotFound { object }),
+        (None, None) => {
+            return Err(match other_kind(client, namespace, &r.name).await {
+                Some(kind) => {
+                    KubeError::NotADeployment { object: ObjectRef::new(kind, namespace, &r.name), kind }
+                }
+                None => KubeError::NotFound { object },
+            });
+        }
         (live, Some(m)) => {
             let mut d: Deployment = serde_json::from_value(m.object.clone())
                 .map_err(|e| KubeError::Config(format!("{}: not a Deployment: {e}", m.source)))?;
@@ -134,6 +141,23 @@ pub async fn read(
         exists,
         wanted: r.image.clone(),
     })
+}
+
+/// When no Deployment has the name: the workload kind that has it
+/// (`StatefulSet`, `DaemonSet`), so the message says what was found
+/// rather than sending a user looking for a typo. A kind the Role may not
+/// read answers `None`.
+async fn other_kind(client: &kube::Client, namespace: &str, name: &str) -> Option<&'static str> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    if matches!(sts.get_opt(name).await, Ok(Some(_))) {
+        return Some("StatefulSet");
+    }
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    if matches!(ds.get_opt(name).await, Ok(Some(_))) {
+        return Some("DaemonSet");
+    }
+    None
 }
 
 /// The minimal apply configuration: the container's name (its merge key)

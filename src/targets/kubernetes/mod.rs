@@ -20,6 +20,7 @@
 // size costs nothing that matters, boxing every one would cost clarity.
 #![allow(clippy::result_large_err)]
 
+pub mod access;
 pub mod apply;
 pub mod bluegreen;
 pub mod canary;
@@ -231,6 +232,14 @@ async fn apply_all(
     for m in list {
         let o = apply::apply_object(client, m, ns, runner, false).await?;
         runner.line(&format!("{o}: applied ({})", m.source));
+        if matches!(m.kind(), "StatefulSet" | "DaemonSet") {
+            runner.warning(
+                "kube_kind_not_judged",
+                &format!(
+                    "{o}: applied, not judged: the action judges Deployments only; check it with kubectl rollout status"
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -250,6 +259,19 @@ pub enum Strategy {
     Canary(canary::Steps),
 }
 
+impl Strategy {
+    /// `drain-time`, for the strategies that move traffic away from pods
+    /// before removing them (zero for a rolling update, which the
+    /// Deployment's own rollout paces).
+    pub fn drain(&self) -> Duration {
+        match self {
+            Strategy::Rolling => Duration::ZERO,
+            Strategy::BlueGreen(t) => t.drain,
+            Strategy::Canary(s) => s.drain,
+        }
+    }
+}
+
 /// Runs `mode: deploy` (with `deploy`) or `mode: rollback` on the cluster.
 pub async fn run(
     spec: &KubernetesSpec,
@@ -267,14 +289,44 @@ pub async fn run(
             Err(e) => return fail("connect", e),
         }
     };
+    // Every permission the run will use, the way back included, before
+    // the first change.
+    {
+        // Where the Deployments live (a manifest may set its own).
+        let mut namespaces: Vec<&str> = Vec::new();
+        for r in &spec.deployments {
+            let ns = namespace_of(spec, &r.name);
+            if !namespaces.contains(&ns) {
+                namespaces.push(ns);
+            }
+        }
+        if namespaces.is_empty() {
+            namespaces.push(&spec.namespace);
+        }
+        let rules = access::needed(spec, &namespaces, mode, &strategy, deploy_of);
+        if let Err(e) = access::check(&client, &rules, runner).await {
+            return ClusterRun { rolled_back: true, ..fail("permissions", e) };
+        }
+    }
     match (mode, deploy_of, &strategy) {
         (Mode::Promote | Mode::Abort, _, _) => {
-            canary::decide(&client, spec, mode == Mode::Promote, runner, cancel).await
+            canary::decide(&client, spec, mode == Mode::Promote, strategy.drain(), runner, cancel).await
         }
-        (Mode::Rollback, _, Strategy::BlueGreen(_)) => {
-            bluegreen::rollback(&client, spec, runner, cancel).await
+        (Mode::Rollback, _, Strategy::BlueGreen(t)) => {
+            bluegreen::rollback(&client, spec, *t, runner, cancel).await
         }
-        (Mode::Rollback, _, _) => rollback_mode(&client, spec, runner, cancel).await,
+        (Mode::Rollback, _, _) => match canary::standing_beside(&client, spec).await {
+            // The stable never took the canary's version: undoing it would
+            // go one release too far back, and leave the canary serving.
+            Some((weight, image)) => {
+                runner.line(&format!(
+                    "deployment {}/{}-canary: a canary of {image} stands at {weight}%: mode 'rollback' removes it (as mode 'abort' does), its share back to the stable Deployment, which is not undone",
+                    spec.namespace, spec.deployments[0].name
+                ));
+                canary::decide(&client, spec, false, strategy.drain(), runner, cancel).await
+            }
+            None => rollback_mode(&client, spec, runner, cancel).await,
+        },
         (_, Some(d), strategy) => {
             let out = match strategy {
                 Strategy::BlueGreen(t) => bluegreen::deploy(&client, spec, d, *t, runner, cancel).await,
