@@ -117,10 +117,25 @@ pub fn label_selector(labels: &BTreeMap<String, String>) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-/// `matchLabels` of a selector as a label selector string (`a=b,c=d`).
+/// A Deployment's selector as a label selector string: its `matchLabels`
+/// (`a=b`) and its `matchExpressions` (`k in (a,b)`, `k notin (a)`, `k`,
+/// `!k`), so that one selecting by expressions only still gets its pods
+/// watched (early failure detection) and its ReplicaSets listed.
 pub fn selector(d: &Deployment) -> Option<String> {
-    let labels = d.spec.as_ref()?.selector.match_labels.as_ref()?;
-    (!labels.is_empty()).then(|| label_selector(labels))
+    let sel = &d.spec.as_ref()?.selector;
+    let mut parts: Vec<String> = sel.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            // An operator the API server would not have accepted.
+            _ => return None,
+        });
+    }
+    (!parts.is_empty()).then(|| parts.join(","))
 }
 
 /// Watches `name` until kubectl's verdict is reached, failing early when a
@@ -423,6 +438,31 @@ mod tests {
         assert_eq!(status(&d), Verdict::Failed("deployment \"web\" exceeded its progress deadline".into()));
         d.metadata.generation = Some(2);
         assert!(matches!(status(&d), Verdict::Waiting(_)));
+    }
+
+    #[test]
+    fn selector_takes_labels_and_expressions() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+        let req = |key: &str, operator: &str, values: &[&str]| LabelSelectorRequirement {
+            key: key.into(),
+            operator: operator.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
+        };
+        let mut d = dep(1, 1, 1, 1, 1, 1);
+        d.spec.as_mut().unwrap().selector = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+            match_expressions: Some(vec![
+                req("tier", "In", &["a", "b"]),
+                req("track", "NotIn", &["canary"]),
+                req("team", "Exists", &[]),
+                req("old", "DoesNotExist", &[]),
+            ]),
+        };
+        assert_eq!(selector(&d).unwrap(), "app=web,tier in (a,b),track notin (canary),team,!old");
+        d.spec.as_mut().unwrap().selector.match_labels = None;
+        assert!(selector(&d).unwrap().starts_with("tier in (a,b)"));
+        d.spec.as_mut().unwrap().selector = LabelSelector::default();
+        assert_eq!(selector(&d), None);
     }
 
     #[test]

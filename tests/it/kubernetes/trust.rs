@@ -483,3 +483,40 @@ fn kubernetes_blue_green_rollback_right_after_the_first_deploy_brings_the_source
     assert_eq!(ns.selector("web")["deploy-action/colour"], "blue");
     assert_eq!(image_of(&ns, "web-blue"), "example.invalid/web:v3");
 }
+
+/// A Deployment selecting its pods by `matchExpressions` only keeps early
+/// failure detection: its crash-looping pod is named well before the
+/// progress deadline, where kubectl (and, before, the action) only fails at
+/// the deadline.
+#[test]
+fn kubernetes_a_selector_of_expressions_only_keeps_early_failure_detection() {
+    let ns = Ns::new("exprsel");
+    let yaml = |name: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 20\n  selector:\n    matchExpressions: [{{key: app, operator: In, values: [{name}]}}]\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n      - {{name: app, image: \"example.invalid/web:v1\"}}\n",
+            ns = ns.0
+        )
+    };
+    for name in ["web", "twin"] {
+        kubectl_stdin(&["apply", "-f", "-"], &yaml(name));
+        ns.rollout_status(name, &[]).assert_ok();
+    }
+    let bad = "example.invalid/web:crashloop";
+    kubectl_ok(&["-n", &ns.0, "set", "image", "deployment/twin", &format!("app={bad}")]);
+    let started = Instant::now();
+    let twin = ns.spawn_rollout_status("twin");
+    let run = ns.action("web:app").input("image", bad).run();
+    let action_took = started.elapsed();
+    let kubectl = Verdict(twin.wait_with_output().unwrap());
+    let kubectl_took = started.elapsed();
+    eprintln!("matchExpressions: action failed after {action_took:?}, kubectl after {kubectl_took:?}");
+    assert_status(&run, "failure", 1);
+    kubectl.assert_failed("exceeded its progress deadline");
+    assert!(run.stdout.contains("CrashLoopBackOff") && run.stdout.contains("pod web-"), "{}", run.stdout);
+    assert!(
+        action_took + Duration::from_secs(3) < kubectl_took,
+        "action {action_took:?}, kubectl {kubectl_took:?}"
+    );
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    ns.rollout_status("web", &[]).assert_ok();
+}
