@@ -172,6 +172,19 @@ fn problem(message: String) -> Problem {
 
 /// The file's entries, or `None` (with the problem) when it does not parse.
 fn parse(text: &str, problems: &mut Vec<Problem>) -> Option<Vec<FileService>> {
+    // A list (or a scalar) at the top level is a common slip: name the
+    // shape expected, once, rather than serde's `expected struct FileRoot`.
+    let shape = match serde_yaml::from_str::<serde_yaml::Value>(text) {
+        Ok(serde_yaml::Value::Sequence(_)) => Some("is a list at the top level"),
+        Ok(serde_yaml::Value::Mapping(_)) | Err(_) => None,
+        Ok(_) => Some("is not a mapping at the top level"),
+    };
+    if let Some(what) = shape {
+        problems.push(problem(format!(
+            "{what}; a services file is a mapping whose one key, 'services', holds the list (services:\n  - name: web\n  - name: api)"
+        )));
+        return None;
+    }
     let root: FileRoot = match serde_yaml::from_str(text) {
         Ok(r) => r,
         Err(e) => {

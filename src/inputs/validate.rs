@@ -771,7 +771,8 @@ fn kubernetes(
                     "services-file",
                     "strategy 'canary' on target 'kubernetes' takes one Deployment; this file lists several",
                 ),
-                StrategyKind::BlueGreen if deployments.iter().all(|d| d.worker) => c.problem(
+                // (An empty list: the file did not parse, and that is named.)
+                StrategyKind::BlueGreen if !deployments.is_empty() && deployments.iter().all(|d| d.worker) => c.problem(
                     "services-file",
                     "strategy 'blue-green' flips Services, and every entry here has 'proxy: false' (no Service): deploy workers alone with strategy 'rolling'",
                 ),

@@ -712,9 +712,17 @@ async fn cluster_units(
     let status = match (&k.error, k.cancelled, k.rolled_back) {
         (None, false, _) => Status::Success,
         (_, true, _) => Status::Error,
-        (Some(kubernetes::KubeError::Paused { .. } | kubernetes::KubeError::NoHistory { .. }), _, _) => {
-            Status::Failure
-        }
+        // Someone else's template runs now, as they set it: this deploy
+        // failed, and there is nothing of it left to undo.
+        (
+            Some(
+                kubernetes::KubeError::Paused { .. }
+                | kubernetes::KubeError::NoHistory { .. }
+                | kubernetes::KubeError::TakenOver { .. },
+            ),
+            _,
+            _,
+        ) => Status::Failure,
         // Nothing changed yet (read or apply refused) counts as rolled back.
         (Some(_), false, true) => Status::Failure,
         (Some(_), false, false) if k.units.iter().all(|(_, o, _)| o == "unchanged") => Status::Failure,

@@ -202,6 +202,7 @@ fn kube_strategy(inputs: &Inputs) -> crate::targets::kubernetes::Strategy {
                 .as_ref()
                 .map(|k| k.canary_traffic.clone())
                 .unwrap_or(crate::inputs::CanaryTraffic::Replicas),
+            drain: inputs.rollout.drain,
         }),
         crate::inputs::StrategyKind::Rolling => Strategy::Rolling,
     }

@@ -89,7 +89,14 @@ pub async fn read(
     let live_template = live.as_ref().and_then(|d| d.spec.as_ref()).map(|s| s.template.clone());
     let d = match (live, manifest) {
         (Some(d), None) => d,
-        (None, None) => return Err(KubeError::NotFound { object }),
+        (None, None) => {
+            return Err(match other_kind(client, namespace, &r.name).await {
+                Some(kind) => {
+                    KubeError::NotADeployment { object: ObjectRef::new(kind, namespace, &r.name), kind }
+                }
+                None => KubeError::NotFound { object },
+            });
+        }
         (live, Some(m)) => {
             let mut d: Deployment = serde_json::from_value(m.object.clone())
                 .map_err(|e| KubeError::Config(format!("{}: not a Deployment: {e}", m.source)))?;
@@ -134,6 +141,23 @@ pub async fn read(
         exists,
         wanted: r.image.clone(),
     })
+}
+
+/// When no Deployment has the name: the workload kind that has it
+/// (`StatefulSet`, `DaemonSet`), so the message says what was found
+/// rather than sending a user looking for a typo. A kind the Role may not
+/// read answers `None`.
+async fn other_kind(client: &kube::Client, namespace: &str, name: &str) -> Option<&'static str> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    if matches!(sts.get_opt(name).await, Ok(Some(_))) {
+        return Some("StatefulSet");
+    }
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    if matches!(ds.get_opt(name).await, Ok(Some(_))) {
+        return Some("DaemonSet");
+    }
+    None
 }
 
 /// The minimal apply configuration: the container's name (its merge key)
@@ -248,6 +272,23 @@ pub async fn set_image(
     runner: &Runner,
     dry_run: bool,
 ) -> Result<bool, KubeError> {
+    set_image_applied(client, t, image, env_from, runner, dry_run).await.map(|(changed, _)| changed)
+}
+
+/// [`set_image`], also returning the pod template the apply left (as the
+/// API server stored it): the rollout this run started, which the watch
+/// pins ([`super::rollout::watch_applied`]).
+///
+/// # Errors
+/// As [`set_image`].
+pub async fn set_image_applied(
+    client: &kube::Client,
+    t: &Current,
+    image: &str,
+    env_from: Option<&[EnvFromSource]>,
+    runner: &Runner,
+    dry_run: bool,
+) -> Result<(bool, Option<PodTemplateSpec>), KubeError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), &t.object.namespace);
     let patch = apply_patch(t, image, env_from);
     let before = if t.exists { t.deployment.metadata.generation.unwrap_or(0) } else { 0 };
@@ -267,8 +308,9 @@ pub async fn set_image(
     // Changed when the pod template is another: a new revision to undo. A
     // spec change elsewhere (replicas by an HPA, a manifest's strategy)
     // moves the generation, not the template, and leaves nothing to undo.
-    let template = applied.spec.as_ref().map(|s| &s.template);
-    Ok(!t.exists || template != t.live_template.as_ref())
+    let template = applied.spec.map(|s| s.template);
+    let changed = !t.exists || template.as_ref() != t.live_template.as_ref();
+    Ok((changed, template))
 }
 
 /// What an apply writes to, for messages.

@@ -102,6 +102,12 @@ impl Pair {
     fn candidate_name(&self) -> String {
         self.colour_name(self.candidate)
     }
+    /// In `mode: rollback`, the Deployment brought back: the colour at
+    /// zero, or, right after the first blue-green deploy (no other colour
+    /// yet), the source itself, kept at zero as the template.
+    fn back_name(&self) -> String {
+        if self.candidate_existed { self.candidate_name() } else { self.name().to_string() }
+    }
     /// The Deployment serving now.
     fn old_name(&self) -> String {
         match self.live {
@@ -210,6 +216,7 @@ async fn read_pair(client: &kube::Client, ns: &str, r: &DeploymentRef) -> Result
             source.object
         )));
     }
+    shared_with_others(client, ns, &svc_ref, &selector, &source.object.name).await?;
     let live = match selector.get(COLOUR).map(String::as_str) {
         Some("blue") => Some("blue"),
         Some("green") => Some("green"),
@@ -263,6 +270,88 @@ async fn read_pair(client: &kube::Client, ns: &str, r: &DeploymentRef) -> Result
         pin: std::sync::OnceLock::new(),
         replicas,
         old_image,
+    })
+}
+
+/// Refuses a Deployment that a HorizontalPodAutoscaler scales: blue-green
+/// runs the colours at fixed replicas and keeps the source at zero, so the
+/// HPA (which targets the source) would be switched off without a word.
+async fn autoscaled(client: &kube::Client, ns: &str, pairs: &[Pair]) -> Result<(), KubeError> {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&ListParams::default()).await.map_err(|e| {
+        KubeError::from_api(
+            e,
+            "list",
+            "horizontalpodautoscalers",
+            "autoscaling",
+            ObjectRef::new("horizontalpodautoscaler", ns, ""),
+        )
+    })?;
+    for hpa in &list.items {
+        let target = &hpa.spec.scale_target_ref;
+        let scaled = pairs.iter().find(|p| {
+            target.kind == "Deployment"
+                && [p.name().to_string(), p.colour_name("blue"), p.colour_name("green")]
+                    .contains(&target.name)
+        });
+        if let Some(p) = scaled {
+            return Err(KubeError::Autoscaled {
+                hpa: ObjectRef::new(
+                    "horizontalpodautoscaler",
+                    ns,
+                    hpa.metadata.name.as_deref().unwrap_or_default(),
+                ),
+                deployment: p.source.object.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a live Service whose selector also selects the pods of another
+/// Deployment (one not `source` nor its colours): the flip (and, on the
+/// first deploy, the pin) narrows the selector to `source`'s pods, and the
+/// other's pods would leave the Service's endpoints, an outage of something
+/// this run does not deploy. The `pod-template-hash` pin is ours; a
+/// Deployment at zero replicas has no pods to lose.
+async fn shared_with_others(
+    client: &kube::Client,
+    ns: &str,
+    service: &ObjectRef,
+    selector: &BTreeMap<String, String>,
+    source: &str,
+) -> Result<(), KubeError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| KubeError::from_api(e, "list", "deployments", "apps", service.clone()))?;
+    let ours = |n: &str| n == source || n == format!("{source}-blue") || n == format!("{source}-green");
+    let selects = |d: &Deployment| {
+        let labels =
+            d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.as_ref());
+        let Some(labels) = labels else { return false };
+        selector.iter().filter(|(k, _)| *k != HASH_LABEL).all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let others: Vec<String> = list
+        .items
+        .iter()
+        .filter(|d| !d.metadata.name.as_deref().is_some_and(ours))
+        .filter(|d| d.spec.as_ref().and_then(|s| s.replicas) != Some(0))
+        .filter(|d| selects(d))
+        .map(|d| ObjectRef::deployment(ns, d.metadata.name.as_deref().unwrap_or_default()).to_string())
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    Err(KubeError::SharedService {
+        service: service.clone(),
+        deployment: ObjectRef::deployment(ns, source),
+        others: others.join(", "),
     })
 }
 
@@ -448,6 +537,9 @@ pub async fn deploy(
             }
         }
     }
+    if let Err(e) = autoscaled(client, ns, &pairs).await {
+        return ClusterRun { error: Some(e), rolled_back: true, ..out };
+    }
     let worker_refs: Vec<&DeploymentRef> = spec.deployments.iter().filter(|r| r.worker).collect();
     let workers = match workers::read(client, ns, &worker_refs).await {
         Ok(w) => w,
@@ -507,7 +599,7 @@ pub async fn deploy(
                 out.cancelled = cancel.is_cancelled() && e.is_none();
                 out.error = e;
                 let mut out = unchanged(out, &pairs);
-                back_out(client, &pairs, &changed, &mut out, runner, &way).await;
+                back_out(client, &pairs, &changed, &mut out, Duration::ZERO, runner, &way).await;
                 return out;
             }
         }
@@ -522,12 +614,14 @@ pub async fn deploy(
 
 /// The way back short of a flip, or once the Services went back: the
 /// workers this run rolled undone first (they serve with the Services),
-/// then every candidate to zero (serving nothing: the clean-up, last).
+/// then, after `drain` (non-zero once the candidates took traffic), every
+/// candidate to zero (serving nothing: the clean-up, last).
 async fn back_out(
     client: &kube::Client,
     pairs: &[Pair],
     rolled: &[workers::Rolled],
     out: &mut ClusterRun,
+    drain: Duration,
     runner: &Runner,
     way: &WayBack<'_>,
 ) {
@@ -538,7 +632,33 @@ async fn back_out(
         out.units.extend(rows);
     }
     let _g = runner.group("Rollback: candidates to zero");
+    drain_before_removal(drain, "the candidates are retired", runner, way.cancel()).await;
     retire_candidates(client, pairs, runner, way).await;
+}
+
+/// The drain on every way out of traffic: once a Service no longer selects
+/// some pods, endpoints, kube-proxy and ingress controllers still send
+/// them requests for a while, so they are kept `drain` before they are
+/// removed or scaled down. A signal cuts the wait short (the way back's
+/// budget goes to the clean-up, and the runner kills the job soon after).
+pub(super) async fn drain_before_removal(
+    drain: Duration,
+    what: &str,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) {
+    if drain.is_zero() {
+        return;
+    }
+    if cancel.is_cancelled() {
+        runner.line(&format!("no drain before {what}: cancelled"));
+        return;
+    }
+    runner.line(&format!("draining for {}s before {what}", drain.as_secs()));
+    tokio::select! {
+        () = tokio::time::sleep(drain) => {}
+        () = cancel.cancelled() => runner.line("drain cut short: cancelled"),
+    }
 }
 
 /// Nothing of the pairs changed (or it was all put back): every row
@@ -708,7 +828,7 @@ impl Flip<'_> {
     /// candidates to zero, every Service as it was.
     async fn not_flipped(&self, out: ClusterRun) -> ClusterRun {
         let mut out = unchanged(out, self.pairs);
-        back_out(self.client, self.pairs, self.rolled, &mut out, self.runner, self.way).await;
+        back_out(self.client, self.pairs, self.rolled, &mut out, Duration::ZERO, self.runner, self.way).await;
         out
     }
 
@@ -722,7 +842,9 @@ impl Flip<'_> {
             .iter()
             .map(|p| (p.source.object.to_string(), "switched back".into(), started.elapsed()))
             .collect();
-        back_out(self.client, self.pairs, self.rolled, &mut out, self.runner, self.way).await;
+        // Candidates that took traffic drain before they go.
+        let drain = if flipped.is_empty() { Duration::ZERO } else { self.timing.drain };
+        back_out(self.client, self.pairs, self.rolled, &mut out, drain, self.runner, self.way).await;
         out
     }
 }
@@ -959,6 +1081,7 @@ async fn retire_candidates(client: &kube::Client, pairs: &[Pair], runner: &Runne
 pub async fn rollback(
     client: &kube::Client,
     spec: &KubernetesSpec,
+    timing: Timing,
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> ClusterRun {
@@ -979,17 +1102,18 @@ pub async fn rollback(
             }
         }
     }
-    // Swap the roles: the candidate is the colour at zero.
+    // Swap the roles: the candidate is the colour at zero (or, right after
+    // the first blue-green deploy, the source kept at zero).
     let _g = runner.group("Rollback: the previous colour back up, then the switch");
     for p in &pairs {
-        if let Err(e) = scale(client, ns, &p.candidate_name(), p.replicas).await {
+        if let Err(e) = scale(client, ns, &p.back_name(), p.replicas).await {
             out.error = Some(e);
             return out;
         }
     }
     let stop = cancel.child_token();
     for p in &pairs {
-        match rollout::watch(client, ns, &p.candidate_name(), runner, &stop).await {
+        match rollout::watch(client, ns, &p.back_name(), runner, &stop).await {
             Ok(Some(_)) => {}
             Ok(None) => return ClusterRun { cancelled: true, ..out },
             Err(e) => {
@@ -1006,7 +1130,7 @@ pub async fn rollback(
         let id_of =
             |d: Option<Deployment>| d.and_then(|d| d.metadata.annotations?.get(workers::ROLLED_BY).cloned());
         let from = id_of(api.get_opt(&p.old_name()).await.ok().flatten());
-        let back_to = id_of(api.get_opt(&p.candidate_name()).await.ok().flatten());
+        let back_to = id_of(api.get_opt(&p.back_name()).await.ok().flatten());
         match workers::roll_back(
             client,
             ns,
@@ -1036,16 +1160,38 @@ pub async fn rollback(
         let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
         out.previous_image = p.old_image.clone();
         out.restored_image = api
-            .get_opt(&p.candidate_name())
+            .get_opt(&p.back_name())
             .await
             .ok()
             .flatten()
             .and_then(|d| apply::container_image(&d, Some(&p.source.container)));
     }
+    // The source brought back is selected by its ReplicaSet's hash, as on
+    // the first deploy: its bare app labels would select the colours too.
+    let mut targets = Vec::new();
+    for p in &pairs {
+        if p.candidate_existed {
+            targets.push((selector_patch(p, Some(p.candidate), None), p.selector_for(p.candidate)));
+            continue;
+        }
+        let hash = match serving_hash(client, p).await {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                out.error =
+                    Some(KubeError::Config(format!("{}: no pod of it became ready", p.source.object)));
+                return out;
+            }
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        };
+        let mut sel = source_labels(&p.source.deployment);
+        sel.insert(HASH_LABEL.into(), hash.clone());
+        targets.push((selector_patch(p, None, Some(&hash)), sel));
+    }
     for (i, p) in pairs.iter().enumerate() {
-        if let Err(e) =
-            set_selector(client, &p.service_ref(), &selector_patch(p, Some(p.candidate), None)).await
-        {
+        if let Err(e) = set_selector(client, &p.service_ref(), &targets[i].0).await {
             // Never half-switched: those already flipped go back.
             let flipped: Vec<&Pair> = pairs[..i].iter().collect();
             if !flip_back(client, &flipped, runner, &WayBack::new(cancel)).await {
@@ -1058,20 +1204,31 @@ pub async fn rollback(
             out.error = Some(e);
             return out;
         }
-        runner.line(&format!("{}: selector now {COLOUR}={}", p.service_ref(), p.candidate));
+        match p.candidate_existed {
+            true => runner.line(&format!("{}: selector now {COLOUR}={}", p.service_ref(), p.candidate)),
+            false => runner.line(&format!(
+                "{}: selector now {}'s own pods ({HASH_LABEL}={}; it served before the first blue-green deploy)",
+                p.service_ref(),
+                p.source.object,
+                targets[i].1.get(HASH_LABEL).map_or("", String::as_str)
+            )),
+        }
     }
-    for p in &pairs {
-        if let Err(e) = verify_endpoints(client, &p.service_ref(), &p.selector_for(p.candidate), runner).await
-        {
+    for (p, (_, selector)) in pairs.iter().zip(&targets) {
+        if let Err(e) = verify_endpoints(client, &p.service_ref(), selector, runner).await {
             out.error = Some(e);
             return out;
         }
+    }
+    // The colour rolled back from served until the flip: it drains first.
+    drain_before_removal(timing.drain, "the colour rolled back from is scaled to 0", runner, cancel).await;
+    for p in &pairs {
         if let Err(e) = scale(client, ns, &p.old_name(), 0).await {
             runner.warning(e.reason(), &format!("the colour rolled back from was not scaled down: {e}"));
         }
         out.units.push((
             p.source.object.to_string(),
-            format!("{} live again, {} at 0", p.candidate_name(), p.old_name()),
+            format!("{} live again, {} at 0", p.back_name(), p.old_name()),
             started.elapsed(),
         ));
     }
@@ -1103,6 +1260,7 @@ pub async fn plan(
     }
     for r in spec.deployments.iter().filter(|r| !r.worker) {
         let p = read_pair(client, ns, r).await?;
+        autoscaled(client, ns, std::slice::from_ref(&p)).await?;
         let image = p.source.image_to_run(image);
         let body = colour_deployment(&p.source, p.candidate, image, None, p.replicas, None);
         let api: Api<Deployment> = Api::namespaced(client.clone(), ns);

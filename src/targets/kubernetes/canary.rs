@@ -59,6 +59,9 @@ pub struct Steps {
     pub steps: Vec<u8>,
     pub interval: Duration,
     pub traffic: CanaryTraffic,
+    /// `drain-time`: how long a weighted router's canary keeps its pods
+    /// after its weight went to 0, before it is removed.
+    pub drain: Duration,
 }
 
 fn traffic_str(t: &CanaryTraffic) -> String {
@@ -89,6 +92,48 @@ pub fn canary_replicas(traffic: &CanaryTraffic, stable: i32, weight: u8) -> i32 
         _ => (n * w / 100.0).ceil(),
     };
     (c as i32).max(1)
+}
+
+/// How far the share the pods give may be from a step's weight before the
+/// step is refused: 5 percentage points, or two fifths of the step when
+/// that is more (25% beside 2 stable replicas is 1 pod of 3, 33%: kept;
+/// 10% beside 1 is 1 of 2, 50%: refused).
+fn share_tolerance(weight: u8) -> f64 {
+    (f64::from(weight) * 0.4).max(5.0)
+}
+
+/// The share of all pods `canary_replicas` gives at `weight` beside
+/// `stable` pods (`canary-traffic: replicas`).
+pub fn real_share(stable: i32, weight: u8) -> (i32, f64) {
+    let c = canary_replicas(&CanaryTraffic::Replicas, stable, weight);
+    (c, 100.0 * f64::from(c) / f64::from(c + stable.max(1)))
+}
+
+/// The first step the replica counts cannot express within
+/// [`share_tolerance`]: refused before any change, naming the real share
+/// and how many stable replicas would express it. A weighted router
+/// (ingress, HTTPRoute) weighs exactly: nothing to refuse.
+pub fn inexpressible(
+    traffic: &CanaryTraffic,
+    stable: i32,
+    steps: &[u8],
+    object: &ObjectRef,
+) -> Option<KubeError> {
+    if !matches!(traffic, CanaryTraffic::Replicas) {
+        return None;
+    }
+    let fits = |n: i32, w: u8| (real_share(n, w).1 - f64::from(w)).abs() <= share_tolerance(w);
+    let w = steps.iter().copied().find(|w| *w < 100 && !fits(stable, *w))?;
+    let (canary, real) = real_share(stable, w);
+    let need = (1..=1000).find(|n| fits(*n, w)).unwrap_or(1000);
+    Some(KubeError::CanaryShare {
+        object: object.clone(),
+        weight: w,
+        stable: stable.max(1),
+        canary,
+        real,
+        need,
+    })
 }
 
 fn name_of(stable: &str) -> String {
@@ -167,6 +212,8 @@ struct Canary<'a> {
     service: String,
     stable_replicas: i32,
     traffic: CanaryTraffic,
+    /// See [`Steps::drain`].
+    drain: Duration,
     runner: &'a Runner,
 }
 
@@ -381,8 +428,24 @@ impl Canary<'_> {
     }
 
     /// Weights back to the stable, the canary and its objects removed.
-    async fn abort(&self) -> Result<(), KubeError> {
+    /// Behind a weighted router the canary's pods are kept for `drain`
+    /// after its weight went to 0 (a signal cuts the wait short): the
+    /// router, endpoints and kube-proxy need time to stop sending there.
+    /// By replica ratio its pods leave the Service as they terminate.
+    async fn abort(&self, cancel: &CancellationToken) -> Result<(), KubeError> {
         self.set_weight(0).await?;
+        if !matches!(self.traffic, CanaryTraffic::Replicas) && !self.drain.is_zero() && !cancel.is_cancelled()
+        {
+            self.runner.line(&format!(
+                "{}: weight 0; draining for {}s before it is removed",
+                self.object(),
+                self.drain.as_secs()
+            ));
+            tokio::select! {
+                () = tokio::time::sleep(self.drain) => {}
+                () = cancel.cancelled() => self.runner.line("drain cut short: cancelled"),
+            }
+        }
         let dp = DeleteParams::background();
         let service = ObjectRef::new("service", &self.ns, &self.name());
         for (r, resource, group, object) in [
@@ -428,7 +491,7 @@ impl Canary<'_> {
         match rollout::watch(self.client, &self.ns, &self.stable.object.name, self.runner, cancel).await {
             Ok(Some(_)) => {
                 self.runner.line(&format!("{}: promoted to {image}", self.stable.object));
-                Promotion::Done { cleanup: self.abort().await.err() }
+                Promotion::Done { cleanup: self.abort(cancel).await.err() }
             }
             Ok(None) => Promotion::Failed { applied, error: None },
             Err(e) => Promotion::Failed { applied, error: Some(e) },
@@ -486,13 +549,23 @@ async fn open<'a>(
     client: &'a kube::Client,
     spec: &KubernetesSpec,
     traffic: CanaryTraffic,
+    drain: Duration,
     runner: &'a Runner,
 ) -> Result<Canary<'a>, KubeError> {
     let r = spec.deployments.first().ok_or_else(|| KubeError::Config("no Deployment named".into()))?;
     let stable = apply::read(client, &spec.namespace, r, None).await?;
     let stable_replicas = stable.deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(1);
     let service = r.service_name().to_string();
-    Ok(Canary { client, ns: spec.namespace.clone(), stable, service, stable_replicas, traffic, runner })
+    Ok(Canary {
+        client,
+        ns: spec.namespace.clone(),
+        stable,
+        service,
+        stable_replicas,
+        traffic,
+        drain,
+        runner,
+    })
 }
 
 /// Where a canary stands, from its annotations.
@@ -519,7 +592,7 @@ pub async fn deploy(
 ) -> ClusterRun {
     let mut out = ClusterRun { stage: "inspect", ..Default::default() };
     let started = Instant::now();
-    let c = match open(client, spec, steps.traffic.clone(), runner).await {
+    let c = match open(client, spec, steps.traffic.clone(), steps.drain, runner).await {
         Ok(c) => c,
         Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
     };
@@ -534,6 +607,11 @@ pub async fn deploy(
         }
         Ok(_) => {}
         Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
+    }
+    // A step the replica counts cannot express (10% of 1 replica is 50%)
+    // is refused before anything changes.
+    if let Some(e) = inexpressible(&c.traffic, c.stable_replicas, &steps.steps, &c.stable.object) {
+        return ClusterRun { error: Some(e), rolled_back: true, ..out };
     }
     // The promotion's apply as a server-side dry run first: a field another
     // tool applies is refused now, not after the migration and every step.
@@ -572,7 +650,8 @@ pub async fn deploy(
                 out.cancelled = out.error.is_none();
                 let _g = runner.group("Abort: all traffic back to the stable version");
                 let way = WayBack::new(cancel);
-                out.rolled_back = way.bound(Some(UNDO_WITHIN), c.abort()).await.is_some_and(|r| r.is_ok());
+                out.rolled_back =
+                    way.bound(Some(UNDO_WITHIN), c.abort(cancel)).await.is_some_and(|r| r.is_ok());
                 out.units = vec![(unit, format!("canary aborted at {w}%"), started.elapsed())];
                 return out;
             }
@@ -670,7 +749,7 @@ async fn finish_failed_promote(
         true => super::undo_and_confirm(c.client, &c.ns, &c.stable.object.name, c.runner, &way).await,
         false => ("unchanged".into(), true),
     };
-    let aborted = way.bound(Some(UNDO_WITHIN), c.abort()).await.is_some_and(|r| r.is_ok());
+    let aborted = way.bound(Some(UNDO_WITHIN), c.abort(cancel)).await.is_some_and(|r| r.is_ok());
     out.rolled_back = undone && aborted;
     let removed = if aborted { "canary removed" } else { "canary not removed" };
     let outcome =
@@ -678,17 +757,36 @@ async fn finish_failed_promote(
     out.units = vec![(unit, outcome, started.elapsed())];
 }
 
+/// Whether a canary stands beside the one Deployment of `spec` (its
+/// weight, image): `mode: rollback` then means "take the canary away", not
+/// an undo of the stable Deployment, which the canary run never touched.
+/// A Deployment that cannot be read answers `None` (the rollback itself
+/// reports it).
+pub async fn standing_beside(client: &kube::Client, spec: &KubernetesSpec) -> Option<(u8, String)> {
+    if spec.deployments.len() != 1 {
+        return None;
+    }
+    let r = spec.deployments.first()?;
+    let object = ObjectRef::deployment(&spec.namespace, &name_of(&r.name));
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &object.namespace);
+    let d = api.get_opt(&object.name).await.ok().flatten()?;
+    let a = d.metadata.annotations?;
+    let weight: u8 = a.get(WEIGHT)?.parse().ok()?;
+    Some((weight, a.get(IMAGE)?.clone()))
+}
+
 /// `mode: promote` / `mode: abort`: decided from the canary's annotations.
 pub async fn decide(
     client: &kube::Client,
     spec: &KubernetesSpec,
     promote: bool,
+    drain: Duration,
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> ClusterRun {
     let mut out = ClusterRun { stage: if promote { "promote" } else { "abort" }, ..Default::default() };
     let started = Instant::now();
-    let probe = match open(client, spec, CanaryTraffic::Replicas, runner).await {
+    let probe = match open(client, spec, CanaryTraffic::Replicas, drain, runner).await {
         Ok(c) => c,
         Err(e) => return ClusterRun { error: Some(e), ..out },
     };
@@ -725,7 +823,7 @@ pub async fn decide(
         }
         finish_promote(&c, promotion, &image, &mut out, Some(weight), cancel, started).await;
     } else {
-        match c.abort().await {
+        match c.abort(cancel).await {
             Ok(()) => {
                 out.stage = "done";
                 out.restored_image = c.stable.image.clone();
@@ -750,7 +848,10 @@ pub async fn plan(
     image: &str,
     runner: &Runner,
 ) -> Result<Vec<String>, KubeError> {
-    let c = open(client, spec, steps.traffic.clone(), runner).await?;
+    let c = open(client, spec, steps.traffic.clone(), Duration::ZERO, runner).await?;
+    if let Some(e) = inexpressible(&c.traffic, c.stable_replicas, &steps.steps, &c.stable.object) {
+        return Err(e);
+    }
     let image = c.stable.image_to_run(image);
     let first = steps.steps.first().copied().unwrap_or(100).min(99);
     let replicas = canary_replicas(&c.traffic, c.stable_replicas, first);
@@ -796,6 +897,25 @@ mod tests {
         let i = CanaryTraffic::Ingress("web".into());
         assert_eq!(canary_replicas(&i, 4, 10), 1);
         assert_eq!(canary_replicas(&i, 4, 50), 2);
+    }
+
+    #[test]
+    fn a_share_the_replicas_cannot_express_is_refused_with_the_replicas_that_would() {
+        let o = ObjectRef::deployment("ns", "web");
+        let r = CanaryTraffic::Replicas;
+        // 10% of 1 replica: 1 canary pod beside 1 is 50%; 6 stable give 1 of 7.
+        match inexpressible(&r, 1, &[10, 100], &o) {
+            Some(KubeError::CanaryShare { weight: 10, canary: 1, stable: 1, real, need: 6, .. }) => {
+                assert!((real - 50.0).abs() < 0.01)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(inexpressible(&r, 3, &[25, 100], &o).is_none());
+        assert!(inexpressible(&r, 2, &[25], &o).is_none(), "1 of 3 for 25%");
+        assert!(inexpressible(&r, 9, &[10, 50], &o).is_none());
+        assert!(inexpressible(&r, 1, &[50], &o).is_none());
+        // A weighted router weighs exactly.
+        assert!(inexpressible(&CanaryTraffic::Ingress("web".into()), 1, &[10], &o).is_none());
     }
 
     #[test]

@@ -50,6 +50,19 @@ pub enum KubeError {
     #[error("{object} not found")]
     NotFound { object: ObjectRef },
 
+    /// `deployments` names a workload of another kind (`object.kind`).
+    #[error(
+        "{object} is a {kind}, not a Deployment: target 'kubernetes' deploys Deployments only (rolling, blue-green and canary); roll a {kind} with kubectl (set image, then rollout status) until the action supports it"
+    )]
+    NotADeployment { object: ObjectRef, kind: &'static str },
+
+    /// A canary step the replica counts cannot express (`canary-traffic:
+    /// replicas`): the real share is far from the step.
+    #[error(
+        "{object}: a canary step of {weight}% cannot be expressed by replicas with {stable} stable replica(s): {canary} canary pod(s) beside {stable} is {real:.1}% of the pods; scale {object} to at least {need} replicas, use a step near {real:.0}%, or weigh exactly with canary-traffic ingress/<name> or httproute/<name>"
+    )]
+    CanaryShare { object: ObjectRef, weight: u8, stable: i32, canary: i32, real: f64, need: i32 },
+
     #[error("{object} has no container named '{container}' (it has: {})", .containers.join(", "))]
     NoSuchContainer { object: ObjectRef, container: String, containers: Vec<String> },
 
@@ -63,6 +76,29 @@ pub enum KubeError {
 
     #[error("{object}: pod {pod} of the new ReplicaSet is in {reason}: {message}")]
     PodFailed { object: ObjectRef, pod: String, reason: String, message: String },
+
+    /// The Deployment's template was changed while this run watched the
+    /// rollout it applied (kubectl's `rollout status --revision=N` fails
+    /// too): the rollout that would finish is not this run's.
+    #[error(
+        "{object}: changed during the rollout by {by}: {change}; what rolls out now is not what this run applied, so it is not reported as deployed (and not undone: the change is theirs)"
+    )]
+    TakenOver { object: ObjectRef, by: String, change: String },
+
+    /// Blue-green would narrow a Service that also selects the pods of
+    /// other Deployments to one Deployment's colour.
+    #[error(
+        "{service} also selects the pods of {others}; a blue-green flip narrows its selector to {deployment}'s colour, and those pods would leave its endpoints: give {} a Service of its own (one selecting only its pods, named with 'service' in a services file), or move the others to another Service",
+        .deployment.name
+    )]
+    SharedService { service: ObjectRef, deployment: ObjectRef, others: String },
+
+    /// Blue-green of a Deployment an HPA scales.
+    #[error(
+        "{hpa} scales {deployment}: blue-green runs fixed replicas in its colours and keeps {} at zero, which would switch the autoscaler off; deploy it with strategy 'rolling' (its rolling update leaves the replicas to the HPA) or 'canary', or remove the HPA first",
+        .deployment.name
+    )]
+    Autoscaled { hpa: ObjectRef, deployment: ObjectRef },
 
     #[error("{object}: object has been deleted during the rollout")]
     Deleted { object: ObjectRef },
@@ -113,6 +149,11 @@ impl KubeError {
             KubeError::ProgressDeadline { .. } => "progress_deadline_exceeded",
             KubeError::PodFailed { .. } => "pod_failed",
             KubeError::Deleted { .. } => "kube_object_deleted",
+            KubeError::TakenOver { .. } => "rollout_taken_over",
+            KubeError::SharedService { .. } => "service_shared",
+            KubeError::Autoscaled { .. } => "autoscaled_blue_green",
+            KubeError::NotADeployment { .. } => "kube_kind_unsupported",
+            KubeError::CanaryShare { .. } => "canary_share_inexpressible",
             KubeError::Paused { .. } => "deployment_paused",
             KubeError::NoHistory { .. } => "no_rollout_history",
             KubeError::Migration { reason, .. } if reason == "timeout" || reason == "DeadlineExceeded" => {

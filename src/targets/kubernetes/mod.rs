@@ -20,6 +20,7 @@
 // size costs nothing that matters, boxing every one would cost clarity.
 #![allow(clippy::result_large_err)]
 
+pub mod access;
 pub mod apply;
 pub mod bluegreen;
 pub mod canary;
@@ -192,6 +193,25 @@ fn manifest_of<'a>(spec: &'a KubernetesSpec, name: &str) -> Option<&'a Manifest>
     spec.manifests.iter().find(|m| m.is_deployment() && m.name() == name)
 }
 
+/// The namespace a rolled Deployment lives in: its manifest's
+/// `metadata.namespace` when it sets one (that is where the apply goes, so
+/// it is where the rollout is judged and undone), else the `namespace` input.
+fn namespace_of<'a>(spec: &'a KubernetesSpec, name: &str) -> &'a str {
+    manifest_of(spec, name).and_then(Manifest::namespace).unwrap_or(&spec.namespace)
+}
+
+/// The namespaces of `targets`, each once, in order: where the app's
+/// Secret must exist for their templates to refer to it.
+fn namespaces_of(targets: &[apply::Current]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for t in targets {
+        if !out.contains(&t.object.namespace.as_str()) {
+            out.push(&t.object.namespace);
+        }
+    }
+    out
+}
+
 /// The manifests' other objects: those applied before the migration
 /// (what workloads refer to), and those after the Deployments.
 fn others(spec: &KubernetesSpec) -> (Vec<&Manifest>, Vec<&Manifest>) {
@@ -212,6 +232,14 @@ async fn apply_all(
     for m in list {
         let o = apply::apply_object(client, m, ns, runner, false).await?;
         runner.line(&format!("{o}: applied ({})", m.source));
+        if matches!(m.kind(), "StatefulSet" | "DaemonSet") {
+            runner.warning(
+                "kube_kind_not_judged",
+                &format!(
+                    "{o}: applied, not judged: the action judges Deployments only; check it with kubectl rollout status"
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -231,6 +259,19 @@ pub enum Strategy {
     Canary(canary::Steps),
 }
 
+impl Strategy {
+    /// `drain-time`, for the strategies that move traffic away from pods
+    /// before removing them (zero for a rolling update, which the
+    /// Deployment's own rollout paces).
+    pub fn drain(&self) -> Duration {
+        match self {
+            Strategy::Rolling => Duration::ZERO,
+            Strategy::BlueGreen(t) => t.drain,
+            Strategy::Canary(s) => s.drain,
+        }
+    }
+}
+
 /// Runs `mode: deploy` (with `deploy`) or `mode: rollback` on the cluster.
 pub async fn run(
     spec: &KubernetesSpec,
@@ -248,14 +289,44 @@ pub async fn run(
             Err(e) => return fail("connect", e),
         }
     };
+    // Every permission the run will use, the way back included, before
+    // the first change.
+    {
+        // Where the Deployments live (a manifest may set its own).
+        let mut namespaces: Vec<&str> = Vec::new();
+        for r in &spec.deployments {
+            let ns = namespace_of(spec, &r.name);
+            if !namespaces.contains(&ns) {
+                namespaces.push(ns);
+            }
+        }
+        if namespaces.is_empty() {
+            namespaces.push(&spec.namespace);
+        }
+        let rules = access::needed(spec, &namespaces, mode, &strategy, deploy_of);
+        if let Err(e) = access::check(&client, &rules, runner).await {
+            return ClusterRun { rolled_back: true, ..fail("permissions", e) };
+        }
+    }
     match (mode, deploy_of, &strategy) {
         (Mode::Promote | Mode::Abort, _, _) => {
-            canary::decide(&client, spec, mode == Mode::Promote, runner, cancel).await
+            canary::decide(&client, spec, mode == Mode::Promote, strategy.drain(), runner, cancel).await
         }
-        (Mode::Rollback, _, Strategy::BlueGreen(_)) => {
-            bluegreen::rollback(&client, spec, runner, cancel).await
+        (Mode::Rollback, _, Strategy::BlueGreen(t)) => {
+            bluegreen::rollback(&client, spec, *t, runner, cancel).await
         }
-        (Mode::Rollback, _, _) => rollback_mode(&client, spec, runner, cancel).await,
+        (Mode::Rollback, _, _) => match canary::standing_beside(&client, spec).await {
+            // The stable never took the canary's version: undoing it would
+            // go one release too far back, and leave the canary serving.
+            Some((weight, image)) => {
+                runner.line(&format!(
+                    "deployment {}/{}-canary: a canary of {image} stands at {weight}%: mode 'rollback' removes it (as mode 'abort' does), its share back to the stable Deployment, which is not undone",
+                    spec.namespace, spec.deployments[0].name
+                ));
+                canary::decide(&client, spec, false, strategy.drain(), runner, cancel).await
+            }
+            None => rollback_mode(&client, spec, runner, cancel).await,
+        },
         (_, Some(d), strategy) => {
             let out = match strategy {
                 Strategy::BlueGreen(t) => bluegreen::deploy(&client, spec, d, *t, runner, cancel).await,
@@ -358,6 +429,12 @@ async fn deploy(
                     targets.push(t);
                 }
                 Ok(t) => {
+                    if t.object.namespace != ns {
+                        runner.line(&format!(
+                            "{}: the manifest sets metadata.namespace {} (the 'namespace' input is {ns}): applied, judged and undone in {}",
+                            t.object, t.object.namespace, t.object.namespace
+                        ));
+                    }
                     runner.line(&format!(
                         "{}: container {} runs {}, revision {}",
                         t.object,
@@ -407,14 +484,17 @@ async fn deploy(
         }
     }
 
-    // The app's Secret, before any template refers to it.
+    // The app's Secret, before any template refers to it: in each
+    // namespace a rolled Deployment lives in (a manifest may set its own).
     if let Some(s) = &work.secret {
         out.stage = "secrets";
-        let _g = runner.group(&format!("Secret {ns}/{} ({} value(s) from SSM)", s.name, s.data.len()));
-        match secret::ensure(client, ns, s, false).await {
-            Ok(true) => runner.line(&format!("secret {ns}/{}: created (immutable)", s.name)),
-            Ok(false) => runner.line(&format!("secret {ns}/{}: exists (same secret versions)", s.name)),
-            Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &targets),
+        for sns in namespaces_of(&targets) {
+            let _g = runner.group(&format!("Secret {sns}/{} ({} value(s) from SSM)", s.name, s.data.len()));
+            match secret::ensure(client, sns, s, false).await {
+                Ok(true) => runner.line(&format!("secret {sns}/{}: created (immutable)", s.name)),
+                Ok(false) => runner.line(&format!("secret {sns}/{}: exists (same secret versions)", s.name)),
+                Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &targets),
+            }
         }
     }
 
@@ -431,17 +511,25 @@ async fn deploy(
     // Apply: the Deployments whose template changed are the ones to undo.
     out.stage = "apply";
     let mut changed: Vec<&apply::Current> = Vec::new();
+    // The template each apply left, by target: the rollout its watch pins.
+    let mut applied: Vec<Option<k8s_openapi::api::core::v1::PodTemplateSpec>> = vec![None; targets.len()];
     {
         let _g = runner.group(&format!("Set the image (server-side apply, field manager {FIELD_MANAGER})"));
-        for t in &targets {
+        for (i, t) in targets.iter().enumerate() {
             if cancel.is_cancelled() {
                 break;
             }
             let env_from = apply::env_from(t, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
             let image = t.image_to_run(work.image);
-            match apply::set_image(client, t, image, env_from.as_deref(), runner, false).await {
-                Ok(true) => changed.push(t),
-                Ok(false) => runner.line(&format!("{}: already runs {image}", t.object)),
+            match apply::set_image_applied(client, t, image, env_from.as_deref(), runner, false).await {
+                Ok((true, template)) => {
+                    applied[i] = template;
+                    changed.push(t);
+                }
+                Ok((false, template)) => {
+                    applied[i] = template;
+                    runner.line(&format!("{}: already runs {image}", t.object));
+                }
                 Err(e) => {
                     out.error = Some(e);
                     break;
@@ -463,11 +551,12 @@ async fn deploy(
         out.stage = "rollout";
         let _g = runner.group("Rollout");
         let stop = cancel.child_token();
-        let watches = targets.iter().map(|t| {
+        let watches = targets.iter().zip(&applied).map(|(t, pinned)| {
             let stop = stop.clone();
             async move {
                 let started = Instant::now();
-                let r = rollout::watch(client, ns, &t.object.name, runner, &stop).await;
+                let (ns, name) = (&t.object.namespace, &t.object.name);
+                let r = rollout::watch_applied(client, ns, name, pinned.as_ref(), runner, &stop).await;
                 if r.is_err() {
                     stop.cancel();
                 }
@@ -495,12 +584,14 @@ async fn deploy(
         out.stage = "done";
         // Secrets no revision uses any more; a failure here fails nothing.
         if work.secret.is_some() || targets.iter().any(|t| apply::env_from_as_is(t, work.app).is_some()) {
-            match secret::collect_garbage(client, ns, work.app).await {
-                Ok(gone) if !gone.is_empty() => {
-                    runner.line(&format!("removed superseded secret(s): {}", gone.join(", ")))
+            for sns in namespaces_of(&targets) {
+                match secret::collect_garbage(client, sns, work.app).await {
+                    Ok(gone) if !gone.is_empty() => {
+                        runner.line(&format!("removed superseded secret(s): {}", gone.join(", ")))
+                    }
+                    Ok(_) => {}
+                    Err(e) => runner.warning(e.reason(), &format!("superseded secrets not removed: {e}")),
                 }
-                Ok(_) => {}
-                Err(e) => runner.warning(e.reason(), &format!("superseded secrets not removed: {e}")),
             }
         }
         out.units = targets
@@ -535,6 +626,17 @@ async fn deploy(
             out.units.push((t.object.to_string(), "unchanged".into(), Duration::ZERO));
             continue;
         }
+        let taken = verdicts.iter().zip(&targets).find_map(|((r, _), vt)| match r {
+            Err(e @ KubeError::TakenOver { by, .. }) if vt.object == t.object => Some((e, by)),
+            _ => None,
+        });
+        if let Some((e, by)) = taken {
+            // Someone else's template now: an undo would undo their change.
+            runner.warning(e.reason(), &format!("{}: not rolled back: left as {by} set it", t.object));
+            out.units.push((t.object.to_string(), format!("changed by {by}; left as it is"), Duration::ZERO));
+            all_undone = false;
+            continue;
+        }
         if !t.exists {
             // Nothing ran before it: there is no revision to go back to.
             runner.warning(
@@ -554,7 +656,7 @@ async fn deploy(
             continue;
         }
         let started = Instant::now();
-        let (note, ok) = undo_and_confirm(client, ns, &t.object.name, runner, &way).await;
+        let (note, ok) = undo_and_confirm(client, &t.object.namespace, &t.object.name, runner, &way).await;
         all_undone &= ok;
         out.units.push((t.object.to_string(), note, started.elapsed()));
     }
@@ -659,10 +761,10 @@ async fn rollback_mode(
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> ClusterRun {
-    let ns = spec.namespace.as_str();
     let mut out = ClusterRun { stage: "rollback", ..Default::default() };
     let _g = runner.group("Rollback (kubectl rollout undo)");
     for r in &spec.deployments {
+        let ns = namespace_of(spec, &r.name);
         let object = ObjectRef::deployment(ns, &r.name);
         let started = Instant::now();
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio_util::sync::CancellationToken;
@@ -117,10 +117,25 @@ pub fn label_selector(labels: &BTreeMap<String, String>) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-/// `matchLabels` of a selector as a label selector string (`a=b,c=d`).
+/// A Deployment's selector as a label selector string: its `matchLabels`
+/// (`a=b`) and its `matchExpressions` (`k in (a,b)`, `k notin (a)`, `k`,
+/// `!k`), so that one selecting by expressions only still gets its pods
+/// watched (early failure detection) and its ReplicaSets listed.
 pub fn selector(d: &Deployment) -> Option<String> {
-    let labels = d.spec.as_ref()?.selector.match_labels.as_ref()?;
-    (!labels.is_empty()).then(|| label_selector(labels))
+    let sel = &d.spec.as_ref()?.selector;
+    let mut parts: Vec<String> = sel.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            // An operator the API server would not have accepted.
+            _ => return None,
+        });
+    }
+    (!parts.is_empty()).then(|| parts.join(","))
 }
 
 /// Watches `name` until kubectl's verdict is reached, failing early when a
@@ -135,6 +150,25 @@ pub async fn watch(
     client: &kube::Client,
     namespace: &str,
     name: &str,
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<Option<Rolled>, KubeError> {
+    watch_applied(client, namespace, name, None, runner, cancel).await
+}
+
+/// [`watch`], pinned to the pod template this run `applied`: kubectl's
+/// `rollout status --revision=N`. Should the Deployment's template become
+/// another while it is watched (someone ran `kubectl set image`, a GitOps
+/// controller synced), the rollout that finishes is not the one this run
+/// started, and it fails naming who changed what ([`taken_over`]).
+///
+/// # Errors
+/// As [`watch`], and [`KubeError::TakenOver`].
+pub async fn watch_applied(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    applied: Option<&PodTemplateSpec>,
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> Result<Option<Rolled>, KubeError> {
@@ -172,6 +206,14 @@ pub async fn watch(
                     }
                     Some(Ok(_)) => continue,
                 };
+                if let Some(want) = applied
+                    && let Some(now) = d.spec.as_ref().map(|s| &s.template)
+                    && now != want
+                {
+                    let e = taken_over(&d, want, now, object);
+                    runner.line(&e.to_string());
+                    return Err(e);
+                }
                 if p_events.is_none() && let Some(sel) = selector(&d) {
                     p_events = Some(watcher(pods.clone(), watcher::Config::default().labels(&sel)).default_backoff().boxed());
                 }
@@ -228,6 +270,54 @@ pub async fn watch(
             }
         }
     }
+}
+
+/// The template the watch was pinned to (`want`) is no longer the
+/// Deployment's (`now`): who changed it (the newest field manager other
+/// than this action holding fields under `spec.template`) and what (the
+/// containers' images, else "its pod template").
+pub fn taken_over(
+    d: &Deployment,
+    want: &PodTemplateSpec,
+    now: &PodTemplateSpec,
+    object: ObjectRef,
+) -> KubeError {
+    let touches_template =
+        |f: &serde_json::Value| f.get("f:spec").and_then(|s| s.get("f:template")).is_some();
+    let by = d
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() != Some(super::FIELD_MANAGER))
+        .filter(|m| m.fields_v1.as_ref().is_some_and(|f| touches_template(&f.0)))
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .map(|m| {
+            format!(
+                "field manager {} ({}{})",
+                m.manager.as_deref().unwrap_or("(unnamed)"),
+                m.operation.as_deref().unwrap_or("write"),
+                m.time.as_ref().map(|t| format!(" at {}", t.0)).unwrap_or_default()
+            )
+        })
+        .unwrap_or_else(|| "another client (no field manager recorded)".into());
+    let images = |t: &PodTemplateSpec| -> BTreeMap<String, String> {
+        t.spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+            .collect()
+    };
+    let (was, is) = (images(want), images(now));
+    let changes: Vec<String> = was
+        .iter()
+        .filter_map(|(c, w)| {
+            let n = is.get(c).map_or("(removed)", String::as_str);
+            (n != w).then(|| format!("container {c} {w} → {n}"))
+        })
+        .collect();
+    let change = if changes.is_empty() { "its pod template".to_string() } else { changes.join(", ") };
+    KubeError::TakenOver { object, by, change }
 }
 
 /// A watch error is retried (with backoff) unless it is a denial, which
@@ -348,6 +438,31 @@ mod tests {
         assert_eq!(status(&d), Verdict::Failed("deployment \"web\" exceeded its progress deadline".into()));
         d.metadata.generation = Some(2);
         assert!(matches!(status(&d), Verdict::Waiting(_)));
+    }
+
+    #[test]
+    fn selector_takes_labels_and_expressions() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+        let req = |key: &str, operator: &str, values: &[&str]| LabelSelectorRequirement {
+            key: key.into(),
+            operator: operator.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
+        };
+        let mut d = dep(1, 1, 1, 1, 1, 1);
+        d.spec.as_mut().unwrap().selector = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+            match_expressions: Some(vec![
+                req("tier", "In", &["a", "b"]),
+                req("track", "NotIn", &["canary"]),
+                req("team", "Exists", &[]),
+                req("old", "DoesNotExist", &[]),
+            ]),
+        };
+        assert_eq!(selector(&d).unwrap(), "app=web,tier in (a,b),track notin (canary),team,!old");
+        d.spec.as_mut().unwrap().selector.match_labels = None;
+        assert!(selector(&d).unwrap().starts_with("tier in (a,b)"));
+        d.spec.as_mut().unwrap().selector = LabelSelector::default();
+        assert_eq!(selector(&d), None);
     }
 
     #[test]
