@@ -162,6 +162,9 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         smoke_services(&mut c, &smoke_tests, &services);
     }
     let (hosts, ssh) = hosts_and_ssh(&mut c, raw);
+    if b.target != TargetKind::Kubernetes {
+        services::one_answer_per_door(&services, &ssh.proxy_url, &mut c.problems);
+    }
     let (ec2, finds_instances) = ec2(&mut c, raw, b.target);
     target_rules(&mut c, raw, &b, &hosts, finds_instances, &ssh, services.len());
     let kubernetes = kubernetes(&mut c, raw, env, ctx, &b);
@@ -509,6 +512,7 @@ fn services(
                     behind_proxy: true,
                     upstream_file: format!("/etc/nginx/conf.d/upstreams/{app}.conf"),
                     upstream_name: format!("{app}_backend").replace('-', "_"),
+                    front_door: services::FrontDoor::default(),
                 }]
             })
             .unwrap_or_default()

@@ -12,6 +12,7 @@ mod binary;
 mod deploy;
 mod docs;
 mod fleet;
+mod front_doors;
 mod github;
 mod hosts;
 mod image;
