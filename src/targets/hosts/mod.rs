@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`ssh`] — the session: pinned host key, key auth, argv commands,
 //!   channels to unix sockets and TCP ports on the host.
-//! - [`known_hosts`] — parsing and matching the `known-hosts` input.
+//! - [`known_hosts`] — parsing and matching the `ssh-known-hosts` input.
 //! - [`docker`] — bollard over the session (a channel per request).
 //! - [`containers`] — candidate bodies, pulls, one-off runs, removal, pruning.
 //! - [`nginx`] — upstream rendering and the tested, reversible switch.
