@@ -9,6 +9,8 @@ pub mod manifests;
 pub mod raw;
 mod services;
 pub mod smoke;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::collections::BTreeMap;
