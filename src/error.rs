@@ -66,6 +66,13 @@ pub enum Error {
     #[error("cancelled by the runner (SIGINT/SIGTERM)")]
     Cancelled,
 
+    /// `mode: rollback` without an image, and GitHub records no earlier
+    /// successful deployment to this environment to take one from.
+    #[error(
+        "no earlier successful deployment to environment '{environment}' to roll back to; name the image to deploy with 'image'"
+    )]
+    NothingToRollBack { environment: String },
+
     #[error("{0}")]
     Other(String),
 }
@@ -113,6 +120,7 @@ impl Error {
             Error::Kubernetes(e) => e.reason(),
             Error::Deadline { .. } => "deadline_exceeded",
             Error::Cancelled => "cancelled",
+            Error::NothingToRollBack { .. } => "nothing_to_roll_back",
             Error::Other(_) => "internal_error",
         }
     }

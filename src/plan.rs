@@ -38,6 +38,9 @@ pub struct ServicePlan {
     pub container_port: u16,
     pub health: Option<String>,
     pub upstream_file: Option<String>,
+    /// Its own front door (`front-door` in a services file), as messages
+    /// name it; `None`: the `proxy-url` input's.
+    pub front_door: Option<String>,
 }
 
 /// Builds the plan for these units (host names, or the cluster).
@@ -60,6 +63,8 @@ pub fn build(inputs: &Inputs, units: &[String]) -> Plan {
             container_port: s.container_port,
             health: s.health_path.clone(),
             upstream_file: s.behind_proxy.then(|| s.upstream_file.clone()),
+            front_door: (s.behind_proxy && s.front_door != Default::default())
+                .then(|| s.front_door.describe(&inputs.ssh.proxy_url)),
         })
         .collect();
     let mut secret_sources: Vec<String> =
@@ -173,6 +178,9 @@ pub fn render(plan: &Plan) -> Vec<String> {
         }
         if let Some(u) = &s.upstream_file {
             line.push_str(&format!(", nginx upstream {u}"));
+        }
+        if let Some(d) = &s.front_door {
+            line.push_str(&format!(", checked through {d}"));
         }
         out.push(line);
     }

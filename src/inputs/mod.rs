@@ -9,6 +9,8 @@ pub mod manifests;
 pub mod raw;
 mod services;
 pub mod smoke;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 pub use analysis::{AnalysisSpec, QuerySpec};
 pub use grammar::{HostSpec, ImageRef};
-pub use services::{RestartPolicy, Service};
+pub use services::{FrontDoor, RestartPolicy, Service};
 pub use validate::{ROLLBACK_PENDING, validate, webhook_url_problem};
 
 use crate::secrets::SecretValue;

@@ -145,6 +145,42 @@ pub fn read(env: &super::Env) -> Result<(RawInputs, RawContext), String> {
     Ok((inputs, context))
 }
 
+/// The default `action.yml` declares for `input`, if any. The runner sets
+/// every declared input, a default one included, so a value equal to its
+/// default may not have been written in the workflow: checks that refuse
+/// an input for what it is set *with* (another target's, a services file)
+/// must not refuse it for that.
+pub fn declared_default(input: &str) -> Option<&'static str> {
+    use std::collections::BTreeMap;
+    use std::sync::LazyLock;
+    static DEFAULTS: LazyLock<BTreeMap<String, String>> = LazyLock::new(|| {
+        #[derive(Deserialize)]
+        struct Declared {
+            default: Option<serde_yaml::Value>,
+        }
+        #[derive(Deserialize)]
+        struct ActionYml {
+            inputs: BTreeMap<String, Declared>,
+        }
+        let action: ActionYml = serde_yaml::from_str(include_str!("../../action.yml"))
+            .unwrap_or(ActionYml { inputs: BTreeMap::new() });
+        action
+            .inputs
+            .into_iter()
+            .filter_map(|(name, d)| {
+                let text = match d.default? {
+                    serde_yaml::Value::String(s) => s,
+                    serde_yaml::Value::Number(n) => n.to_string(),
+                    serde_yaml::Value::Bool(b) => b.to_string(),
+                    _ => return None,
+                };
+                Some((name, text))
+            })
+            .collect()
+    });
+    DEFAULTS.get(input).map(String::as_str)
+}
+
 /// The names of every field of [`RawInputs`], as the runner names inputs.
 pub fn declared_fields() -> &'static [&'static str] {
     serde_aux::serde_introspection::serde_introspect::<RawInputs>()
@@ -215,5 +251,13 @@ mod tests {
             serde_yaml::Value::Tagged(t) => walk(&t.value, path, found),
             _ => {}
         }
+    }
+
+    #[test]
+    fn the_defaults_are_read_from_action_yml() {
+        assert_eq!(super::declared_default("ssh-port"), Some("22"));
+        assert_eq!(super::declared_default("blue-port"), Some("8081"));
+        assert_eq!(super::declared_default("ec2-address"), Some("private-ip"));
+        assert_eq!(super::declared_default("hosts"), None);
     }
 }

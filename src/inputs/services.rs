@@ -64,6 +64,49 @@ pub struct Service {
     pub upstream_file: String,
     /// The `upstream` block name inside that file.
     pub upstream_name: String,
+    /// Where this service's own nginx server answers (`front-door` in a
+    /// services file); the default (both parts `None`) is the `proxy-url`
+    /// input with its own host as the `Host` header, as for one service.
+    pub front_door: FrontDoor,
+}
+
+/// A proxied service's front door: the nginx `server` its users reach,
+/// as the host reaches it. The switch is verified and the observe window
+/// watches health here, so two services behind two `server` blocks each
+/// prove their own version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrontDoor {
+    /// Where to connect (`front-door.url`); `None`: the `proxy-url` input.
+    /// Only its scheme, host and port are used.
+    pub url: Option<url::Url>,
+    /// The `Host` header sent (`front-door.host`: the server's
+    /// `server_name`); `None`: the URL's own `host[:port]`.
+    pub host: Option<String>,
+}
+
+impl FrontDoor {
+    /// Where to connect from the host and the `Host` header to send, with
+    /// `proxy_url` (the input) filling in what this door leaves out.
+    pub fn resolve<'a>(&'a self, proxy_url: &'a url::Url) -> (&'a str, u16, String) {
+        let url = self.url.as_ref().unwrap_or(proxy_url);
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let port = url.port_or_known_default().unwrap_or(80);
+        let header = match (&self.host, url.port()) {
+            (Some(h), _) => h.clone(),
+            (None, Some(p)) => format!("{host}:{p}"),
+            (None, None) => host.to_string(),
+        };
+        (host.trim_start_matches('[').trim_end_matches(']'), port, header)
+    }
+
+    /// How messages name it: `http://127.0.0.1/ (Host: rest.example.com)`.
+    pub fn describe(&self, proxy_url: &url::Url) -> String {
+        let url = self.url.as_ref().unwrap_or(proxy_url);
+        match &self.host {
+            Some(h) => format!("{url} (Host: {h})"),
+            None => url.to_string(),
+        }
+    }
 }
 
 impl Service {
@@ -91,6 +134,14 @@ impl Service {
     }
 }
 
+/// `front-door:` of a services file entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFrontDoor {
+    url: Option<String>,
+    host: Option<String>,
+}
+
 /// A service as written in the services file (YAML or JSON).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -109,6 +160,7 @@ struct FileService {
     proxy: Option<bool>,
     upstream_file: Option<String>,
     upstream_name: Option<String>,
+    front_door: Option<FileFrontDoor>,
     // Kubernetes only.
     deployment: Option<String>,
     container: Option<String>,
@@ -130,6 +182,7 @@ impl FileService {
             ("restart-policy", self.restart_policy.is_some()),
             ("upstream-file", self.upstream_file.is_some()),
             ("upstream-name", self.upstream_name.is_some()),
+            ("front-door", self.front_door.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -311,6 +364,14 @@ pub(super) fn from_file(text: &str, d: &Defaults, problems: &mut Vec<Problem>) -
         if let Err(e) = grammar::remote_path(&upstream_file) {
             problems.push(at(format!("upstream-file {e}")));
         }
+        let front_door = match &s.front_door {
+            Some(_) if !proxy => {
+                problems.push(at("has 'proxy: false' (not behind nginx) and a front-door".into()));
+                FrontDoor::default()
+            }
+            Some(f) => parse_front_door(f, &at, problems),
+            None => FrontDoor::default(),
+        };
         let Some(image) = image else {
             problems.push(at("has no image: set image here or the 'image' input".into()));
             continue;
@@ -332,7 +393,76 @@ pub(super) fn from_file(text: &str, d: &Defaults, problems: &mut Vec<Problem>) -
             restart_policy,
             behind_proxy: proxy,
             upstream_file,
+            front_door,
         });
     }
     out
+}
+
+/// A `front-door:` entry checked: an http(s) URL without a path (the
+/// paths are `version-path` and `health-check-path`), a `Host` header
+/// that is a host name or address with an optional port.
+fn parse_front_door(
+    f: &FileFrontDoor,
+    at: &dyn Fn(String) -> Problem,
+    problems: &mut Vec<Problem>,
+) -> FrontDoor {
+    if f.url.is_none() && f.host.is_none() {
+        problems.push(at(
+            "front-door names neither url nor host: give the url nginx answers on for this service, its server_name as host, or both".into(),
+        ));
+    }
+    let url = f.url.as_deref().and_then(|u| match grammar::http_url(u) {
+        Ok(url) if url.path() != "/" || url.query().is_some() => {
+            problems.push(at(format!(
+                "front-door url {u} has a path: give only scheme, host and port (the paths checked are version-path and health-check-path)"
+            )));
+            None
+        }
+        Ok(url) => Some(url),
+        Err(e) => {
+            problems.push(at(format!("front-door url {e}")));
+            None
+        }
+    });
+    let host = f.host.as_deref().and_then(|h| {
+        let (name, port) = match h.rsplit_once(':') {
+            Some((n, p)) if !n.contains(':') => (n, Some(p)),
+            _ => (h, None),
+        };
+        let ok = grammar::host(name).is_ok() && port.is_none_or(|p| grammar::port(p).is_ok());
+        if ok {
+            Some(h.to_ascii_lowercase())
+        } else {
+            problems.push(at(format!(
+                "front-door host '{h}' must be the Host header nginx matches (its server_name), a host name or address with an optional :port"
+            )));
+            None
+        }
+    });
+    FrontDoor { url, host }
+}
+
+/// Two proxied services checked with the same request (front door, `Host`
+/// and path) cannot both prove their switch: nginx answers one request
+/// from one upstream, so the second always reads the first's version and
+/// rolls back. Named before any contact, with the fix.
+pub(super) fn one_answer_per_door(services: &[Service], proxy_url: &url::Url, problems: &mut Vec<Problem>) {
+    let proxied: Vec<&Service> = services.iter().filter(|s| s.behind_proxy).collect();
+    for (i, a) in proxied.iter().enumerate() {
+        let key = |s: &Service| {
+            let (host, port, header) = s.front_door.resolve(proxy_url);
+            (host.to_string(), port, header, s.version_path.clone().or_else(|| s.health_path.clone()))
+        };
+        if let Some(b) = proxied[..i].iter().find(|b| key(b) == key(a)) {
+            let path = a.version_path.as_deref().or(a.health_path.as_deref()).unwrap_or("/");
+            problems.push(problem(format!(
+                "services {} and {} are both checked at {path} through {}: nginx answers that request from one upstream, so one of them can never prove its switch; give {} its own front-door (the url and/or host of its nginx server) or its own version-path",
+                b.name,
+                a.name,
+                a.front_door.describe(proxy_url),
+                a.name
+            )));
+        }
+    }
 }

@@ -13,6 +13,12 @@ struct Check {
 }
 
 impl Check {
+    /// Whether the workflow set `input` to something other than the
+    /// default the runner passes for it (see [`super::raw::declared_default`]).
+    fn given(input: &str, value: &Option<String>) -> bool {
+        value.as_deref().is_some_and(|v| Some(v.trim()) != super::raw::declared_default(input))
+    }
+
     fn problem(&mut self, input: &str, message: impl Into<String>) {
         self.problems.push(Problem { input: input.into(), message: message.into() });
     }
@@ -162,6 +168,9 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         smoke_services(&mut c, &smoke_tests, &services);
     }
     let (hosts, ssh) = hosts_and_ssh(&mut c, raw);
+    if b.target != TargetKind::Kubernetes {
+        services::one_answer_per_door(&services, &ssh.proxy_url, &mut c.problems);
+    }
     let (ec2, finds_instances) = ec2(&mut c, raw, b.target);
     target_rules(&mut c, raw, &b, &hosts, finds_instances, &ssh, services.len());
     let kubernetes = kubernetes(&mut c, raw, env, ctx, &b);
@@ -459,7 +468,7 @@ fn services(
         for (name, set) in
             [("blue-port", &raw.blue_port), ("green-port", &raw.green_port), ("command", &raw.command)]
         {
-            if set.is_some() {
+            if Check::given(name, set) {
                 c.problem(name, "cannot be combined with 'services-file'; set it per service in the file");
             }
         }
@@ -509,6 +518,7 @@ fn services(
                     behind_proxy: true,
                     upstream_file: format!("/etc/nginx/conf.d/upstreams/{app}.conf"),
                     upstream_name: format!("{app}_backend").replace('-', "_"),
+                    front_door: services::FrontDoor::default(),
                 }]
             })
             .unwrap_or_default()
@@ -695,6 +705,13 @@ fn target_rules(
             }
         }
     }
+    other_targets_inputs(c, raw, target);
+    if target == TargetKind::Ec2 && mode != Mode::Plan && raw.ssh_user.is_none() {
+        c.problem(
+            "ssh-user",
+            "is required for target 'ec2': stock AMIs refuse root over SSH; use the AMI's user: ec2-user (Amazon Linux, RHEL), ubuntu (Ubuntu), admin (Debian), centos (CentOS), rocky (Rocky Linux), fedora (Fedora), or root where your image allows it",
+        );
+    }
     if matches!(target, TargetKind::Hosts | TargetKind::Ec2) && mode != Mode::Plan {
         if ssh.private_key.is_none() {
             c.problem("ssh-private-key", "is required to reach hosts (or set 'ssh-private-key-ssm')");
@@ -705,6 +722,84 @@ fn target_rules(
     }
     if strategy == StrategyKind::Canary && service_count > 1 {
         c.problem("strategy", "canary works with one proxied service; use blue-green with a services file");
+    }
+}
+
+/// Inputs another target uses, refused instead of silently ignored: a
+/// `registry-password` or `ssh-*` given on a cluster, or a `hosts` list
+/// given with `target: ec2`, is a workflow that does not do what it says.
+fn other_targets_inputs(c: &mut Check, raw: &RawInputs, target: TargetKind) {
+    let on_hosts: &[(&str, &Option<String>, &str)] = &[
+        ("env", &raw.env, "the environment is the Deployment's pod spec (or its manifest)"),
+        ("command", &raw.command, "the command is the Deployment's pod spec (or its manifest)"),
+        ("container-port", &raw.container_port, "ports are the Deployment's and its Service's"),
+        ("blue-port", &raw.blue_port, "blue-green flips the Service's selector"),
+        ("green-port", &raw.green_port, "blue-green flips the Service's selector"),
+        ("restart-policy", &raw.restart_policy, "the pod spec's restartPolicy applies"),
+        ("registry-username", &raw.registry_username, "the cluster pulls with the pod's imagePullSecrets"),
+        ("registry-password", &raw.registry_password, "the cluster pulls with the pod's imagePullSecrets"),
+        (
+            "registry-password-ssm",
+            &raw.registry_password_ssm,
+            "the cluster pulls with the pod's imagePullSecrets",
+        ),
+        ("ssh-user", &raw.ssh_user, "the cluster is reached with 'kubeconfig' or 'eks-cluster'"),
+        ("ssh-port", &raw.ssh_port, "the cluster is reached with 'kubeconfig' or 'eks-cluster'"),
+        (
+            "ssh-private-key",
+            &raw.ssh_private_key,
+            "the cluster is reached with 'kubeconfig' or 'eks-cluster'",
+        ),
+        (
+            "ssh-private-key-ssm",
+            &raw.ssh_private_key_ssm,
+            "the cluster is reached with 'kubeconfig' or 'eks-cluster'",
+        ),
+        (
+            "ssh-known-hosts",
+            &raw.ssh_known_hosts,
+            "the cluster is reached with 'kubeconfig' or 'eks-cluster'",
+        ),
+        (
+            "ssh-known-hosts-ssm",
+            &raw.ssh_known_hosts_ssm,
+            "the cluster is reached with 'kubeconfig' or 'eks-cluster'",
+        ),
+        ("ssh-timeout", &raw.ssh_timeout, "the cluster is reached with 'kubeconfig' or 'eks-cluster'"),
+        ("ssh-jump-host", &raw.ssh_jump_host, "the cluster is reached with 'kubeconfig' or 'eks-cluster'"),
+        ("docker-socket", &raw.docker_socket, "the cluster runs the containers"),
+        ("nginx-upstream-file", &raw.nginx_upstream_file, "traffic moves with the Service's selector"),
+        ("proxy-url", &raw.proxy_url, "traffic moves with the Service's selector"),
+        ("lock-dir", &raw.lock_dir, "the GitHub deployment is the lock"),
+        ("break-lock", &raw.break_lock, "the GitHub deployment is the lock"),
+        ("hosts", &raw.hosts, "the cluster is named by 'kubeconfig' or 'eks-cluster'"),
+    ];
+    if target == TargetKind::Kubernetes {
+        for (name, set, why) in on_hosts {
+            if Check::given(name, set) {
+                c.problem(
+                    name,
+                    format!("is only used with targets 'hosts' and 'ec2'; on target 'kubernetes' {why}"),
+                );
+            }
+        }
+    }
+    if target == TargetKind::Ec2 && raw.hosts.is_some() {
+        c.problem(
+            "hosts",
+            "is only used with target 'hosts'; target 'ec2' finds its hosts with 'ec2-instance-ids' or 'ec2-filters' (for a fixed list, use target 'hosts')",
+        );
+    }
+    if target != TargetKind::Ec2 {
+        for (name, set) in [
+            ("ec2-instance-ids", &raw.ec2_instance_ids),
+            ("ec2-filters", &raw.ec2_filters),
+            ("ec2-address", &raw.ec2_address),
+        ] {
+            if Check::given(name, set) {
+                c.problem(name, "is only used with target 'ec2'");
+            }
+        }
     }
 }
 

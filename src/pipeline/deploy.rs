@@ -378,7 +378,9 @@ async fn which_image(
         (Some(i), _, _) => i.full(),
         // A cluster rolls back to its previous ReplicaSet (`kubectl rollout
         // undo`): no image is needed; the restored one is reported after.
-        (None, Mode::Rollback | Mode::Promote | Mode::Abort, _) if inputs.target == TargetKind::Kubernetes => {
+        (None, Mode::Rollback | Mode::Promote | Mode::Abort, _)
+            if inputs.target == TargetKind::Kubernetes =>
+        {
             String::new()
         }
         (None, Mode::Rollback, Some(g)) => match g.last_good_image().await {
@@ -386,7 +388,9 @@ async fn which_image(
                 runner.line(&format!("rollback: redeploying the last good image {i}"));
                 i
             }
-            Ok(None) => return Err((Error::Other("no earlier successful deployment to this environment to roll back to; name the image to deploy".into()), "record")),
+            Ok(None) => {
+                return Err((Error::NothingToRollBack { environment: inputs.environment.clone() }, "record"));
+            }
             Err(e) => return Err((e.into(), "record")),
         },
         _ => return Err((Error::Other("no image to deploy".into()), "validate")),

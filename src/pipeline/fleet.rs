@@ -515,6 +515,7 @@ mod tests {
                 behind_proxy: true,
                 upstream_file: "/x.conf".into(),
                 upstream_name: "app_backend".into(),
+                front_door: Default::default(),
             }],
             secret_env: vec![],
             secrets_fingerprint: None,

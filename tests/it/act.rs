@@ -524,6 +524,7 @@ fn ec2_workflow(example: &str, server: &GithubServer) -> Workflow {
     Workflow::example(example, "app", &[])
         .var("IMAGE_REPOSITORY", &stack_var("IMAGE_REPO"))
         .var("REGISTRY_USERNAME", &stack_var("REGISTRY_USERNAME"))
+        .var("DEPLOY_SSH_USER", &stack_var("SSH_USER"))
         .github(&server.base_url, TOKEN)
         .aws()
 }

@@ -222,6 +222,7 @@ fn an_ec2_target_deploys_to_the_running_instances_it_finds() {
         .inputs(shared_app_inputs(&[], &image("v2")))
         .without("INPUT_HOSTS")
         .input("target", "ec2")
+        .input("ssh-user", "root")
         .input("ec2-filters", &format!("Role=web,Run={run_tag}"))
         .moto()
         .run();

@@ -470,12 +470,12 @@ fn sigterm_during_the_switch_leaves_one_version_serving_on_every_host() {
 
 /// wrk's totals, from `scripts/bench/count.lua`.
 #[derive(Debug, Default)]
-struct WrkTotals {
-    requests: u64,
+pub(crate) struct WrkTotals {
+    pub requests: u64,
     errors: BTreeMap<String, u64>,
     statuses: BTreeMap<u16, u64>,
-    bodies: BTreeMap<String, u64>,
-    latency: String,
+    pub bodies: BTreeMap<String, u64>,
+    pub latency: String,
 }
 
 impl WrkTotals {
@@ -508,17 +508,17 @@ impl WrkTotals {
         }
         t
     }
-    fn non_2xx(&self) -> u64 {
+    pub fn non_2xx(&self) -> u64 {
         self.statuses.iter().filter(|(c, _)| !(200..300).contains(*c)).map(|(_, n)| n).sum()
     }
-    fn error(&self, k: &str) -> u64 {
+    pub fn error(&self, k: &str) -> u64 {
         self.errors.get(k).copied().unwrap_or(0)
     }
 }
 
 /// A wrk run in the background, stopped with SIGINT (wrk then prints its
 /// report and the Lua totals).
-struct Wrk {
+pub(crate) struct Wrk {
     child: std::process::Child,
     what: &'static str,
 }
@@ -526,7 +526,7 @@ struct Wrk {
 impl Wrk {
     /// `pause_ms` before each request caps the load (2 cores also run
     /// the deploys, sshd and dockerd).
-    fn start(what: &'static str, extra: &[&str], url: &str, pause_ms: u32) -> Wrk {
+    pub fn start(what: &'static str, extra: &[&str], url: &str, pause_ms: u32) -> Wrk {
         let script = repo_root().join("scripts/bench/count.lua");
         let child = Command::new("wrk")
             .args(["-t1", "-d1h", "--timeout", "10s", "--latency", "-s"])
@@ -540,7 +540,7 @@ impl Wrk {
             .expect("wrk (Debian's wrk, installed by scripts/stack/up)");
         Wrk { child, what }
     }
-    fn stop(self) -> WrkTotals {
+    pub fn stop(self) -> WrkTotals {
         let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
         let out = self.child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -551,20 +551,20 @@ impl Wrk {
 
 /// What the keep-alive client saw.
 #[derive(Debug, Default)]
-struct ClientTotals {
-    ok: u64,
-    non_2xx: u64,
+pub(crate) struct ClientTotals {
+    pub ok: u64,
+    pub non_2xx: u64,
     /// A request that got no answer although it may have been processed:
     /// sent on a fresh connection, or cut off after part of an answer.
-    dropped: u64,
+    pub dropped: u64,
     /// Requests sent on a reused keep-alive connection that the server had
     /// closed (no byte of an answer came back) and sent again on a fresh
     /// one, as RFC 9112 §9.3.1 lets a client do for idempotent requests.
-    retried: u64,
-    connect_errors: u64,
-    bodies: BTreeMap<String, u64>,
+    pub retried: u64,
+    pub connect_errors: u64,
+    pub bodies: BTreeMap<String, u64>,
     /// Why the last dropped request was lost.
-    last_drop: Option<String>,
+    pub last_drop: Option<String>,
 }
 
 enum Exchange {
@@ -633,6 +633,13 @@ fn exchange(conn: &mut BufReader<TcpStream>, host: &str) -> Exchange {
 
 /// A keep-alive HTTP/1.1 client loop against `addr:80` until `stop`.
 fn keepalive_client(addr: String, stop: Arc<AtomicBool>) -> ClientTotals {
+    let host = addr.clone();
+    keepalive_client_as(addr, &host, stop)
+}
+
+/// [`keepalive_client`] sending `Host: host` (one of the host's nginx
+/// `server_name`s).
+pub(crate) fn keepalive_client_as(addr: String, host: &str, stop: Arc<AtomicBool>) -> ClientTotals {
     let mut t = ClientTotals::default();
     let mut conn: Option<BufReader<TcpStream>> = None;
     let mut reused = false;
@@ -652,7 +659,7 @@ fn keepalive_client(addr: String, stop: Arc<AtomicBool>) -> ClientTotals {
                 }
             }
         }
-        match exchange(conn.as_mut().unwrap(), &addr) {
+        match exchange(conn.as_mut().unwrap(), host) {
             Exchange::Answer { status, body, keep } => {
                 if (200..300).contains(&status) {
                     t.ok += 1;
@@ -689,7 +696,7 @@ fn keepalive_client(addr: String, stop: Arc<AtomicBool>) -> ClientTotals {
 }
 
 /// Pause between requests on one connection of the zero-drop loads.
-const PAUSE_MS: u32 = 10;
+pub(crate) const PAUSE_MS: u32 = 10;
 
 /// Requests through host 4's nginx during 20 consecutive deploys
 /// (alternating v2/v1, observe 1s, drain 1s), from three clients at once:

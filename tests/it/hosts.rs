@@ -89,6 +89,7 @@ impl App {
             behind_proxy: true,
             upstream_file: self.upstream_file(),
             upstream_name: self.upstream_name(),
+            front_door: Default::default(),
         }
     }
 

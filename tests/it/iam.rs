@@ -203,6 +203,7 @@ async fn the_documented_ec2_policy_is_exactly_enough() {
             .without("INPUT_SSH-KNOWN-HOSTS")
             .without("INPUT_REGISTRY-PASSWORD")
             .input("target", "ec2")
+            .input("ssh-user", "root")
             .input("ec2-filters", "Role=web,Env=staging")
             .input("aws-region", REGION)
             .input("ssh-private-key-ssm", "/deploy/staging/ssh-key")

@@ -13,6 +13,7 @@ mod binary;
 mod deploy;
 mod docs;
 mod fleet;
+mod front_doors;
 mod github;
 mod hosts;
 mod iam;

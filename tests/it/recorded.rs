@@ -137,3 +137,32 @@ async fn rollback_redeploys_the_last_good_image_as_a_new_deployment() {
     assert_eq!(states(last), ["in_progress", "success"]);
     server.assert_no_violations().await;
 }
+
+/// `mode: rollback` without an image and no earlier successful deployment
+/// to the environment: its own reason code, not `internal_error`, and no
+/// host is contacted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_with_nothing_to_roll_back_to_says_so() {
+    let server = GithubServer::start(None).await;
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = unreachable.local_addr().unwrap();
+    let action = recorded(&server, "v1")
+        .without("INPUT_IMAGE")
+        .input("mode", "rollback")
+        .input("environment", "staging")
+        .input("hosts", &format!("root@{addr}"));
+    let run = run(action).await;
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("::error title=deploy-action (nothing_to_roll_back)::")
+            && run
+                .stdout
+                .contains("no earlier successful deployment to environment 'staging' to roll back to"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("internal_error"), "{}", run.stdout);
+    unreachable.set_nonblocking(true).unwrap();
+    assert!(unreachable.accept().is_err(), "no host was contacted");
+    server.assert_no_violations().await;
+}

@@ -76,6 +76,11 @@ pub enum HostFailure {
     NginxWriteFailed,
     SwitchNotVerified,
     SwitchNotVerifiable,
+    /// The switch was not verified and `nginx -T` shows nginx does not
+    /// include the upstream file the action wrote.
+    NginxUpstreamNotIncluded,
+    /// ... or includes it, but no `proxy_pass` names its upstream.
+    NginxUpstreamNotProxied,
     /// What users were served through nginx broke `max-error-rate`.
     ErrorRateExceeded,
     /// ... or `max-latency`.
@@ -126,6 +131,8 @@ impl HostFailure {
             HostFailure::NginxWriteFailed => "nginx_write_failed",
             HostFailure::SwitchNotVerified => "switch_not_verified",
             HostFailure::SwitchNotVerifiable => "switch_not_verifiable",
+            HostFailure::NginxUpstreamNotIncluded => "nginx_upstream_not_included",
+            HostFailure::NginxUpstreamNotProxied => "nginx_upstream_not_used",
             HostFailure::ErrorRateExceeded => "error_rate_exceeded",
             HostFailure::LatencyExceeded => "latency_exceeded",
             HostFailure::AccessLogUnreadable => "access_log_unreadable",
@@ -175,6 +182,8 @@ mod tests {
         (NginxReadFailed, "nginx_read_failed"),
         (NginxWriteFailed, "nginx_write_failed"),
         (SwitchNotVerified, "switch_not_verified"),
+        (NginxUpstreamNotIncluded, "nginx_upstream_not_included"),
+        (NginxUpstreamNotProxied, "nginx_upstream_not_used"),
         (SwitchNotVerifiable, "switch_not_verifiable"),
         (ErrorRateExceeded, "error_rate_exceeded"),
         (LatencyExceeded, "latency_exceeded"),

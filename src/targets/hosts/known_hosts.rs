@@ -1,4 +1,4 @@
-//! Host key pinning against `known_hosts` text (the `known-hosts` input),
+//! Host key pinning against `known_hosts` text (the `ssh-known-hosts` input),
 //! with OpenSSH's matching rules: `host[,host2]` patterns with `*`, `?` and
 //! `!negation`, `[host]:port` for ports other than 22, hashed `|1|salt|hash`
 //! entries and the `@revoked` marker. `@cert-authority` lines are ignored:

@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`ssh`] — the session: pinned host key, key auth, argv commands,
 //!   channels to unix sockets and TCP ports on the host.
-//! - [`known_hosts`] — parsing and matching the `known-hosts` input.
+//! - [`known_hosts`] — parsing and matching the `ssh-known-hosts` input.
 //! - [`docker`] — bollard over the session (a channel per request).
 //! - [`containers`] — candidate bodies, pulls, one-off runs, removal, pruning.
 //! - [`nginx`] — upstream rendering and the tested, reversible switch.
@@ -22,6 +22,9 @@
 //! 127.0.0.1:<blue-port|green-port>. nginx's upstream file for the service
 //! points at the live colour; a deploy starts the other colour, checks it,
 //! rewrites the upstream file, and removes the old colour after draining.
+//! Each proxied service's switch is proven, and its health watched, through
+//! its own front door: its `front-door` in a services file (the nginx
+//! `server` its users reach), else `proxy-url`.
 //! What is live is read back from the host (container labels and the
 //! upstream file), never remembered between runs.
 

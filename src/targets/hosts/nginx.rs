@@ -270,6 +270,110 @@ pub(super) fn restore_failed(e: HostError, undo: &HostError) -> HostError {
     }
 }
 
+/// Why nginx's loaded configuration cannot send a service's traffic where
+/// the switch put it, read from `nginx -T`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Miswired {
+    /// No configuration file includes the upstream file: the upstream the
+    /// action wrote is not in nginx at all. `instead`: upstream files of
+    /// the same directory nginx does include (another app name's).
+    NotIncluded { instead: Vec<String> },
+    /// The file is included but no `proxy_pass` names its upstream;
+    /// `proxied`: the upstreams the `proxy_pass` lines name.
+    NotProxied { proxied: Vec<String> },
+}
+
+/// The files of an `nginx -T` dump: `(path, content)` for each
+/// `# configuration file <path>:` section.
+fn dump_files(dump: &str) -> Vec<(&str, String)> {
+    let mut files: Vec<(&str, String)> = Vec::new();
+    for line in dump.lines() {
+        if let Some(path) = line.strip_prefix("# configuration file ").and_then(|r| r.strip_suffix(':')) {
+            files.push((path, String::new()));
+        } else if let Some((_, text)) = files.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    files
+}
+
+/// Whether nginx, as `nginx -T` dumped it, includes `file` and proxies to
+/// `upstream`; `None` when it does both (or the dump is not one), so the
+/// cause lies elsewhere.
+pub fn miswired(dump: &str, file: &str, upstream: &str) -> Option<Miswired> {
+    static PROXY_PASS: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?m)^[^#\n]*\bproxy_pass\s+https?://([A-Za-z0-9_.\-]+)").expect("regex")
+    });
+    static INCLUDE: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?m)^[^#\n]*\binclude\s+([^;\s]+)\s*;").expect("regex"));
+    let files = dump_files(dump);
+    if files.is_empty() {
+        return None;
+    }
+    if !files.iter().any(|(path, _)| *path == file) {
+        let dir = file.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut instead: Vec<String> = files
+            .iter()
+            .flat_map(|(_, text)| INCLUDE.captures_iter(text).map(|c| c[1].to_string()).collect::<Vec<_>>())
+            .filter(|inc| inc.rsplit_once('/').is_some_and(|(d, _)| d == dir) && inc != file)
+            .collect();
+        instead.dedup();
+        return Some(Miswired::NotIncluded { instead });
+    }
+    let mut proxied: Vec<String> = files
+        .iter()
+        .flat_map(|(_, text)| PROXY_PASS.captures_iter(text).map(|c| c[1].to_string()).collect::<Vec<_>>())
+        .collect();
+    proxied.sort();
+    proxied.dedup();
+    if proxied.iter().any(|p| p == upstream) {
+        return None;
+    }
+    Some(Miswired::NotProxied { proxied })
+}
+
+impl Miswired {
+    pub fn kind(&self) -> HostFailure {
+        match self {
+            Miswired::NotIncluded { .. } => HostFailure::NginxUpstreamNotIncluded,
+            Miswired::NotProxied { .. } => HostFailure::NginxUpstreamNotProxied,
+        }
+    }
+
+    /// What is wrong and the line to add, for `file` holding `upstream`.
+    pub fn explain(&self, file: &str, upstream: &str) -> String {
+        match self {
+            Miswired::NotIncluded { instead } => {
+                let mut m = format!(
+                    "nginx does not include {file}, the file the action writes `upstream {upstream}` to, so the switch never reached nginx: add `include {file};` to the http block (at the top of the conf file whose server has `proxy_pass http://{upstream};`)"
+                );
+                if !instead.is_empty() {
+                    m.push_str(&format!(
+                        "; nginx includes {} from that directory instead: if that is this app's, set the 'app' input (it defaults to the repository's name) or the upstream file to match",
+                        instead.join(", ")
+                    ));
+                }
+                m
+            }
+            Miswired::NotProxied { proxied } => {
+                let names = if proxied.is_empty() { "nothing".to_string() } else { proxied.join(", ") };
+                format!(
+                    "nginx includes {file} but no proxy_pass names `{upstream}` (its proxy_pass lines name {names}): in the location of this service's server, set `proxy_pass http://{upstream};`"
+                )
+            }
+        }
+    }
+}
+
+/// `nginx -T` on the host (the whole loaded configuration, each file
+/// under a `# configuration file <path>:` line); `None` when it cannot
+/// be read (a diagnosis is a bonus, never a new failure).
+pub async fn dump(session: &Session, privilege: Privilege) -> Option<String> {
+    let out = session.exec(&privilege.wrap(&["nginx", "-T"]), None).await.ok()?;
+    out.success().then_some(out.stdout)
+}
+
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
@@ -302,6 +406,36 @@ mod tests {
     fn parses_hand_written_files() {
         let text = "upstream app_backend {\n    server 127.0.0.1:8081;\n  server localhost:8082 weight=3 max_fails=2;\n server 127.0.0.1:8083 backup;\n server 10.0.0.1:80;\n}\n";
         assert_eq!(ports(text), vec![(8081, 1), (8082, 3), (8083, 0)]);
+    }
+
+    const DUMP: &str = "# configuration file /etc/nginx/nginx.conf:\nhttp {\n    include /etc/nginx/conf.d/*.conf;\n}\n\n# configuration file /etc/nginx/conf.d/app.conf:\ninclude /etc/nginx/conf.d/upstreams/app.conf;\nserver {\n    location / {\n        proxy_pass http://app_backend;\n        # proxy_pass http://commented_out;\n    }\n}\n\n# configuration file /etc/nginx/conf.d/upstreams/app.conf:\nupstream app_backend {\n    server 127.0.0.1:8081;\n}\n";
+
+    #[test]
+    fn an_upstream_file_nginx_does_not_include_is_named_with_the_line_to_add() {
+        let m = miswired(DUMP, "/etc/nginx/conf.d/upstreams/shop.conf", "shop_backend").unwrap();
+        assert_eq!(m, Miswired::NotIncluded { instead: vec!["/etc/nginx/conf.d/upstreams/app.conf".into()] });
+        let text = m.explain("/etc/nginx/conf.d/upstreams/shop.conf", "shop_backend");
+        assert!(text.contains("add `include /etc/nginx/conf.d/upstreams/shop.conf;`"), "{text}");
+        assert!(text.contains("'app' input"), "{text}");
+        assert_eq!(m.kind().reason(), "nginx_upstream_not_included");
+    }
+
+    #[test]
+    fn an_included_upstream_no_proxy_pass_names_is_told_apart() {
+        let m = miswired(DUMP, "/etc/nginx/conf.d/upstreams/app.conf", "shop_backend").unwrap();
+        assert_eq!(m, Miswired::NotProxied { proxied: vec!["app_backend".into()] });
+        let text = m.explain("/etc/nginx/conf.d/upstreams/app.conf", "shop_backend");
+        assert!(
+            text.contains("set `proxy_pass http://shop_backend;`") && text.contains("app_backend"),
+            "{text}"
+        );
+        assert_eq!(m.kind().reason(), "nginx_upstream_not_used");
+    }
+
+    #[test]
+    fn a_wired_upstream_or_no_dump_is_no_diagnosis() {
+        assert_eq!(miswired(DUMP, "/etc/nginx/conf.d/upstreams/app.conf", "app_backend"), None);
+        assert_eq!(miswired("nginx: [emerg] something", "/x.conf", "x"), None);
     }
 
     #[test]

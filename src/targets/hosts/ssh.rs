@@ -1,5 +1,5 @@
 //! One SSH session per host (russh): connect with a timeout, the host key
-//! pinned against the `known-hosts` input, public-key authentication, then
+//! pinned against the `ssh-known-hosts` input, public-key authentication, then
 //! commands given as argument vectors and channels to a unix socket (the
 //! Docker Engine) or a TCP port on the host (probes).
 //!
@@ -201,7 +201,7 @@ impl Session {
     pub async fn connect(d: Dial<'_>) -> Result<Session, HostError> {
         let unit = d.name;
         let known = KnownHosts::parse(d.known_hosts).map_err(|e| {
-            HostError::new(unit, HostFailure::KnownHostsInvalid, format!("input 'known-hosts' {e}"))
+            HostError::new(unit, HostFailure::KnownHostsInvalid, format!("input 'ssh-known-hosts' {e}"))
         })?;
         let key = Arc::new(super::material::decode_key(d.private_key).map_err(|e| {
             HostError::new(unit, HostFailure::SshKeyInvalid, format!("input 'ssh-private-key' {e}"))
@@ -442,20 +442,20 @@ fn host_key_error(unit: &str, host: &str, port: u16, verdict: Verdict, key: Opti
             unit,
             HostFailure::HostKeyMismatch,
             format!(
-                "the host key of {name} ({fingerprint}) does not match the one pinned in 'known-hosts'; \
+                "the host key of {name} ({fingerprint}) does not match the one pinned in 'ssh-known-hosts'; \
                  if the host was rebuilt, verify the new key out of band and replace its line with: {line}"
             ),
         ),
         Verdict::Revoked => HostError::new(
             unit,
             HostFailure::HostKeyRevoked,
-            format!("the host key of {name} ({fingerprint}) is marked @revoked in 'known-hosts'"),
+            format!("the host key of {name} ({fingerprint}) is marked @revoked in 'ssh-known-hosts'"),
         ),
         Verdict::Unknown | Verdict::Trusted => HostError::new(
             unit,
             HostFailure::HostKeyUnknown,
             format!(
-                "{name} is not in 'known-hosts'; verify its key ({fingerprint}) out of band \
+                "{name} is not in 'ssh-known-hosts' (or its 'ssh-known-hosts-ssm' parameter); verify its key ({fingerprint}) out of band \
                  (e.g. ssh-keyscan from a trusted network) and add the line: {line}"
             ),
         ),
@@ -547,6 +547,20 @@ mod tests {
         assert_eq!(command_line(&["mkdir", "/x y", ";reboot"]).unwrap(), "mkdir '/x y' ';reboot'");
         assert!(command_line(&[]).is_err());
         assert!(command_line(&["a\0b"]).is_err());
+    }
+
+    /// Every host key message names the input that exists.
+    #[test]
+    fn host_key_errors_name_the_ssh_known_hosts_input() {
+        let key = PublicKey::from_openssh(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+        )
+        .unwrap();
+        for verdict in [Verdict::Mismatch, Verdict::Revoked, Verdict::Unknown] {
+            let e = host_key_error("web-1", "10.0.0.5", 22, verdict, Some(&key));
+            assert!(e.message.contains("'ssh-known-hosts'"), "{}", e.message);
+            assert!(!e.message.contains(" 'known-hosts'"), "{}", e.message);
+        }
     }
 
     #[test]

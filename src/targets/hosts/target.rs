@@ -223,7 +223,8 @@ impl HostTarget {
                                 HostFailure::SwitchNotVerifiable,
                                 format!(
                                     "both colours run the same image, so {path} through {} cannot tell which one answers; add `add_header X-Upstream-Addr $upstream_addr always;` to the location that proxies to {} (see docs/hosts.md)",
-                                    self.conn.proxy_url, svc.upstream_name
+                                    self.door_name(svc),
+                                    svc.upstream_name
                                 ),
                             ));
                         }
@@ -250,12 +251,29 @@ impl HostTarget {
                     break;
                 }
                 if Instant::now() >= deadline {
+                    // Tell a configuration that never reaches nginx (the
+                    // file not included, another upstream proxied) from
+                    // one nginx refused, with the line to add.
+                    if let Some(dump) = nginx::dump(&self.session, self.conn.privilege).await
+                        && let Some(m) = nginx::miswired(&dump, &svc.upstream_file, &svc.upstream_name)
+                    {
+                        return Err(HostError::new(
+                            self.unit(),
+                            m.kind(),
+                            format!(
+                                "{path} through {} did not answer from {colour} (:{port}) within {}s (last: {last}): {}",
+                                self.door_name(svc),
+                                bound.as_secs(),
+                                m.explain(&svc.upstream_file, &svc.upstream_name)
+                            ),
+                        ));
+                    }
                     return Err(HostError::new(
                         self.unit(),
                         HostFailure::SwitchNotVerified,
                         format!(
                             "{path} through {} did not answer from {colour} (:{port}, {:?}) within {}s (last: {last}); nginx may have refused the new configuration",
-                            self.conn.proxy_url,
+                            self.door_name(svc),
                             body_start(redactor, &expected),
                             bound.as_secs()
                         ),
@@ -266,6 +284,8 @@ impl HostTarget {
             tracing::info!(
                 host = self.unit(),
                 stage = "switch",
+                service = %svc.name,
+                door = %self.door_name(svc),
                 path,
                 colour,
                 port,
@@ -286,7 +306,6 @@ impl HostTarget {
         })
     }
 
-    /// The front door as the host reaches it: address, port, `Host` header.
     /// Runs `cmd` once in a one-off container `<app>-<suffix>` from the new
     /// image with the app's env and secrets, its output relayed (and
     /// redacted), bounded by `migration-timeout`.
@@ -342,15 +361,15 @@ impl HostTarget {
         Ok(())
     }
 
-    fn front_door(&self) -> (&str, u16, String) {
-        let url = &self.conn.proxy_url;
-        let host = url.host_str().unwrap_or("127.0.0.1");
-        let port = url.port_or_known_default().unwrap_or(80);
-        let header = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_string(),
-        };
-        (host.trim_start_matches('[').trim_end_matches(']'), port, header)
+    /// `svc`'s front door as the host reaches it: address, port, `Host`
+    /// header (its own `front-door`, else the `proxy-url` input).
+    fn front_door<'a>(&'a self, svc: &'a Service) -> (&'a str, u16, String) {
+        svc.front_door.resolve(&self.conn.proxy_url)
+    }
+
+    /// How messages name `svc`'s front door.
+    pub(super) fn door_name(&self, svc: &Service) -> String {
+        svc.front_door.describe(&self.conn.proxy_url)
     }
 
     /// Which colour nginx actually sends traffic to, asked through the
@@ -359,7 +378,7 @@ impl HostTarget {
     /// names a colour nginx never loaded. `None` when nginx does not say.
     pub(super) async fn serving_colour(&self, svc: &Service) -> Option<&'static str> {
         let path = svc.version_path.as_deref().or(svc.health_path.as_deref())?;
-        let (host, port, header) = self.front_door();
+        let (host, port, header) = self.front_door(svc);
         let p = probe::get(&self.session, self.unit(), (host, port), &header, path, self.conn.timeout)
             .await
             .ok()?;
@@ -475,7 +494,7 @@ impl Target for HostTarget {
                     .await?)
             }
             Via::FrontDoor => {
-                let (host, port, header) = self.front_door();
+                let (host, port, header) = self.front_door(svc);
                 Ok(probe::get(&self.session, unit, (host, port), &header, path, self.conn.timeout).await?)
             }
         }
@@ -496,7 +515,7 @@ impl Target for HostTarget {
             Via::Candidate => {
                 ("127.0.0.1", containers::port(svc, &self.candidate()?), "localhost".to_string())
             }
-            Via::FrontDoor => self.front_door(),
+            Via::FrontDoor => self.front_door(svc),
         };
         Ok(probe::send(&self.session, self.unit(), (host, port), &header, req, crate::smoke::REQUEST_TIMEOUT)
             .await?)
