@@ -150,6 +150,7 @@ mod tests {
                 ("tag:Env".into(), vec!["prod".into()]),
             ],
             address: AddressKind::PrivateIp,
+            connect: crate::inputs::Ec2Connect::Ssh,
         };
         assert_eq!(
             filters(&spec),

@@ -422,6 +422,7 @@ async fn ec2_finds_running_instances_by_tag() {
         instance_ids: vec![],
         filters: vec![("Role".into(), vec!["web".into()]), ("tag:Run".into(), vec![run.clone()])],
         address: AddressKind::PrivateIp,
+        connect: deploy_action::inputs::Ec2Connect::Ssh,
     };
     let hosts = deploy_action::targets::ec2::discover_with(&config, &spec, "deploy", 2222).await.unwrap();
     let mut addrs: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
@@ -435,6 +436,7 @@ async fn ec2_finds_running_instances_by_tag() {
         instance_ids: vec![],
         filters: vec![("Role".into(), vec!["worker".into()]), ("tag:Run".into(), vec![run.clone()])],
         address: AddressKind::PrivateIp,
+        connect: deploy_action::inputs::Ec2Connect::Ssh,
     };
     let e = deploy_action::targets::ec2::discover_with(&config, &spec, "deploy", 22).await.unwrap_err();
     assert_eq!(e.reason(), "no_instances_found", "{e}");
