@@ -122,6 +122,7 @@ impl App {
             lock_dir: LOCK_DIR.into(),
             break_lock: false,
             jump: None,
+            via: None,
             privilege: deploy_action::targets::hosts::ssh::Privilege::Direct,
             registry: Some((
                 stack_var("REGISTRY_USERNAME"),

@@ -15,6 +15,7 @@ mod fleet;
 mod github;
 mod hosts;
 mod image;
+mod instance_connect;
 mod kubernetes;
 mod latency;
 mod leak;
