@@ -234,6 +234,37 @@ fn a_tunnel_closed_mid_deploy_is_opened_again() {
     assert_eq!(running_colours(HOST, "app").len(), 1, "exactly one version runs");
 }
 
+/// A tunnel closed after the pushed key has expired on the instance (60 s):
+/// the new tunnel pushes the key again before its handshake, which the
+/// host then accepts; the deploy ends with one version serving.
+#[test]
+fn a_reconnect_after_the_key_expired_pushes_it_again() {
+    let _lock = shared_app_lock();
+    let instance = Instance::new();
+    deploy(&instance, "v1");
+    let action = instance.action(&image("v2")).input("observe-window", "75s");
+    let mut child = action.spawn();
+    crate::support::wait_until_serving(HOST, "v2", &mut child, Duration::from_secs(90));
+    // The run's last push is now older than the 60 s the host keeps it.
+    std::thread::sleep(Duration::from_secs(62));
+    let from = eice_log_len();
+    let closed = reqwest_close_tunnels();
+    let out = child.wait_with_output().unwrap();
+    let run = action.finish(out);
+    let log = eice_log_since(from);
+    assert!(closed >= 1, "a tunnel was open to close");
+    let reopened = log.find("ALLOW tunnel").unwrap_or_else(|| panic!("no new tunnel:\n{log}"));
+    let pushed = log.find(&format!("ALLOW SendSSHPublicKey {}", instance.instance_id));
+    assert!(pushed.is_some_and(|p| p > reopened), "the key was pushed again for the new tunnel:\n{log}");
+    assert!(!run.stdout.contains("ssh_auth_failed"), "{}", run.stdout);
+    let live = live_version(HOST);
+    match run.code {
+        Some(0) => assert_eq!(live, "v2", "{}", run.stdout),
+        _ => assert_eq!(live, "v1", "the way back completed:\n{}", run.stdout),
+    }
+    assert_eq!(running_colours(HOST, "app").len(), 1, "exactly one version runs");
+}
+
 /// `POST /_stack/close-tunnels`: how many tunnels the endpoint closed.
 fn reqwest_close_tunnels() -> usize {
     let out = std::process::Command::new("curl")
