@@ -265,6 +265,51 @@ fn a_reconnect_after_the_key_expired_pushes_it_again() {
     assert_eq!(running_colours(HOST, "app").len(), 1, "exactly one version runs");
 }
 
+/// An instance whose VPC has no endpoint, and an endpoint named from
+/// another VPC: the run names the instance, the VPC and the fix, before
+/// any host is contacted.
+#[test]
+fn an_instance_without_an_endpoint_is_named() {
+    let run_tag = format!("eice-none-{}", crate::support::action::unique_run_id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = rt.block_on(eice_config());
+    let ids = rt.block_on(moto_instances(&config, &run_tag, &[("127.0.0.7", "web")]));
+    let action = |named: Option<&str>| {
+        let a = Action::new()
+            .inputs(shared_app_inputs(&[], &image("v1")))
+            .without("INPUT_HOSTS")
+            .without("INPUT_SSH-PRIVATE-KEY")
+            .input("target", "ec2")
+            .input("ec2-filters", &format!("Role=web,Run={run_tag}"))
+            .input("ec2-connect", "instance-connect-endpoint")
+            .moto()
+            .env("AWS_ENDPOINT_URL_EC2", &eice_var("EICE_URL"))
+            .env("AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT", &eice_var("EICE_URL"));
+        match named {
+            Some(id) => a.input("ec2-instance-connect-endpoint-id", id),
+            None => a,
+        }
+    };
+    let run = action(None).run();
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stdout.contains("instance_connect_endpoint_not_found"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("{}: no Instance Connect Endpoint is ready in vpc-", ids[0])),
+        "{}",
+        run.stdout
+    );
+    // An endpoint in another VPC, named.
+    let other = Instance::new();
+    let run = action(Some(&other.endpoint_id)).run();
+    drop(other);
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stdout.contains("an endpoint reaches its own VPC only"), "{}", run.stdout);
+    rt.block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let _ = ec2.terminate_instances().set_instance_ids(Some(ids)).send().await;
+    });
+}
+
 /// `POST /_stack/close-tunnels`: how many tunnels the endpoint closed.
 fn reqwest_close_tunnels() -> usize {
     let out = std::process::Command::new("curl")
