@@ -310,6 +310,56 @@ fn an_instance_without_an_endpoint_is_named() {
     });
 }
 
+/// The stack's half of the contract the action relies on: a key pushed by
+/// SendSSHPublicKey logs in to the host for 60 s, then no more (checked
+/// by the host's AuthorizedKeysCommand at each login).
+#[test]
+fn a_pushed_key_logs_in_for_60_seconds_only() {
+    let _lock = shared_app_lock();
+    let instance = Instance::new();
+    let key = deploy_action::targets::instance_connect::RunKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("id");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let pem = key.private().to_openssh(russh::keys::ssh_key::LineEnding::LF).unwrap();
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, pem.as_bytes()).unwrap();
+    }
+    let ssh = || {
+        std::process::Command::new("ssh")
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes", "-i"])
+            .arg(&path)
+            .args(["-o", &format!("UserKnownHostsFile={}", stack_var("SSH_KNOWN_HOSTS"))])
+            .args(["root@127.0.0.7", "true"])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!ssh(), "not pushed yet");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pushed = Instant::now();
+    rt.block_on(async {
+        let sdk = moto_config().await.into_builder().endpoint_url(eice_var("EICE_URL")).build();
+        let client = aws_sdk_ec2instanceconnect::Client::new(&sdk);
+        deploy_action::targets::instance_connect::key::push(
+            &client,
+            "127.0.0.7",
+            &instance.instance_id,
+            "root",
+            &key,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("push");
+    });
+    assert!(ssh(), "pushed: accepted");
+    std::thread::sleep(Duration::from_secs(50).saturating_sub(pushed.elapsed()));
+    assert!(ssh(), "50 s after the push: still accepted");
+    std::thread::sleep(Duration::from_secs(62).saturating_sub(pushed.elapsed()));
+    assert!(!ssh(), "62 s after the push: refused");
+}
+
 /// `POST /_stack/close-tunnels`: how many tunnels the endpoint closed.
 fn reqwest_close_tunnels() -> usize {
     let out = std::process::Command::new("curl")
