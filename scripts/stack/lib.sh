@@ -25,6 +25,8 @@ IMAGE_TAGS="v1 v2 v3 broken"
 # Bump when the way `up` assembles the images changes (forces a rebuild).
 IMAGE_BUILD_REV=1
 MOTO_PORT=5055
+# The Instance Connect Endpoint (eice/server.py).
+EICE_PORT=5057
 # scripts/stack/prometheus: the server, and the file server of the metrics
 # the tests write (off Prometheus's usual 9090/9091).
 PROMETHEUS_PORT=19090

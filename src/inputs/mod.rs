@@ -13,6 +13,9 @@ pub mod smoke;
 mod tests;
 mod validate;
 
+#[cfg(test)]
+mod ec2_connect_tests;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -189,6 +192,19 @@ pub struct Ec2Spec {
     pub instance_ids: Vec<String>,
     pub filters: Vec<(String, Vec<String>)>,
     pub address: AddressKind,
+    pub connect: Ec2Connect,
+}
+
+/// How `target: ec2` instances are reached (`ec2-connect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ec2Connect {
+    /// SSH straight to `ec2-address` (or through `ssh-jump-host`), with
+    /// the stored key.
+    Ssh,
+    /// Through an EC2 Instance Connect Endpoint's tunnel to the private IP,
+    /// with a key made for the run and pushed by SendSSHPublicKey. `None`:
+    /// the endpoint of each instance's subnet, else of its VPC.
+    Endpoint { id: Option<String> },
 }
 
 /// One Deployment to update (`deployments`, or an entry of a services

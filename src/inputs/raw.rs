@@ -85,6 +85,8 @@ pub struct RawInputs {
     pub ec2_instance_ids: Option<String>,
     pub ec2_filters: Option<String>,
     pub ec2_address: Option<String>,
+    pub ec2_connect: Option<String>,
+    pub ec2_instance_connect_endpoint_id: Option<String>,
     pub aws_region: Option<String>,
     // Kubernetes.
     pub kubeconfig: Option<String>,

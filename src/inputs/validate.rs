@@ -618,13 +618,66 @@ fn ec2(c: &mut Check, raw: &RawInputs, target: TargetKind) -> (Option<Ec2Spec>, 
             ("public-dns", AddressKind::PublicDns),
         ],
     );
+    let connect = ec2_connect(c, raw, target, ec2_address);
     let ec2 = (target == TargetKind::Ec2).then(|| Ec2Spec {
         instance_ids: ec2_ids.clone(),
         filters: ec2_filters.clone(),
         address: ec2_address,
+        connect,
     });
 
     (ec2, !ec2_ids.is_empty() || !ec2_filters.is_empty())
+}
+
+/// `ec2-connect` and what it refuses: through an Instance Connect
+/// Endpoint the run makes its own key (a stored one would never be used,
+/// and a user who sets one believes it is), the endpoint is the way in (no
+/// bastion), and it reaches instances at their private IP only.
+fn ec2_connect(c: &mut Check, raw: &RawInputs, target: TargetKind, address: AddressKind) -> Ec2Connect {
+    const EICE: &str = "ec2-connect 'instance-connect-endpoint'";
+    let endpoint = c.choice(
+        "ec2-connect",
+        &raw.ec2_connect,
+        false,
+        &[("ssh", false), ("instance-connect-endpoint", true)],
+    );
+    let id = c.parse("ec2-instance-connect-endpoint-id", &raw.ec2_instance_connect_endpoint_id, |v| {
+        let re = regex::Regex::new(r"^eice-[0-9a-f]{8,17}$").expect("regex");
+        if re.is_match(v) {
+            Ok(v.to_string())
+        } else {
+            Err(format!("'{v}' is not an Instance Connect Endpoint id like eice-0123456789abcdef0"))
+        }
+    });
+    if !endpoint {
+        if raw.ec2_instance_connect_endpoint_id.is_some() {
+            c.problem("ec2-instance-connect-endpoint-id", format!("goes with {EICE}, which is not set"));
+        }
+        return Ec2Connect::Ssh;
+    }
+    if target != TargetKind::Ec2 {
+        c.problem("ec2-connect", "is only used with target 'ec2'");
+    }
+    for (name, set) in
+        [("ssh-private-key", &raw.ssh_private_key), ("ssh-private-key-ssm", &raw.ssh_private_key_ssm)]
+    {
+        if set.is_some() {
+            c.problem(
+                name,
+                format!("is not used with {EICE}: each run makes its own key and pushes it with SendSSHPublicKey; remove it (and the stored key)"),
+            );
+        }
+    }
+    if raw.ssh_jump_host.is_some() {
+        c.problem("ssh-jump-host", format!("is not used with {EICE}: the endpoint is the way in"));
+    }
+    if address != AddressKind::PrivateIp {
+        c.problem(
+            "ec2-address",
+            format!("must be 'private-ip' with {EICE}: the endpoint reaches an instance at its private IP"),
+        );
+    }
+    Ec2Connect::Endpoint { id }
 }
 
 /// What each target requires, and refuses, of the other inputs.
@@ -713,7 +766,8 @@ fn target_rules(
         );
     }
     if matches!(target, TargetKind::Hosts | TargetKind::Ec2) && mode != Mode::Plan {
-        if ssh.private_key.is_none() {
+        let made_key = raw.ec2_connect.as_deref().map(str::trim) == Some("instance-connect-endpoint");
+        if ssh.private_key.is_none() && !made_key {
             c.problem("ssh-private-key", "is required to reach hosts (or set 'ssh-private-key-ssm')");
         }
         if ssh.known_hosts.is_none() {

@@ -56,6 +56,38 @@ async fn host_specs(inputs: &Inputs, runner: &Runner) -> Result<Vec<HostSpec>, E
     }
 }
 
+/// The hosts to deploy to, each with its way in when it is not TCP to
+/// its address (`ec2-connect: instance-connect-endpoint`).
+async fn reach(
+    inputs: &Inputs,
+    runner: &Runner,
+) -> Result<Vec<(HostSpec, Option<Arc<dyn crate::targets::hosts::ssh::Via>>)>, Error> {
+    let endpoint = inputs.ec2.as_ref().and_then(|spec| match &spec.connect {
+        crate::inputs::Ec2Connect::Endpoint { id } => Some((spec, id.as_deref())),
+        crate::inputs::Ec2Connect::Ssh => None,
+    });
+    let Some((spec, named)) = endpoint else {
+        return Ok(host_specs(inputs, runner).await?.into_iter().map(|h| (h, None)).collect());
+    };
+    let region = inputs.ssm.region.clone().unwrap_or_default();
+    let _g = runner.group("Find EC2 instances and their Instance Connect Endpoints");
+    let found = crate::targets::instance_connect::discover(
+        spec,
+        &region,
+        &inputs.ssh.user,
+        inputs.ssh.port,
+        named,
+        inputs.ssh.timeout,
+    )
+    .await?;
+    runner.line(&format!(
+        "found {} running instance(s): {}",
+        found.len(),
+        found.iter().map(|(h, t)| format!("{} ({t:?})", host_label(h))).collect::<Vec<_>>().join(", ")
+    ));
+    Ok(found.into_iter().map(|(h, t)| (h, Some(t as Arc<dyn crate::targets::hosts::ssh::Via>))).collect())
+}
+
 /// What happened, for the final record.
 struct Run {
     status: Status,
@@ -482,10 +514,17 @@ async fn deploy_units(
         return cluster_units(inputs, k, release, &judges, runner, cancel, timeline).await;
     }
     let t = Instant::now();
-    let specs = match host_specs(inputs, runner).await {
+    let reached = tokio::select! {
+        r = reach(inputs, runner) => r,
+        _ = cancel.cancelled() => return fail(Status::Error, Error::Cancelled, "discover"),
+    };
+    let specs = match reached {
         Ok(s) => s,
         Err(e) => return fail(Status::Failure, e, "discover"),
     };
+    // Through Instance Connect the run's own key logs in (no stored one).
+    let key =
+        key.or_else(|| specs.iter().any(|(_, via)| via.is_some()).then(|| SecretValue::new(String::new())));
     let (Some(key), Some(known_hosts)) = (key, known_hosts) else {
         return fail(
             Status::Failure,
@@ -496,8 +535,10 @@ async fn deploy_units(
     let registry = inputs.registry.username.clone().zip(registry_password);
     let units: Vec<Arc<dyn Target>> = {
         let _g = runner.group(&format!("Connect to {} host(s)", specs.len()));
-        let connects = specs.iter().map(|h| {
-            let conn = HostConn::from_inputs(inputs, h, key.clone(), known_hosts.clone(), registry.clone());
+        let connects = specs.iter().map(|(h, via)| {
+            let mut conn =
+                HostConn::from_inputs(inputs, h, key.clone(), known_hosts.clone(), registry.clone());
+            conn.via = via.clone();
             let runner = runner.clone();
             async move { HostTarget::connect(conn, runner).await }
         });

@@ -48,11 +48,16 @@ pub async fn discover(
     default_user: &str,
     default_port: u16,
 ) -> Result<Vec<HostSpec>, HostError> {
+    discover_with(&sdk_config(region).await, spec, default_user, default_port).await
+}
+
+/// The AWS SDK configuration from the usual chain, in `region` if given.
+pub async fn sdk_config(region: &str) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if !region.is_empty() {
         loader = loader.region(aws_config::Region::new(region.to_string()));
     }
-    discover_with(&loader.load().await, spec, default_user, default_port).await
+    loader.load().await
 }
 
 /// [`discover`] with an SDK configuration given (tests point it at moto).
@@ -65,6 +70,41 @@ pub async fn discover_with(
     default_user: &str,
     default_port: u16,
 ) -> Result<Vec<HostSpec>, HostError> {
+    instances(config, spec)
+        .await?
+        .iter()
+        .map(|i| {
+            let id = i.instance_id().unwrap_or("(no id)");
+            let addr = match spec.address {
+                AddressKind::PrivateIp => i.private_ip_address(),
+                AddressKind::PublicIp => i.public_ip_address(),
+                AddressKind::PublicDns => i.public_dns_name(),
+            }
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| {
+                HostError::new(
+                    "ec2",
+                    HostFailure::Ec2NoAddress,
+                    format!(
+                        "instance {id} has no {} (set ec2-address to one it has)",
+                        address_name(spec.address)
+                    ),
+                )
+            })?;
+            Ok(HostSpec {
+                user: Some(default_user.to_string()),
+                host: addr.to_string(),
+                port: Some(default_port),
+            })
+        })
+        .collect()
+}
+
+/// The running instances matching `spec`, ordered by id.
+///
+/// # Errors
+/// `ec2_describe_failed`, or `no_instances_found` naming the filter.
+pub async fn instances(config: &aws_config::SdkConfig, spec: &Ec2Spec) -> Result<Vec<Instance>, HostError> {
     let client = aws_sdk_ec2::Client::new(config);
 
     let mut req = client.describe_instances();
@@ -100,33 +140,7 @@ pub async fn discover_with(
     }
     instances.sort_by(|a, b| a.instance_id().cmp(&b.instance_id()));
     instances.dedup_by(|a, b| a.instance_id() == b.instance_id());
-    instances
-        .iter()
-        .map(|i| {
-            let id = i.instance_id().unwrap_or("(no id)");
-            let addr = match spec.address {
-                AddressKind::PrivateIp => i.private_ip_address(),
-                AddressKind::PublicIp => i.public_ip_address(),
-                AddressKind::PublicDns => i.public_dns_name(),
-            }
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| {
-                HostError::new(
-                    "ec2",
-                    HostFailure::Ec2NoAddress,
-                    format!(
-                        "instance {id} has no {} (set ec2-address to one it has)",
-                        address_name(spec.address)
-                    ),
-                )
-            })?;
-            Ok(HostSpec {
-                user: Some(default_user.to_string()),
-                host: addr.to_string(),
-                port: Some(default_port),
-            })
-        })
-        .collect()
+    Ok(instances)
 }
 
 fn address_name(kind: AddressKind) -> &'static str {
@@ -150,6 +164,7 @@ mod tests {
                 ("tag:Env".into(), vec!["prod".into()]),
             ],
             address: AddressKind::PrivateIp,
+            connect: crate::inputs::Ec2Connect::Ssh,
         };
         assert_eq!(
             filters(&spec),

@@ -16,6 +16,7 @@
 
 pub mod ec2;
 pub mod hosts;
+pub mod instance_connect;
 pub mod kubernetes;
 
 /// Checks a target needs beyond the inputs' grammar, run before anything

@@ -123,6 +123,7 @@ impl App {
             lock_dir: LOCK_DIR.into(),
             break_lock: false,
             jump: None,
+            via: None,
             privilege: deploy_action::targets::hosts::ssh::Privilege::Direct,
             registry: Some((
                 stack_var("REGISTRY_USERNAME"),
@@ -423,6 +424,7 @@ async fn ec2_finds_running_instances_by_tag() {
         instance_ids: vec![],
         filters: vec![("Role".into(), vec!["web".into()]), ("tag:Run".into(), vec![run.clone()])],
         address: AddressKind::PrivateIp,
+        connect: deploy_action::inputs::Ec2Connect::Ssh,
     };
     let hosts = deploy_action::targets::ec2::discover_with(&config, &spec, "deploy", 2222).await.unwrap();
     let mut addrs: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
@@ -436,6 +438,7 @@ async fn ec2_finds_running_instances_by_tag() {
         instance_ids: vec![],
         filters: vec![("Role".into(), vec!["worker".into()]), ("tag:Run".into(), vec![run.clone()])],
         address: AddressKind::PrivateIp,
+        connect: deploy_action::inputs::Ec2Connect::Ssh,
     };
     let e = deploy_action::targets::ec2::discover_with(&config, &spec, "deploy", 22).await.unwrap_err();
     assert_eq!(e.reason(), "no_instances_found", "{e}");

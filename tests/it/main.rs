@@ -18,6 +18,7 @@ mod github;
 mod hosts;
 mod iam;
 mod image;
+mod instance_connect;
 mod kubernetes;
 mod latency;
 mod leak;

@@ -93,6 +93,18 @@ pub enum HostFailure {
     NoInstancesFound,
     Ec2DescribeFailed,
     Ec2NoAddress,
+
+    // EC2 Instance Connect (`ec2-connect: instance-connect-endpoint`).
+    /// No endpoint in the instance's subnet or VPC (or the named one is
+    /// not there / not ready).
+    InstanceConnectEndpointNotFound,
+    /// SendSSHPublicKey refused or failed.
+    InstanceConnectKeyRefused,
+    /// The endpoint refused the tunnel's signature or the caller's rights
+    /// (HTTP 401/403).
+    InstanceConnectTunnelRefused,
+    /// The tunnel could not be opened (network, another HTTP answer).
+    InstanceConnectTunnelFailed,
 }
 
 impl HostFailure {
@@ -141,6 +153,10 @@ impl HostFailure {
             HostFailure::NoInstancesFound => "no_instances_found",
             HostFailure::Ec2DescribeFailed => "ec2_describe_failed",
             HostFailure::Ec2NoAddress => "ec2_no_address",
+            HostFailure::InstanceConnectEndpointNotFound => "instance_connect_endpoint_not_found",
+            HostFailure::InstanceConnectKeyRefused => "instance_connect_key_refused",
+            HostFailure::InstanceConnectTunnelRefused => "instance_connect_tunnel_refused",
+            HostFailure::InstanceConnectTunnelFailed => "instance_connect_tunnel_failed",
         }
     }
 }
@@ -193,6 +209,10 @@ mod tests {
         (NoInstancesFound, "no_instances_found"),
         (Ec2DescribeFailed, "ec2_describe_failed"),
         (Ec2NoAddress, "ec2_no_address"),
+        (InstanceConnectEndpointNotFound, "instance_connect_endpoint_not_found"),
+        (InstanceConnectKeyRefused, "instance_connect_key_refused"),
+        (InstanceConnectTunnelRefused, "instance_connect_tunnel_refused"),
+        (InstanceConnectTunnelFailed, "instance_connect_tunnel_failed"),
     ];
 
     #[test]

@@ -62,6 +62,7 @@ pub struct HostConn {
     pub host: String,
     pub port: u16,
     pub user: String,
+    /// Empty when `via` brings the key.
     pub private_key: SecretValue,
     /// `known_hosts` text; the host's key must be pinned in it.
     pub known_hosts: SecretValue,
@@ -78,6 +79,9 @@ pub struct HostConn {
     pub break_lock: bool,
     /// The bastion (`user`, `host`, `port`), if the host is reached through one.
     pub jump: Option<(String, String, u16)>,
+    /// Another way in than TCP to `host:port` (an EC2 Instance Connect
+    /// Endpoint's tunnel), with its own key made for the run.
+    pub via: Option<Arc<dyn ssh::Via>>,
     /// Root runs privileged steps (nginx, the lock directory) itself; any
     /// other user through `sudo -n`, as stock EC2 images set up.
     pub privilege: ssh::Privilege,
@@ -124,6 +128,7 @@ impl HostConn {
                     j.port.unwrap_or(22),
                 )
             }),
+            via: None,
             registry,
             app: inputs.app.clone(),
             services: inputs.services.clone(),
@@ -185,6 +190,7 @@ impl HostTarget {
                 known_hosts: conn.known_hosts.expose(),
                 timeout: conn.timeout,
                 jump: conn.jump.as_ref().map(|(user, host, port)| ssh::End { host, port: *port, user }),
+                via: conn.via.clone(),
             })
             .await?,
         );

@@ -3,6 +3,10 @@
 //! commands given as argument vectors and channels to a unix socket (the
 //! Docker Engine) or a TCP port on the host (probes).
 //!
+//! A host may also be reached over another transport ([`Via`]: an EC2
+//! Instance Connect Endpoint's tunnel) with a key that transport brings;
+//! when that transport closes, the next channel opened dials it again.
+//!
 //! SSH `exec` takes one command string that the remote shell splits, so each
 //! argument is single-quoted here; nothing is ever interpolated into a shell
 //! snippet.
@@ -24,6 +28,26 @@ const MAX_OUTPUT: usize = 1 << 20;
 /// A bidirectional byte stream over an SSH channel.
 pub type Stream = russh::ChannelStream<Msg>;
 
+/// Any byte stream an SSH session can run over.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Another way to a host's sshd than TCP to its address: a stream made
+/// on demand (an Instance Connect Endpoint's tunnel), and the key to log
+/// in with (made for the run, pushed to the host by [`Via::open`]).
+#[async_trait::async_trait]
+pub trait Via: std::fmt::Debug + Send + Sync {
+    /// The key to authenticate with.
+    fn key(&self) -> Arc<russh::keys::PrivateKey>;
+    /// A fresh stream to the host's sshd, ready for the handshake (the key
+    /// accepted by the host for at least the handshake's time). Bounded by
+    /// its own timeouts.
+    ///
+    /// # Errors
+    /// A [`HostError`] naming what refused or failed.
+    async fn open(&self) -> Result<Box<dyn Io>, HostError>;
+}
+
 /// Where and how to connect.
 pub struct Dial<'a> {
     /// Unit name used in errors (`web-1 (10.0.0.5)`).
@@ -36,6 +60,9 @@ pub struct Dial<'a> {
     pub timeout: Duration,
     /// A bastion to reach the host through (`ssh-jump-host`).
     pub jump: Option<End<'a>>,
+    /// Another transport, bringing its own key (`private_key` is then
+    /// unused); dialled again when it closes.
+    pub via: Option<Arc<dyn Via>>,
 }
 
 /// What a remote command did.
@@ -88,11 +115,23 @@ impl client::Handler for Pinning {
 /// every channel is opened through `&self`.
 pub struct Session {
     name: String,
-    handle: Handle<Pinning>,
+    /// Swapped for a new one when a [`Via`] transport closed and was dialled again.
+    handle: Mutex<Arc<Handle<Pinning>>>,
     /// The bastion's session, when the host is reached through one: kept
     /// as long as the host's, which runs inside one of its channels.
     jump: Option<Handle<Pinning>>,
     timeout: Duration,
+    redial: Option<Redial>,
+}
+
+/// What dialling a [`Via`] again takes; one redial at a time.
+struct Redial {
+    via: Arc<dyn Via>,
+    known: KnownHosts,
+    host: String,
+    port: u16,
+    user: String,
+    lock: tokio::sync::Mutex<()>,
 }
 
 /// One end of an SSH hop: where, and as whom.
@@ -110,7 +149,7 @@ async fn handshake(
     key: &Arc<russh::keys::PrivateKey>,
     end: &End<'_>,
     timeout: Duration,
-    stream: Option<Stream>,
+    stream: Option<Box<dyn Io>>,
 ) -> Result<Handle<Pinning>, HostError> {
     let mut preferred = russh::Preferred::default();
     let mut algs = known.algorithms(end.host, end.port);
@@ -203,10 +242,29 @@ impl Session {
         let known = KnownHosts::parse(d.known_hosts).map_err(|e| {
             HostError::new(unit, HostFailure::KnownHostsInvalid, format!("input 'ssh-known-hosts' {e}"))
         })?;
+        let target = End { host: d.host, port: d.port, user: d.user };
+        if let Some(via) = &d.via {
+            let stream = via.open().await?;
+            let handle = handshake(unit, &known, &via.key(), &target, d.timeout, Some(stream)).await?;
+            tracing::debug!(host = unit, via = ?via, "ssh session established");
+            return Ok(Session {
+                name: unit.to_string(),
+                handle: Mutex::new(Arc::new(handle)),
+                jump: None,
+                timeout: d.timeout,
+                redial: Some(Redial {
+                    via: via.clone(),
+                    known,
+                    host: d.host.to_string(),
+                    port: d.port,
+                    user: d.user.to_string(),
+                    lock: tokio::sync::Mutex::new(()),
+                }),
+            });
+        }
         let key = Arc::new(super::material::decode_key(d.private_key).map_err(|e| {
             HostError::new(unit, HostFailure::SshKeyInvalid, format!("input 'ssh-private-key' {e}"))
         })?);
-        let target = End { host: d.host, port: d.port, user: d.user };
         let (jump, handle) = match &d.jump {
             None => (None, handshake(unit, &known, &key, &target, d.timeout, None).await?),
             Some(j) => {
@@ -234,12 +292,50 @@ impl Session {
                         format!("the jump host {}:{} could not reach {}:{} ({e}); does it allow TCP forwarding to it?", j.host, j.port, d.host, d.port),
                     )
                 })?;
-                let h = handshake(unit, &known, &key, &target, d.timeout, Some(ch.into_stream())).await?;
+                let h = handshake(unit, &known, &key, &target, d.timeout, Some(Box::new(ch.into_stream())))
+                    .await?;
                 (Some(jh), h)
             }
         };
         tracing::debug!(host = unit, via_jump = jump.is_some(), "ssh session established");
-        Ok(Session { name: unit.to_string(), handle, jump, timeout: d.timeout })
+        Ok(Session {
+            name: unit.to_string(),
+            handle: Mutex::new(Arc::new(handle)),
+            jump,
+            timeout: d.timeout,
+            redial: None,
+        })
+    }
+
+    fn current(&self) -> Arc<Handle<Pinning>> {
+        self.handle.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The session to open a channel on: the current one, or, when its
+    /// [`Via`] transport closed (an endpoint ends tunnels), a new one
+    /// dialled now. A channel that was open when the transport closed has
+    /// failed already; the steps after it (a way back) go on here.
+    ///
+    /// # Errors
+    /// The redial's failure ([`Via::open`], the handshake).
+    async fn live(&self) -> Result<Arc<Handle<Pinning>>, HostError> {
+        let handle = self.current();
+        let Some(r) = &self.redial else { return Ok(handle) };
+        if !handle.is_closed() {
+            return Ok(handle);
+        }
+        let _one = r.lock.lock().await;
+        let handle = self.current();
+        if !handle.is_closed() {
+            return Ok(handle);
+        }
+        tracing::info!(host = %self.name, "the tunnel to the host closed; opening a new one");
+        let stream = r.via.open().await?;
+        let end = End { host: &r.host, port: r.port, user: &r.user };
+        let new =
+            Arc::new(handshake(&self.name, &r.known, &r.via.key(), &end, self.timeout, Some(stream)).await?);
+        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        Ok(new)
     }
 
     pub fn timeout(&self) -> Duration {
@@ -266,7 +362,8 @@ impl Session {
             command_line(argv).map_err(|e| HostError::new(&self.name, HostFailure::SshCommandFailed, e))?;
         let program = argv.first().copied().unwrap_or_default();
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(limit, self.exec_inner(&line, stdin)).await;
+        let handle = self.live().await?;
+        let result = tokio::time::timeout(limit, exec_inner(&handle, &line, stdin)).await;
         tracing::debug!(host = %self.name, program, ms = started.elapsed().as_millis() as u64, "ssh exec");
         match result {
             Ok(r) => r.map_err(|e| {
@@ -310,44 +407,51 @@ impl Session {
             format!("`{}` failed with {code}: {}", argv.join(" "), out.stderr.trim()),
         ))
     }
+}
 
-    async fn exec_inner(&self, line: &str, stdin: Option<&[u8]>) -> Result<Output, russh::Error> {
-        let mut ch = self.handle.channel_open_session().await?;
-        ch.exec(true, line).await?;
-        if let Some(data) = stdin {
-            ch.data(data).await?;
-        }
-        ch.eof().await?;
-        let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), None);
-        while let Some(msg) = ch.wait().await {
-            match msg {
-                ChannelMsg::Data { data } if out.len() < MAX_OUTPUT => out.extend_from_slice(&data),
-                ChannelMsg::ExtendedData { data, ext: 1 } if err.len() < MAX_OUTPUT => {
-                    err.extend_from_slice(&data)
-                }
-                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-                ChannelMsg::Failure => {
-                    err.extend_from_slice(b"the server refused to run the command");
-                    break;
-                }
-                ChannelMsg::Close => break,
-                _ => {}
-            }
-        }
-        Ok(Output {
-            status,
-            stdout: String::from_utf8_lossy(&out).into_owned(),
-            stderr: String::from_utf8_lossy(&err).into_owned(),
-        })
+async fn exec_inner(
+    handle: &Handle<Pinning>,
+    line: &str,
+    stdin: Option<&[u8]>,
+) -> Result<Output, russh::Error> {
+    let mut ch = handle.channel_open_session().await?;
+    ch.exec(true, line).await?;
+    if let Some(data) = stdin {
+        ch.data(data).await?;
     }
+    ch.eof().await?;
+    let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), None);
+    while let Some(msg) = ch.wait().await {
+        match msg {
+            ChannelMsg::Data { data } if out.len() < MAX_OUTPUT => out.extend_from_slice(&data),
+            ChannelMsg::ExtendedData { data, ext: 1 } if err.len() < MAX_OUTPUT => {
+                err.extend_from_slice(&data)
+            }
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            ChannelMsg::Failure => {
+                err.extend_from_slice(b"the server refused to run the command");
+                break;
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    Ok(Output {
+        status,
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+    })
+}
 
+impl Session {
     /// A stream to a unix socket on the host (`direct-streamlocal`).
     ///
     /// # Errors
     /// `ssh_channel_failed` when sshd refuses (no such socket, or
     /// `AllowStreamLocalForwarding no`).
     pub async fn open_unix(&self, path: &str) -> Result<Stream, HostError> {
-        let ch = tokio::time::timeout(self.timeout, self.handle.channel_open_direct_streamlocal(path))
+        let handle = self.live().await?;
+        let ch = tokio::time::timeout(self.timeout, handle.channel_open_direct_streamlocal(path))
             .await
             .map_err(|_| self.channel_timeout(path))?
             .map_err(|e| {
@@ -369,8 +473,9 @@ impl Session {
     pub async fn open_exec(&self, argv: &[&str]) -> Result<Stream, HostError> {
         let line =
             command_line(argv).map_err(|e| HostError::new(&self.name, HostFailure::SshCommandFailed, e))?;
+        let handle = self.live().await?;
         let open = async {
-            let ch = self.handle.channel_open_session().await?;
+            let ch = handle.channel_open_session().await?;
             ch.exec(true, line.as_str()).await?;
             Ok::<_, russh::Error>(ch)
         };
@@ -393,9 +498,10 @@ impl Session {
     /// `ssh_channel_failed` when nothing listens there or sshd refuses TCP
     /// forwarding.
     pub async fn open_tcp(&self, host: &str, port: u16) -> Result<Stream, HostError> {
+        let handle = self.live().await?;
         let ch = tokio::time::timeout(
             self.timeout,
-            self.handle.channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0),
+            handle.channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0),
         )
         .await
         .map_err(|_| self.channel_timeout(&format!("{host}:{port}")))?
@@ -412,7 +518,7 @@ impl Session {
     /// A channel error, said plainly when the cause is a lost connection
     /// (russh then only reports "Channel send error").
     fn why(&self, e: &russh::Error) -> String {
-        if self.handle.is_closed() { format!("the SSH connection was lost ({e})") } else { e.to_string() }
+        if self.current().is_closed() { format!("the SSH connection was lost ({e})") } else { e.to_string() }
     }
 
     fn channel_timeout(&self, what: &str) -> HostError {
@@ -425,7 +531,7 @@ impl Session {
 
     /// Closes the session. Best effort.
     pub async fn close(&self) {
-        let _ = self.handle.disconnect(russh::Disconnect::ByApplication, "deploy finished", "en").await;
+        let _ = self.current().disconnect(russh::Disconnect::ByApplication, "deploy finished", "en").await;
         if let Some(j) = &self.jump {
             let _ = j.disconnect(russh::Disconnect::ByApplication, "deploy finished", "en").await;
         }
