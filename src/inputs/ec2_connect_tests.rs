@@ -10,6 +10,7 @@ fn env(extra: &[(&str, &str)]) -> Env {
         ("INPUT_EC2-FILTERS", "Role=web"),
         ("INPUT_AWS-REGION", "us-east-1"),
         ("INPUT_SSH-KNOWN-HOSTS", "known"),
+        ("INPUT_SSH-USER", "ec2-user"),
         ("INPUT_GITHUB-DEPLOYMENTS", "false"),
         ("GITHUB_REPOSITORY", "acme/shop"),
         ("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567"),

@@ -1,5 +1,5 @@
 //! Several services on a host, each behind its own nginx server (its own
-//! front door), set up on hosts 4 and 5 exactly as the README's "Several
+//! front door), set up on hosts 4 and 5 exactly as docs/services.md's "Several
 //! services on a host" tells a user: its services file (with the stack's
 //! images), its nginx servers and its "before the first deploy" commands.
 //! Deployed by the built binary: the switch of each service is proven
@@ -25,10 +25,10 @@ const HOSTS: [usize; 2] = [4, 5];
 const API: &str = "api.shop.example";
 const REST: &str = "rest.shop.example";
 
-/// The README's code block that starts with the line `first`.
+/// The code block of docs/services.md that starts with the line `first`.
 fn readme_block(first: &str) -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let at = readme.find(first).unwrap_or_else(|| panic!("the README has no block starting {first:?}"));
+    let readme = std::fs::read_to_string(repo_root().join("docs/services.md")).unwrap();
+    let at = readme.find(first).unwrap_or_else(|| panic!("docs/services.md has no block starting {first:?}"));
     readme[at..at + readme[at..].find("```").unwrap()].to_string()
 }
 

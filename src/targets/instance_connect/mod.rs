@@ -363,7 +363,7 @@ mod tests {
             tunnel["Resource"].as_str().unwrap().contains(":instance-connect-endpoint/eice-"),
             "{tunnel}"
         );
-        assert!(include_str!("../../../README.md").contains("docs/iam/instance-connect.json"));
+        assert!(include_str!("../../../docs/aws.md").contains("(iam/instance-connect.json)"));
     }
 
     #[test]
