@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::action::{Action, Run};
 use crate::support::{
-    live_version, moto_config, moto_instances, repo_root, running_colours, shared_app_inputs,
-    shared_app_lock, stack_var,
+    live_version, moto_config, moto_instances, repo_root, running_colours, shared_app_inputs, stack_var,
 };
 
 /// The host these tests turn into an Instance Connect instance.
@@ -140,7 +139,7 @@ fn deploy(instance: &Instance, v: &str) -> Run {
 /// signature is checked, and nothing of the key reaches the output.
 #[test]
 fn a_deploy_through_the_endpoint_needs_no_stored_key() {
-    let _lock = shared_app_lock();
+    let _lock = crate::fleet::lock_hosts(&[6]);
     let instance = Instance::new();
     // The stack's own key no longer logs in.
     let refused = std::process::Command::new("ssh")
@@ -167,7 +166,7 @@ fn a_deploy_through_the_endpoint_needs_no_stored_key() {
 /// the run names it (nothing else is contacted, nothing changes).
 #[test]
 fn a_refused_tunnel_signature_is_named() {
-    let _lock = shared_app_lock();
+    let _lock = crate::fleet::lock_hosts(&[6]);
     let instance = Instance::new();
     let before = live_version(HOST);
     let run = instance.action(&image("v3")).env("AWS_SECRET_ACCESS_KEY", "not-the-secret").run();
@@ -183,7 +182,7 @@ fn a_refused_tunnel_signature_is_named() {
 /// the previous version back, exactly one colour running.
 #[test]
 fn sigterm_through_the_endpoint_exits_within_7s_with_one_version_serving() {
-    let _lock = shared_app_lock();
+    let _lock = crate::fleet::lock_hosts(&[6]);
     let instance = Instance::new();
     deploy(&instance, "v1");
     let action = instance.action(&image("v2")).input("observe-window", "60s");
@@ -213,26 +212,49 @@ fn sigterm_through_the_endpoint_exits_within_7s_with_one_version_serving() {
 /// its status names.
 #[test]
 fn a_tunnel_closed_mid_deploy_is_opened_again() {
-    let _lock = shared_app_lock();
+    let _lock = crate::fleet::lock_hosts(&[6]);
     let instance = Instance::new();
     deploy(&instance, "v1");
-    let from = eice_log_len();
-    let action = instance.action(&image("v2")).input("observe-window", "6s");
-    let mut child = action.spawn();
-    crate::support::wait_until_serving(HOST, "v2", &mut child, Duration::from_secs(90));
-    let closed = reqwest_close_tunnels();
-    let out = child.wait_with_output().unwrap();
-    let run = action.finish(out);
-    let log = eice_log_since(from);
-    assert!(closed >= 1, "a tunnel was open to close");
-    let tunnels = log.matches("ALLOW tunnel").count();
-    assert!(tunnels >= 2, "a new tunnel after the close ({tunnels}):\n{log}");
-    let live = live_version(HOST);
-    match run.code {
-        Some(0) => assert_eq!(live, "v2", "{}", run.stdout),
-        _ => assert_eq!(live, "v1", "the way back completed:\n{}", run.stdout),
+    // Under the whole suite's load the v2 deploy has once ended (failed,
+    // rolled back) before v2 served, leaving no tunnel to close mid-deploy.
+    // Such a run must still have left v1 serving alone; its output is
+    // printed, and the scenario is tried once more.
+    for attempt in 1..=2 {
+        let from = eice_log_len();
+        let action = instance
+            .action(&image("v2"))
+            .input("observe-window", "6s")
+            .input("health-check-timeout", "60s")
+            .input("ssh-timeout", "60s");
+        let mut child = action.spawn();
+        let t0 = std::time::Instant::now();
+        while live_version(HOST) != "v2" && child.try_wait().unwrap().is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(120), "v2 never switched in");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if live_version(HOST) != "v2" {
+            let run = action.finish(child.wait_with_output().unwrap());
+            assert_eq!(live_version(HOST), "v1", "an early end left v1 serving:\n{}", run.stdout);
+            assert_eq!(running_colours(HOST, "app").len(), 1, "{}", run.stdout);
+            assert!(attempt < 2, "the deploy ended before v2 switched in, twice:\n{}", run.stdout);
+            eprintln!("attempt {attempt}: the deploy ended before v2 switched in:\n{}", run.stdout);
+            continue;
+        }
+        let closed = reqwest_close_tunnels();
+        let out = child.wait_with_output().unwrap();
+        let run = action.finish(out);
+        let log = eice_log_since(from);
+        assert!(closed >= 1, "a tunnel was open to close");
+        let tunnels = log.matches("ALLOW tunnel").count();
+        assert!(tunnels >= 2, "a new tunnel after the close ({tunnels}):\n{log}");
+        let live = live_version(HOST);
+        match run.code {
+            Some(0) => assert_eq!(live, "v2", "{}", run.stdout),
+            _ => assert_eq!(live, "v1", "the way back completed:\n{}", run.stdout),
+        }
+        assert_eq!(running_colours(HOST, "app").len(), 1, "exactly one version runs");
+        return;
     }
-    assert_eq!(running_colours(HOST, "app").len(), 1, "exactly one version runs");
 }
 
 /// A tunnel closed after the pushed key has expired on the instance (60 s):
@@ -240,7 +262,7 @@ fn a_tunnel_closed_mid_deploy_is_opened_again() {
 /// host then accepts; the deploy ends with one version serving.
 #[test]
 fn a_reconnect_after_the_key_expired_pushes_it_again() {
-    let _lock = shared_app_lock();
+    let _lock = crate::fleet::lock_hosts(&[6]);
     let instance = Instance::new();
     deploy(&instance, "v1");
     let action = instance.action(&image("v2")).input("observe-window", "75s");
@@ -317,7 +339,7 @@ fn an_instance_without_an_endpoint_is_named() {
 /// by the host's AuthorizedKeysCommand at each login).
 #[test]
 fn a_pushed_key_logs_in_for_60_seconds_only() {
-    let _lock = shared_app_lock();
+    let _lock = crate::fleet::lock_hosts(&[6]);
     let instance = Instance::new();
     let key = deploy_action::targets::instance_connect::RunKey::generate();
     let dir = tempfile::tempdir().unwrap();
@@ -381,7 +403,7 @@ fn bench_connect_time_through_the_endpoint_against_plain_ssh() {
     use deploy_action::secrets::SecretValue;
     use deploy_action::targets::hosts::ssh::{Dial, Session, Via};
     const N: usize = 7;
-    let _lock = shared_app_lock();
+    let _lock = crate::fleet::lock_hosts(&[6]);
     let key = SecretValue::new(std::fs::read_to_string(stack_var("SSH_KEY")).unwrap());
     let known = std::fs::read_to_string(stack_var("SSH_KNOWN_HOSTS")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
