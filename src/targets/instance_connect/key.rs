@@ -97,7 +97,7 @@ pub async fn push(
 fn hint(code: &str) -> &'static str {
     match code {
         "AccessDeniedException" => {
-            " (the AWS identity needs ec2-instance-connect:SendSSHPublicKey on the instance for this OS user: see the README's Instance Connect policy)"
+            " (the AWS identity needs ec2-instance-connect:SendSSHPublicKey on the instance for this OS user: see docs/iam/instance-connect.json)"
         }
         "EC2InstanceNotFoundException" | "EC2InstanceStateInvalidException" => {
             " (the instance must exist and be running in this region)"

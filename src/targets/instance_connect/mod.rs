@@ -38,7 +38,7 @@ use crate::targets::hosts::{HostError, HostFailure};
 pub use endpoint::Endpoint;
 pub use key::RunKey;
 
-/// Every AWS action this way in calls: the README's policy
+/// Every AWS action this way in calls: the documented policy
 /// (`docs/iam/instance-connect.json`) grants exactly these.
 pub const IAM_ACTIONS: [&str; 4] = [
     "ec2:DescribeInstances",
