@@ -64,11 +64,14 @@ fn report_line(run: &ActRun) -> String {
 
 fn hosts_workflow(example: &str, ks: &[usize], server: &GithubServer) -> Workflow {
     let hosts = hosts_var(ks);
-    let var = if example.contains("staging") { "STAGING" } else { "PRODUCTION" };
-    let key_secret = if example.contains("staging") { "STAGING_SSH_KEY" } else { "DEPLOY_SSH_KEY" };
-    let kh = if example.contains("staging") { "STAGING_KNOWN_HOSTS" } else { "DEPLOY_KNOWN_HOSTS" };
+    // The names each example reads its fleet, key and known_hosts under.
+    let (hosts_name, key_secret, kh) = if example.contains("staging") {
+        ("STAGING_HOSTS", "STAGING_SSH_KEY", "STAGING_KNOWN_HOSTS")
+    } else {
+        ("PRODUCTION_HOSTS", "DEPLOY_SSH_KEY", "DEPLOY_KNOWN_HOSTS")
+    };
     Workflow::example(example, "app", &[])
-        .var(&format!("{var}_HOSTS"), &hosts)
+        .var(hosts_name, &hosts)
         .var("IMAGE_REPOSITORY", &stack_var("IMAGE_REPO"))
         .var(kh, &read("SSH_KNOWN_HOSTS"))
         .secret(key_secret, &read("SSH_KEY"))
@@ -449,7 +452,7 @@ async fn aws_config() -> aws_config::SdkConfig {
 /// Running instances tagged `Role=web,Env=<env>` at hosts `ks`' addresses,
 /// any left by an earlier run terminated first. Returns their ids.
 async fn ec2_fleet(env: &str, ks: &[usize]) -> Vec<String> {
-    use aws_sdk_ec2::types::{Filter, InstanceType, ResourceType, Tag, TagSpecification};
+    use aws_sdk_ec2::types::Filter;
     let ec2 = aws_sdk_ec2::Client::new(&aws_config().await);
     let leftovers = ec2
         .describe_instances()
@@ -467,32 +470,10 @@ async fn ec2_fleet(env: &str, ks: &[usize]) -> Vec<String> {
     if !old.is_empty() {
         ec2.terminate_instances().set_instance_ids(Some(old)).send().await.expect("terminate leftovers");
     }
-    let vpc = ec2.create_vpc().cidr_block("127.0.0.0/16").send().await.expect("vpc");
-    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
-    let subnet = ec2.create_subnet().vpc_id(&vpc_id).cidr_block("127.0.0.0/24").send().await.expect("subnet");
-    let subnet_id = subnet.subnet().and_then(|s| s.subnet_id()).unwrap().to_string();
-    let mut ids = Vec::new();
-    for &k in ks {
-        let tags = TagSpecification::builder()
-            .resource_type(ResourceType::Instance)
-            .tags(Tag::builder().key("Role").value("web").build())
-            .tags(Tag::builder().key("Env").value(env).build())
-            .build();
-        let out = ec2
-            .run_instances()
-            .image_id("ami-12c6146b")
-            .instance_type(InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1)
-            .subnet_id(&subnet_id)
-            .private_ip_address(crate::support::host_addr(k))
-            .tag_specifications(tags)
-            .send()
-            .await
-            .expect("run instance");
-        ids.push(out.instances()[0].instance_id().unwrap().to_string());
-    }
-    ids
+    let addrs: Vec<String> = ks.iter().map(|&k| crate::support::host_addr(k)).collect();
+    let tags = [("Role", "web"), ("Env", env)];
+    let hosts: Vec<(&str, &[(&str, &str)])> = addrs.iter().map(|a| (a.as_str(), &tags[..])).collect();
+    crate::support::tagged_instances(&aws_config().await, &hosts).await
 }
 
 async fn terminate(ids: Vec<String>) {

@@ -386,32 +386,15 @@ fn the_readme_analysis_examples_are_valid_inputs() {
         "docs/after-the-switch.md",
         "## Analysis during the observe window: CloudWatch alarms and a Prometheus query",
     );
-    let blocks: Vec<&str> =
-        section.split("```yaml\n").skip(1).map(|b| &b[..b.find("```").unwrap()]).collect();
+    let blocks = yaml_blocks(&section);
     assert_eq!(blocks.len(), 2);
     let mut specs = Vec::new();
     for block in blocks {
-        let yaml: serde_yaml::Value = serde_yaml::from_str(block).unwrap();
-        let mut steps = Vec::new();
-        find_steps(&yaml, &mut steps);
-        assert_eq!(steps.len(), 1, "{block}");
-        let mut env = vec![
-            ("GITHUB_REPOSITORY".to_string(), "acme/shop".to_string()),
-            ("GITHUB_SHA".to_string(), crate::support::action::SHA.to_string()),
-            ("GITHUB_WORKSPACE".to_string(), "/tmp".to_string()),
-            ("AWS_REGION".to_string(), "eu-west-1".to_string()),
-            ("INPUT_GITHUB-TOKEN".to_string(), "t".to_string()),
-        ];
-        for (k, v) in steps[0].as_mapping().unwrap() {
-            // `${{ ... }}` is the runner's to fill in.
-            let v = v.as_str().unwrap();
-            let v =
-                if v.contains("${{") { v.replace("${{ github.ref_name }}", "v1.2.3") } else { v.to_string() };
-            let v = if v.contains("${{") { "x".to_string() } else { v };
-            env.push((format!("INPUT_{}", k.as_str().unwrap().to_uppercase()), v));
-        }
-        let inputs = deploy_action::inputs::load(&deploy_action::inputs::Env::from_pairs(env))
-            .unwrap_or_else(|p| panic!("{p:?}\n{block}"));
+        // `${{ ... }}` is the runner's to fill in.
+        let inputs = snippet_inputs(block, |_, v| {
+            let v = v.replace("${{ github.ref_name }}", "v1.2.3");
+            if v.contains("${{") { "x".to_string() } else { v }
+        });
         specs.push(inputs.analysis.expect("an analysis"));
     }
     assert_eq!(specs[0].alarms, ["shop-5xx-rate", "shop-p95-latency"]);
@@ -423,8 +406,40 @@ fn the_readme_analysis_examples_are_valid_inputs() {
     assert_eq!(specs[1].query.as_ref().unwrap().max, Some(5.0));
 }
 
+/// The ```` ```yaml ```` blocks of a docs section.
+pub(crate) fn yaml_blocks(section: &str) -> Vec<&str> {
+    section.split("```yaml\n").skip(1).map(|b| &b[..b.find("```").unwrap()]).collect()
+}
+
+/// The inputs of the one deploy-action step of a workflow snippet, loaded as
+/// the runner would give them; each value holding `${{ … }}` (the runner's
+/// to fill in) is replaced by `fill(input, value)`.
+pub(crate) fn snippet_inputs(
+    block: &str,
+    fill: impl Fn(&str, &str) -> String,
+) -> deploy_action::inputs::Inputs {
+    let yaml: serde_yaml::Value = serde_yaml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+    let mut steps = Vec::new();
+    find_steps(&yaml, &mut steps);
+    assert_eq!(steps.len(), 1, "{block}");
+    let mut env = vec![
+        ("GITHUB_REPOSITORY".to_string(), "acme/shop".to_string()),
+        ("GITHUB_SHA".to_string(), crate::support::action::SHA.to_string()),
+        ("GITHUB_WORKSPACE".to_string(), "/tmp".to_string()),
+        ("AWS_REGION".to_string(), "eu-west-1".to_string()),
+        ("INPUT_GITHUB-TOKEN".to_string(), "t".to_string()),
+    ];
+    for (k, v) in steps[0].as_mapping().unwrap() {
+        let (k, v) = (k.as_str().unwrap(), v.as_str().unwrap());
+        let v = if v.contains("${{") { fill(k, v) } else { v.to_string() };
+        env.push((format!("INPUT_{}", k.to_uppercase()), v));
+    }
+    deploy_action::inputs::load(&deploy_action::inputs::Env::from_pairs(env))
+        .unwrap_or_else(|p| panic!("{p:?}\n{block}"))
+}
+
 /// The `with:` of every step using deploy-action.
-pub(crate) fn find_steps(v: &serde_yaml::Value, out: &mut Vec<serde_yaml::Value>) {
+fn find_steps(v: &serde_yaml::Value, out: &mut Vec<serde_yaml::Value>) {
     match v {
         serde_yaml::Value::Mapping(m) => {
             if m.get("uses").and_then(|u| u.as_str()).is_some_and(|u| u.ends_with("/deploy-action@v1")) {

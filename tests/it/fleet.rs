@@ -698,6 +698,36 @@ pub(crate) fn keepalive_client_as(addr: String, host: &str, stop: Arc<AtomicBool
 /// Pause between requests on one connection of the zero-drop loads.
 pub(crate) const PAUSE_MS: u32 = 10;
 
+/// One line per load (wrk keep-alive, wrk `Connection: close`, the
+/// retrying keep-alive client), each starting with `prefix`.
+pub(crate) fn load_report(prefix: &str, ka: &WrkTotals, fr: &WrkTotals, rc: &ClientTotals) -> String {
+    let mut report = String::new();
+    for (name, t) in [("wrk keep-alive", ka), ("wrk Connection: close", fr)] {
+        report += &format!(
+            "{prefix}{name:<22} requests {:>7}  non-2xx {}  socket errors: connect {} read {} write {} timeout {}  versions {:?}  latency {}\n",
+            t.requests,
+            t.non_2xx(),
+            t.error("connect"),
+            t.error("read"),
+            t.error("write"),
+            t.error("timeout"),
+            t.bodies,
+            t.latency
+        );
+    }
+    report
+        + &format!(
+            "{prefix}{:<22} requests {:>7}  non-2xx {}  dropped {}  connect errors {}  retried on a closed keep-alive connection {}  versions {:?}\n",
+            "retrying keep-alive",
+            rc.ok + rc.non_2xx,
+            rc.non_2xx,
+            rc.dropped,
+            rc.connect_errors,
+            rc.retried,
+            rc.bodies
+        )
+}
+
 /// Requests through host 4's nginx during 20 consecutive deploys
 /// (alternating v2/v1, observe 1s, drain 1s), from three clients at once:
 ///
@@ -775,29 +805,7 @@ fn zero_dropped_requests_through_twenty_deploys() {
         "=== zero dropped requests: {deploys} deploys through 127.0.0.5 in {:.0}s\n",
         deploy_time.as_secs_f64()
     );
-    for (name, t) in [("wrk keep-alive", &ka), ("wrk Connection: close", &fr)] {
-        report += &format!(
-            "{name:<22} requests {:>7}  non-2xx {}  socket errors: connect {} read {} write {} timeout {}  versions {:?}  latency {}\n",
-            t.requests,
-            t.non_2xx(),
-            t.error("connect"),
-            t.error("read"),
-            t.error("write"),
-            t.error("timeout"),
-            t.bodies,
-            t.latency
-        );
-    }
-    report += &format!(
-        "{:<22} requests {:>7}  non-2xx {}  dropped {}  connect errors {}  retried on a closed keep-alive connection {}  versions {:?}\n",
-        "retrying keep-alive",
-        rc.ok + rc.non_2xx,
-        rc.non_2xx,
-        rc.dropped,
-        rc.connect_errors,
-        rc.retried,
-        rc.bodies
-    );
+    report += &load_report("", &ka, &fr, &rc);
     print!("{report}");
     // `scripts/test` prints this file after the tests, so CI's log has the totals.
     crate::support::save_figures("zero-dropped-requests", &report);

@@ -245,29 +245,7 @@ fn several_services_each_behind_its_own_front_door() {
         deploy_time.as_secs_f64()
     );
     for (door, (ka, fr, rc)) in [(API, &api_load), (REST, &rest_load)] {
-        for (name, t) in [("wrk keep-alive", ka), ("wrk Connection: close", fr)] {
-            report += &format!(
-                "{door} {name:<22} requests {:>6}  non-2xx {}  socket errors: connect {} read {} write {} timeout {}  versions {:?}  latency {}\n",
-                t.requests,
-                t.non_2xx(),
-                t.error("connect"),
-                t.error("read"),
-                t.error("write"),
-                t.error("timeout"),
-                t.bodies,
-                t.latency
-            );
-        }
-        report += &format!(
-            "{door} {:<22} requests {:>6}  non-2xx {}  dropped {}  connect errors {}  retried on a closed keep-alive connection {}  versions {:?}\n",
-            "retrying keep-alive",
-            rc.ok + rc.non_2xx,
-            rc.non_2xx,
-            rc.dropped,
-            rc.connect_errors,
-            rc.retried,
-            rc.bodies
-        );
+        report += &crate::fleet::load_report(&format!("{door} "), ka, fr, rc);
     }
     print!("{report}");
     crate::support::save_figures("front-doors", &report);

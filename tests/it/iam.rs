@@ -154,33 +154,8 @@ async fn the_documented_ec2_policy_is_exactly_enough() {
 
     // What the account holds: the instance, the parameters (and one the
     // policy does not reach, which must stay unread).
-    let ec2 = aws_sdk_ec2::Client::new(&setup);
-    let vpc = ec2.create_vpc().cidr_block("127.0.0.0/16").send().await.unwrap();
-    let subnet = ec2
-        .create_subnet()
-        .vpc_id(vpc.vpc().unwrap().vpc_id().unwrap())
-        .cidr_block("127.0.0.0/24")
-        .send()
-        .await
-        .unwrap();
-    use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
-    ec2.run_instances()
-        .image_id("ami-12c6146b")
-        .instance_type(InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(subnet.subnet().unwrap().subnet_id().unwrap())
-        .private_ip_address(crate::support::host_addr(8))
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Instance)
-                .tags(Tag::builder().key("Role").value("web").build())
-                .tags(Tag::builder().key("Env").value("staging").build())
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let addr = crate::support::host_addr(8);
+    crate::support::tagged_instances(&setup, &[(&addr, &[("Role", "web"), ("Env", "staging")])]).await;
     let ssm = aws_sdk_ssm::Client::new(&setup);
     let read = |k: &str| std::fs::read_to_string(stack_var(k)).unwrap();
     crate::kubernetes::put_ssm(

@@ -226,6 +226,12 @@ fn a_tunnel_closed_mid_deploy_is_opened_again() {
     assert!(closed >= 1, "a tunnel was open to close");
     let tunnels = log.matches("ALLOW tunnel").count();
     assert!(tunnels >= 2, "a new tunnel after the close ({tunnels}):\n{log}");
+    assert_one_version_serves(&run);
+}
+
+/// After a tunnel closed mid-deploy: v2 serves when the run succeeded,
+/// else the way back completed to v1; either way one colour runs.
+fn assert_one_version_serves(run: &Run) {
     let live = live_version(HOST);
     match run.code {
         Some(0) => assert_eq!(live, "v2", "{}", run.stdout),
@@ -257,12 +263,7 @@ fn a_reconnect_after_the_key_expired_pushes_it_again() {
     let pushed = log.find(&format!("ALLOW SendSSHPublicKey {}", instance.instance_id));
     assert!(pushed.is_some_and(|p| p > reopened), "the key was pushed again for the new tunnel:\n{log}");
     assert!(!run.stdout.contains("ssh_auth_failed"), "{}", run.stdout);
-    let live = live_version(HOST);
-    match run.code {
-        Some(0) => assert_eq!(live, "v2", "{}", run.stdout),
-        _ => assert_eq!(live, "v1", "the way back completed:\n{}", run.stdout),
-    }
-    assert_eq!(running_colours(HOST, "app").len(), 1, "exactly one version runs");
+    assert_one_version_serves(&run);
 }
 
 /// An instance whose VPC has no endpoint, and an endpoint named from

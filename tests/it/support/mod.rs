@@ -194,6 +194,19 @@ pub async fn moto_instances(
     run: &str,
     hosts: &[(&str, &str)],
 ) -> Vec<String> {
+    let tags: Vec<[(&str, &str); 2]> =
+        hosts.iter().map(|(_, role)| [("Role", *role), ("Run", run)]).collect();
+    let hosts: Vec<(&str, &[(&str, &str)])> =
+        hosts.iter().zip(&tags).map(|((ip, _), t)| (*ip, &t[..])).collect();
+    tagged_instances(config, &hosts).await
+}
+
+/// Starts one moto EC2 instance per `(private IP, tags)` (the IPs stack
+/// hosts' addresses), all in one new loopback VPC and subnet. Returns the ids.
+pub async fn tagged_instances(
+    config: &aws_config::SdkConfig,
+    hosts: &[(&str, &[(&str, &str)])],
+) -> Vec<String> {
     use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
     let ec2 = aws_sdk_ec2::Client::new(config);
     let vpc = ec2.create_vpc().cidr_block("127.0.0.0/16").send().await.expect("moto accepts a loopback VPC");
@@ -201,11 +214,12 @@ pub async fn moto_instances(
     let subnet = ec2.create_subnet().vpc_id(&vpc_id).cidr_block("127.0.0.0/24").send().await.expect("subnet");
     let subnet_id = subnet.subnet().and_then(|s| s.subnet_id()).unwrap().to_string();
     let mut ids = Vec::new();
-    for (ip, role) in hosts {
-        let tags = TagSpecification::builder()
-            .resource_type(ResourceType::Instance)
-            .tags(Tag::builder().key("Role").value(*role).build())
-            .tags(Tag::builder().key("Run").value(run).build())
+    for (ip, tags) in hosts {
+        let spec = tags
+            .iter()
+            .fold(TagSpecification::builder().resource_type(ResourceType::Instance), |b, (k, v)| {
+                b.tags(Tag::builder().key(*k).value(*v).build())
+            })
             .build();
         let out = ec2
             .run_instances()
@@ -215,7 +229,7 @@ pub async fn moto_instances(
             .max_count(1)
             .subnet_id(&subnet_id)
             .private_ip_address(*ip)
-            .tag_specifications(tags)
+            .tag_specifications(spec)
             .send()
             .await
             .expect("run instance");
