@@ -79,14 +79,25 @@ pid_alive() {
 
 # start_bg PIDFILE LOGFILE CMD...: start CMD detached (own session, stdin from
 # /dev/null, output appended to LOGFILE, our lock fd closed) and record its pid.
+# Returns once the child has exec'd CMD (or died): until then its command line
+# is this script's, so a pid_alive PIDFILE PATTERN right after would say "dead"
+# of a daemon that is only starting (seen in CI on a loaded machine: await then
+# gave up on a kube-apiserver a few seconds old).
 start_bg() {
-    local pidf=$1 logf=$2
+    local pidf=$1 logf=$2 p self cmd i
     shift 2
     (
         close_fds
         exec setsid "$@" </dev/null >>"$logf" 2>&1
     ) &
-    echo $! >"$pidf"
+    p=$!
+    echo "$p" >"$pidf"
+    self=$({ tr '\0' ' ' <"/proc/$$/cmdline"; } 2>/dev/null) || return 0
+    for ((i = 0; i < 300; i++)); do
+        cmd=$({ tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null) || return 0
+        [ -n "$cmd" ] && [ "$cmd" = "$self" ] || return 0
+        sleep 0.02
+    done
 }
 
 # close_fds: close every fd above 2 of the current (sub)shell, so that
