@@ -65,6 +65,9 @@ fn main() -> ExitCode {
     if let Some(t) = &inputs.github.token {
         runner.add_secret(t.expose());
     }
+    for d in &inputs.deprecated {
+        runner.warning("deprecated_input", &d.to_string());
+    }
 
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

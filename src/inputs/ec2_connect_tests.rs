@@ -6,6 +6,7 @@ use super::{Ec2Connect, Env, Problem, load};
 fn env(extra: &[(&str, &str)]) -> Env {
     let mut pairs: Vec<(String, String)> = [
         ("INPUT_TARGET", "ec2"),
+        ("INPUT_ENVIRONMENT", "production"),
         ("INPUT_IMAGE", "ghcr.io/acme/shop:2"),
         ("INPUT_EC2-FILTERS", "Role=web"),
         ("INPUT_AWS-REGION", "us-east-1"),

@@ -158,7 +158,7 @@ pub struct RolloutSpec {
     pub canary_interval: Duration,
     pub max_parallel: usize,
     pub on_host_failure: OnHostFailure,
-    /// Bound on the migration container (`migration-timeout`).
+    /// Bound on the migration container (`migrate-timeout`).
     pub migration_timeout: Duration,
 }
 
@@ -381,6 +381,8 @@ pub struct Inputs {
     pub github: GithubSpec,
     pub notify: NotifySpec,
     pub context: Context,
+    /// Inputs given by an old spelling (read as the new one), to warn of.
+    pub deprecated: Vec<Problem>,
 }
 
 /// Reads and validates the inputs from an environment snapshot.

@@ -13,6 +13,7 @@ fn context(workspace: &std::path::Path) -> Vec<(String, String)> {
         ("INPUT_GITHUB-DEPLOYMENTS", "false"),
         ("INPUT_IMAGE", "ghcr.io/acme/shop:1"),
         ("INPUT_AWS-REGION", "eu-west-1"),
+        ("INPUT_ENVIRONMENT", "staging"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -219,4 +220,57 @@ fn two_services_checked_with_the_same_request_are_refused() {
         - {name: api, blue-port: 8111, green-port: 8112, version-path: /api/version}\n\
         - {name: rest, blue-port: 8121, green-port: 8122, version-path: /rest/version}\n";
     assert_eq!(problems(hosts_file(file)), Vec::<String>::new());
+}
+
+#[test]
+fn the_environment_is_required() {
+    // `context` names one; a workflow that names none is refused, with
+    // nothing defaulted to production.
+    let hosts = [("target", "hosts"), ("hosts", "web-1.internal"), ("environment", "")];
+    let p = problems(run(&hosts, true, &[]));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("environment: is required: name the GitHub environment"), "{p:?}");
+    let named = run(&[("target", "hosts"), ("hosts", "web-1.internal"), ("environment", " qa ")], true, &[]);
+    assert_eq!(named.map(|i| i.environment).unwrap(), "qa");
+}
+
+#[test]
+fn an_old_spelling_is_read_with_a_warning() {
+    let base = [("target", "hosts"), ("hosts", "web-1.internal"), ("migrate-command", "[\"migrate\"]")];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut given = base.to_vec();
+        given.extend_from_slice(extra);
+        run(&given, true, &[])
+    };
+    // The new spellings; nothing deprecated.
+    let i = with(&[("migrate-timeout", "3m"), ("health-check-max-latency", "250ms")]).unwrap();
+    assert_eq!(i.rollout.migration_timeout, std::time::Duration::from_secs(180));
+    assert_eq!(i.health.max_response_time, Some(std::time::Duration::from_millis(250)));
+    assert!(i.deprecated.is_empty(), "{:?}", i.deprecated);
+    // The old ones: the same values, and a warning each naming the new name.
+    let i = with(&[("migration-timeout", "3m"), ("health-check-max-response-time", "250ms")]).unwrap();
+    assert_eq!(i.rollout.migration_timeout, std::time::Duration::from_secs(180));
+    assert_eq!(i.health.max_response_time, Some(std::time::Duration::from_millis(250)));
+    let warned: Vec<String> = i.deprecated.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        warned,
+        [
+            "input 'health-check-max-response-time': is deprecated: it is read as 'health-check-max-latency'; rename it to 'health-check-max-latency'",
+            "input 'migration-timeout': is deprecated: it is read as 'migrate-timeout'; rename it to 'migrate-timeout'",
+        ]
+    );
+    // A bad value is named by the spelling that was written.
+    let p = problems(with(&[("migration-timeout", "soon")]));
+    assert!(p.iter().any(|p| p.starts_with("migration-timeout: ")), "{p:?}");
+    // Both spellings: which was meant is not guessed.
+    let p = problems(with(&[("migration-timeout", "3m"), ("migrate-timeout", "4m")]));
+    assert_eq!(
+        p,
+        [
+            "migration-timeout: is the old spelling of 'migrate-timeout', which is set too: set only 'migrate-timeout'"
+        ]
+    );
+    // The new one at its default (as the runner passes it) is not "both".
+    let i = with(&[("migration-timeout", "3m"), ("migrate-timeout", "10m")]).unwrap();
+    assert_eq!(i.rollout.migration_timeout, std::time::Duration::from_secs(180));
 }

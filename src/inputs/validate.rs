@@ -10,6 +10,8 @@ use super::*;
 /// Collects problems while converting; each conversion names its input.
 struct Check {
     problems: Vec<Problem>,
+    /// Inputs given by an old spelling: accepted, each with a warning.
+    deprecated: Vec<Problem>,
 }
 
 impl Check {
@@ -21,6 +23,31 @@ impl Check {
 
     fn problem(&mut self, input: &str, message: impl Into<String>) {
         self.problems.push(Problem { input: input.into(), message: message.into() });
+    }
+
+    /// The value of the input spelled `new` now and `old` before: the old
+    /// spelling is still read, with a warning naming the new one; both
+    /// given is a problem (which one was meant is not ours to guess).
+    /// Returns the name read and its value.
+    fn spelled<'a>(
+        &mut self,
+        new: &'static str,
+        new_value: &'a Option<String>,
+        old: &'static str,
+        old_value: &'a Option<String>,
+    ) -> (&'static str, &'a Option<String>) {
+        if old_value.is_none() {
+            return (new, new_value);
+        }
+        if Self::given(new, new_value) {
+            self.problem(old, format!("is the old spelling of '{new}', which is set too: set only '{new}'"));
+            return (new, new_value);
+        }
+        self.deprecated.push(Problem {
+            input: old.into(),
+            message: format!("is deprecated: it is read as '{new}'; rename it to '{new}'"),
+        });
+        (old, old_value)
     }
 
     /// Parses an optional value, recording a problem and returning `None`
@@ -143,7 +170,7 @@ struct Basics {
 /// # Errors
 /// Every problem found, each naming its input.
 pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, Vec<Problem>> {
-    let mut c = Check { problems: Vec::new() };
+    let mut c = Check { problems: Vec::new(), deprecated: Vec::new() };
     let b = basics(&mut c, raw, ctx);
     let (health, health_path, version_path) = health(&mut c, raw);
     let rollout = rollout(&mut c, raw, b.timeout);
@@ -224,6 +251,7 @@ pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, 
         github,
         notify,
         context,
+        deprecated: c.deprecated,
     })
 }
 
@@ -272,7 +300,15 @@ fn basics(c: &mut Check, raw: &RawInputs, ctx: &RawContext) -> Basics {
             "app".into()
         }
     };
-    let environment = raw.environment.clone().unwrap_or_else(|| "production".into());
+    // No default: a staging job that forgot it would record to production
+    // and mark production's earlier deployments inactive.
+    let environment = raw.environment.as_deref().map(str::trim).unwrap_or_default().to_string();
+    if environment.is_empty() {
+        c.problem(
+            "environment",
+            "is required: name the GitHub environment this deploy goes to (e.g. staging, production); it is where the deployment is recorded",
+        );
+    }
     if environment.len() > 255 || environment.chars().any(|ch| ch.is_control()) {
         c.problem("environment", "must be at most 255 printable characters");
     }
@@ -311,11 +347,15 @@ fn health(c: &mut Check, raw: &RawInputs) -> (HealthSpec, String, String) {
             g::duration,
         ),
         successes: c.count("health-check-successes", &raw.health_check_successes, 3, 1, 100),
-        max_response_time: c.parse(
-            "health-check-max-response-time",
-            &raw.health_check_max_response_time,
-            g::duration,
-        ),
+        max_response_time: {
+            let (name, value) = c.spelled(
+                "health-check-max-latency",
+                &raw.health_check_max_latency,
+                "health-check-max-response-time",
+                &raw.health_check_max_response_time,
+            );
+            c.parse(name, value, g::duration)
+        },
     };
     let health_path = c.or("health-check-path", &raw.health_check_path, "/health".into(), g::http_path);
     let version_path = c.or("version-path", &raw.version_path, "/version".into(), g::http_path);
@@ -323,6 +363,8 @@ fn health(c: &mut Check, raw: &RawInputs) -> (HealthSpec, String, String) {
 }
 
 fn rollout(c: &mut Check, raw: &RawInputs, timeout: Duration) -> RolloutSpec {
+    let (migrate_timeout_name, migrate_timeout) =
+        c.spelled("migrate-timeout", &raw.migrate_timeout, "migration-timeout", &raw.migration_timeout);
     let canary_steps = c.or("canary-steps", &raw.canary_steps, vec![10, 50, 100], |s| {
         let steps: Vec<u8> = g::list(s)
             .iter()
@@ -358,8 +400,8 @@ fn rollout(c: &mut Check, raw: &RawInputs, timeout: Duration) -> RolloutSpec {
             &[("rollback-all", OnHostFailure::RollbackAll), ("keep-going", OnHostFailure::KeepGoing)],
         ),
         migration_timeout: c.or(
-            "migration-timeout",
-            &raw.migration_timeout,
+            migrate_timeout_name,
+            migrate_timeout,
             Duration::from_secs(10 * 60),
             g::duration,
         ),
@@ -368,7 +410,7 @@ fn rollout(c: &mut Check, raw: &RawInputs, timeout: Duration) -> RolloutSpec {
     // deadline would cancel first and leave the container running.
     if raw.migrate_command.is_some() && rollout.migration_timeout + Duration::from_secs(60) > timeout {
         c.problem(
-            "migration-timeout",
+            migrate_timeout_name,
             format!(
                 "must leave at least 60s of 'timeout' ({}s) for the rest of the deploy; it is {}s",
                 timeout.as_secs(),

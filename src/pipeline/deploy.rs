@@ -909,6 +909,7 @@ mod tests {
     fn inputs() -> Inputs {
         let env = crate::inputs::Env::from_pairs([
             ("INPUT_TARGET", "hosts"),
+            ("INPUT_ENVIRONMENT", "production"),
             ("INPUT_IMAGE", "ghcr.io/acme/shop:2"),
             ("INPUT_HOSTS", "root@127.0.0.2"),
             ("INPUT_SSH-PRIVATE-KEY", "key"),

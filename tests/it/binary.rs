@@ -65,9 +65,10 @@ fn bad_inputs_name_every_problem_and_contact_nothing() {
 
 #[test]
 fn missing_required_inputs_are_all_reported() {
-    let run = Action::new().run();
+    // The environment too: nothing defaults to production.
+    let run = Action::new().without("INPUT_ENVIRONMENT").run();
     assert_eq!(run.code, Some(2));
-    for input in ["'target'", "'image'", "'github-token'"] {
+    for input in ["'target'", "'image'", "'github-token'", "'environment'"] {
         assert!(run.stdout.contains(&format!("input {input}")), "{input} missing in:\n{}", run.stdout);
     }
 }
@@ -82,10 +83,19 @@ fn plan_prints_the_plan_and_touches_nothing() {
         .input("image", "127.0.0.1:5000/demo/app:v2")
         .input("hosts", &format!("root@127.0.0.1:{}\ndeploy@127.0.0.9", ssh.port))
         .input("migrate-command", "/bin/migrate")
+        // An old spelling is read, with a warning naming the new one.
+        .input("migration-timeout", "5m")
         .input("ssm-paths", "/shop/prod/")
         .input("aws-region", "us-east-1")
         .run();
     assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "(deprecated_input)::input 'migration-timeout': is deprecated: it is read as 'migrate-timeout'"
+        ),
+        "{}",
+        run.stdout
+    );
     let plan = run.output("plan").expect("plan output");
     for expected in [
         "app shop → environment production (target hosts, strategy blue-green)",

@@ -485,7 +485,7 @@ fn migrate_containers(k: usize) -> String {
     )
 }
 
-/// `migration-timeout` fires (it never could under the default run
+/// `migrate-timeout` fires (it never could under the default run
 /// timeout), the migration container is stopped and removed, nothing
 /// switched; and a re-run never removes a migration that another attempt
 /// left running (it would cut a schema change in half).
@@ -494,10 +494,8 @@ fn a_hung_migration_is_stopped_at_its_timeout_and_never_cut_by_the_next_run() {
     let _hosts = lock_hosts(&[7]);
     ensure_serving(7, "v1");
     let hung = r#"["sh", "-c", "echo migrating; sleep 600"]"#;
-    let run = fleet_action(&[7], &image("v2"))
-        .input("migrate-command", hung)
-        .input("migration-timeout", "3s")
-        .run();
+    let run =
+        fleet_action(&[7], &image("v2")).input("migrate-command", hung).input("migrate-timeout", "3s").run();
     assert_eq!(run.code, Some(1), "{}", run.stdout);
     assert!(run.stdout.contains("migration_timeout") && run.stdout.contains("migrating"), "{}", run.stdout);
     assert_eq!(migrate_containers(7).trim(), "", "nothing left running");

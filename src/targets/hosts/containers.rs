@@ -425,7 +425,7 @@ pub async fn run_once(
             unit,
             HostFailure::MigrationTimeout,
             format!(
-                "{name} did not finish within {}s (migration-timeout) and was {}; its last lines:\n{}",
+                "{name} did not finish within {}s (migrate-timeout) and was {}; its last lines:\n{}",
                 bound.as_secs(),
                 if removed.is_ok() { "stopped and removed" } else { "stopped, but could not be removed" },
                 tail.trim_end()

@@ -70,7 +70,7 @@ pub struct HostConn {
     pub timeout: Duration,
     /// Bound on an image pull.
     pub long_timeout: Duration,
-    /// Bound on the migration container (`migration-timeout`).
+    /// Bound on the migration container (`migrate-timeout`).
     pub migration_timeout: Duration,
     pub docker_socket: String,
     /// The front door as seen from the host (nginx), e.g. `http://127.0.0.1:80`.

@@ -308,7 +308,7 @@ impl HostTarget {
 
     /// Runs `cmd` once in a one-off container `<app>-<suffix>` from the new
     /// image with the app's env and secrets, its output relayed (and
-    /// redacted), bounded by `migration-timeout`.
+    /// redacted), bounded by `migrate-timeout`.
     async fn one_off(
         &self,
         release: &Release,

@@ -66,6 +66,8 @@ impl Action {
             ("GITHUB_EVENT_NAME", "push"),
             ("GITHUB_ACTOR", "octocat"),
             ("RUNNER_TEMP", "/tmp"),
+            // Required; a workflow names it. Tests of other environments set their own.
+            ("INPUT_ENVIRONMENT", "production"),
         ] {
             env.insert(k.to_string(), v.to_string());
         }
