@@ -26,31 +26,50 @@ fn eice_var(key: &str) -> String {
         .unwrap_or_else(|| panic!("{key} missing from {}", path.display()))
 }
 
-/// Host 6 as an Instance Connect instance (moto instance at its address, an
-/// endpoint in its subnet, its sshd on pushed keys only) for as long as it
-/// lives; the sshd gets its static key back when it is dropped.
+/// Host 6 (or the hosts given) as Instance Connect instances: a moto
+/// instance at each one's address, one endpoint in their subnet, each
+/// sshd on pushed keys only, for as long as it lives; every sshd gets its
+/// static key back when it is dropped.
 struct Instance {
     run_tag: String,
     endpoint_id: String,
+    /// The first host's instance.
     instance_id: String,
+    hosts: Vec<usize>,
+    instance_ids: Vec<String>,
+}
+
+/// `scripts/stack/eice/host-sshd K on|off`.
+fn host_sshd(k: usize, on: &str) -> std::process::Output {
+    std::process::Command::new(repo_root().join("scripts/stack/eice/host-sshd"))
+        .args([&k.to_string(), on])
+        .env("STACK_DIR", stack_var("STACK_DIR"))
+        .output()
+        .unwrap()
+}
+
+/// Stack host K's address (`h1` is 127.0.0.2).
+fn address(k: usize) -> String {
+    format!("127.0.0.{}", k + 1)
 }
 
 impl Instance {
     fn new() -> Instance {
-        let host_sshd = |on: &str| {
-            let out = std::process::Command::new(repo_root().join("scripts/stack/eice/host-sshd"))
-                .args([&HOST.to_string(), on])
-                .env("STACK_DIR", stack_var("STACK_DIR"))
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "host-sshd {on}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        host_sshd("on");
+        Instance::on(&[HOST])
+    }
+
+    fn on(hosts: &[usize]) -> Instance {
+        for &k in hosts {
+            let out = host_sshd(k, "on");
+            assert!(out.status.success(), "host-sshd {k} on: {}", String::from_utf8_lossy(&out.stderr));
+        }
         let run_tag = format!("eice-{}-{}", std::process::id(), crate::support::action::unique_run_id());
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let (endpoint_id, instance_id) = rt.block_on(async {
+        let addresses: Vec<String> = hosts.iter().map(|&k| address(k)).collect();
+        let (endpoint_id, instance_ids) = rt.block_on(async {
             let config = eice_config().await;
-            let ids = moto_instances(&config, &run_tag, &[("127.0.0.7", "web")]).await;
+            let wanted: Vec<(&str, &str)> = addresses.iter().map(|a| (a.as_str(), "web")).collect();
+            let ids = moto_instances(&config, &run_tag, &wanted).await;
             let ec2 = aws_sdk_ec2::Client::new(&config);
             let described = ec2.describe_instances().instance_ids(&ids[0]).send().await.unwrap();
             let subnet = described.reservations()[0].instances()[0].subnet_id().unwrap().to_string();
@@ -60,12 +79,15 @@ impl Instance {
                 .send()
                 .await
                 .expect("create endpoint");
-            (
-                e.instance_connect_endpoint().unwrap().instance_connect_endpoint_id().unwrap().to_string(),
-                ids[0].clone(),
-            )
+            (e.instance_connect_endpoint().unwrap().instance_connect_endpoint_id().unwrap().to_string(), ids)
         });
-        Instance { run_tag, endpoint_id, instance_id }
+        Instance {
+            run_tag,
+            endpoint_id,
+            instance_id: instance_ids[0].clone(),
+            hosts: hosts.to_vec(),
+            instance_ids,
+        }
     }
 
     /// A deploy of `image` to this instance through the endpoint, with no
@@ -87,11 +109,10 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(repo_root().join("scripts/stack/eice/host-sshd"))
-            .args([&HOST.to_string(), "off"])
-            .env("STACK_DIR", stack_var("STACK_DIR"))
-            .status();
-        let (endpoint, instance) = (self.endpoint_id.clone(), self.instance_id.clone());
+        for &k in &self.hosts {
+            let _ = host_sshd(k, "off");
+        }
+        let (endpoint, instances) = (self.endpoint_id.clone(), self.instance_ids.clone());
         if let Ok(rt) = tokio::runtime::Runtime::new() {
             rt.block_on(async {
                 let ec2 = aws_sdk_ec2::Client::new(&eice_config().await);
@@ -100,7 +121,7 @@ impl Drop for Instance {
                     .instance_connect_endpoint_id(endpoint)
                     .send()
                     .await;
-                let _ = ec2.terminate_instances().instance_ids(instance).send().await;
+                let _ = ec2.terminate_instances().set_instance_ids(Some(instances)).send().await;
             });
         }
     }
@@ -162,6 +183,32 @@ fn a_deploy_through_the_endpoint_needs_no_stored_key() {
     assert!(!run.all_text().contains("PRIVATE KEY"), "{}", run.all_text());
 }
 
+/// A fleet through one endpoint: hosts 5 and 6, neither taking a static
+/// key, deployed one at a time (`max-parallel: 1`), each reached through
+/// its own tunnel with the run's key pushed for it; both end on the new
+/// version, one colour each.
+#[test]
+fn a_fleet_deploys_through_the_endpoint_with_no_stored_key() {
+    let _lock = crate::fleet::lock_hosts(&[5, 6]);
+    let fleet = Instance::on(&[5, 6]);
+    let from = eice_log_len();
+    for v in ["v1", "v2"] {
+        let run = fleet.action(&image(v)).input("max-parallel", "1").run();
+        assert_eq!(run.code, Some(0), "deploy {v} to the fleet through the endpoint:\n{}", run.stdout);
+        assert_eq!(run.output("hosts").map(|h| h.split(',').count()), Some(2), "{}", run.stdout);
+        for k in [5, 6] {
+            assert_eq!(live_version(k), v, "host {k}");
+            assert_eq!(running_colours(k, "app").len(), 1, "host {k}: one colour");
+        }
+    }
+    let log = eice_log_since(from);
+    for (k, id) in [5, 6].iter().zip(&fleet.instance_ids) {
+        assert!(log.contains(&format!("ALLOW tunnel {} -> {}:22", fleet.endpoint_id, address(*k))), "{log}");
+        assert!(log.contains(&format!("ALLOW SendSSHPublicKey {id}")), "{log}");
+    }
+    assert!(!log.contains("DENY"), "{log}");
+}
+
 /// A tunnel signed with the wrong secret is refused by the endpoint, and
 /// the run names it (nothing else is contacted, nothing changes).
 #[test]
@@ -203,6 +250,39 @@ fn sigterm_through_the_endpoint_exits_within_7s_with_one_version_serving() {
     assert!(took < Duration::from_secs(7), "took {took:?}:\n{}", run.stdout);
     assert_eq!(run.output("status"), Some("error"), "{}", run.stdout);
     assert_eq!(live_version(HOST), "v1", "rolled back");
+    assert_eq!(running_colours(HOST, "app").len(), 1, "exactly one version runs");
+}
+
+/// SIGTERM just after the endpoint closed every tunnel: the way back
+/// opens a new one (and pushes the key) inside the budget after a signal,
+/// so the run still ends within 7 s with the previous version back.
+#[test]
+fn sigterm_after_the_tunnel_closed_reconnects_within_the_budget() {
+    let _lock = crate::fleet::lock_hosts(&[6]);
+    let instance = Instance::new();
+    deploy(&instance, "v1");
+    let from = eice_log_len();
+    let action = instance.action(&image("v2")).input("observe-window", "60s");
+    let mut child = action.spawn();
+    crate::support::wait_until_serving(HOST, "v2", &mut child, Duration::from_secs(90));
+    assert!(reqwest_close_tunnels() >= 1, "a tunnel was open to close");
+    let signalled = Instant::now();
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let run = action.finish(out);
+    let log = eice_log_since(from);
+    crate::support::save_figures(
+        "instance-connect-sigterm-reconnect",
+        &format!(
+            "SIGTERM right after the endpoint closed the tunnel: exited {:.1}s later\n",
+            took.as_secs_f64()
+        ),
+    );
+    assert!(took < Duration::from_secs(7), "took {took:?}:\n{}", run.stdout);
+    assert!(log.contains("ALLOW tunnel"), "the way back opened a new tunnel:\n{log}");
+    assert_eq!(run.output("status"), Some("error"), "{}", run.stdout);
+    assert_eq!(live_version(HOST), "v1", "rolled back:\n{}", run.stdout);
     assert_eq!(running_colours(HOST, "app").len(), 1, "exactly one version runs");
 }
 
