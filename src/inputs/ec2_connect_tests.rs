@@ -110,3 +110,41 @@ fn a_bad_endpoint_id_an_id_without_the_endpoint_and_other_targets_are_named() {
     let p = problems(&[("INPUT_EC2-CONNECT", "ssm")]);
     assert!(named(&p, "ec2-connect").contains("use one of: ssh, instance-connect-endpoint"));
 }
+
+#[test]
+fn console_host_keys_replace_the_stored_lines_but_not_a_bastions() {
+    let console = [
+        ("INPUT_EC2-HOST-KEYS", "console-output"),
+        ("INPUT_SSH-KNOWN-HOSTS", ""),
+        ("INPUT_SSH-PRIVATE-KEY", "key"),
+    ];
+    let inputs = load(&env(&console)).unwrap_or_else(|p| panic!("{p:?}"));
+    assert!(inputs.ec2.unwrap().console_host_keys);
+    // Without it, the stored lines are required as before.
+    let p = problems(&[("INPUT_SSH-KNOWN-HOSTS", ""), ("INPUT_SSH-PRIVATE-KEY", "key")]);
+    assert!(p.iter().any(|p| p.input == "ssh-known-hosts" && p.message.starts_with("is required")), "{p:?}");
+    // A bastion's key is not in any console output.
+    let mut with_bastion = console.to_vec();
+    with_bastion.push(("INPUT_SSH-JUMP-HOST", "bastion.example.com"));
+    let p = problems(&with_bastion);
+    assert!(
+        p.iter().any(|p| p.input == "ssh-known-hosts" && p.message.contains("'ssh-jump-host' key")),
+        "{p:?}"
+    );
+    // Another target: refused, unless it is the default the runner passes.
+    let hosts = |keys: &'static str| {
+        problems(&[
+            ("INPUT_TARGET", "hosts"),
+            ("INPUT_EC2-FILTERS", ""),
+            ("INPUT_SSH-USER", ""),
+            ("INPUT_HOSTS", "10.0.0.1"),
+            ("INPUT_SSH-PRIVATE-KEY", "key"),
+            ("INPUT_EC2-HOST-KEYS", keys),
+        ])
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(hosts("console-output"), ["input 'ec2-host-keys': is only used with target 'ec2'"]);
+    assert_eq!(hosts("known-hosts"), Vec::<String>::new());
+}

@@ -193,6 +193,10 @@ pub struct Ec2Spec {
     pub filters: Vec<(String, Vec<String>)>,
     pub address: AddressKind,
     pub connect: Ec2Connect,
+    /// `ec2-host-keys: console-output`: each instance's SSH host keys are
+    /// read from its console output (GetConsoleOutput) and pinned for the
+    /// run, besides any `ssh-known-hosts` lines.
+    pub console_host_keys: bool,
 }
 
 /// How `target: ec2` instances are reached (`ec2-connect`).

@@ -88,6 +88,7 @@ pub struct RawInputs {
     pub ec2_filters: Option<String>,
     pub ec2_address: Option<String>,
     pub ec2_connect: Option<String>,
+    pub ec2_host_keys: Option<String>,
     pub ec2_instance_connect_endpoint_id: Option<String>,
     pub aws_region: Option<String>,
     // Kubernetes.

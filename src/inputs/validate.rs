@@ -661,11 +661,18 @@ fn ec2(c: &mut Check, raw: &RawInputs, target: TargetKind) -> (Option<Ec2Spec>, 
         ],
     );
     let connect = ec2_connect(c, raw, target, ec2_address);
+    let console_host_keys = c.choice(
+        "ec2-host-keys",
+        &raw.ec2_host_keys,
+        false,
+        &[("known-hosts", false), ("console-output", true)],
+    );
     let ec2 = (target == TargetKind::Ec2).then(|| Ec2Spec {
         instance_ids: ec2_ids.clone(),
         filters: ec2_filters.clone(),
         address: ec2_address,
         connect,
+        console_host_keys,
     });
 
     (ec2, !ec2_ids.is_empty() || !ec2_filters.is_empty())
@@ -812,8 +819,12 @@ fn target_rules(
         if ssh.private_key.is_none() && !made_key {
             c.problem("ssh-private-key", "is required to reach hosts (or set 'ssh-private-key-ssm')");
         }
-        if ssh.known_hosts.is_none() {
-            c.problem("ssh-known-hosts", "is required: host keys must be pinned (known_hosts lines, e.g. from ssh-keyscan run once by you; or set 'ssh-known-hosts-ssm')");
+        let console_keys = target == TargetKind::Ec2
+            && raw.ec2_host_keys.as_deref().map(str::trim) == Some("console-output");
+        if ssh.known_hosts.is_none() && !console_keys {
+            c.problem("ssh-known-hosts", "is required: host keys must be pinned (known_hosts lines, e.g. from ssh-keyscan run once by you; or set 'ssh-known-hosts-ssm'; with target 'ec2', or 'ec2-host-keys: console-output')");
+        } else if ssh.known_hosts.is_none() && ssh.jump.is_some() {
+            c.problem("ssh-known-hosts", "is required for the 'ssh-jump-host' key: a bastion's key is not in the instances' console output");
         }
     }
     if strategy == StrategyKind::Canary && service_count > 1 {
@@ -891,6 +902,7 @@ fn other_targets_inputs(c: &mut Check, raw: &RawInputs, target: TargetKind) {
             ("ec2-instance-ids", &raw.ec2_instance_ids),
             ("ec2-filters", &raw.ec2_filters),
             ("ec2-address", &raw.ec2_address),
+            ("ec2-host-keys", &raw.ec2_host_keys),
         ] {
             if Check::given(name, set) {
                 c.problem(name, "is only used with target 'ec2'");

@@ -522,6 +522,36 @@ async fn deploy_units(
         Ok(s) => s,
         Err(e) => return fail(Status::Failure, e, "discover"),
     };
+    // `ec2-host-keys: console-output`: each instance's keys, as AWS has
+    // them, pinned beside any stored lines (a bastion's).
+    let known_hosts = match inputs.ec2.as_ref().filter(|e| e.console_host_keys) {
+        None => known_hosts,
+        Some(spec) => {
+            let hosts: Vec<HostSpec> = specs.iter().map(|(h, _)| h.clone()).collect();
+            let read = async {
+                let _g = runner.group("Read the instances' host keys from their console output");
+                let config = ec2::sdk_config(inputs.ssm.region.as_deref().unwrap_or_default()).await;
+                let lines = ec2::console_host_keys(&config, spec, &hosts, inputs.ssh.timeout).await?;
+                runner.line(&format!(
+                    "pinned {} host key(s) of {} instance(s), from GetConsoleOutput",
+                    lines.lines().count(),
+                    hosts.len()
+                ));
+                Ok::<_, crate::targets::hosts::HostError>(lines)
+            };
+            let lines = tokio::select! {
+                r = read => r,
+                _ = cancel.cancelled() => return fail(Status::Error, Error::Cancelled, "discover"),
+            };
+            match lines {
+                Ok(l) => {
+                    let stored = known_hosts.as_ref().map(|k| k.expose().to_string()).unwrap_or_default();
+                    Some(SecretValue::new(format!("{stored}\n{l}")))
+                }
+                Err(e) => return fail(Status::Failure, e.into(), "discover"),
+            }
+        }
+    };
     // Through Instance Connect the run's own key logs in (no stored one).
     let key =
         key.or_else(|| specs.iter().any(|(_, via)| via.is_some()).then(|| SecretValue::new(String::new())));

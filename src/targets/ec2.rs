@@ -143,6 +143,95 @@ pub async fn instances(config: &aws_config::SdkConfig, spec: &Ec2Spec) -> Result
     Ok(instances)
 }
 
+/// The lines cloud-init prints around an instance's SSH host keys in its
+/// console output at first boot.
+const KEYS_BEGIN: &str = "-----BEGIN SSH HOST KEY KEYS-----";
+const KEYS_END: &str = "-----END SSH HOST KEY KEYS-----";
+
+/// `ec2-host-keys: console-output`: known_hosts lines for `hosts` (as
+/// [`discover`] found them), each host's keys read from its instance's
+/// console output (GetConsoleOutput, under the run's AWS identity: the
+/// host itself vouches for nothing), every call bounded by `timeout`.
+///
+/// # Errors
+/// `host_keys_unavailable` naming the instance when its console output
+/// cannot be read or holds no host keys; `ec2_describe_failed`.
+pub async fn console_host_keys(
+    config: &aws_config::SdkConfig,
+    spec: &Ec2Spec,
+    hosts: &[HostSpec],
+    timeout: std::time::Duration,
+) -> Result<String, HostError> {
+    let client = aws_sdk_ec2::Client::new(config);
+    let by_address: Vec<(String, String)> = instances(config, spec)
+        .await?
+        .iter()
+        .filter_map(|i| {
+            let addr = match spec.address {
+                AddressKind::PrivateIp => i.private_ip_address(),
+                AddressKind::PublicIp => i.public_ip_address(),
+                AddressKind::PublicDns => i.public_dns_name(),
+            }?;
+            Some((addr.to_string(), i.instance_id()?.to_string()))
+        })
+        .collect();
+    let reads = hosts.iter().map(|h| {
+        let client = client.clone();
+        let id = by_address.iter().find(|(a, _)| *a == h.host).map(|(_, id)| id.clone());
+        async move {
+            let unavailable = |why: String| HostError::new(&h.host, HostFailure::HostKeysUnavailable, why);
+            let id = id.ok_or_else(|| unavailable(format!("{}: no running instance has this address any more", h.host)))?;
+            let call = client.get_console_output().instance_id(&id).send();
+            let out = match tokio::time::timeout(timeout, call).await {
+                Err(_) => return Err(unavailable(format!("{id}: GetConsoleOutput did not answer within {}s", timeout.as_secs()))),
+                Ok(Err(e)) => {
+                    return Err(unavailable(format!(
+                        "{id}: GetConsoleOutput failed: {} (the AWS identity needs ec2:GetConsoleOutput on the instance: see docs/iam/console-host-keys.json)",
+                        aws_smithy_types::error::display::DisplayErrorContext(&e)
+                    )));
+                }
+                Ok(Ok(o)) => o,
+            };
+            use base64::Engine as _;
+            let text = out
+                .output()
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let keys = host_keys_in(&text);
+            if keys.is_empty() {
+                return Err(unavailable(format!(
+                    "{id}: its console output holds no SSH host keys (cloud-init prints them between {KEYS_BEGIN} and {KEYS_END} at first boot; EC2 keeps only recent output): pin its key in 'ssh-known-hosts' instead"
+                )));
+            }
+            let name = match h.port {
+                Some(p) if p != 22 => format!("[{}]:{p}", h.host),
+                _ => h.host.clone(),
+            };
+            Ok(keys.iter().map(|k| format!("{name} {k}\n")).collect::<String>())
+        }
+    });
+    Ok(futures::future::try_join_all(reads).await?.concat())
+}
+
+/// The `type base64` host keys between cloud-init's markers (the last
+/// block, if the instance booted more than once), comments dropped.
+fn host_keys_in(console: &str) -> Vec<String> {
+    let Some(start) = console.rfind(KEYS_BEGIN) else { return vec![] };
+    let rest = &console[start + KEYS_BEGIN.len()..];
+    let Some(end) = rest.find(KEYS_END) else { return vec![] };
+    rest[..end]
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let (kind, key) = (parts.next()?, parts.next()?);
+            let known = kind.starts_with("ssh-") || kind.starts_with("ecdsa-sha2-");
+            (known && key.len() > 16 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)))
+                .then(|| format!("{kind} {key}"))
+        })
+        .collect()
+}
+
 fn address_name(kind: AddressKind) -> &'static str {
     match kind {
         AddressKind::PrivateIp => "private IP address",
@@ -155,6 +244,40 @@ fn address_name(kind: AddressKind) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The statement users add for `ec2-host-keys: console-output` grants
+    /// the one call made, on instances only, and the docs link it.
+    #[test]
+    fn the_console_host_keys_policy_grants_the_call_made() {
+        let policy: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/iam/console-host-keys.json")).unwrap();
+        let statements = policy["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 1);
+        assert_eq!(statements[0]["Action"], "ec2:GetConsoleOutput");
+        assert!(statements[0]["Resource"].as_str().unwrap().contains(":instance/"));
+        assert!(include_str!("../../docs/aws.md").contains("(iam/console-host-keys.json)"));
+    }
+
+    #[test]
+    fn host_keys_are_read_between_cloud_inits_markers() {
+        let console = "boot...\n-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOLD root@old\n-----END SSH HOST KEY KEYS-----\n\
+            reboot\nci-info: something\r\n-----BEGIN SSH HOST KEY KEYS-----\r\n\
+            ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAI root@ip-10-0-1-5\r\n\
+            ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINEW root@ip-10-0-1-5\r\n\
+            not a key line\r\nssh-rsa short\r\n-----END SSH HOST KEY KEYS-----\r\nlogin:";
+        assert_eq!(
+            host_keys_in(console),
+            [
+                "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAI",
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINEW",
+            ]
+        );
+        assert!(host_keys_in("no markers here").is_empty());
+        assert!(
+            host_keys_in("-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI")
+                .is_empty()
+        );
+    }
+
     #[test]
     fn tag_filters_and_running_only() {
         let spec = Ec2Spec {
@@ -165,6 +288,7 @@ mod tests {
             ],
             address: AddressKind::PrivateIp,
             connect: crate::inputs::Ec2Connect::Ssh,
+            console_host_keys: false,
         };
         assert_eq!(
             filters(&spec),

@@ -116,6 +116,7 @@ const APPLIES: &[(&str, Group, &str)] = &[
     ("ec2-filters", Ec2, EVERY),
     ("ec2-address", Ec2, EVERY),
     ("ec2-connect", Ec2, EVERY),
+    ("ec2-host-keys", Ec2, EVERY),
     ("ec2-instance-connect-endpoint-id", Ec2, EVERY),
     ("aws-region", All, "whenever AWS is called: `ec2`, the SSM inputs, `rollback-alarms`, `eks-cluster`"),
     ("kubeconfig", Kubernetes, EVERY),

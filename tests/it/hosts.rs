@@ -425,6 +425,7 @@ async fn ec2_finds_running_instances_by_tag() {
         filters: vec![("Role".into(), vec!["web".into()]), ("tag:Run".into(), vec![run.clone()])],
         address: AddressKind::PrivateIp,
         connect: deploy_action::inputs::Ec2Connect::Ssh,
+        console_host_keys: false,
     };
     let hosts = deploy_action::targets::ec2::discover_with(&config, &spec, "deploy", 2222).await.unwrap();
     let mut addrs: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
@@ -439,6 +440,7 @@ async fn ec2_finds_running_instances_by_tag() {
         filters: vec![("Role".into(), vec!["worker".into()]), ("tag:Run".into(), vec![run.clone()])],
         address: AddressKind::PrivateIp,
         connect: deploy_action::inputs::Ec2Connect::Ssh,
+        console_host_keys: false,
     };
     let e = deploy_action::targets::ec2::discover_with(&config, &spec, "deploy", 22).await.unwrap_err();
     assert_eq!(e.reason(), "no_instances_found", "{e}");

@@ -183,30 +183,107 @@ fn a_deploy_through_the_endpoint_needs_no_stored_key() {
     assert!(!run.all_text().contains("PRIVATE KEY"), "{}", run.all_text());
 }
 
-/// A fleet through one endpoint: hosts 5 and 6, neither taking a static
+/// A fleet through one endpoint: hosts 4 and 6, neither taking a static
 /// key, deployed one at a time (`max-parallel: 1`), each reached through
 /// its own tunnel with the run's key pushed for it; both end on the new
 /// version, one colour each.
 #[test]
 fn a_fleet_deploys_through_the_endpoint_with_no_stored_key() {
-    let _lock = crate::fleet::lock_hosts(&[5, 6]);
-    let fleet = Instance::on(&[5, 6]);
+    let _lock = crate::fleet::lock_hosts(&[4, 6]);
+    let fleet = Instance::on(&[4, 6]);
     let from = eice_log_len();
     for v in ["v1", "v2"] {
         let run = fleet.action(&image(v)).input("max-parallel", "1").run();
         assert_eq!(run.code, Some(0), "deploy {v} to the fleet through the endpoint:\n{}", run.stdout);
         assert_eq!(run.output("hosts").map(|h| h.split(',').count()), Some(2), "{}", run.stdout);
-        for k in [5, 6] {
+        for k in [4, 6] {
             assert_eq!(live_version(k), v, "host {k}");
             assert_eq!(running_colours(k, "app").len(), 1, "host {k}: one colour");
         }
     }
     let log = eice_log_since(from);
-    for (k, id) in [5, 6].iter().zip(&fleet.instance_ids) {
+    for (k, id) in [4, 6].iter().zip(&fleet.instance_ids) {
         assert!(log.contains(&format!("ALLOW tunnel {} -> {}:22", fleet.endpoint_id, address(*k))), "{log}");
         assert!(log.contains(&format!("ALLOW SendSSHPublicKey {id}")), "{log}");
     }
     assert!(!log.contains("DENY"), "{log}");
+}
+
+/// `ec2-host-keys: console-output`: no known_hosts stored at all; each
+/// instance's host key is read from its console output (GetConsoleOutput)
+/// and pinned for the run.
+#[test]
+fn host_keys_from_the_console_output_need_no_stored_line() {
+    let _lock = crate::fleet::lock_hosts(&[4, 6]);
+    let fleet = Instance::on(&[4, 6]);
+    let from = eice_log_len();
+    let run = fleet
+        .action(&image("v3"))
+        .without("INPUT_SSH-KNOWN-HOSTS")
+        .input("ec2-host-keys", "console-output")
+        .run();
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("pinned 2 host key(s) of 2 instance(s), from GetConsoleOutput"),
+        "{}",
+        run.stdout
+    );
+    for k in [4, 6] {
+        assert_eq!(live_version(k), "v3", "host {k}");
+    }
+    let log = eice_log_since(from);
+    for id in &fleet.instance_ids {
+        assert!(log.contains(&format!("ALLOW GetConsoleOutput {id}")), "{log}");
+    }
+}
+
+/// The console output is what is trusted: one that shows another host's
+/// key stops the run at the handshake (`host_key_mismatch`), one that
+/// shows none is named (`host_keys_unavailable`); nothing changes.
+#[test]
+fn a_console_output_with_another_key_or_none_changes_nothing() {
+    let _lock = crate::fleet::lock_hosts(&[4, 6]);
+    let instance = Instance::new();
+    deploy(&instance, "v1");
+    let dir = std::path::Path::new(&stack_var("STACK_DIR")).join("eice/console");
+    std::fs::create_dir_all(&dir).unwrap();
+    let override_file = dir.join(address(HOST));
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(override_file.clone());
+    let host4_key = std::fs::read_to_string(
+        std::path::Path::new(&stack_var("STACK_DIR")).join("hosts/h4/ssh/ssh_host_ed25519_key.pub"),
+    )
+    .unwrap();
+    let run_with = |console: &str| {
+        std::fs::write(&override_file, console).unwrap();
+        instance
+            .action(&image("v2"))
+            .without("INPUT_SSH-KNOWN-HOSTS")
+            .input("ec2-host-keys", "console-output")
+            .run()
+    };
+    let run = run_with(&format!(
+        "-----BEGIN SSH HOST KEY KEYS-----\r\n{}\r\n-----END SSH HOST KEY KEYS-----\r\n",
+        host4_key.trim()
+    ));
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stdout.contains("host_key_mismatch"), "{}", run.stdout);
+    assert_eq!(live_version(HOST), "v1");
+    let run = run_with("[    0.000000] Linux version 6.1.0\r\nlogin:\r\n");
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stdout.contains("host_keys_unavailable"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("{}: its console output holds no SSH host keys", instance.instance_id)),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(live_version(HOST), "v1");
+    assert_eq!(running_colours(HOST, "app").len(), 1);
 }
 
 /// A tunnel signed with the wrong secret is refused by the endpoint, and
@@ -514,6 +591,7 @@ fn bench_connect_time_through_the_endpoint_against_plain_ssh() {
         filters: vec![("Run".into(), vec![instance.run_tag.clone()])],
         address: AddressKind::PrivateIp,
         connect: Ec2Connect::Endpoint { id: None },
+        console_host_keys: false,
     };
     let (tunnelled, first) = rt.block_on(async {
         let sdk = eice_config().await;

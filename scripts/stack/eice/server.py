@@ -426,9 +426,46 @@ async def ec2(state, target, headers, body):
             "DeleteInstanceConnectEndpoint": delete_endpoint,
         }[action]
         return await asyncio.to_thread(serve, state, form)
+    if action == "GetConsoleOutput" and signed_key_id(headers) == state.args.access_key:
+        served = await asyncio.to_thread(console_output, state, form.get("InstanceId", ""))
+        if served is not None:
+            return served
     status, rheaders, data = await asyncio.to_thread(moto, state, target, headers, body)
     ctype = rheaders.get("Content-Type", "text/xml") if rheaders else "text/xml"
     return response(status, data, ctype)
+
+
+def console_output(state, instance):
+    """GetConsoleOutput of an instance at a stack host's address: a boot log
+    with the host's real SSH host keys between cloud-init's markers, as EC2
+    shows an instance's first boot (a file $STACK_DIR/eice/console/<ip>,
+    written by a test, replaces the whole text). Other instances: moto's."""
+    ip = instance_ip(state, instance)
+    if ip is None or not ip.startswith("127.0.0."):
+        return None
+    k = int(ip.split(".")[3]) - 1
+    override = os.path.join(state.args.stack_dir, "eice", "console", ip)
+    try:
+        with open(override) as f:
+            text = f.read()
+    except OSError:
+        try:
+            with open(os.path.join(state.args.stack_dir, "hosts", f"h{k}", "ssh", "ssh_host_ed25519_key.pub")) as f:
+                key = " ".join(f.read().split()[:2])
+        except OSError:
+            return None
+        text = (f"[    0.000000] Linux version 6.1.0 (stack host h{k})\r\n"
+                f"ci-info: ++++++++Authorized keys from /home/ec2-user/.ssh/authorized_keys for user ec2-user++++++++\r\n"
+                f"<14>Dec  7 00:00:00 cloud-init: #############################################################\r\n"
+                f"-----BEGIN SSH HOST KEY FINGERPRINTS-----\r\n256 SHA256:(stack) root@h{k} (ED25519)\r\n"
+                f"-----END SSH HOST KEY FINGERPRINTS-----\r\n"
+                f"-----BEGIN SSH HOST KEY KEYS-----\r\n{key} root@h{k}\r\n-----END SSH HOST KEY KEYS-----\r\n"
+                f"Cloud-init finished\r\n")
+    log(f"ALLOW GetConsoleOutput {instance} ({ip}, host h{k})")
+    output = base64.b64encode(text.encode()).decode()
+    return ec2_ok("GetConsoleOutput", f"<instanceId>{escape(instance)}</instanceId>"
+                                      f"<timestamp>{time.strftime('%Y-%m-%dT%H:%M:%S.000Z', time.gmtime())}</timestamp>"
+                                      f"<output>{output}</output>")
 
 
 def ec2_error(code, message, status=400):

@@ -93,6 +93,9 @@ pub enum HostFailure {
     NoInstancesFound,
     Ec2DescribeFailed,
     Ec2NoAddress,
+    /// `ec2-host-keys: console-output`, and an instance's console output
+    /// has no SSH host keys (or cannot be read).
+    HostKeysUnavailable,
 
     // EC2 Instance Connect (`ec2-connect: instance-connect-endpoint`).
     /// No endpoint in the instance's subnet or VPC (or the named one is
@@ -153,6 +156,7 @@ impl HostFailure {
             HostFailure::NoInstancesFound => "no_instances_found",
             HostFailure::Ec2DescribeFailed => "ec2_describe_failed",
             HostFailure::Ec2NoAddress => "ec2_no_address",
+            HostFailure::HostKeysUnavailable => "host_keys_unavailable",
             HostFailure::InstanceConnectEndpointNotFound => "instance_connect_endpoint_not_found",
             HostFailure::InstanceConnectKeyRefused => "instance_connect_key_refused",
             HostFailure::InstanceConnectTunnelRefused => "instance_connect_tunnel_refused",
@@ -209,6 +213,7 @@ mod tests {
         (NoInstancesFound, "no_instances_found"),
         (Ec2DescribeFailed, "ec2_describe_failed"),
         (Ec2NoAddress, "ec2_no_address"),
+        (HostKeysUnavailable, "host_keys_unavailable"),
         (InstanceConnectEndpointNotFound, "instance_connect_endpoint_not_found"),
         (InstanceConnectKeyRefused, "instance_connect_key_refused"),
         (InstanceConnectTunnelRefused, "instance_connect_tunnel_refused"),
