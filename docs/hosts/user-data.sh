@@ -273,7 +273,8 @@ EOF
         say "removed /etc/nginx/sites-enabled/default (the distribution's welcome page)"
         changed=1
     fi
-    nginx -t -q || die "nginx -t refuses the configuration (above); fix it and run this again"
+    nginx -t -q || die "nginx -t refuses the configuration (above); fix it and run this again" \
+        "(a 'duplicate default server' is another server with default_server on port $HTTP_PORT, e.g. in nginx.conf: remove it there)"
     if systemd_running; then
         systemctl enable nginx >/dev/null 2>&1 || true
         if ! systemctl is-active --quiet nginx; then
