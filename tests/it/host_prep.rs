@@ -84,6 +84,10 @@ fn the_nginx_configuration_in_the_docs_is_the_scripts() {
             "docs/hosts.md: {first}"
         );
     }
+    // What scripts/stack/reset-host puts back is the script's first upstream.
+    let reset =
+        std::fs::read_to_string(repo_root().join("scripts/stack/templates/upstream-app.conf")).unwrap();
+    assert_eq!(directives(&reset), directives(&written("\"/etc/nginx/conf.d/upstreams/$APP.conf\"", "app")));
     // The variables the page shows are the script's.
     let vars = docs_block("# The workflow's `app` input");
     assert!(script().contains(&vars), "docs/hosts.md shows other variables than {SCRIPT}'s top:\n{vars}");
