@@ -8,7 +8,8 @@
 #                   cloud-init runs it as root on the first boot.
 #   Any server:     sudo sh user-data.sh
 #   One step only:  sudo sh user-data.sh nginx      (steps: packages user sshd nginx)
-#   Another app on the same host:  sudo env APP=shop sh user-data.sh nginx
+#   Another app on the same host, on its own port (its workflow sets
+#   proxy-url: http://127.0.0.1:8080/):  sudo env APP=shop HTTP_PORT=8080 sh user-data.sh nginx
 #
 # Safe to run again: it writes only what differs (saying so), and reloads sshd
 # and nginx only when their files changed. The variables below can also be
