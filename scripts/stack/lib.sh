@@ -52,6 +52,18 @@ MAX_HOSTS=8
 # which here runs `pyenv init`, ~200 ms) does not slow every remote call.
 HOST_PRIVATE_PATHS="/run /etc/nginx /etc/docker /var/lib/docker /var/lib/deploy-action /var/lib/nginx /var/log/nginx /root /tmp"
 NGINX_UPSTREAM_FILE=/etc/nginx/conf.d/upstreams/app.conf
+# The host prepared by the docs' host preparation script
+# (docs/hosts/user-data.sh, run whole by host-services as on a real server:
+# deploy user ec2-user with its key and sudo, sshd drop-in, nginx). What that
+# script writes outside the private paths above is made private to this host
+# too, so it never changes the machine: /etc/ssh (its sshd reads
+# /etc/ssh/sshd_config, which refuses forwarding to all but root until the
+# script's drop-in allows it to ec2-user), /etc/sudoers.d (no stack sudoers:
+# only the script's) and /home (ec2-user's key only from the script). Every
+# other host gets only the script's nginx step.
+DOCS_HOST=5
+DOCS_HOST_PRIVATE_PATHS="/etc/ssh /etc/sudoers.d /home"
+DOCS_SCRIPT="$REPO_ROOT/docs/hosts/user-data.sh"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -59,6 +71,41 @@ die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 host_ip() { echo "127.0.0.$(( $1 + 1 ))"; }
 host_dir() { echo "$STACK_DIR/hosts/h$1"; }
 host_ns() { echo "da-h$1"; }
+
+# The private paths of host K.
+host_private_paths() {
+    if [ "$1" = "$DOCS_HOST" ]; then echo "$HOST_PRIVATE_PATHS $DOCS_HOST_PRIVATE_PATHS"; else echo "$HOST_PRIVATE_PATHS"; fi
+}
+
+# The sshd_config host K's sshd reads, as the root namespace sees it (the
+# docs host's is in its private /etc/ssh, where the docs' script adds its
+# drop-in).
+host_sshd_config() {
+    if [ "$1" = "$DOCS_HOST" ]; then echo "$(host_dir "$1")/fs/etc/ssh/sshd_config"; else echo "$(host_dir "$1")/ssh/sshd_config"; fi
+}
+
+# mount_private_paths K: inside host K's mount namespace, bind-mount each of
+# its private paths from $STACK_DIR/hosts/hK/fs/<path> (at boot from
+# host-init; from host-services for a path added since the host booted).
+# Prints the paths it mounted.
+mount_private_paths() {
+    local k=$1 hd p src
+    hd=$(host_dir "$k")
+    for p in $(host_private_paths "$k"); do
+        case "$STACK_DIR/" in
+        "$p"/*)
+            [ "$p" = /root ] || { log "h$k: NOT making $p private: STACK_DIR ($STACK_DIR) is below it"; continue; }
+            # A checkout under /root: keep at least the Docker CLI's config private.
+            p=/root/.docker
+            ;;
+        esac
+        src="$hd/fs$p"
+        mkdir -p "$src" "$p"
+        mountpoint -q "$p" && [ "$(stat -c %d:%i "$p")" = "$(stat -c %d:%i "$src")" ] && continue
+        mount --bind "$src" "$p"
+        echo "$p"
+    done
+}
 
 valid_host_num() {
     [[ ${1:-} =~ ^[1-9][0-9]*$ ]] && [ "$1" -le "$MAX_HOSTS" ]

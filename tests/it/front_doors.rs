@@ -39,11 +39,11 @@ fn host_path(k: usize, path: &str) -> std::path::PathBuf {
         .join(path.trim_start_matches('/'))
 }
 
-/// Sets host `k` up as the README says: its nginx servers (listening on the
-/// stack host's nginx address) and the upstream files created once.
+/// Sets host `k` up as the README says: its nginx servers (on port 80, beside
+/// the app's server of docs/hosts/user-data.sh) and the upstream files
+/// created once.
 fn set_up(k: usize) {
-    let conf = readme_block("# /etc/nginx/conf.d/shop.conf (several services)")
-        .replace("listen 80;", "listen 127.0.0.1:80;");
+    let conf = readme_block("# /etc/nginx/conf.d/shop.conf (several services)");
     std::fs::write(host_path(k, "/etc/nginx/conf.d/shop.conf"), conf).unwrap();
     let script = readme_block("# before the first deploy (several services)");
     let out = std::process::Command::new(repo_root().join("scripts/stack/host-exec"))

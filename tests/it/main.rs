@@ -15,6 +15,7 @@ mod docs;
 mod fleet;
 mod front_doors;
 mod github;
+mod host_prep;
 mod hosts;
 mod iam;
 mod image;
