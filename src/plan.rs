@@ -126,20 +126,11 @@ fn analysis(spec: &crate::inputs::AnalysisSpec) -> String {
 }
 
 fn cluster_plan(inputs: &Inputs, units: &[String]) -> Plan {
-    let cluster_steps = match inputs.mode {
-        Mode::Rollback => vec![
-            "kubectl rollout undo of each (the previous revision's template; a paused Deployment is refused)"
-                .into(),
-            "watch each rollout to kubectl rollout status's verdict".into(),
-        ],
-        _ => vec![
-            "read each Deployment (missing, paused or without the container: stop, nothing changed)".into(),
-            "set the container's image by server-side apply (field manager deploy-action)".into(),
-            "watch each rollout to kubectl rollout status's verdict; fail early on stuck new pods".into(),
-            "on any failure or cancellation: kubectl rollout undo of every Deployment this run changed"
-                .into(),
-        ],
-    };
+    let cluster_steps = inputs
+        .kubernetes
+        .as_ref()
+        .map(|k| crate::targets::kubernetes::steps::plan(inputs, k))
+        .unwrap_or_default();
     let base = common(inputs, units);
     Plan {
         image: match inputs.mode {
@@ -214,4 +205,104 @@ pub fn render(plan: &Plan) -> Vec<String> {
     }
     out.push("  on any failure before retire: every unit goes back to the previous version".into());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::{Env, load};
+
+    /// The plan's step lines for this target and strategy.
+    fn steps(target: &str, strategy: &str, extra: &[(&str, &str)]) -> Vec<String> {
+        let mut env: Vec<(String, String)> = [
+            ("INPUT_TARGET", target),
+            ("INPUT_STRATEGY", strategy),
+            ("INPUT_MODE", "plan"),
+            ("INPUT_ENVIRONMENT", "production"),
+            ("INPUT_IMAGE", "ghcr.io/acme/shop:2"),
+            ("INPUT_GITHUB-DEPLOYMENTS", "false"),
+            ("INPUT_AWS-REGION", "eu-west-1"),
+            ("INPUT_OBSERVE-WINDOW", "45s"),
+            ("INPUT_DRAIN-TIME", "7s"),
+            ("GITHUB_REPOSITORY", "acme/shop"),
+            ("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let per_target: &[(&str, &str)] = match target {
+            "hosts" => &[("INPUT_HOSTS", "web-1, web-2, web-3"), ("INPUT_MAX-PARALLEL", "2")],
+            "ec2" => &[("INPUT_EC2-FILTERS", "Role=web"), ("INPUT_MAX-PARALLEL", "2")],
+            _ => &[("INPUT_DEPLOYMENTS", "web"), ("INPUT_NAMESPACE", "shop")],
+        };
+        for (k, v) in per_target.iter().chain(extra) {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let inputs = load(&Env::from_pairs(env)).unwrap_or_else(|p| panic!("{target} {strategy}: {p:?}"));
+        let units: Vec<String> = match target {
+            "kubernetes" => vec!["shop".into()],
+            _ => vec!["web-1".into(), "web-2".into(), "web-3".into()],
+        };
+        let lines = render(&build(&inputs, &units));
+        let at = lines.iter().position(|l| l == "steps:").expect("a steps section");
+        lines[at + 1..].to_vec()
+    }
+
+    fn has(lines: &[String], text: &str) -> bool {
+        lines.iter().any(|l| l.contains(text))
+    }
+
+    /// Every target × strategy prints its own steps, never another's.
+    #[test]
+    fn each_target_and_strategy_plans_its_own_steps() {
+        for target in ["hosts", "ec2"] {
+            let bg = steps(target, "blue-green", &[]);
+            assert!(
+                has(&bg, "switch traffic to the candidate on web-1") && has(&bg, "on web-2, web-3"),
+                "{bg:?}"
+            );
+            assert!(has(&bg, "drain 7s, then remove the old version"), "{bg:?}");
+            assert!(!has(&bg, "% of traffic"), "{bg:?}");
+            let rolling = steps(target, "rolling", &[]);
+            assert!(has(&rolling, "start the candidate colour on web-1, web-2"), "{rolling:?}");
+            assert!(has(&rolling, "start the candidate colour on web-3"), "{rolling:?}");
+            let canary = steps(target, "canary", &[("INPUT_CANARY-STEPS", "20, 100")]);
+            assert!(
+                has(&canary, "shift 20% of traffic to the candidate on web-1, web-2, web-3"),
+                "{canary:?}"
+            );
+            assert!(has(&canary, "switch traffic to the candidate on web-1, web-2, web-3"), "{canary:?}");
+        }
+        let rolling = steps("kubernetes", "rolling", &[]);
+        assert!(has(&rolling, "set each container's image by server-side apply"), "{rolling:?}");
+        assert!(has(&rolling, "kubectl rollout undo"), "{rolling:?}");
+        assert!(!has(&rolling, "colour") && !has(&rolling, "canary"), "{rolling:?}");
+
+        let bg = steps("kubernetes", "blue-green", &[]);
+        assert!(has(&bg, "flip every live Service's selector"), "{bg:?}");
+        assert!(has(&bg, "observe the candidates for 45s"), "{bg:?}");
+        assert!(has(&bg, "drain 7s, then scale the old colour to zero"), "{bg:?}");
+        assert!(!has(&bg, "rollout undo") && !has(&bg, "set each container's image"), "{bg:?}");
+
+        let canary = steps(
+            "kubernetes",
+            "canary",
+            &[
+                ("INPUT_CANARY-STEPS", "10, 50"),
+                ("INPUT_CANARY-TRAFFIC", "ingress/shop"),
+                ("INPUT_CANARY-INTERVAL", "2m"),
+            ],
+        );
+        assert!(
+            has(
+                &canary,
+                "send 10% of the traffic to the canary through the ingress-nginx canary Ingress shop-canary; observe for 120s"
+            ),
+            "{canary:?}"
+        );
+        assert!(has(&canary, "send 50% of the traffic"), "{canary:?}");
+        assert!(has(&canary, "stop there: a later job decides with mode 'promote' or 'abort'"), "{canary:?}");
+        assert!(!has(&canary, "rollout undo") && !has(&canary, "flip"), "{canary:?}");
+    }
 }

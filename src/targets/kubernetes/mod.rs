@@ -30,6 +30,7 @@ pub mod error;
 pub mod migrate;
 pub mod rollout;
 pub mod secret;
+pub mod steps;
 pub mod undo;
 pub mod wayback;
 pub mod workers;

@@ -1,0 +1,105 @@
+//! What a cluster deploy does, in order, for `mode: plan`: one list per
+//! strategy, as [`super::run`] dispatches them, so a blue-green plan never
+//! shows the rolling steps again.
+
+use std::time::Duration;
+
+use crate::inputs::{CanaryTraffic, Inputs, KubernetesSpec, StrategyKind};
+
+/// The steps of this run, as the plan prints them.
+pub fn plan(inputs: &Inputs, spec: &KubernetesSpec) -> Vec<String> {
+    let names = spec.deployments.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ");
+    let mut out = vec![
+        "check every permission the run and its way back need (SelfSubjectAccessReview), before any change"
+            .to_string(),
+    ];
+    out.push(format!(
+        "read each of {names} (missing, paused or without the container: stop, nothing changed)"
+    ));
+    if !spec.manifests.is_empty() {
+        out.push(format!(
+            "apply the {} manifest object(s) by server-side apply (field manager deploy-action)",
+            spec.manifests.len()
+        ));
+    }
+    if inputs.pre_migrate_command.is_some() {
+        out.push("run the pre-migration Job from the new image; its failure stops the deploy".into());
+    }
+    if inputs.migrate_command.is_some() {
+        out.push(format!(
+                "run the migration Job from the new image (bounded by {}); its failure stops the deploy before any Deployment changes",
+                span(inputs.rollout.migration_timeout)
+            ));
+    }
+    match inputs.strategy {
+        StrategyKind::Rolling => rolling(&mut out),
+        StrategyKind::BlueGreen => blue_green(&mut out, inputs, spec),
+        StrategyKind::Canary => canary(&mut out, inputs, spec),
+    }
+    if inputs.migrate_rollback_command.is_some() {
+        out.push("after a way back past the migration: run migrate-rollback-command as a Job".into());
+    }
+    out
+}
+
+fn rolling(out: &mut Vec<String>) {
+    out.push("set each container's image by server-side apply (field manager deploy-action), pinning the revision applied".into());
+    out.push("watch each rollout to kubectl rollout status's verdict; fail early on stuck new pods or a template someone else changed".into());
+    out.push(
+        "on any failure or cancellation: kubectl rollout undo of every Deployment this run changed".into(),
+    );
+}
+
+fn blue_green(out: &mut Vec<String>, inputs: &Inputs, spec: &KubernetesSpec) {
+    out.push("apply the candidate colour of each (web-blue or web-green: the one its Service does not select) with the new image; watch each to every replica available".into());
+    if spec.deployments.iter().any(|d| d.worker) {
+        out.push("roll each worker (no Service) in place, undone with any way back".into());
+    }
+    if spec.deployments.iter().any(|d| d.preview.is_some()) {
+        out.push("point each preview Service at its candidate; its EndpointSlices must list exactly the candidate's ready pods".into());
+    }
+    out.push("flip every live Service's selector to the candidate colour together; each Service's EndpointSlices must then list exactly the candidate's ready pods".into());
+    out.push(format!("observe the candidates for {}", span(inputs.rollout.observe_window)));
+    out.push(format!(
+        "drain {}, then scale the old colour to zero (kept for an instant flip back)",
+        span(inputs.rollout.drain)
+    ));
+    out.push("on any failure or cancellation: before the flip, the candidates to zero; after it, every Service flipped back, drained, then the candidates to zero".into());
+}
+
+fn canary(out: &mut Vec<String>, inputs: &Inputs, spec: &KubernetesSpec) {
+    let router = match &spec.canary_traffic {
+        CanaryTraffic::Replicas => "by replica ratio behind the one Service".to_string(),
+        CanaryTraffic::Ingress(i) => format!("through the ingress-nginx canary Ingress {i}-canary"),
+        CanaryTraffic::HttpRoute(r) => format!("through the weights of HTTPRoute {r}"),
+    };
+    out.push(
+        "apply the canary Deployment (<name>-canary) with the new image; watch it to every replica available"
+            .into(),
+    );
+    let steps = &inputs.rollout.canary_steps;
+    for pct in steps {
+        let watch = if *pct == 100 { inputs.rollout.observe_window } else { inputs.rollout.canary_interval };
+        out.push(format!("send {pct}% of the traffic to the canary {router}; observe for {}", span(watch)));
+    }
+    if steps.last() == Some(&100) {
+        out.push(format!(
+            "promote: the stable Deployment takes the canary's template (watched to its verdict); drain {}, then remove the canary",
+            span(inputs.rollout.drain)
+        ));
+    } else {
+        out.push("stop there: a later job decides with mode 'promote' or 'abort'".into());
+    }
+    out.push(format!(
+        "on any failure or cancellation: the canary's share back to the stable Deployment, drain {}, then remove the canary",
+        span(inputs.rollout.drain)
+    ));
+}
+
+fn span(d: Duration) -> String {
+    match d.as_millis() {
+        ms if ms < 1000 => format!("{ms}ms"),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{:.1}s", d.as_secs_f64()),
+    }
+}
