@@ -634,3 +634,35 @@ async fn act_ec2_hotfix_then_a_tagged_release_to_production() {
     ensure_serving(7, "v1");
     ensure_serving(8, "v1");
 }
+
+/// Private instances from a hosted runner, through a bastion: the example
+/// reaches its instance's private address through `ssh-jump-host` (the
+/// stack's bastion, its host key pinned beside the instances' in SSM).
+/// Host 8's lock too: the bastion's only other user (safety.rs) takes it,
+/// so every bastion login meanwhile is this run's.
+#[tokio::test(flavor = "multi_thread")]
+async fn act_ec2_via_jump_host_reaches_the_private_address_through_the_bastion() {
+    let _hosts = lock_hosts(&[7, 8]);
+    ensure_serving(7, "v1");
+    let ids = ec2_fleet("staging", &[7]).await;
+    let secrets = ec2_parameters("staging").await;
+    let known = format!("{}\n{}", read("SSH_KNOWN_HOSTS"), read("JUMP_KNOWN_HOSTS"));
+    let ssm = aws_sdk_ssm::Client::new(&aws_config().await);
+    crate::kubernetes::put_ssm(&ssm, "/deploy/staging/", &[("known-hosts", &known)]).await;
+    let server = GithubServer::start(None).await;
+    let wf = ec2_workflow("ec2-via-jump-host.yml", &server).var("JUMP_HOST", &stack_var("JUMP_HOST"));
+    let img = push_as("v2", wf.sha());
+    let logins = crate::safety::bastion_logins();
+    let run = tokio::task::block_in_place(|| wf.run("push", BOUND));
+    terminate(ids).await;
+    assert_eq!(run.code, Some(0), "act failed:\n{}", run.log);
+    assert_eq!(live_version(7), "v2");
+    assert!(crate::safety::bastion_logins() > logins, "the deploy went through the bastion:\n{}", run.log);
+    let line = report_line(&run);
+    assert!(line.starts_with(&format!("deploy success: {img} (before: {}", image("v1"))), "{line}");
+    assert_no_secret(&run, &secrets);
+    assert_eq!(server.deployments().await.last().unwrap()["environment"], "staging");
+    server.assert_no_violations().await;
+    eprintln!("act ec2-via-jump-host: {:?}", run.took);
+    ensure_serving(7, "v1");
+}
