@@ -172,10 +172,10 @@ async fn act_hosts_production_releases_a_tag_to_the_fleet() {
 }
 
 /// The build job pushes the image and passes its digest on (`needs:
-/// build`); the deploy job deploys `<repository>@<digest>`. The commit's
-/// checks include this run's own, still pending while the deploy job runs
-/// (seeded here as GitHub would show them): the example's
-/// `required-contexts: "[]"` is what lets the deployment through.
+/// build`); the deploy job deploys `<repository>@<digest>`. Another
+/// workflow's check of the commit is still pending (seeded here as GitHub
+/// would show it): the example's `required-contexts: "[]"` is what lets the
+/// deployment through.
 #[tokio::test(flavor = "multi_thread")]
 async fn act_build_and_deploy_deploys_the_digest_the_build_job_pushed() {
     let _hosts = lock_hosts(&[7]);
@@ -187,7 +187,7 @@ async fn act_build_and_deploy_deploys_the_digest_the_build_job_pushed() {
     let built = push_as("v2", wf.sha());
     let digest = pushed_digest(&built);
     let wf = wf.env("STACK_BUILT_IMAGE", &built).env("STACK_BUILT_DIGEST", &digest);
-    let pending = serde_json::json!([{"context": "build-and-deploy / deploy", "state": "pending"}]);
+    let pending = serde_json::json!([{"context": "ci / test", "state": "pending"}]);
     server.seed(serde_json::json!({"refs": {wf.sha(): {"statuses": pending}}})).await;
     let secrets = [read("SSH_KEY"), stack_var("REGISTRY_PASSWORD"), TOKEN.to_string()];
 
