@@ -65,7 +65,8 @@ fn report_line(run: &ActRun) -> String {
 fn hosts_workflow(example: &str, ks: &[usize], server: &GithubServer) -> Workflow {
     let hosts = hosts_var(ks);
     // The names each example reads its fleet, key and known_hosts under.
-    let (hosts_name, key_secret, kh) = if example.contains("staging") {
+    let staging = example.contains("staging") || example == "build-and-deploy.yml";
+    let (hosts_name, key_secret, kh) = if staging {
         ("STAGING_HOSTS", "STAGING_SSH_KEY", "STAGING_KNOWN_HOSTS")
     } else {
         ("PRODUCTION_HOSTS", "DEPLOY_SSH_KEY", "DEPLOY_KNOWN_HOSTS")
@@ -168,6 +169,61 @@ async fn act_hosts_production_releases_a_tag_to_the_fleet() {
     server.assert_no_violations().await;
     ensure_serving(7, "v1");
     ensure_serving(8, "v1");
+}
+
+/// The build job pushes the image and passes its digest on (`needs:
+/// build`); the deploy job deploys `<repository>@<digest>`. Another
+/// workflow's check of the commit is still pending (seeded here as GitHub
+/// would show it): the example's `required-contexts: "[]"` is what lets the
+/// deployment through.
+#[tokio::test(flavor = "multi_thread")]
+async fn act_build_and_deploy_deploys_the_digest_the_build_job_pushed() {
+    let _hosts = lock_hosts(&[7]);
+    ensure_serving(7, "v1");
+    let server = GithubServer::start(None).await;
+    let wf = hosts_workflow("build-and-deploy.yml", &[7], &server);
+    // What the build pushed (the stand-in of docker/build-push-action
+    // outputs this digest when the workflow asks to push this name).
+    let built = push_as("v2", wf.sha());
+    let digest = pushed_digest(&built);
+    let wf = wf.env("STACK_BUILT_IMAGE", &built).env("STACK_BUILT_DIGEST", &digest);
+    let pending = serde_json::json!([{"context": "ci / test", "state": "pending"}]);
+    server.seed(serde_json::json!({"refs": {wf.sha(): {"statuses": pending}}})).await;
+    let secrets = [read("SSH_KEY"), stack_var("REGISTRY_PASSWORD"), TOKEN.to_string()];
+
+    let run = tokio::task::block_in_place(|| wf.run("push", BOUND));
+    assert_eq!(run.code, Some(0), "act failed:\n{}", run.log);
+    assert!(run.shows(&format!("pushed {built}@{digest}")), "the build job ran first:\n{}", run.log);
+    assert_eq!(live_version(7), "v2", "host 7 serves what the build pushed:\n{}", run.log);
+    let by_digest = format!("{}@{digest}", stack_var("IMAGE_REPO"));
+    let line = report_line(&run);
+    assert!(line.starts_with(&format!("deploy success: {by_digest} (before: {}", image("v1"))), "{line}");
+    assert_no_secret(&run, &secrets);
+    let deployments = server.deployments().await;
+    let ours = deployments.last().expect("a deployment recorded");
+    assert_eq!(ours["environment"], "staging");
+    assert_eq!(ours["required_contexts"], serde_json::json!([]), "{ours}");
+    assert_eq!(ours["statuses"][0]["state"], "success");
+    server.assert_no_violations().await;
+    eprintln!("act build-and-deploy: {:?}", run.took);
+    drop(wf);
+    ensure_serving(7, "v1");
+}
+
+/// The registry's digest of `reference` (`<repository>:<tag>`, pushed).
+fn pushed_digest(reference: &str) -> String {
+    let repo = reference.rsplit_once(':').expect("a tag").0;
+    let out = std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{range .RepoDigests}}{{println .}}{{end}}", reference])
+        .output()
+        .expect("docker");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let digests = String::from_utf8_lossy(&out.stdout).into_owned();
+    digests
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{repo}@")))
+        .unwrap_or_else(|| panic!("no digest of {repo} after the push: {digests}"))
+        .to_string()
 }
 
 /// Publishes the image `scripts/image` built the way the release does (a
@@ -577,4 +633,36 @@ async fn act_ec2_hotfix_then_a_tagged_release_to_production() {
     server.assert_no_violations().await;
     ensure_serving(7, "v1");
     ensure_serving(8, "v1");
+}
+
+/// Private instances from a hosted runner, through a bastion: the example
+/// reaches its instance's private address through `ssh-jump-host` (the
+/// stack's bastion, its host key pinned beside the instances' in SSM).
+/// Host 8's lock too: the bastion's only other user (safety.rs) takes it,
+/// so every bastion login meanwhile is this run's.
+#[tokio::test(flavor = "multi_thread")]
+async fn act_ec2_via_jump_host_reaches_the_private_address_through_the_bastion() {
+    let _hosts = lock_hosts(&[7, 8]);
+    ensure_serving(7, "v1");
+    let ids = ec2_fleet("staging", &[7]).await;
+    let secrets = ec2_parameters("staging").await;
+    let known = format!("{}\n{}", read("SSH_KNOWN_HOSTS"), read("JUMP_KNOWN_HOSTS"));
+    let ssm = aws_sdk_ssm::Client::new(&aws_config().await);
+    crate::kubernetes::put_ssm(&ssm, "/deploy/staging/", &[("known-hosts", &known)]).await;
+    let server = GithubServer::start(None).await;
+    let wf = ec2_workflow("ec2-via-jump-host.yml", &server).var("JUMP_HOST", &stack_var("JUMP_HOST"));
+    let img = push_as("v2", wf.sha());
+    let logins = crate::safety::bastion_logins();
+    let run = tokio::task::block_in_place(|| wf.run("push", BOUND));
+    terminate(ids).await;
+    assert_eq!(run.code, Some(0), "act failed:\n{}", run.log);
+    assert_eq!(live_version(7), "v2");
+    assert!(crate::safety::bastion_logins() > logins, "the deploy went through the bastion:\n{}", run.log);
+    let line = report_line(&run);
+    assert!(line.starts_with(&format!("deploy success: {img} (before: {}", image("v1"))), "{line}");
+    assert_no_secret(&run, &secrets);
+    assert_eq!(server.deployments().await.last().unwrap()["environment"], "staging");
+    server.assert_no_violations().await;
+    eprintln!("act ec2-via-jump-host: {:?}", run.took);
+    ensure_serving(7, "v1");
 }

@@ -571,7 +571,7 @@ fn a_non_root_sudo_user_deploys_and_one_without_passwordless_sudo_is_told_why() 
     assert_eq!(state(4), before, "nothing changed");
 }
 
-fn bastion_logins() -> usize {
+pub(crate) fn bastion_logins() -> usize {
     let log = std::fs::read_to_string(format!("{}/logs/bastion-sshd.log", stack_var("STACK_DIR")))
         .unwrap_or_default();
     log.matches("Accepted publickey for jump").count()

@@ -32,10 +32,14 @@ fn act_var(key: &str) -> String {
 
 /// The pinned `uses:` of the examples' third-party actions, and the
 /// stand-in each resolves to.
-const STAND_INS: &[(&str, &str)] = &[(
-    "aws-actions/configure-aws-credentials@b47578312673ae6fa5b5096b330d9fbac3d116df",
-    "configure-aws-credentials",
-)];
+const STAND_INS: &[(&str, &str)] = &[
+    (
+        "aws-actions/configure-aws-credentials@b47578312673ae6fa5b5096b330d9fbac3d116df",
+        "configure-aws-credentials",
+    ),
+    ("docker/login-action@4907a6ddec9925e35a0a9e82d7399ccc52663121", "login-action"),
+    ("docker/build-push-action@53b7df96c91f9c12dcc8a07bcb9ccacbed38856a", "build-push-action"),
+];
 
 pub struct Workflow {
     /// The repository act runs in (the workspace).
