@@ -532,6 +532,67 @@ async fn ec2_fleet(env: &str, ks: &[usize]) -> Vec<String> {
     crate::support::tagged_instances(&aws_config().await, &hosts).await
 }
 
+/// Hosts `ks` as private EC2 instances behind an Instance Connect
+/// Endpoint (created in the subnet of `ids`, through the stack's endpoint
+/// server): each sshd takes only keys SendSSHPublicKey pushed, until dropped.
+struct Endpoint {
+    id: String,
+    ks: Vec<usize>,
+    log_from: u64,
+}
+
+impl Endpoint {
+    async fn new(ids: &[String], ks: &[usize]) -> Endpoint {
+        let log_from = std::fs::metadata(stack_var("EICE_LOG")).map(|m| m.len()).unwrap_or(0);
+        // Made first, so that a failure below still turns the sshds back.
+        let mut made = Endpoint { id: String::new(), ks: ks.to_vec(), log_from };
+        for &k in ks {
+            let out = std::process::Command::new(stack_var("EICE_HOST_SSHD"))
+                .args([&k.to_string(), "on"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "host-sshd {k} on: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let config = aws_config().await.into_builder().endpoint_url(stack_var("EICE_URL")).build();
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let described = ec2.describe_instances().instance_ids(&ids[0]).send().await.expect("describe");
+        let subnet = described.reservations()[0].instances()[0].subnet_id().unwrap().to_string();
+        let e =
+            ec2.create_instance_connect_endpoint().subnet_id(subnet).send().await.expect("create endpoint");
+        made.id = e.instance_connect_endpoint().unwrap().instance_connect_endpoint_id().unwrap().to_string();
+        made
+    }
+
+    /// The endpoint server's log since this endpoint was made.
+    fn log(&self) -> String {
+        let text = std::fs::read(stack_var("EICE_LOG")).unwrap_or_default();
+        String::from_utf8_lossy(&text[(self.log_from as usize).min(text.len())..]).into_owned()
+    }
+
+    /// Every host was reached through this endpoint, its key pushed and
+    /// its host key read from the console output; nothing was refused.
+    fn assert_used_for(&self, ids: &[String]) {
+        let log = self.log();
+        for (k, id) in self.ks.iter().zip(ids) {
+            let addr = crate::support::host_addr(*k);
+            assert!(log.contains(&format!("ALLOW tunnel {} -> {addr}:22", self.id)), "{log}");
+            assert!(log.contains(&format!("ALLOW SendSSHPublicKey {id}")), "{log}");
+            assert!(log.contains(&format!("ALLOW GetConsoleOutput {id}")), "{log}");
+        }
+        assert!(!log.contains("DENY"), "{log}");
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        for &k in &self.ks {
+            let _ = std::process::Command::new(stack_var("EICE_HOST_SSHD"))
+                .args([&k.to_string(), "off"])
+                .status();
+        }
+    }
+}
+
 async fn terminate(ids: Vec<String>) {
     let ec2 = aws_sdk_ec2::Client::new(&aws_config().await);
     ec2.terminate_instances().set_instance_ids(Some(ids)).send().await.expect("terminate");
@@ -571,13 +632,16 @@ async fn act_ec2_staging_finds_its_instances_and_reads_ssm() {
     let _hosts = lock_hosts(&[7]);
     ensure_serving(7, "v1");
     let ids = ec2_fleet("staging", &[7]).await;
+    let endpoint = Endpoint::new(&ids, &[7]).await;
     let secrets = ec2_parameters("staging").await;
     let server = GithubServer::start(None).await;
     let wf = ec2_workflow("ec2-staging.yml", &server);
     let img = push_as("v2", wf.sha());
     let run = tokio::task::block_in_place(|| wf.run("push", BOUND));
-    terminate(ids).await;
     assert_eq!(run.code, Some(0), "act failed:\n{}", run.log);
+    endpoint.assert_used_for(&ids);
+    drop(endpoint);
+    terminate(ids).await;
     assert_eq!(live_version(7), "v2");
     assert!(run.shows("DATABASE_URL"), "the app's secret by name:\n{}", run.log);
     let line = report_line(&run);
@@ -594,6 +658,7 @@ async fn act_ec2_hotfix_then_a_tagged_release_to_production() {
     ensure_serving(7, "v1");
     ensure_serving(8, "v1");
     let ids = ec2_fleet("prod", &[7, 8]).await;
+    let endpoint = Endpoint::new(&ids, &[7, 8]).await;
     let secrets = ec2_parameters("prod").await;
     let server = GithubServer::start(None).await;
 
@@ -621,8 +686,10 @@ async fn act_ec2_hotfix_then_a_tagged_release_to_production() {
     let release = ec2_workflow("ec2-production.yml", &server)
         .event(serde_json::json!({"ref": format!("refs/tags/{tag}")}));
     let run = tokio::task::block_in_place(|| release.run("push", BOUND));
-    terminate(ids).await;
     assert_eq!(run.code, Some(0), "act failed:\n{}", run.log);
+    endpoint.assert_used_for(&ids);
+    drop(endpoint);
+    terminate(ids).await;
     assert_eq!((live_version(7), live_version(8)), ("v3".into(), "v3".into()));
     let line = report_line(&run);
     assert!(line.starts_with(&format!("deploy success: {img} (before: {})", image("v2"))), "{line}");

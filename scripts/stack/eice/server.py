@@ -107,8 +107,6 @@ def verify_presigned(state, host, query, now=None):
         raise Refused("InvalidClientTokenId: the access key is not known")
     if service != "ec2-instance-connect" or term != "aws4_request":
         raise Refused(f"credential scope names service {service!r}, not ec2-instance-connect")
-    if region != state.args.region:
-        raise Refused(f"credential scope names region {region!r}, not {state.args.region}")
     try:
         signed_at = datetime.datetime.strptime(params["X-Amz-Date"], DATE_FORMAT).replace(tzinfo=datetime.timezone.utc)
         expires = int(params["X-Amz-Expires"])
@@ -137,6 +135,8 @@ def verify_presigned(state, host, query, now=None):
     eid = params["instanceConnectEndpointId"]
     if eid not in state.endpoints:
         raise Refused(f"InvalidInstanceConnectEndpointId.NotFound: {eid}")
+    if state.endpoints[eid].get("region", state.args.region) != region:
+        raise Refused(f"credential scope names region {region!r}, not the endpoint's")
     if params["remotePort"] != "22":
         raise Refused("remotePort must be 22 on this endpoint")
     return params
@@ -150,6 +150,17 @@ def parse_qsl_raw(query):
             k, _, v = part.partition("=")
             out.append((k, v))
     return out
+
+
+def signed_region(state, headers):
+    """The region of an Authorization header's credential scope (SigV4), or the server's."""
+    auth = headers.get("authorization", "")
+    marker = "Credential="
+    if marker in auth:
+        parts = auth.split(marker, 1)[1].split(",", 1)[0].split("/")
+        if len(parts) == 5 and parts[2]:
+            return parts[2]
+    return state.args.region
 
 
 def signed_key_id(headers):
@@ -355,7 +366,7 @@ async def send_ssh_public_key(state, headers, body):
         return json_error("InvalidArgsException", "SSHPublicKey must be one ssh-ed25519 or ssh-rsa key")
     if not user or "/" in user or user.startswith("."):
         return json_error("InvalidArgsException", "bad InstanceOSUser")
-    ip = await asyncio.to_thread(instance_ip, state, instance)
+    ip = await asyncio.to_thread(instance_ip, state, instance, signed_region(state, headers))
     if ip is None:
         log(f"DENY SendSSHPublicKey {instance}: not found")
         return json_error("EC2InstanceNotFoundException", f"Instance {instance} not found")
@@ -380,17 +391,17 @@ async def send_ssh_public_key(state, headers, body):
     return response(200, json.dumps({"RequestId": secrets.token_hex(16), "Success": True}), "application/x-amz-json-1.1")
 
 
-def moto_ec2(state, query):
-    """An EC2 Query call of our own to moto (which routes by the Authorization header's service)."""
-    auth = (f"AWS4-HMAC-SHA256 Credential={state.args.access_key}/20260101/{state.args.region}/ec2/aws4_request, "
+def moto_ec2(state, query, region=None):
+    """An EC2 Query call of our own to moto (which routes by the Authorization header's service, and by its region)."""
+    auth = (f"AWS4-HMAC-SHA256 Credential={state.args.access_key}/20260101/{region or state.args.region}/ec2/aws4_request, "
             "SignedHeaders=host, Signature=0")
     return moto(state, "/", {"content-type": "application/x-www-form-urlencoded; charset=utf-8", "authorization": auth},
                 f"{query}&Version=2016-11-15".encode())
 
 
-def instance_ip(state, instance):
+def instance_ip(state, instance, region=None):
     """The running instance's private IP, from moto (EC2 Query API)."""
-    status, _, data = moto_ec2(state, f"Action=DescribeInstances&InstanceId.1={quote(instance)}")
+    status, _, data = moto_ec2(state, f"Action=DescribeInstances&InstanceId.1={quote(instance)}", region)
     if status != 200:
         return None
     text = data.decode()
@@ -425,9 +436,9 @@ async def ec2(state, target, headers, body):
             "DescribeInstanceConnectEndpoints": describe_endpoints,
             "DeleteInstanceConnectEndpoint": delete_endpoint,
         }[action]
-        return await asyncio.to_thread(serve, state, form)
+        return await asyncio.to_thread(serve, state, form, signed_region(state, headers))
     if action == "GetConsoleOutput" and signed_key_id(headers) == state.args.access_key:
-        served = await asyncio.to_thread(console_output, state, form.get("InstanceId", ""))
+        served = await asyncio.to_thread(console_output, state, form.get("InstanceId", ""), signed_region(state, headers))
         if served is not None:
             return served
     status, rheaders, data = await asyncio.to_thread(moto, state, target, headers, body)
@@ -435,12 +446,12 @@ async def ec2(state, target, headers, body):
     return response(status, data, ctype)
 
 
-def console_output(state, instance):
+def console_output(state, instance, region):
     """GetConsoleOutput of an instance at a stack host's address: a boot log
     with the host's real SSH host keys between cloud-init's markers, as EC2
     shows an instance's first boot (a file $STACK_DIR/eice/console/<ip>,
     written by a test, replaces the whole text). Other instances: moto's."""
-    ip = instance_ip(state, instance)
+    ip = instance_ip(state, instance, region)
     if ip is None or not ip.startswith("127.0.0."):
         return None
     k = int(ip.split(".")[3]) - 1
@@ -490,17 +501,17 @@ def ec2_ok(action, inner):
                          f"<requestId>{secrets.token_hex(8)}</requestId>{inner}</{action}Response>", "text/xml")
 
 
-def create_endpoint(state, form):
+def create_endpoint(state, form, region):
     subnet = form.get("SubnetId", "")
-    status, _, data = moto_ec2(state, f"Action=DescribeSubnets&SubnetId.1={quote(subnet)}")
+    status, _, data = moto_ec2(state, f"Action=DescribeSubnets&SubnetId.1={quote(subnet)}", region)
     text = data.decode()
     if status != 200 or "<vpcId>" not in text:
         return ec2_error("InvalidSubnetID.NotFound", f"The subnet ID '{subnet}' does not exist")
     vpc = text.split("<vpcId>", 1)[1].split("<", 1)[0]
-    az = text.split("<availabilityZone>", 1)[1].split("<", 1)[0] if "<availabilityZone>" in text else state.args.region + "a"
+    az = text.split("<availabilityZone>", 1)[1].split("<", 1)[0] if "<availabilityZone>" in text else region + "a"
     eid = "eice-" + secrets.token_hex(9)[:17]
-    e = {"id": eid, "region": state.args.region, "state": "create-complete", "vpc": vpc, "subnet": subnet, "az": az,
-         "dns": f"{eid}.{secrets.token_hex(4)}.ec2-instance-connect-endpoint.{state.args.region}.amazonaws.com",
+    e = {"id": eid, "region": region, "state": "create-complete", "vpc": vpc, "subnet": subnet, "az": az,
+         "dns": f"{eid}.{secrets.token_hex(4)}.ec2-instance-connect-endpoint.{region}.amazonaws.com",
          "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")}
     state.endpoints[eid] = e
     state.save()
@@ -522,7 +533,7 @@ def filters(form):
     return out
 
 
-def describe_endpoints(state, form):
+def describe_endpoints(state, form, region):
     ids, i = [], 1
     while f"InstanceConnectEndpointId.{i}" in form:
         ids.append(form[f"InstanceConnectEndpointId.{i}"])
@@ -532,16 +543,17 @@ def describe_endpoints(state, form):
     for name in fs:
         if name not in keys:
             return ec2_error("InvalidParameterValue", f"The filter '{name}' is invalid")
-    missing = [x for x in ids if x not in state.endpoints]
+    here = {k: e for k, e in state.endpoints.items() if e.get("region", state.args.region) == region}
+    missing = [x for x in ids if x not in here]
     if missing:
         return ec2_error("InvalidInstanceConnectEndpointId.NotFound", f"The instance connect endpoint ID '{missing[0]}' does not exist")
-    found = [e for e in state.endpoints.values()
+    found = [e for e in here.values()
              if (not ids or e["id"] in ids) and all(e[keys[n]] in v for n, v in fs.items())]
     items = "".join(f"<item>{eice_xml(e)}</item>" for e in sorted(found, key=lambda e: e["created"]))
     return ec2_ok("DescribeInstanceConnectEndpoints", f"<instanceConnectEndpointSet>{items}</instanceConnectEndpointSet>")
 
 
-def delete_endpoint(state, form):
+def delete_endpoint(state, form, region):
     eid = form.get("InstanceConnectEndpointId", "")
     e = state.endpoints.pop(eid, None)
     if e is None:

@@ -172,6 +172,7 @@ impl Workflow {
         self.env("STACK_AWS_ACCESS_KEY_ID", &stack_var("AWS_ACCESS_KEY_ID"))
             .env("STACK_AWS_SECRET_ACCESS_KEY", &stack_var("AWS_SECRET_ACCESS_KEY"))
             .env("STACK_AWS_ENDPOINT_URL", &stack_var("AWS_ENDPOINT_URL"))
+            .env("STACK_AWS_ENDPOINT_URL_EC2", &stack_var("EICE_URL"))
     }
 
     /// Runs `act <event>` and waits, at most `bound`.
