@@ -158,6 +158,7 @@ fn plan_inputs(stack: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     for (k, v) in [
         ("INPUT_TARGET", "hosts".to_string()),
         ("INPUT_MODE", "plan".into()),
+        ("INPUT_ENVIRONMENT", "production".into()),
         ("INPUT_APP", "app".into()),
         ("INPUT_IMAGE", get("IMAGE_V2")),
         ("INPUT_HOSTS", get("HOSTS").replace(',', "\n")),

@@ -222,8 +222,6 @@ mod tests {
             ("INPUT_IMAGE", "ghcr.io/acme/shop:2"),
             ("INPUT_GITHUB-DEPLOYMENTS", "false"),
             ("INPUT_AWS-REGION", "eu-west-1"),
-            ("INPUT_OBSERVE-WINDOW", "45s"),
-            ("INPUT_DRAIN-TIME", "7s"),
             ("GITHUB_REPOSITORY", "acme/shop"),
             ("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567"),
         ]
@@ -235,7 +233,14 @@ mod tests {
             "ec2" => &[("INPUT_EC2-FILTERS", "Role=web"), ("INPUT_MAX-PARALLEL", "2")],
             _ => &[("INPUT_DEPLOYMENTS", "web"), ("INPUT_NAMESPACE", "shop")],
         };
-        for (k, v) in per_target.iter().chain(extra) {
+        // Where the strategy uses them (a rolling cluster has neither, a
+        // cluster's canary no observe window: they would be refused).
+        let timing: &[(&str, &str)] = match (target, strategy) {
+            ("kubernetes", "rolling") => &[],
+            ("kubernetes", "canary") => &[("INPUT_DRAIN-TIME", "7s")],
+            _ => &[("INPUT_OBSERVE-WINDOW", "45s"), ("INPUT_DRAIN-TIME", "7s")],
+        };
+        for (k, v) in per_target.iter().chain(timing).chain(extra) {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v.to_string()));
         }

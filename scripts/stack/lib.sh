@@ -52,6 +52,11 @@ MAX_HOSTS=8
 # which here runs `pyenv init`, ~200 ms) does not slow every remote call.
 HOST_PRIVATE_PATHS="/run /etc/nginx /etc/docker /var/lib/docker /var/lib/deploy-action /var/lib/nginx /var/log/nginx /root /tmp"
 NGINX_UPSTREAM_FILE=/etc/nginx/conf.d/upstreams/app.conf
+# The hosts' Instance Connect AuthorizedKeysCommand (scripts/stack/eice):
+# sshd runs it only when it and every directory above it are root-owned
+# and not writable by others, which a checkout (under /tmp, say) may not
+# be; so it lives outside the clone, one copy per stack.
+EICE_KEYS_CMD="/usr/local/libexec/deploy-action-stack/$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-12)/eice-authorized-keys"
 # The host prepared by the docs' host preparation script
 # (docs/hosts/user-data.sh, run whole by host-services as on a real server:
 # deploy user ec2-user with its key and sudo, sshd drop-in, nginx). What that

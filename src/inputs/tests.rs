@@ -274,3 +274,53 @@ fn an_old_spelling_is_read_with_a_warning() {
     let i = with(&[("migration-timeout", "3m"), ("migrate-timeout", "10m")]).unwrap();
     assert_eq!(i.rollout.migration_timeout, std::time::Duration::from_secs(180));
 }
+
+#[test]
+fn inputs_a_strategy_or_a_cluster_would_not_use_are_named() {
+    // Canary inputs with another strategy, on any target.
+    let p = problems(run(
+        &[
+            ("target", "hosts"),
+            ("hosts", "web-1.internal"),
+            ("strategy", "blue-green"),
+            ("canary-steps", "10,100"),
+        ],
+        true,
+        &[],
+    ));
+    assert_eq!(p, ["canary-steps: goes with strategy 'canary'; this run's strategy is 'blue-green'"]);
+    // A rolling cluster has no observe window and no drain; a canary on a
+    // cluster watches each step for canary-interval instead.
+    let k8s = |extra: &[(&'static str, &'static str)]| {
+        let mut given = vec![("target", "kubernetes"), ("deployments", "web")];
+        given.extend_from_slice(extra);
+        problems(run(&given, true, &[]))
+    };
+    let p = k8s(&[("observe-window", "1m"), ("drain-time", "5s")]);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].starts_with("observe-window: is not used by strategy 'rolling' on target 'kubernetes'"),
+        "{p:?}"
+    );
+    assert!(p[1].starts_with("drain-time: is not used by strategy 'rolling'"), "{p:?}");
+    assert_eq!(
+        k8s(&[("strategy", "blue-green"), ("observe-window", "1m"), ("drain-time", "5s")]),
+        Vec::<String>::new()
+    );
+    let p = k8s(&[("strategy", "canary"), ("observe-window", "1m"), ("canary-traffic", "httproute/web")]);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("observe-window: is not used by strategy 'canary'"), "{p:?}");
+    // The hosts' health checks and fleet settings on a cluster.
+    let p = k8s(&[("health-check-path", "/healthz"), ("max-parallel", "2"), ("version-path", "/v")]);
+    assert_eq!(p.len(), 3, "{p:?}");
+    for input in ["health-check-path", "version-path", "max-parallel"] {
+        assert!(
+            p.iter().any(|p| p.starts_with(&format!(
+                "{input}: is only used with targets 'hosts' and 'ec2'; on target 'kubernetes'"
+            ))),
+            "{input}: {p:?}"
+        );
+    }
+    // The defaults the runner passes for all of them are no problem (the
+    // defaults test covers every input at once).
+}

@@ -808,6 +808,7 @@ fn target_rules(
         }
     }
     other_targets_inputs(c, raw, target);
+    other_strategies_inputs(c, raw, target, strategy);
     if target == TargetKind::Ec2 && mode != Mode::Plan && raw.ssh_user.is_none() {
         c.problem(
             "ssh-user",
@@ -829,6 +830,83 @@ fn target_rules(
     }
     if strategy == StrategyKind::Canary && service_count > 1 {
         c.problem("strategy", "canary works with one proxied service; use blue-green with a services file");
+    }
+}
+
+/// Inputs of a strategy (or of the hosts' health checks and fleet) that
+/// this run would not use, refused instead of silently ignored: a
+/// `canary-steps` with blue-green, an `observe-window` on a rolling
+/// cluster, a `health-check-path` on a cluster (the pods' probes judge)
+/// are workflows that do not do what they say. A value equal to the
+/// default the runner passes is not "given".
+fn other_strategies_inputs(c: &mut Check, raw: &RawInputs, target: TargetKind, strategy: StrategyKind) {
+    if strategy != StrategyKind::Canary {
+        for (name, set) in [("canary-steps", &raw.canary_steps), ("canary-interval", &raw.canary_interval)] {
+            if Check::given(name, set) {
+                c.problem(
+                    name,
+                    format!("goes with strategy 'canary'; this run's strategy is '{}'", strategy.as_str()),
+                );
+            }
+        }
+    }
+    if target != TargetKind::Kubernetes {
+        return;
+    }
+    let unused_here: &[(&str, &Option<String>)] = match strategy {
+        StrategyKind::Rolling => &[("observe-window", &raw.observe_window), ("drain-time", &raw.drain_time)],
+        StrategyKind::Canary => &[("observe-window", &raw.observe_window)],
+        StrategyKind::BlueGreen => &[],
+    };
+    for (name, set) in unused_here {
+        if Check::given(name, set) {
+            c.problem(
+                name,
+                format!("is not used by strategy '{}' on target 'kubernetes' (see docs/inputs.md for where it applies)", strategy.as_str()),
+            );
+        }
+    }
+    let hosts_only: [(&str, &Option<String>, &str); 16] = [
+        ("container-port", &raw.container_port, "the ports are the Deployment's pod spec"),
+        ("blue-port", &raw.blue_port, "the colours are Deployments, not host ports"),
+        ("green-port", &raw.green_port, "the colours are Deployments, not host ports"),
+        ("restart-policy", &raw.restart_policy, "the pod spec's restartPolicy applies"),
+        ("health-check-path", &raw.health_check_path, "the pods' readiness probes judge health"),
+        (
+            "health-check-timeout",
+            &raw.health_check_timeout,
+            "the Deployment's progressDeadlineSeconds bounds the rollout",
+        ),
+        ("health-check-interval", &raw.health_check_interval, "the pods' readiness probes judge health"),
+        ("health-check-successes", &raw.health_check_successes, "the pods' readiness probes judge health"),
+        (
+            "health-check-max-latency",
+            &raw.health_check_max_latency,
+            "the pods' readiness probes judge health",
+        ),
+        (
+            "health-check-max-response-time",
+            &raw.health_check_max_response_time,
+            "the pods' readiness probes judge health",
+        ),
+        ("version-path", &raw.version_path, "the switch is checked through the Service's EndpointSlices"),
+        ("observe-failures", &raw.observe_failures, "the pods' readiness judges the observe window"),
+        (
+            "min-requests",
+            &raw.min_requests,
+            "it goes with max-error-rate and max-latency (nginx's access log)",
+        ),
+        ("nginx-access-log", &raw.nginx_access_log, "traffic moves with the Service's selector"),
+        ("max-parallel", &raw.max_parallel, "the Deployment's maxSurge and maxUnavailable pace the rollout"),
+        ("on-host-failure", &raw.on_host_failure, "every Deployment goes back together"),
+    ];
+    for (name, set, why) in hosts_only {
+        if Check::given(name, set) {
+            c.problem(
+                name,
+                format!("is only used with targets 'hosts' and 'ec2'; on target 'kubernetes' {why}"),
+            );
+        }
     }
 }
 

@@ -214,9 +214,10 @@ fn inputs_page() -> String {
          [← README](../README.md) · [all pages](README.md)\n\n\
          Every input of [`action.yml`](../action.yml), grouped by the targets it applies to, with the\n\
          strategies and modes it is used with. Inputs are given under `with:`; all values are\n\
-         strings. Inputs of the Kubernetes group, and `max-error-rate`, `max-latency` and `path`\n\
-         smoke tests on a cluster, are refused on the other targets with a named problem; other\n\
-         inputs of another target are not used there.\n\n",
+         strings. An input given on a target or strategy it does not apply to (another\n\
+         target's, a canary setting with blue-green, a hosts' health check on a cluster) is\n\
+         refused with a named problem before anything is contacted; the default the runner\n\
+         passes for it is not.\n\n",
     );
     for g in Group::ORDER {
         out.push_str(&format!("- [{}](#{})\n", g.heading(), slug(g.heading())));

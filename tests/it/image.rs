@@ -166,7 +166,8 @@ impl RunnerDocker {
         for (name, default) in action_defaults() {
             step = step.input(&name, &default);
         }
-        step
+        // Required, with no default: a workflow names it.
+        step.input("environment", "production")
     }
 
     /// Sets an input by its id in `action.yml` (`health-check-path`).

@@ -269,10 +269,12 @@ fn kubernetes_rolling_success_three_replicas() {
 /// An early failure: the action must fail (and roll back) before the
 /// progress deadline, while kubectl on an identical Deployment given the
 /// same image reaches failure only at that deadline.
-fn early_failure(tag: &str, bad: &str, reason: &str) {
+/// `deadline`: the progress deadline (s) kubectl waits for; the action must
+/// be out well before it.
+fn early_failure(tag: &str, bad: &str, reason: &str, deadline: u32) {
     let ns = Ns::new(tag);
-    ns.deployment("web", "example.invalid/web:v1", 2, 20);
-    ns.deployment("twin", "example.invalid/web:v1", 2, 20);
+    ns.deployment("web", "example.invalid/web:v1", 2, deadline);
+    ns.deployment("twin", "example.invalid/web:v1", 2, deadline);
     kubectl_ok(&["-n", &ns.0, "set", "image", "deployment/twin", &format!("app={bad}")]);
     let started = Instant::now();
     let twin = ns.spawn_rollout_status("twin");
@@ -298,12 +300,14 @@ fn early_failure(tag: &str, bad: &str, reason: &str) {
 
 #[test]
 fn kubernetes_bad_image_is_caught_before_the_deadline_and_rolled_back() {
-    early_failure("pull", "example.invalid/web:imagepull", "ImagePullBackOff");
+    // A pull that keeps failing is fatal after the grace a registry blip
+    // gets (20 s): kubectl waits for a 40 s progress deadline.
+    early_failure("pull", "example.invalid/web:imagepull", "ImagePullBackOff", 40);
 }
 
 #[test]
 fn kubernetes_crashloop_is_caught_early_and_rolled_back() {
-    early_failure("crash", "example.invalid/web:crashloop", "CrashLoopBackOff");
+    early_failure("crash", "example.invalid/web:crashloop", "CrashLoopBackOff", 20);
 }
 
 #[test]

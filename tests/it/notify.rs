@@ -118,7 +118,8 @@ async fn notify_good_deploy_sends_start_then_success_to_both_webhooks() {
 fn notify_bad_deploy_sends_start_then_rollback_with_the_reason() {
     let rx = Receiver::start();
     let ns = Ns::new("ntf-bad");
-    ns.deployment("web", "example.invalid/web:v1", 2, 20);
+    // Past the pull grace (20 s), before the progress deadline.
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
     let run = ns
         .action("web")
         .input("image", "example.invalid/web:imagepull")

@@ -67,6 +67,44 @@ pub fn status(d: &Deployment) -> Verdict {
 const FATAL_WAITING: [&str; 4] =
     ["CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"];
 
+/// How long a pod may fail to pull its image before that is fatal: the
+/// kubelet tries again 10 s after a failed pull (`ErrImagePull`, then
+/// `ImagePullBackOff` while it waits), so a registry blip heals within
+/// one retry; a missing image or a refused login fails every retry.
+pub const PULL_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The pull failures seen, per pod, since when: one judges them fatal
+/// only after [`PULL_GRACE`]; every other stuck state at once.
+#[derive(Debug, Default)]
+pub struct PullGrace {
+    since: BTreeMap<String, tokio::time::Instant>,
+}
+
+impl PullGrace {
+    /// Whether `reason` (from [`pod_failure`]) is fatal for `pod` at
+    /// `now`; `Err(first)`: a pull failure still in its grace, `first`
+    /// when it was first seen now (to say so once).
+    pub fn judge(&mut self, pod: &str, reason: &str, now: tokio::time::Instant) -> Result<(), bool> {
+        if !matches!(reason, "ErrImagePull" | "ImagePullBackOff") {
+            return Ok(());
+        }
+        let first = !self.since.contains_key(pod);
+        let since = *self.since.entry(pod.to_string()).or_insert(now);
+        if now.duration_since(since) >= PULL_GRACE { Ok(()) } else { Err(first) }
+    }
+
+    /// Only the pods still failing keep their grace: one that pulls again
+    /// (or is gone) starts a new grace if it fails later.
+    pub fn keep_only(&mut self, failing: &std::collections::BTreeSet<String>) {
+        self.since.retain(|pod, _| failing.contains(pod));
+    }
+
+    /// When the earliest grace ends, to judge again then.
+    pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        self.since.values().min().map(|t| *t + PULL_GRACE)
+    }
+}
+
 /// The first container (init containers first) of `pod` stuck in a state
 /// that will not heal: `(reason, message)`.
 pub fn pod_failure(pod: &Pod) -> Option<(String, String)> {
@@ -187,9 +225,13 @@ pub async fn watch_applied(
     let mut new_hash: Option<(String, String)> = None;
     let mut current: Option<Deployment> = None;
     let mut last_message = String::new();
+    let mut pulls = PullGrace::default();
     loop {
+        let regrade = pulls.next_deadline();
         tokio::select! {
             _ = cancel.cancelled() => return Ok(None),
+            // A pull failure's grace ended with no event since: judge again.
+            _ = async { match regrade { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
             ev = d_events.next() => {
                 let d = match ev {
                     None => return Err(KubeError::Api { object, verb: "watch", message: "the watch ended".into() }),
@@ -254,6 +296,9 @@ pub async fn watch_applied(
         }
         // Only the new ReplicaSet's pods count: old ones may have been
         // failing before this deploy, and they are on their way out.
+        // A pull failure in its grace is judged again on every pass; one
+        // no longer seen failing (healed, gone, an old revision's) is dropped.
+        let mut failing = std::collections::BTreeSet::new();
         if let (Some((_, hash)), Some(_)) = (&new_hash, &current) {
             for p in pods_seen.values() {
                 let labels = p.metadata.labels.as_ref();
@@ -262,13 +307,23 @@ pub async fn watch_applied(
                 {
                     continue;
                 }
-                if let Some((reason, message)) = pod_failure(p) {
-                    let pod = p.metadata.name.clone().unwrap_or_default();
-                    runner.line(&format!("{object}: pod {pod} is in {reason}: {message}"));
-                    return Err(KubeError::PodFailed { object, pod, reason, message });
+                let pod = p.metadata.name.clone().unwrap_or_default();
+                let Some((reason, message)) = pod_failure(p) else { continue };
+                failing.insert(pod.clone());
+                match pulls.judge(&pod, &reason, tokio::time::Instant::now()) {
+                    Ok(()) => {
+                        runner.line(&format!("{object}: pod {pod} is in {reason}: {message}"));
+                        return Err(KubeError::PodFailed { object, pod, reason, message });
+                    }
+                    Err(true) => runner.line(&format!(
+                        "{object}: pod {pod} is in {reason}: {message}; the kubelet pulls again within {}s (a registry blip heals then)",
+                        PULL_GRACE.as_secs()
+                    )),
+                    Err(false) => {}
                 }
             }
         }
+        pulls.keep_only(&failing);
     }
 }
 
@@ -491,6 +546,25 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_pull_failure_is_fatal_only_after_its_grace() {
+        let t0 = tokio::time::Instant::now();
+        let mut g = PullGrace::default();
+        assert_eq!(g.judge("web-1", "CrashLoopBackOff", t0), Ok(()), "not a pull: at once");
+        assert_eq!(g.judge("web-1", "ErrImagePull", t0), Err(true), "first seen");
+        assert_eq!(g.next_deadline(), Some(t0 + PULL_GRACE));
+        assert_eq!(g.judge("web-1", "ImagePullBackOff", t0 + PULL_GRACE / 2), Err(false));
+        assert_eq!(
+            g.judge("web-1", "ImagePullBackOff", t0 + PULL_GRACE),
+            Ok(()),
+            "still failing after the grace"
+        );
+        // Healed, then failing again: a new grace.
+        g.keep_only(&Default::default());
+        assert_eq!(g.next_deadline(), None);
+        assert_eq!(g.judge("web-1", "ErrImagePull", t0 + PULL_GRACE * 2), Err(true));
     }
 
     #[test]

@@ -520,3 +520,20 @@ fn kubernetes_a_selector_of_expressions_only_keeps_early_failure_detection() {
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
     ns.rollout_status("web", &[]).assert_ok();
 }
+
+/// A registry blip: the new pods' first pull fails (ErrImagePull), the
+/// kubelet's next one succeeds (the stack's `pullblip` behaviour, 8 s
+/// later). The rollout completes and is reported as done. Before, the
+/// first ErrImagePull failed the deploy at once and undid it. A pull that
+/// keeps failing still fails early (`kubernetes_bad_image_is_caught...`).
+#[test]
+fn kubernetes_a_registry_blip_heals_within_the_pull_grace() {
+    let ns = Ns::new("blip");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    let run = ns.action("web").input("image", "example.invalid/web:pullblip").run();
+    assert_status(&run, "success", 0);
+    assert!(run.stdout.contains("is in ErrImagePull"), "the blip was seen:\n{}", run.stdout);
+    assert!(run.stdout.contains("the kubelet pulls again within 20s"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:pullblip");
+    ns.rollout_status("web", &[]).assert_ok();
+}
