@@ -244,11 +244,23 @@ pub fn dns1123_subdomain(s: &str) -> Result<String, String> {
     }
 }
 
-/// One item of `deployments`: `name` or `name:container`.
+/// One item of `deployments`: `[kind/]name[:container]`, the kind a
+/// Deployment unless `statefulset/` (`sts/`) or `daemonset/` (`ds/`).
 pub fn deployment_ref(s: &str) -> Result<super::DeploymentRef, String> {
     let (name, container) = match s.split_once(':') {
         Some((n, c)) => (n.trim(), Some(c.trim())),
         None => (s.trim(), None),
+    };
+    let (kind, name) = match name.split_once('/') {
+        Some((k, n)) => match super::WorkloadKind::of_prefix(k.trim()) {
+            Some(kind) => (kind, n.trim()),
+            None => {
+                return Err(format!(
+                    "'{k}' in '{s}' is not a workload kind: write deployment/<name>, statefulset/<name> or daemonset/<name> (or the name alone for a Deployment)"
+                ));
+            }
+        },
+        None => (super::WorkloadKind::Deployment, name),
     };
     let name = dns1123_subdomain(name)?;
     let container = match container {
@@ -258,7 +270,7 @@ pub fn deployment_ref(s: &str) -> Result<super::DeploymentRef, String> {
         ),
         None => None,
     };
-    Ok(super::DeploymentRef { name, container, ..Default::default() })
+    Ok(super::DeploymentRef { name, kind, container, ..Default::default() })
 }
 
 /// An environment variable name.
@@ -465,5 +477,28 @@ mod tests {
         assert!(remote_path("relative").is_err());
         assert!(http_path("/health").is_ok());
         assert!(http_path("health").is_err());
+    }
+
+    #[test]
+    fn deployment_refs_name_their_kind() {
+        use super::super::WorkloadKind as K;
+        for (input, kind, name, container) in [
+            ("web", K::Deployment, "web", None),
+            ("web:app", K::Deployment, "web", Some("app")),
+            ("deploy/web", K::Deployment, "web", None),
+            ("statefulset/db:pg", K::StatefulSet, "db", Some("pg")),
+            ("sts/db", K::StatefulSet, "db", None),
+            ("DaemonSet/agent", K::DaemonSet, "agent", None),
+            ("ds/agent:collector", K::DaemonSet, "agent", Some("collector")),
+        ] {
+            let r = deployment_ref(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!((r.kind, r.name.as_str(), r.container.as_deref()), (kind, name, container), "{input}");
+        }
+        assert_eq!(deployment_ref("sts/db").unwrap().label(), "statefulset/db");
+        assert_eq!(deployment_ref("web").unwrap().label(), "web");
+        let e = deployment_ref("cronjob/nightly").unwrap_err();
+        assert!(e.contains("'cronjob'") && e.contains("statefulset/<name>"), "{e}");
+        assert!(deployment_ref("sts/Db").is_err());
+        assert!(deployment_ref("sts/").is_err());
     }
 }

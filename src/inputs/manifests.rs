@@ -33,7 +33,12 @@ impl Manifest {
     pub fn is_deployment(&self) -> bool {
         self.kind() == "Deployment" && self.api_version() == "apps/v1"
     }
-    /// The names and images of a Deployment's containers.
+    /// A Deployment, StatefulSet or DaemonSet (`apps/v1`): what a rolling
+    /// deploy sets the image of and judges.
+    pub fn workload_kind(&self) -> Option<super::WorkloadKind> {
+        super::WorkloadKind::of_manifest(self.api_version(), self.kind())
+    }
+    /// The names and images of a workload's containers.
     pub fn containers(&self) -> Vec<(String, String)> {
         self.object["spec"]["template"]["spec"]["containers"]
             .as_array()
@@ -50,9 +55,10 @@ impl Manifest {
 }
 
 /// Where an object goes in the apply order: what others refer to first
-/// (Namespace, CRDs, ServiceAccounts and RBAC, ConfigMaps and Secrets,
-/// storage, Services), then the workloads ([`WORKLOAD`]), then what refers
-/// to workloads (HPAs, PodDisruptionBudgets, Ingresses, the rest).
+/// (Namespace, CRDs, ServiceAccounts and RBAC, ConfigMaps and Secrets and
+/// the custom resources that make Secrets, storage, Services), then the
+/// workloads ([`WORKLOAD`]), then what refers to workloads (HPAs,
+/// PodDisruptionBudgets, Ingresses, the rest).
 pub fn rank(kind: &str) -> u8 {
     match kind {
         "Namespace" => 0,
@@ -60,7 +66,13 @@ pub fn rank(kind: &str) -> u8 {
         "ServiceAccount" | "ResourceQuota" | "LimitRange" | "PriorityClass" => 2,
         "ClusterRole" | "Role" => 3,
         "ClusterRoleBinding" | "RoleBinding" => 4,
-        "ConfigMap" | "Secret" => 5,
+        // What the Secret-making resources below refer to: external-secrets'
+        // stores, cert-manager's issuers.
+        "ConfigMap" | "Secret" | "SecretStore" | "ClusterSecretStore" | "Issuer" | "ClusterIssuer" => 5,
+        // Resources whose controllers write the Secrets pods mount or read
+        // (sealed-secrets, external-secrets, cert-manager), before the
+        // migration and the workloads that use them; then storage.
+        "SealedSecret" | "ExternalSecret" | "ClusterExternalSecret" | "PushSecret" | "Certificate" => 6,
         "StorageClass" | "PersistentVolume" | "PersistentVolumeClaim" => 6,
         "Service" => 7,
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "CronJob" | "Pod" => WORKLOAD,
@@ -193,6 +205,22 @@ mod tests {
         assert_eq!(kinds, ["Namespace", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler"]);
         assert_eq!(m[3].source, "k8s/app.yaml#1");
         assert!(m[3].is_deployment());
+    }
+
+    /// The custom resources that make the Secrets a workload reads go
+    /// before it (and before the migration, which runs at the workloads'
+    /// rank): after the stores or issuers they name.
+    #[test]
+    fn secret_making_custom_resources_go_before_the_workloads() {
+        let d = dir(&[(
+            "k8s/app.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\napiVersion: bitnami.com/v1alpha1\nkind: SealedSecret\nmetadata: {name: web-db}\n---\napiVersion: external-secrets.io/v1beta1\nkind: ExternalSecret\nmetadata: {name: web-api}\n---\napiVersion: external-secrets.io/v1beta1\nkind: SecretStore\nmetadata: {name: aws}\n---\napiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: {name: web}\n",
+        )]);
+        let (m, problems) = load(d.path(), &["k8s/app.yaml".into()]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let kinds: Vec<&str> = m.iter().map(|m| m.kind()).collect();
+        assert_eq!(kinds, ["SecretStore", "SealedSecret", "ExternalSecret", "Deployment", "ServiceMonitor"]);
+        assert!(rank("SealedSecret") < WORKLOAD && rank("Certificate") < WORKLOAD);
     }
 
     #[test]

@@ -211,12 +211,67 @@ pub enum Ec2Connect {
     Endpoint { id: Option<String> },
 }
 
-/// One Deployment to update (`deployments`, or an entry of a services
+/// The workload kinds a cluster deploy sets the image of. Blue-green and
+/// canary take Deployments only; a rolling deploy takes all three, each
+/// judged as `kubectl rollout status` judges its kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WorkloadKind {
+    #[default]
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    /// The `kind` of the object (`StatefulSet`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+        }
+    }
+    /// The API resource (`statefulsets`, group `apps`).
+    pub fn resource(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployments",
+            WorkloadKind::StatefulSet => "statefulsets",
+            WorkloadKind::DaemonSet => "daemonsets",
+        }
+    }
+    /// From a manifest's `kind` (`apps/v1` only).
+    pub fn of_manifest(api_version: &str, kind: &str) -> Option<Self> {
+        if api_version != "apps/v1" {
+            return None;
+        }
+        match kind {
+            "Deployment" => Some(WorkloadKind::Deployment),
+            "StatefulSet" => Some(WorkloadKind::StatefulSet),
+            "DaemonSet" => Some(WorkloadKind::DaemonSet),
+            _ => None,
+        }
+    }
+    /// From a `kind/` prefix of `deployments`, as kubectl spells it
+    /// (`statefulset`, `sts`, `daemonset`, `ds`, `deployment`, `deploy`).
+    pub fn of_prefix(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "deployment" | "deployments" | "deploy" => Some(WorkloadKind::Deployment),
+            "statefulset" | "statefulsets" | "sts" => Some(WorkloadKind::StatefulSet),
+            "daemonset" | "daemonsets" | "ds" => Some(WorkloadKind::DaemonSet),
+            _ => None,
+        }
+    }
+}
+
+/// One workload to update (`deployments`, or an entry of a services
 /// file): the container whose image is set, or `None` for the only (or
 /// first) container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeploymentRef {
     pub name: String,
+    /// A Deployment unless `deployments` names `statefulset/<name>` or
+    /// `daemonset/<name>`, or the manifest holding it is of that kind.
+    pub kind: WorkloadKind,
     pub container: Option<String>,
     /// Its own image (a services file entry's `image`); `None`: the run's.
     pub image: Option<String>,
@@ -230,6 +285,14 @@ pub struct DeploymentRef {
 }
 
 impl DeploymentRef {
+    /// `name`, or `statefulset/name` for another kind (as written in
+    /// `deployments` and in messages).
+    pub fn label(&self) -> String {
+        match self.kind {
+            WorkloadKind::Deployment => self.name.clone(),
+            k => format!("{}/{}", k.as_str().to_lowercase(), self.name),
+        }
+    }
     /// The live Service's name.
     pub fn service_name(&self) -> &str {
         self.service.as_deref().unwrap_or(&self.name)

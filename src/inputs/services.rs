@@ -297,6 +297,7 @@ pub(super) fn kube_from_file(text: &str, problems: &mut Vec<Problem>) -> Vec<sup
             problems.push(at("has 'proxy: false' (no Service) and names a Service".into()));
         }
         let r = super::DeploymentRef {
+            kind: super::WorkloadKind::Deployment,
             name: deployment.unwrap_or_else(|| s.name.clone()),
             container,
             image,

@@ -1012,8 +1012,21 @@ fn kubernetes(
             c.problem("deployments", "names no Deployment; list them as name or name:container");
         }
         for (i, d) in deployments.iter().enumerate() {
-            if deployments[..i].iter().any(|o| o.name == d.name) {
-                c.problem("deployments", format!("'{}' is named twice", d.name));
+            if deployments[..i].iter().any(|o| o.name == d.name && o.kind == d.kind) {
+                c.problem("deployments", format!("'{}' is named twice", d.label()));
+            }
+        }
+        if b.strategy != StrategyKind::Rolling {
+            for d in deployments.iter().filter(|d| d.kind != WorkloadKind::Deployment) {
+                c.problem(
+                    "deployments",
+                    format!(
+                        "'{}': strategy '{}' takes Deployments only (it runs a second Deployment beside the first); deploy a {} with strategy 'rolling'",
+                        d.label(),
+                        if b.strategy == StrategyKind::Canary { "canary" } else { "blue-green" },
+                        d.kind.as_str()
+                    ),
+                );
             }
         }
         let manifests = match raw.manifests.as_deref().map(g::list) {
@@ -1103,22 +1116,43 @@ fn kubernetes(
     })
 }
 
-/// With `manifests`, the Deployments to roll: those `deployments` names
+/// With `manifests`, the workloads to roll: those `deployments` names
 /// (each must be in the manifests, with the container), else every
-/// container of the manifests' Deployments that runs the image's repository.
+/// container of the manifests' workloads that runs the image's repository.
+/// A rolling deploy also judges (and undoes) every other Deployment,
+/// StatefulSet and DaemonSet of the manifests, with the image the manifest
+/// gives it: applied and forgotten, a crash-looping one would go unseen.
 fn manifest_deployments(
     c: &mut Check,
     manifests: &[manifests::Manifest],
     named: Vec<DeploymentRef>,
     b: &Basics,
 ) -> Vec<DeploymentRef> {
-    let in_manifests: Vec<&manifests::Manifest> = manifests.iter().filter(|m| m.is_deployment()).collect();
-    if !named.is_empty() {
-        for d in &named {
-            match in_manifests.iter().find(|m| m.name() == d.name) {
+    let rolling = b.strategy == StrategyKind::Rolling;
+    let in_manifests: Vec<&manifests::Manifest> = manifests
+        .iter()
+        .filter(|m| m.workload_kind().is_some_and(|k| rolling || k == WorkloadKind::Deployment))
+        .collect();
+    let mut out = if !named.is_empty() {
+        let mut out = Vec::new();
+        for d in named {
+            // A bare name takes the kind of the manifest that has it.
+            let found = in_manifests.iter().find(|m| {
+                m.name() == d.name
+                    && (d.kind == WorkloadKind::Deployment || m.workload_kind() == Some(d.kind))
+            });
+            match found {
                 None => c.problem(
                     "deployments",
-                    format!("'{}' is not a Deployment (apps/v1) in the manifests", d.name),
+                    format!(
+                        "'{}' is not a {} in the manifests",
+                        d.label(),
+                        if rolling {
+                            "Deployment, StatefulSet or DaemonSet (apps/v1)"
+                        } else {
+                            "Deployment (apps/v1)"
+                        }
+                    ),
                 ),
                 Some(m) => {
                     let containers = m.containers();
@@ -1128,52 +1162,79 @@ fn manifest_deployments(
                         c.problem(
                             "deployments",
                             format!(
-                                "Deployment '{}' in {} has no container '{want}' (it has: {})",
+                                "{} '{}' in {} has no container '{want}' (it has: {})",
+                                m.kind(),
                                 d.name,
                                 m.source,
                                 containers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
                             ),
                         );
                     }
+                    out.push(DeploymentRef { kind: m.workload_kind().unwrap_or_default(), ..d });
                 }
             }
         }
-        return named;
-    }
-    let Some(image) = &b.image else {
+        out
+    } else if let Some(image) = &b.image {
+        let same_repo = |i: &str| {
+            g::image(i).is_ok_and(|i| i.repository == image.repository && i.registry == image.registry)
+        };
+        let found: Vec<DeploymentRef> = in_manifests
+            .iter()
+            .filter_map(|m| {
+                m.containers().into_iter().find(|(_, i)| same_repo(i)).map(|(container, _)| DeploymentRef {
+                    name: m.name().into(),
+                    kind: m.workload_kind().unwrap_or_default(),
+                    container: Some(container),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        if found.is_empty() {
+            c.problem(
+                "manifests",
+                format!(
+                    "no container of their {} runs {}; name the containers to set in 'deployments' (name:container)",
+                    if rolling { "workloads" } else { "Deployments" },
+                    match &image.registry {
+                        Some(r) => format!("{r}/{}", image.repository),
+                        None => image.repository.clone(),
+                    }
+                ),
+            );
+        }
+        found
+    } else {
         if b.mode != Mode::Rollback {
             c.problem("manifests", "need 'image' (or 'deployments' naming the containers)");
         }
         return in_manifests
             .iter()
-            .map(|m| DeploymentRef { name: m.name().into(), ..Default::default() })
-            .collect();
-    };
-    let same_repo =
-        |i: &str| g::image(i).is_ok_and(|i| i.repository == image.repository && i.registry == image.registry);
-    let found: Vec<DeploymentRef> = in_manifests
-        .iter()
-        .filter_map(|m| {
-            m.containers().into_iter().find(|(_, i)| same_repo(i)).map(|(container, _)| DeploymentRef {
+            .map(|m| DeploymentRef {
                 name: m.name().into(),
-                container: Some(container),
+                kind: m.workload_kind().unwrap_or_default(),
                 ..Default::default()
             })
-        })
-        .collect();
-    if found.is_empty() {
-        c.problem(
-            "manifests",
-            format!(
-                "no container of their Deployments runs {}; name the containers to set in 'deployments' (name:container)",
-                match &image.registry {
-                    Some(r) => format!("{r}/{}", image.repository),
-                    None => image.repository.clone(),
-                }
-            ),
-        );
+            .collect();
+    };
+    if rolling && matches!(b.mode, Mode::Deploy | Mode::Plan) {
+        for m in &in_manifests {
+            let kind = m.workload_kind().unwrap_or_default();
+            if out.iter().any(|d| d.name == m.name() && d.kind == kind) {
+                continue;
+            }
+            // Judged with the image its manifest gives it.
+            let Some((container, image)) = m.containers().into_iter().next() else { continue };
+            out.push(DeploymentRef {
+                name: m.name().into(),
+                kind,
+                container: Some(container),
+                image: Some(image),
+                ..Default::default()
+            });
+        }
     }
-    found
+    out
 }
 
 fn registry_and_ssm(

@@ -1091,7 +1091,7 @@ fn kubernetes_manifest_problems_are_named_before_any_contact() {
     for want in [
         "'missing.yaml' matches no file",
         "k8s/app.yaml#2: is not a Kubernetes object (no apiVersion, metadata.name)",
-        "no container of their Deployments runs example.invalid/web",
+        "no container of their workloads runs example.invalid/web",
     ] {
         assert!(run.stdout.contains(want), "{want}: {}", run.stdout);
     }
@@ -2130,4 +2130,6 @@ fn kubernetes_rolling_smoke_test_failing_rolls_back() {
 /// CloudWatch alarms and the Prometheus query in a blue-green window and a
 /// canary step.
 mod analysis;
+mod kinds;
+mod manifests;
 mod trust;

@@ -12,7 +12,7 @@ use kube::api::{Api, PostParams};
 
 use super::error::KubeError;
 use super::{Deploy, Strategy};
-use crate::inputs::{CanaryTraffic, KubernetesSpec, Mode};
+use crate::inputs::{CanaryTraffic, KubernetesSpec, Mode, WorkloadKind};
 use crate::runner::Runner;
 
 /// One verb on one resource in one namespace, and what the run uses it for.
@@ -35,17 +35,37 @@ pub fn needed(
     work: Option<&Deploy<'_>>,
 ) -> Vec<Rule> {
     let mut out = Vec::new();
+    let kinds: Vec<WorkloadKind> = spec.deployments.iter().map(|d| d.kind).collect();
+    // Deployments' rules unless every workload is of another kind (a
+    // rolling deploy of StatefulSets or DaemonSets only).
+    let deployments = !matches!(strategy, Strategy::Rolling)
+        || kinds.is_empty()
+        || kinds.contains(&WorkloadKind::Deployment);
     for ns in namespaces {
         let mut add = |verb, group, resource, why| {
             out.push(Rule { verb, group, resource, namespace: ns.to_string(), why });
         };
-        add("get", "apps", "deployments", "reading each Deployment");
-        add("list", "apps", "deployments", "watching the rollout");
-        add("watch", "apps", "deployments", "watching the rollout");
-        add("patch", "apps", "deployments", "setting the image, and the undo on the way back");
-        add("list", "apps", "replicasets", "the new ReplicaSet's pods, and the undo's previous revision");
-        add("list", "", "pods", "early failure detection (CrashLoopBackOff, ImagePullBackOff)");
-        add("watch", "", "pods", "early failure detection (CrashLoopBackOff, ImagePullBackOff)");
+        if deployments {
+            add("get", "apps", "deployments", "reading each Deployment");
+            add("list", "apps", "deployments", "watching the rollout");
+            add("watch", "apps", "deployments", "watching the rollout");
+            add("patch", "apps", "deployments", "setting the image, and the undo on the way back");
+            add("list", "apps", "replicasets", "the new ReplicaSet's pods, and the undo's previous revision");
+            add("list", "", "pods", "early failure detection (CrashLoopBackOff, ImagePullBackOff)");
+            add("watch", "", "pods", "early failure detection (CrashLoopBackOff, ImagePullBackOff)");
+        }
+        for kind in
+            [WorkloadKind::StatefulSet, WorkloadKind::DaemonSet].into_iter().filter(|k| kinds.contains(k))
+        {
+            let resource = kind.resource();
+            add("get", "apps", resource, "reading it, and judging its rollout");
+            add("patch", "apps", resource, "setting the image, and the undo on the way back");
+            add("list", "apps", "controllerrevisions", "the new revision's pods, and the undo's revision");
+            add("list", "", "pods", "early failure detection (CrashLoopBackOff, ImagePullBackOff)");
+            if kind == WorkloadKind::StatefulSet {
+                add("delete", "", "pods", "replacing a StatefulSet's broken pods after the undo");
+            }
+        }
         match (mode, strategy) {
             (Mode::Deploy | Mode::Rollback, Strategy::BlueGreen(_)) => {
                 add("create", "apps", "deployments", "the blue-green colours");
@@ -115,7 +135,15 @@ pub fn needed(
         }
         // A manifest may create its Deployment.
         if mode == Mode::Deploy && !spec.manifests.is_empty() {
-            add("create", "apps", "deployments", "a Deployment the manifests create");
+            if deployments {
+                add("create", "apps", "deployments", "a Deployment the manifests create");
+            }
+            if kinds.contains(&WorkloadKind::StatefulSet) {
+                add("create", "apps", "statefulsets", "a StatefulSet the manifests create");
+            }
+            if kinds.contains(&WorkloadKind::DaemonSet) {
+                add("create", "apps", "daemonsets", "a DaemonSet the manifests create");
+            }
         }
     }
     let mut seen = Vec::new();

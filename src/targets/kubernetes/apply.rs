@@ -3,7 +3,7 @@
 //! `envFrom` when the app's Secret is involved), so the action owns exactly
 //! those fields and nothing else (never `replicas`).
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{EnvFromSource, PodTemplateSpec, SecretEnvSource};
 use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -13,14 +13,19 @@ use super::FIELD_MANAGER;
 use super::error::{KubeError, ObjectRef};
 use super::rollout::REVISION;
 use super::secret::is_ours;
-use crate::inputs::DeploymentRef;
+use super::workloads;
 use crate::inputs::manifests::Manifest;
+use crate::inputs::{DeploymentRef, WorkloadKind};
 use crate::runner::Runner;
 
-/// A Deployment as read before the deploy.
+/// A workload as read before the deploy.
 #[derive(Debug, Clone)]
 pub struct Current {
     pub object: ObjectRef,
+    /// A Deployment, or (rolling only) a StatefulSet or DaemonSet, whose
+    /// metadata, selector and template `deployment` holds in a
+    /// Deployment's shape.
+    pub kind: WorkloadKind,
     /// The container whose image is set.
     pub container: String,
     /// What the container runs in the cluster now (`None` if not created).
@@ -74,6 +79,9 @@ pub async fn read(
     manifest: Option<&Manifest>,
 ) -> Result<Current, KubeError> {
     let namespace = manifest.and_then(|m| m.namespace()).unwrap_or(namespace);
+    if r.kind != WorkloadKind::Deployment {
+        return read_other(client, namespace, r, manifest).await;
+    }
     let object = ObjectRef::deployment(namespace, &r.name);
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let live = api
@@ -87,6 +95,7 @@ pub async fn read(
     }
     let exists = live.is_some();
     let live_template = live.as_ref().and_then(|d| d.spec.as_ref()).map(|s| s.template.clone());
+    let revision = live.as_ref().and_then(|d| d.metadata.annotations.as_ref()?.get(REVISION).cloned());
     let d = match (live, manifest) {
         (Some(d), None) => d,
         (None, None) => {
@@ -97,16 +106,70 @@ pub async fn read(
                 None => KubeError::NotFound { object },
             });
         }
-        (live, Some(m)) => {
-            let mut d: Deployment = serde_json::from_value(m.object.clone())
-                .map_err(|e| KubeError::Config(format!("{}: not a Deployment: {e}", m.source)))?;
-            if let Some(l) = live {
-                d.metadata = l.metadata;
-                d.status = l.status;
-            }
-            d
-        }
+        (live, Some(m)) => shaped(m, live.map(|l| (l.metadata, l.status)))?,
     };
+    current(r, object, WorkloadKind::Deployment, d, live_template, revision, manifest, exists)
+}
+
+/// A manifest's workload in a Deployment's shape (its selector, template
+/// and replicas), under the live metadata and status when it exists.
+fn shaped(
+    m: &Manifest,
+    live: Option<(ObjectMeta, Option<k8s_openapi::api::apps::v1::DeploymentStatus>)>,
+) -> Result<Deployment, KubeError> {
+    // A StatefulSet or DaemonSet read as a Deployment: the fields they
+    // share (metadata, selector, template, replicas); the rest is ignored.
+    let mut object = m.object.clone();
+    object["kind"] = "Deployment".into();
+    let mut d: Deployment = serde_json::from_value(object)
+        .map_err(|e| KubeError::Config(format!("{}: not a {}: {e}", m.source, m.kind())))?;
+    if let Some((meta, status)) = live {
+        d.metadata = meta;
+        d.status = status;
+    }
+    Ok(d)
+}
+
+/// [`read`] for a StatefulSet or DaemonSet (rolling deploys only).
+async fn read_other(
+    client: &kube::Client,
+    namespace: &str,
+    r: &DeploymentRef,
+    manifest: Option<&Manifest>,
+) -> Result<Current, KubeError> {
+    let object = ObjectRef::new(r.kind.as_str(), namespace, &r.name);
+    let live = workloads::get(client, r.kind, namespace, &r.name).await?;
+    let on_delete = match (&live, manifest) {
+        (_, Some(m)) => m.object["spec"]["updateStrategy"]["type"] == "OnDelete",
+        (Some(s), None) => s.on_delete,
+        (None, None) => false,
+    };
+    if on_delete {
+        return Err(KubeError::OnDelete { object });
+    }
+    let exists = live.is_some();
+    let live_template = live.as_ref().map(|s| s.template.clone());
+    let revision = live.as_ref().map(|s| s.rolled.revision.clone()).filter(|r| !r.is_empty());
+    let d = match (live, manifest) {
+        (Some(s), None) => s.as_deployment(),
+        (None, None) => return Err(KubeError::NotFound { object }),
+        (live, Some(m)) => shaped(m, live.map(|s| (s.meta, None)))?,
+    };
+    current(r, object, r.kind, d, live_template, revision, manifest, exists)
+}
+
+/// The container to set, and the [`Current`] of it.
+#[allow(clippy::too_many_arguments)] // the parts read above, assembled once
+fn current(
+    r: &DeploymentRef,
+    object: ObjectRef,
+    kind: WorkloadKind,
+    d: Deployment,
+    live_template: Option<PodTemplateSpec>,
+    revision: Option<String>,
+    manifest: Option<&Manifest>,
+    exists: bool,
+) -> Result<Current, KubeError> {
     let names: Vec<String> = d
         .spec
         .as_ref()
@@ -133,7 +196,8 @@ pub async fn read(
         // The cluster's image, not the manifest's placeholder.
         image: live_template.as_ref().and_then(|t| template_image(t, Some(&container))),
         live_template,
-        revision: d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).cloned(),
+        revision,
+        kind,
         object,
         container,
         deployment: d,
@@ -148,7 +212,6 @@ pub async fn read(
 /// rather than sending a user looking for a typo. A kind the Role may not
 /// read answers `None`.
 async fn other_kind(client: &kube::Client, namespace: &str, name: &str) -> Option<&'static str> {
-    use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     if matches!(sts.get_opt(name).await, Ok(Some(_))) {
         return Some("StatefulSet");
@@ -184,7 +247,7 @@ pub fn apply_patch(t: &Current, image: &str, env_from: Option<&[EnvFromSource]>)
     }
     serde_json::json!({
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": t.kind.as_str(),
         "metadata": {"name": t.object.name, "namespace": t.object.namespace},
         "spec": {"template": {"spec": {"containers": [c]}}},
     })
@@ -289,13 +352,30 @@ pub async fn set_image_applied(
     runner: &Runner,
     dry_run: bool,
 ) -> Result<(bool, Option<PodTemplateSpec>), KubeError> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), &t.object.namespace);
+    let ns = t.object.namespace.as_str();
     let patch = apply_patch(t, image, env_from);
     let before = if t.exists { t.deployment.metadata.generation.unwrap_or(0) } else { 0 };
-    let target = Target { object: &t.object, resource: "deployments", group: "apps" };
+    let target = Target { object: &t.object, resource: t.kind.resource(), group: "apps" };
     let live = t.exists.then_some(&t.deployment.metadata);
-    let applied = apply_taking_over(&api, &target, &patch, live, runner, dry_run).await?;
-    let after = applied.metadata.generation.unwrap_or(0);
+    // The applied object's generation and pod template, whatever its kind.
+    let (after, template) = match t.kind {
+        WorkloadKind::Deployment => {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+            let a = apply_taking_over(&api, &target, &patch, live, runner, dry_run).await?;
+            (a.metadata.generation, a.spec.map(|s| s.template))
+        }
+        WorkloadKind::StatefulSet => {
+            let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+            let a = apply_taking_over(&api, &target, &patch, live, runner, dry_run).await?;
+            (a.metadata.generation, a.spec.map(|s| s.template))
+        }
+        WorkloadKind::DaemonSet => {
+            let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+            let a = apply_taking_over(&api, &target, &patch, live, runner, dry_run).await?;
+            (a.metadata.generation, a.spec.map(|s| s.template))
+        }
+    };
+    let after = after.unwrap_or(0);
     if !dry_run {
         match t.exists {
             true => runner.line(&format!(
@@ -308,7 +388,6 @@ pub async fn set_image_applied(
     // Changed when the pod template is another: a new revision to undo. A
     // spec change elsewhere (replicas by an HPA, a manifest's strategy)
     // moves the generation, not the template, and leaves nothing to undo.
-    let template = applied.spec.map(|s| s.template);
     let changed = !t.exists || template.as_ref() != t.live_template.as_ref();
     Ok((changed, template))
 }

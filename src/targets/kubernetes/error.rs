@@ -52,9 +52,14 @@ pub enum KubeError {
 
     /// `deployments` names a workload of another kind (`object.kind`).
     #[error(
-        "{object} is a {kind}, not a Deployment: target 'kubernetes' deploys Deployments only (rolling, blue-green and canary); roll a {kind} with kubectl (set image, then rollout status) until the action supports it"
+        "{object} is a {kind}, not a Deployment: name it as {}/{} in 'deployments' to roll it (strategy 'rolling'; blue-green and canary take Deployments only)", .object.kind, .object.name
     )]
     NotADeployment { object: ObjectRef, kind: &'static str },
+
+    #[error(
+        "{object}: updateStrategy OnDelete changes its pods only when they are deleted, so there is no rollout to judge or undo (kubectl rollout status refuses it too); set updateStrategy type RollingUpdate"
+    )]
+    OnDelete { object: ObjectRef },
 
     /// A canary step the replica counts cannot express (`canary-traffic:
     /// replicas`): the real share is far from the step.
@@ -109,7 +114,7 @@ pub enum KubeError {
     )]
     Paused { object: ObjectRef, action: &'static str },
 
-    #[error("{object}: no rollout history found for deployment \"{}\"", .object.name)]
+    #[error("{object}: no rollout history found for {} \"{}\"", .object.kind, .object.name)]
     NoHistory { object: ObjectRef },
 
     /// The migration Job failed, timed out or its pod could not start;
@@ -153,6 +158,7 @@ impl KubeError {
             KubeError::SharedService { .. } => "service_shared",
             KubeError::Autoscaled { .. } => "autoscaled_blue_green",
             KubeError::NotADeployment { .. } => "kube_kind_unsupported",
+            KubeError::OnDelete { .. } => "update_strategy_on_delete",
             KubeError::CanaryShare { .. } => "canary_share_inexpressible",
             KubeError::Paused { .. } => "deployment_paused",
             KubeError::NoHistory { .. } => "no_rollout_history",

@@ -296,6 +296,7 @@ mod tests {
         .unwrap();
         let current = Current {
             object: ObjectRef::deployment("shop", "web"),
+            kind: crate::inputs::WorkloadKind::Deployment,
             container: "app".into(),
             image: Some("r/web:1".into()),
             revision: None,

@@ -34,6 +34,7 @@ pub mod steps;
 pub mod undo;
 pub mod wayback;
 pub mod workers;
+pub mod workloads;
 
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::{KubeError, ObjectRef};
 
 use crate::inputs::manifests::{self, Manifest};
-use crate::inputs::{KubernetesSpec, Mode};
+use crate::inputs::{DeploymentRef, KubernetesSpec, Mode, WorkloadKind};
 use crate::runner::Runner;
 use rollout::Rolled;
 use secret::AppSecret;
@@ -165,7 +166,7 @@ pub async fn plan(
         lines.push(format!("{o}: would be applied from {}", m.source));
     }
     for r in &spec.deployments {
-        let t = apply::read(&client, ns, r, manifest_of(spec, &r.name)).await?;
+        let t = apply::read(&client, ns, r, manifest_of(spec, r)).await?;
         let image = t.image_to_run(image.ok_or_else(|| KubeError::Config("no image to deploy".into()))?);
         let env_from = apply::env_from_as_is(&t, app);
         let changes = apply::set_image(&client, &t, image, env_from.as_deref(), runner, true).await?;
@@ -189,16 +190,16 @@ pub async fn plan(
     Ok(lines)
 }
 
-/// The manifest of a rolled Deployment, if `manifests`.
-fn manifest_of<'a>(spec: &'a KubernetesSpec, name: &str) -> Option<&'a Manifest> {
-    spec.manifests.iter().find(|m| m.is_deployment() && m.name() == name)
+/// The manifest of a rolled workload, if `manifests`.
+fn manifest_of<'a>(spec: &'a KubernetesSpec, r: &DeploymentRef) -> Option<&'a Manifest> {
+    spec.manifests.iter().find(|m| m.workload_kind() == Some(r.kind) && m.name() == r.name)
 }
 
 /// The namespace a rolled Deployment lives in: its manifest's
 /// `metadata.namespace` when it sets one (that is where the apply goes, so
 /// it is where the rollout is judged and undone), else the `namespace` input.
-fn namespace_of<'a>(spec: &'a KubernetesSpec, name: &str) -> &'a str {
-    manifest_of(spec, name).and_then(Manifest::namespace).unwrap_or(&spec.namespace)
+fn namespace_of<'a>(spec: &'a KubernetesSpec, r: &DeploymentRef) -> &'a str {
+    manifest_of(spec, r).and_then(Manifest::namespace).unwrap_or(&spec.namespace)
 }
 
 /// The namespaces of `targets`, each once, in order: where the app's
@@ -216,33 +217,46 @@ fn namespaces_of(targets: &[apply::Current]) -> Vec<&str> {
 /// The manifests' other objects: those applied before the migration
 /// (what workloads refer to), and those after the Deployments.
 fn others(spec: &KubernetesSpec) -> (Vec<&Manifest>, Vec<&Manifest>) {
-    let rolled = |m: &Manifest| m.is_deployment() && spec.deployments.iter().any(|d| d.name == m.name());
+    let rolled = |m: &Manifest| {
+        m.workload_kind().is_some_and(|k| spec.deployments.iter().any(|d| d.name == m.name() && d.kind == k))
+    };
     spec.manifests
         .iter()
         .filter(|m| !rolled(m))
         .partition(|m| manifests::rank(m.kind()) < manifests::WORKLOAD)
 }
 
-/// Applies `list` in order; the first failure stops.
+/// Applies `list` in order; the first failure stops, and so does a
+/// signal (checked before each write: the one in flight completes, so
+/// what was applied is known). `Ok(false)` when cancelled.
 async fn apply_all(
     client: &kube::Client,
     list: &[&Manifest],
     ns: &str,
     runner: &Runner,
-) -> Result<(), KubeError> {
-    for m in list {
+    cancel: &CancellationToken,
+) -> Result<bool, KubeError> {
+    for (i, m) in list.iter().enumerate() {
+        if cancel.is_cancelled() {
+            runner.line(&format!(
+                "cancelled: {} of {} object(s) applied, the rest left as they were",
+                i,
+                list.len()
+            ));
+            return Ok(false);
+        }
         let o = apply::apply_object(client, m, ns, runner, false).await?;
         runner.line(&format!("{o}: applied ({})", m.source));
         if matches!(m.kind(), "StatefulSet" | "DaemonSet") {
             runner.warning(
                 "kube_kind_not_judged",
                 &format!(
-                    "{o}: applied, not judged: the action judges Deployments only; check it with kubectl rollout status"
+                    "{o}: applied, not judged: blue-green and canary judge their Deployments only (a rolling deploy judges every workload of the manifests); check it with kubectl rollout status"
                 ),
             );
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn summary(r: &Rolled) -> String {
@@ -296,7 +310,7 @@ pub async fn run(
         // Where the Deployments live (a manifest may set its own).
         let mut namespaces: Vec<&str> = Vec::new();
         for r in &spec.deployments {
-            let ns = namespace_of(spec, &r.name);
+            let ns = namespace_of(spec, r);
             if !namespaces.contains(&ns) {
                 namespaces.push(ns);
             }
@@ -370,7 +384,7 @@ async fn migrate_back(
     let result = if cancel.is_cancelled() {
         Err(by_hand("cancelled before it could run"))
     } else {
-        match apply::read(client, &spec.namespace, first, manifest_of(spec, &first.name)).await {
+        match apply::read(client, &spec.namespace, first, manifest_of(spec, first)).await {
             Err(e) => Err(e.to_string()),
             Ok(_) if cancel.is_cancelled() => Err(by_hand("cancelled before it could run")),
             Ok(from) => {
@@ -421,7 +435,7 @@ async fn deploy(
         let _g = runner.group(&format!("Read {} deployment(s) in {ns}", spec.deployments.len()));
         for r in &spec.deployments {
             let got = tokio::select! {
-                g = apply::read(client, ns, r, manifest_of(spec, &r.name)) => g,
+                g = apply::read(client, ns, r, manifest_of(spec, r)) => g,
                 _ = cancel.cancelled() => return ClusterRun { cancelled: true, ..out },
             };
             match got {
@@ -480,8 +494,10 @@ async fn deploy(
     if !before.is_empty() {
         out.stage = "apply";
         let _g = runner.group(&format!("Apply {} object(s) from the manifests", before.len()));
-        if let Err(e) = apply_all(client, &before, ns, runner).await {
-            return unchanged(ClusterRun { error: Some(e), ..out }, &targets);
+        match apply_all(client, &before, ns, runner, cancel).await {
+            Ok(true) => {}
+            Ok(false) => return ClusterRun { cancelled: true, ..unchanged(out, &targets) },
+            Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &targets),
         }
     }
 
@@ -541,7 +557,8 @@ async fn deploy(
 
     if out.error.is_none() && !cancel.is_cancelled() && !after.is_empty() {
         let _g = runner.group(&format!("Apply {} more object(s) from the manifests", after.len()));
-        if let Err(e) = apply_all(client, &after, ns, runner).await {
+        // Cancelled: the check after the rollout's turns back what changed.
+        if let Err(e) = apply_all(client, &after, ns, runner, cancel).await {
             out.error = Some(e);
         }
     }
@@ -557,7 +574,12 @@ async fn deploy(
             async move {
                 let started = Instant::now();
                 let (ns, name) = (&t.object.namespace, &t.object.name);
-                let r = rollout::watch_applied(client, ns, name, pinned.as_ref(), runner, &stop).await;
+                let r = match t.kind {
+                    WorkloadKind::Deployment => {
+                        rollout::watch_applied(client, ns, name, pinned.as_ref(), runner, &stop).await
+                    }
+                    kind => workloads::watch(client, kind, ns, name, pinned.as_ref(), runner, &stop).await,
+                };
                 if r.is_err() {
                     stop.cancel();
                 }
@@ -657,7 +679,12 @@ async fn deploy(
             continue;
         }
         let started = Instant::now();
-        let (note, ok) = undo_and_confirm(client, &t.object.namespace, &t.object.name, runner, &way).await;
+        let (note, ok) = match t.kind {
+            WorkloadKind::Deployment => {
+                undo_and_confirm(client, &t.object.namespace, &t.object.name, runner, &way).await
+            }
+            _ => undo_workload_and_confirm(client, t, runner, &way).await,
+        };
         all_undone &= ok;
         out.units.push((t.object.to_string(), note, started.elapsed()));
     }
@@ -756,6 +783,58 @@ pub(crate) async fn undo_and_confirm(
     }
 }
 
+/// [`undo_and_confirm`] for a StatefulSet or DaemonSet: back to the
+/// template it had before this run, through its ControllerRevision.
+async fn undo_workload_and_confirm(
+    client: &kube::Client,
+    t: &apply::Current,
+    runner: &Runner,
+    way: &WayBack<'_>,
+) -> (String, bool) {
+    let (object, ns, name) = (&t.object, t.object.namespace.as_str(), t.object.name.as_str());
+    let undone =
+        way.bound(Some(UNDO_WATCH), workloads::undo(client, t.kind, ns, name, t.live_template.as_ref()));
+    let revision = match undone.await {
+        Some(Ok(Undone::RolledBack { revision, .. })) => {
+            runner.line(&format!("{object}: rolled back to revision {revision}"));
+            revision
+        }
+        Some(Ok(Undone::Skipped { revision })) => {
+            runner.line(&format!(
+                "{object}: skipped rollback (current template already matches revision {revision})"
+            ));
+            revision
+        }
+        Some(Err(e)) => {
+            runner.error(e.reason(), &format!("rollback failed: {e}"));
+            return (format!("rollback failed: {}", e.reason()), false);
+        }
+        None => {
+            runner.error("rollback_timeout", &format!("{object}: rollback not sent in time"));
+            return ("rollback not sent".into(), false);
+        }
+    };
+    if way.is_cancelled() {
+        return (format!("rolled back to revision {revision} (not watched: cancelled)"), true);
+    }
+    let stop = way.cancel().child_token();
+    let watched =
+        tokio::time::timeout(UNDO_WATCH, workloads::watch(client, t.kind, ns, name, None, runner, &stop))
+            .await;
+    match watched {
+        Ok(Ok(Some(r))) => (format!("rolled back: {}", summary(&r)), true),
+        Ok(Ok(None)) => (format!("rolled back to revision {revision} (not watched: cancelled)"), true),
+        Ok(Err(e)) => {
+            runner.warning(e.reason(), &format!("the rollback's own rollout failed: {e}"));
+            (format!("rolled back to revision {revision}, not healthy: {}", e.reason()), false)
+        }
+        Err(_) => (
+            format!("rolled back to revision {revision}, not confirmed within {}s", UNDO_WATCH.as_secs()),
+            true,
+        ),
+    }
+}
+
 async fn rollback_mode(
     client: &kube::Client,
     spec: &KubernetesSpec,
@@ -765,9 +844,60 @@ async fn rollback_mode(
     let mut out = ClusterRun { stage: "rollback", ..Default::default() };
     let _g = runner.group("Rollback (kubectl rollout undo)");
     for r in &spec.deployments {
-        let ns = namespace_of(spec, &r.name);
-        let object = ObjectRef::deployment(ns, &r.name);
+        let ns = namespace_of(spec, r);
+        let object = ObjectRef::new(r.kind.as_str(), ns, &r.name);
         let started = Instant::now();
+        if r.kind != WorkloadKind::Deployment {
+            // kubectl rollout undo statefulset/<name>: the second-newest
+            // ControllerRevision.
+            if out.previous_image.is_none()
+                && let Ok(Some(s)) = workloads::get(client, r.kind, ns, &r.name).await
+            {
+                out.previous_image = apply::template_image(&s.template, r.container.as_deref());
+            }
+            let undone = tokio::select! {
+                u = workloads::undo(client, r.kind, ns, &r.name, None) => u,
+                _ = cancel.cancelled() => return ClusterRun { cancelled: true, ..out },
+            };
+            match undone {
+                Ok(Undone::RolledBack { revision, template }) => {
+                    runner.line(&format!("{object}: rolled back to revision {revision}"));
+                    if out.restored_image.is_none() {
+                        out.restored_image = apply::template_image(&template, r.container.as_deref());
+                    }
+                }
+                Ok(Undone::Skipped { revision }) => runner.line(&format!(
+                    "{object}: skipped rollback (current template already matches revision {revision})"
+                )),
+                Err(e) => {
+                    out.units.push((
+                        object.to_string(),
+                        format!("refused: {}", e.reason()),
+                        started.elapsed(),
+                    ));
+                    out.error = Some(e);
+                    return out;
+                }
+            }
+            match workloads::watch(client, r.kind, ns, &r.name, None, runner, cancel).await {
+                Ok(Some(rolled)) => out.units.push((
+                    object.to_string(),
+                    format!("rolled back: {}", summary(&rolled)),
+                    started.elapsed(),
+                )),
+                Ok(None) => return ClusterRun { cancelled: true, ..out },
+                Err(e) => {
+                    out.units.push((
+                        object.to_string(),
+                        format!("failed: {}", e.reason()),
+                        started.elapsed(),
+                    ));
+                    out.error = Some(e);
+                    return out;
+                }
+            }
+            continue;
+        }
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
         if out.previous_image.is_none()
             && let Ok(d) = deployments.get(&r.name).await

@@ -160,7 +160,11 @@ pub fn label_selector(labels: &BTreeMap<String, String>) -> String {
 /// `!k`), so that one selecting by expressions only still gets its pods
 /// watched (early failure detection) and its ReplicaSets listed.
 pub fn selector(d: &Deployment) -> Option<String> {
-    let sel = &d.spec.as_ref()?.selector;
+    selector_of(&d.spec.as_ref()?.selector)
+}
+
+/// A workload's label selector as a string (see [`selector`]).
+pub fn selector_of(sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> Option<String> {
     let mut parts: Vec<String> = sel.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
     for e in sel.match_expressions.iter().flatten() {
         let values = e.values.clone().unwrap_or_default().join(",");
@@ -252,7 +256,7 @@ pub async fn watch_applied(
                     && let Some(now) = d.spec.as_ref().map(|s| &s.template)
                     && now != want
                 {
-                    let e = taken_over(&d, want, now, object);
+                    let e = taken_over(&d.metadata, want, now, object);
                     runner.line(&e.to_string());
                     return Err(e);
                 }
@@ -332,15 +336,14 @@ pub async fn watch_applied(
 /// than this action holding fields under `spec.template`) and what (the
 /// containers' images, else "its pod template").
 pub fn taken_over(
-    d: &Deployment,
+    meta: &kube::api::ObjectMeta,
     want: &PodTemplateSpec,
     now: &PodTemplateSpec,
     object: ObjectRef,
 ) -> KubeError {
     let touches_template =
         |f: &serde_json::Value| f.get("f:spec").and_then(|s| s.get("f:template")).is_some();
-    let by = d
-        .metadata
+    let by = meta
         .managed_fields
         .iter()
         .flatten()
