@@ -133,6 +133,19 @@ impl Ns {
         run
     }
 
+    /// An action deploying `image` with `manifests: k8s/*.yaml`, the
+    /// manifests being `yaml` in `k8s/app.yaml`.
+    pub(crate) fn manifests_action(&self, image: &str, yaml: &str) -> Action {
+        let a = self
+            .action("")
+            .without("INPUT_DEPLOYMENTS")
+            .input("manifests", "k8s/*.yaml")
+            .input("image", image);
+        std::fs::create_dir_all(a.path("k8s")).unwrap();
+        std::fs::write(a.path("k8s/app.yaml"), yaml).unwrap();
+        a
+    }
+
     pub(crate) fn action(&self, deployments: &str) -> Action {
         let kubeconfig = std::fs::read_to_string(stack_var("K8S_KUBECONFIG")).unwrap();
         Action::new()
@@ -1006,13 +1019,7 @@ fn kubernetes_manifests_are_applied_in_order_with_the_image_set() {
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 2\n  progressDeadlineSeconds: 60\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - {{name: app, image: \"example.invalid/web:latest\", envFrom: [{{configMapRef: {{name: web-config}}}}]}}\n      - {{name: sidecar, image: \"example.invalid/sidecar:1\"}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}\n---\n# a comment-only document is skipped\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-config, namespace: {ns}}}\ndata: {{MODE: prod}}\n",
         ns = ns.0
     );
-    let action = |image: &str| {
-        let a =
-            ns.action("").without("INPUT_DEPLOYMENTS").input("manifests", "k8s/*.yaml").input("image", image);
-        std::fs::create_dir_all(a.path("k8s")).unwrap();
-        std::fs::write(a.path("k8s/app.yaml"), &yaml).unwrap();
-        a
-    };
+    let action = |image: &str| ns.manifests_action(image, &yaml);
     // A plan first: a server-side dry run that creates nothing.
     let plan = action("example.invalid/web:v1").input("mode", "plan").run();
     assert_eq!(plan.code, Some(0), "{}", plan.stdout);

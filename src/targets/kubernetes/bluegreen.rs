@@ -282,7 +282,7 @@ async fn autoscaled(client: &kube::Client, ns: &str, pairs: &[Pair]) -> Result<(
         return Ok(());
     }
     let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
-    let list = api.list(&ListParams::default()).await.map_err(|e| {
+    let list = super::paged::list_all(&api, &ListParams::default()).await.map_err(|e| {
         KubeError::from_api(
             e,
             "list",
@@ -291,7 +291,7 @@ async fn autoscaled(client: &kube::Client, ns: &str, pairs: &[Pair]) -> Result<(
             ObjectRef::new("horizontalpodautoscaler", ns, ""),
         )
     })?;
-    for hpa in &list.items {
+    for hpa in &list {
         let target = &hpa.spec.scale_target_ref;
         let scaled = pairs.iter().find(|p| {
             target.kind == "Deployment"
@@ -326,8 +326,7 @@ async fn shared_with_others(
     source: &str,
 ) -> Result<(), KubeError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let list = api
-        .list(&ListParams::default())
+    let list = super::paged::list_all(&api, &ListParams::default())
         .await
         .map_err(|e| KubeError::from_api(e, "list", "deployments", "apps", service.clone()))?;
     let ours = |n: &str| n == source || n == format!("{source}-blue") || n == format!("{source}-green");
@@ -338,7 +337,6 @@ async fn shared_with_others(
         selector.iter().filter(|(k, _)| *k != HASH_LABEL).all(|(k, v)| labels.get(k) == Some(v))
     };
     let others: Vec<String> = list
-        .items
         .iter()
         .filter(|d| !d.metadata.name.as_deref().is_some_and(ours))
         .filter(|d| d.spec.as_ref().and_then(|s| s.replicas) != Some(0))
@@ -362,17 +360,17 @@ async fn ready_pods_of(
     selector: &BTreeMap<String, String>,
 ) -> Result<Vec<Pod>, KubeError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&rollout::label_selector(selector)))
-        .await
-        .map_err(|e| KubeError::from_api(e, "list", "pods", "", ObjectRef::new("pod", ns, "")))?;
+    let list =
+        super::paged::list_all(&pods, &ListParams::default().labels(&rollout::label_selector(selector)))
+            .await
+            .map_err(|e| KubeError::from_api(e, "list", "pods", "", ObjectRef::new("pod", ns, "")))?;
     let ready = |p: &Pod| {
         p.status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     };
-    Ok(list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none() && ready(p)).collect())
+    Ok(list.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none() && ready(p)).collect())
 }
 
 /// The ready pods a selector matches, by name.

@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod eks;
 pub mod error;
 pub mod migrate;
+pub mod paged;
 pub mod rollout;
 pub mod secret;
 pub mod steps;
@@ -736,11 +737,55 @@ pub(crate) async fn undo_and_confirm(
     let object = ObjectRef::deployment(ns, name);
     let within = if way.is_cancelled() { Duration::from_millis(500) } else { OBSERVED_WITHIN };
     way.bound(Some(within), undo::observed(client, &object, within)).await;
-    let undone = match way.bound(Some(UNDO_WATCH), undo::undo(client, ns, name)).await {
-        Some(Ok(u)) => u,
+    let undone = way.bound(Some(UNDO_WATCH), undo::undo(client, ns, name)).await;
+    let revision = match sent(&object, undone, way, runner) {
+        Ok(revision) => revision,
+        Err(note) => return note,
+    };
+    confirm_undo(client, WorkloadKind::Deployment, ns, name, &revision, runner, way).await
+}
+
+/// [`undo_and_confirm`] for a StatefulSet or DaemonSet: back to the
+/// template it had before this run, through its ControllerRevision.
+async fn undo_workload_and_confirm(
+    client: &kube::Client,
+    t: &apply::Current,
+    runner: &Runner,
+    way: &WayBack<'_>,
+) -> (String, bool) {
+    let (ns, name) = (t.object.namespace.as_str(), t.object.name.as_str());
+    let undone = way
+        .bound(Some(UNDO_WATCH), workloads::undo(client, t.kind, ns, name, t.live_template.as_ref()))
+        .await;
+    let revision = match sent(&t.object, undone, way, runner) {
+        Ok(revision) => revision,
+        Err(note) => return note,
+    };
+    confirm_undo(client, t.kind, ns, name, &revision, runner, way).await
+}
+
+/// What an undo sent within the way back said: the revision it went back
+/// to, or the unit's note when it failed or was not sent in time.
+fn sent(
+    object: &ObjectRef,
+    undone: Option<Result<Undone, KubeError>>,
+    way: &WayBack<'_>,
+    runner: &Runner,
+) -> Result<String, (String, bool)> {
+    match undone {
+        Some(Ok(Undone::RolledBack { revision, .. })) => {
+            runner.line(&format!("{object}: rolled back to revision {revision}"));
+            Ok(revision)
+        }
+        Some(Ok(Undone::Skipped { revision })) => {
+            runner.line(&format!(
+                "{object}: skipped rollback (current template already matches revision {revision})"
+            ));
+            Ok(revision)
+        }
         Some(Err(e)) => {
             runner.error(e.reason(), &format!("rollback failed: {e}"));
-            return (format!("rollback failed: {}", e.reason()), false);
+            Err((format!("rollback failed: {}", e.reason()), false))
         }
         None => {
             let within = if way.is_cancelled() {
@@ -749,27 +794,33 @@ pub(crate) async fn undo_and_confirm(
                 format!("{}s", UNDO_WATCH.as_secs())
             };
             runner.error("rollback_timeout", &format!("{object}: rollback not sent within {within}"));
-            return ("rollback not sent".into(), false);
+            Err(("rollback not sent".into(), false))
         }
-    };
-    let revision = match &undone {
-        Undone::RolledBack { revision, .. } => {
-            runner.line(&format!("{object}: rolled back to revision {revision}"));
-            revision.clone()
-        }
-        Undone::Skipped { revision } => {
-            runner.line(&format!(
-                "{object}: skipped rollback (current template already matches revision {revision})"
-            ));
-            revision.clone()
-        }
-    };
+    }
+}
+
+/// Watches the rollout an undo started, as `kubectl rollout status` judges
+/// its kind, for at most [`UNDO_WATCH`]; not after a signal.
+async fn confirm_undo(
+    client: &kube::Client,
+    kind: WorkloadKind,
+    ns: &str,
+    name: &str,
+    revision: &str,
+    runner: &Runner,
+    way: &WayBack<'_>,
+) -> (String, bool) {
     if way.is_cancelled() {
         return (format!("rolled back to revision {revision} (not watched: cancelled)"), true);
     }
     let stop = way.cancel().child_token();
-    let watched = tokio::time::timeout(UNDO_WATCH, rollout::watch(client, ns, name, runner, &stop)).await;
-    match watched {
+    let watch = async {
+        match kind {
+            WorkloadKind::Deployment => rollout::watch(client, ns, name, runner, &stop).await,
+            kind => workloads::watch(client, kind, ns, name, None, runner, &stop).await,
+        }
+    };
+    match tokio::time::timeout(UNDO_WATCH, watch).await {
         Ok(Ok(Some(r))) => (format!("rolled back: {}", summary(&r)), true),
         Ok(Ok(None)) => (format!("rolled back to revision {revision} (not watched: cancelled)"), true),
         Ok(Err(e)) => {
@@ -783,55 +834,17 @@ pub(crate) async fn undo_and_confirm(
     }
 }
 
-/// [`undo_and_confirm`] for a StatefulSet or DaemonSet: back to the
-/// template it had before this run, through its ControllerRevision.
-async fn undo_workload_and_confirm(
-    client: &kube::Client,
-    t: &apply::Current,
-    runner: &Runner,
-    way: &WayBack<'_>,
-) -> (String, bool) {
-    let (object, ns, name) = (&t.object, t.object.namespace.as_str(), t.object.name.as_str());
-    let undone =
-        way.bound(Some(UNDO_WATCH), workloads::undo(client, t.kind, ns, name, t.live_template.as_ref()));
-    let revision = match undone.await {
-        Some(Ok(Undone::RolledBack { revision, .. })) => {
-            runner.line(&format!("{object}: rolled back to revision {revision}"));
-            revision
+/// What `r`'s container runs in the cluster now (`None` when unreadable).
+async fn live_image(client: &kube::Client, r: &DeploymentRef, ns: &str) -> Option<String> {
+    match r.kind {
+        WorkloadKind::Deployment => {
+            let d = Api::<Deployment>::namespaced(client.clone(), ns).get(&r.name).await.ok()?;
+            apply::container_image(&d, r.container.as_deref())
         }
-        Some(Ok(Undone::Skipped { revision })) => {
-            runner.line(&format!(
-                "{object}: skipped rollback (current template already matches revision {revision})"
-            ));
-            revision
+        kind => {
+            let s = workloads::get(client, kind, ns, &r.name).await.ok()??;
+            apply::template_image(&s.template, r.container.as_deref())
         }
-        Some(Err(e)) => {
-            runner.error(e.reason(), &format!("rollback failed: {e}"));
-            return (format!("rollback failed: {}", e.reason()), false);
-        }
-        None => {
-            runner.error("rollback_timeout", &format!("{object}: rollback not sent in time"));
-            return ("rollback not sent".into(), false);
-        }
-    };
-    if way.is_cancelled() {
-        return (format!("rolled back to revision {revision} (not watched: cancelled)"), true);
-    }
-    let stop = way.cancel().child_token();
-    let watched =
-        tokio::time::timeout(UNDO_WATCH, workloads::watch(client, t.kind, ns, name, None, runner, &stop))
-            .await;
-    match watched {
-        Ok(Ok(Some(r))) => (format!("rolled back: {}", summary(&r)), true),
-        Ok(Ok(None)) => (format!("rolled back to revision {revision} (not watched: cancelled)"), true),
-        Ok(Err(e)) => {
-            runner.warning(e.reason(), &format!("the rollback's own rollout failed: {e}"));
-            (format!("rolled back to revision {revision}, not healthy: {}", e.reason()), false)
-        }
-        Err(_) => (
-            format!("rolled back to revision {revision}, not confirmed within {}s", UNDO_WATCH.as_secs()),
-            true,
-        ),
     }
 }
 
@@ -847,65 +860,18 @@ async fn rollback_mode(
         let ns = namespace_of(spec, r);
         let object = ObjectRef::new(r.kind.as_str(), ns, &r.name);
         let started = Instant::now();
-        if r.kind != WorkloadKind::Deployment {
-            // kubectl rollout undo statefulset/<name>: the second-newest
-            // ControllerRevision.
-            if out.previous_image.is_none()
-                && let Ok(Some(s)) = workloads::get(client, r.kind, ns, &r.name).await
-            {
-                out.previous_image = apply::template_image(&s.template, r.container.as_deref());
-            }
-            let undone = tokio::select! {
-                u = workloads::undo(client, r.kind, ns, &r.name, None) => u,
-                _ = cancel.cancelled() => return ClusterRun { cancelled: true, ..out },
-            };
-            match undone {
-                Ok(Undone::RolledBack { revision, template }) => {
-                    runner.line(&format!("{object}: rolled back to revision {revision}"));
-                    if out.restored_image.is_none() {
-                        out.restored_image = apply::template_image(&template, r.container.as_deref());
-                    }
-                }
-                Ok(Undone::Skipped { revision }) => runner.line(&format!(
-                    "{object}: skipped rollback (current template already matches revision {revision})"
-                )),
-                Err(e) => {
-                    out.units.push((
-                        object.to_string(),
-                        format!("refused: {}", e.reason()),
-                        started.elapsed(),
-                    ));
-                    out.error = Some(e);
-                    return out;
-                }
-            }
-            match workloads::watch(client, r.kind, ns, &r.name, None, runner, cancel).await {
-                Ok(Some(rolled)) => out.units.push((
-                    object.to_string(),
-                    format!("rolled back: {}", summary(&rolled)),
-                    started.elapsed(),
-                )),
-                Ok(None) => return ClusterRun { cancelled: true, ..out },
-                Err(e) => {
-                    out.units.push((
-                        object.to_string(),
-                        format!("failed: {}", e.reason()),
-                        started.elapsed(),
-                    ));
-                    out.error = Some(e);
-                    return out;
-                }
-            }
-            continue;
+        if out.previous_image.is_none() {
+            out.previous_image = live_image(client, r, ns).await;
         }
-        let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-        if out.previous_image.is_none()
-            && let Ok(d) = deployments.get(&r.name).await
-        {
-            out.previous_image = apply::container_image(&d, r.container.as_deref());
-        }
+        // kubectl rollout undo: a Deployment's previous ReplicaSet, a
+        // StatefulSet's or DaemonSet's second-newest ControllerRevision.
         let undone = tokio::select! {
-            u = undo::undo(client, ns, &r.name) => u,
+            u = async {
+                match r.kind {
+                    WorkloadKind::Deployment => undo::undo(client, ns, &r.name).await,
+                    kind => workloads::undo(client, kind, ns, &r.name, None).await,
+                }
+            } => u,
             _ = cancel.cancelled() => return ClusterRun { cancelled: true, ..out },
         };
         match undone {
@@ -925,7 +891,11 @@ async fn rollback_mode(
                 return out;
             }
         }
-        match rollout::watch(client, ns, &r.name, runner, cancel).await {
+        let watched = match r.kind {
+            WorkloadKind::Deployment => rollout::watch(client, ns, &r.name, runner, cancel).await,
+            kind => workloads::watch(client, kind, ns, &r.name, None, runner, cancel).await,
+        };
+        match watched {
             Ok(Some(rolled)) => out.units.push((
                 object.to_string(),
                 format!("rolled back: {}", summary(&rolled)),

@@ -99,6 +99,43 @@ impl PullGrace {
         self.since.retain(|pod, _| failing.contains(pod));
     }
 
+    /// One pass over the new revision's pods (those `is_new` keeps, not
+    /// being deleted: old ones may have been failing before this deploy,
+    /// and they are on their way out): the first stuck past its grace
+    /// fails `object`'s rollout; a pull failure in its grace is said once
+    /// and judged again on the next pass; one no longer seen failing
+    /// (healed, gone) is dropped.
+    pub fn pass<'a>(
+        &mut self,
+        pods: impl IntoIterator<Item = &'a Pod>,
+        is_new: impl Fn(&Pod) -> bool,
+        object: &ObjectRef,
+        runner: &Runner,
+    ) -> Result<(), KubeError> {
+        let mut failing = std::collections::BTreeSet::new();
+        for p in pods {
+            if !is_new(p) || p.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let pod = p.metadata.name.clone().unwrap_or_default();
+            let Some((reason, message)) = pod_failure(p) else { continue };
+            failing.insert(pod.clone());
+            match self.judge(&pod, &reason, tokio::time::Instant::now()) {
+                Ok(()) => {
+                    runner.line(&format!("{object}: pod {pod} is in {reason}: {message}"));
+                    return Err(KubeError::PodFailed { object: object.clone(), pod, reason, message });
+                }
+                Err(true) => runner.line(&format!(
+                    "{object}: pod {pod} is in {reason}: {message}; the kubelet pulls again within {}s (a registry blip heals then)",
+                    PULL_GRACE.as_secs()
+                )),
+                Err(false) => {}
+            }
+        }
+        self.keep_only(&failing);
+        Ok(())
+    }
+
     /// When the earliest grace ends, to judge again then.
     pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
         self.since.values().min().map(|t| *t + PULL_GRACE)
@@ -298,36 +335,13 @@ pub async fn watch_applied(
                 }
             }
         }
-        // Only the new ReplicaSet's pods count: old ones may have been
-        // failing before this deploy, and they are on their way out.
-        // A pull failure in its grace is judged again on every pass; one
-        // no longer seen failing (healed, gone, an old revision's) is dropped.
-        let mut failing = std::collections::BTreeSet::new();
+        // Only the new ReplicaSet's pods count.
         if let (Some((_, hash)), Some(_)) = (&new_hash, &current) {
-            for p in pods_seen.values() {
-                let labels = p.metadata.labels.as_ref();
-                if labels.and_then(|l| l.get(HASH_LABEL)) != Some(hash)
-                    || p.metadata.deletion_timestamp.is_some()
-                {
-                    continue;
-                }
-                let pod = p.metadata.name.clone().unwrap_or_default();
-                let Some((reason, message)) = pod_failure(p) else { continue };
-                failing.insert(pod.clone());
-                match pulls.judge(&pod, &reason, tokio::time::Instant::now()) {
-                    Ok(()) => {
-                        runner.line(&format!("{object}: pod {pod} is in {reason}: {message}"));
-                        return Err(KubeError::PodFailed { object, pod, reason, message });
-                    }
-                    Err(true) => runner.line(&format!(
-                        "{object}: pod {pod} is in {reason}: {message}; the kubelet pulls again within {}s (a registry blip heals then)",
-                        PULL_GRACE.as_secs()
-                    )),
-                    Err(false) => {}
-                }
-            }
+            let is_new = |p: &Pod| p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(hash);
+            pulls.pass(pods_seen.values(), is_new, &object, runner)?;
+        } else {
+            pulls.keep_only(&std::collections::BTreeSet::new());
         }
-        pulls.keep_only(&failing);
     }
 }
 
@@ -417,12 +431,11 @@ async fn new_rs_hash(
     if let Some(sel) = selector(d) {
         lp = lp.labels(&sel);
     }
-    let list = api
-        .list(&lp)
+    let list = super::paged::list_all(api, &lp)
         .await
         .map_err(|e| KubeError::from_api(e, "list", "replicasets", "apps", object.clone()))?;
     let uid = d.metadata.uid.as_deref();
-    Ok(list.items.iter().find_map(|rs| {
+    Ok(list.iter().find_map(|rs| {
         let controlled = rs
             .metadata
             .owner_references

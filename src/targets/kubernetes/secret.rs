@@ -139,8 +139,7 @@ pub async fn collect_garbage(
         .map_err(|e| KubeError::from_api(e, "list", "secrets", "", ns_ref("secret", "")))?;
     let mut in_use = BTreeSet::new();
     let rs: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
-    for r in rs
-        .list(&ListParams::default())
+    for r in super::paged::list_all(&rs, &ListParams::default())
         .await
         .map_err(|e| KubeError::from_api(e, "list", "replicasets", "apps", ns_ref("replicaset", "")))?
     {
@@ -149,8 +148,7 @@ pub async fn collect_garbage(
         }
     }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    for d in deployments
-        .list(&ListParams::default())
+    for d in super::paged::list_all(&deployments, &ListParams::default())
         .await
         .map_err(|e| KubeError::from_api(e, "list", "deployments", "apps", ns_ref("deployment", "")))?
     {

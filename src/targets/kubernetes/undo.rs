@@ -149,11 +149,9 @@ async fn read(
     if let Some(sel) = selector(&d) {
         lp = lp.labels(&sel);
     }
-    let rss = replica_sets
-        .list(&lp)
+    let rss = super::paged::list_all(&replica_sets, &lp)
         .await
-        .map_err(|e| KubeError::from_api(e, "list", "replicasets", "apps", object.clone()))?
-        .items;
+        .map_err(|e| KubeError::from_api(e, "list", "replicasets", "apps", object.clone()))?;
     Ok((d, rss))
 }
 

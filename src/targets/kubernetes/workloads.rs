@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 
 use super::FIELD_MANAGER;
 use super::error::{KubeError, ObjectRef};
-use super::rollout::{PULL_GRACE, PullGrace, Rolled, Verdict, pod_failure, selector_of, taken_over};
+use super::rollout::{PullGrace, Rolled, Verdict, selector_of, taken_over};
 use super::undo::Undone;
 use crate::inputs::WorkloadKind;
 use crate::runner::Runner;
@@ -224,11 +224,9 @@ async fn history(
         lp = lp.labels(&sel);
     }
     let uid = seen.meta.uid.as_deref();
-    let mut all: Vec<ControllerRevision> = api
-        .list(&lp)
+    let mut all: Vec<ControllerRevision> = super::paged::list_all(&api, &lp)
         .await
         .map_err(|e| KubeError::from_api(e, "list", "controllerrevisions", "apps", object.clone()))?
-        .items
         .into_iter()
         .filter(|cr| {
             cr.metadata
@@ -321,45 +319,36 @@ pub async fn watch(
             };
             new_pods = labels.map(|l| (generation, l));
         }
-        // Only the new revision's pods count: old ones may have been
-        // failing before this deploy.
-        let mut failing = BTreeSet::new();
+        // Only the new revision's pods count.
         if let Some((_, labels)) = &new_pods {
-            let mut lp = ListParams::default();
-            if let Some(sel) = selector_of(&seen.selector) {
-                lp = lp.labels(&sel);
-            }
-            let list = pods
-                .list(&lp)
-                .await
-                .map_err(|e| KubeError::from_api(e, "list", "pods", "", object.clone()))?;
-            for p in &list.items {
-                let rev = p.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL));
-                if !rev.is_some_and(|r| labels.contains(r)) || p.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                let pod = p.metadata.name.clone().unwrap_or_default();
-                let Some((reason, message)) = pod_failure(p) else { continue };
-                failing.insert(pod.clone());
-                match pulls.judge(&pod, &reason, tokio::time::Instant::now()) {
-                    Ok(()) => {
-                        runner.line(&format!("{object}: pod {pod} is in {reason}: {message}"));
-                        return Err(KubeError::PodFailed { object, pod, reason, message });
-                    }
-                    Err(true) => runner.line(&format!(
-                        "{object}: pod {pod} is in {reason}: {message}; the kubelet pulls again within {}s (a registry blip heals then)",
-                        PULL_GRACE.as_secs()
-                    )),
-                    Err(false) => {}
-                }
-            }
+            let list = pods_of(&pods, &seen, &object).await?;
+            let is_new = |p: &Pod| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(REVISION_LABEL))
+                    .is_some_and(|r| labels.contains(r))
+            };
+            pulls.pass(&list, is_new, &object, runner)?;
+        } else {
+            pulls.keep_only(&BTreeSet::new());
         }
-        pulls.keep_only(&failing);
         tokio::select! {
             _ = cancel.cancelled() => return Ok(None),
             _ = tokio::time::sleep(POLL) => {}
         }
     }
+}
+
+/// The pods `seen`'s selector selects (every revision's).
+async fn pods_of(pods: &Api<Pod>, seen: &Seen, object: &ObjectRef) -> Result<Vec<Pod>, KubeError> {
+    let mut lp = ListParams::default();
+    if let Some(sel) = selector_of(&seen.selector) {
+        lp = lp.labels(&sel);
+    }
+    super::paged::list_all(pods, &lp)
+        .await
+        .map_err(|e| KubeError::from_api(e, "list", "pods", "", object.clone()))
 }
 
 /// `kubectl rollout undo statefulset/<name>` (or `daemonset/`): the
@@ -444,13 +433,7 @@ async fn replace_broken_pods(
     object: &ObjectRef,
 ) -> Result<(), KubeError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let mut lp = ListParams::default();
-    if let Some(sel) = selector_of(&seen.selector) {
-        lp = lp.labels(&sel);
-    }
-    let list =
-        pods.list(&lp).await.map_err(|e| KubeError::from_api(e, "list", "pods", "", object.clone()))?;
-    for p in &list.items {
+    for p in &pods_of(&pods, seen, object).await? {
         let of_bad =
             p.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)).map(String::as_str) == Some(bad);
         let ready = p

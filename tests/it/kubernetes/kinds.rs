@@ -164,16 +164,10 @@ fn kubernetes_a_statefulset_in_the_manifests_is_judged() {
     let ns = Ns::new("kindsman");
     ns.deployment("web", "example.invalid/web:v1", 1, 60);
     ns.workload("StatefulSet", "cache", "example.invalid/cache:v1", 1, "RollingUpdate");
-    let action = ns
-        .action("")
-        .without("INPUT_DEPLOYMENTS")
-        .input("manifests", "k8s/*.yaml")
-        .input("image", "example.invalid/web:v2");
-    std::fs::create_dir_all(action.path("k8s")).unwrap();
     let web = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: app, image: \"example.invalid/web:latest\"}\n      - {name: sidecar, image: \"example.invalid/sidecar:1\"}\n";
     let cache =
         workload_yaml(&ns.0, "StatefulSet", "cache", "example.invalid/cache:crashloop", 1, "RollingUpdate");
-    std::fs::write(action.path("k8s/app.yaml"), format!("{web}---\n{cache}")).unwrap();
+    let action = ns.manifests_action("example.invalid/web:v2", &format!("{web}---\n{cache}"));
     let run = action.run();
     assert_status(&run, "failure", 1);
     let cache_ref = format!("statefulset {}/cache", ns.0);

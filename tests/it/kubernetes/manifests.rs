@@ -42,15 +42,8 @@ fn secret_crds() {
 fn kubernetes_secret_making_custom_resources_are_applied_before_the_workloads() {
     secret_crds();
     let ns = Ns::new("crs");
-    let action = ns
-        .action("")
-        .without("INPUT_DEPLOYMENTS")
-        .input("manifests", "k8s/*.yaml")
-        .input("image", "example.invalid/web:v1");
-    std::fs::create_dir_all(action.path("k8s")).unwrap();
     let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: app\n        image: example.invalid/web:latest\n        envFrom: [{secretRef: {name: web-db, optional: true}}, {secretRef: {name: web-api, optional: true}}]\n---\napiVersion: bitnami.com/v1alpha1\nkind: SealedSecret\nmetadata: {name: web-db}\nspec: {encryptedData: {DATABASE_URL: AgBy3i4OJSWK}}\n---\napiVersion: external-secrets.io/v1beta1\nkind: ExternalSecret\nmetadata: {name: web-api}\nspec: {secretStoreRef: {name: aws, kind: SecretStore}, target: {name: web-api}, data: [{secretKey: API_KEY, remoteRef: {key: /shop/api-key}}]}\n---\napiVersion: external-secrets.io/v1beta1\nkind: SecretStore\nmetadata: {name: aws}\nspec: {provider: {aws: {service: ParameterStore, region: eu-west-1}}}\n";
-    std::fs::write(action.path("k8s/app.yaml"), yaml).unwrap();
-    let run = action.run();
+    let run = ns.manifests_action("example.invalid/web:v1", yaml).run();
     assert_status(&run, "success", 0);
     let at = |s: String| run.stdout.find(&s).unwrap_or_else(|| panic!("{s} missing: {}", run.stdout));
     let store = at(format!("secretstore {}/aws: applied (k8s/app.yaml#4)", ns.0));
@@ -82,12 +75,6 @@ fn kubernetes_secret_making_custom_resources_are_applied_before_the_workloads() 
 fn kubernetes_a_signal_while_the_manifests_are_applied_stops_the_applying() {
     let ns = Ns::new("applysig");
     ns.deployment("web", "example.invalid/web:v1", 1, 60);
-    let action = ns
-        .action("")
-        .without("INPUT_DEPLOYMENTS")
-        .input("manifests", "k8s/*.yaml")
-        .input("image", "example.invalid/web:v2");
-    std::fs::create_dir_all(action.path("k8s")).unwrap();
     let total = 400;
     let mut yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: app, image: \"example.invalid/web:latest\"}\n      - {name: sidecar, image: \"example.invalid/sidecar:1\"}\n".to_string();
     for i in 0..total {
@@ -95,7 +82,7 @@ fn kubernetes_a_signal_while_the_manifests_are_applied_stops_the_applying() {
             "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg-{i:03}}}\ndata: {{N: \"{i}\"}}\n"
         ));
     }
-    std::fs::write(action.path("k8s/app.yaml"), yaml).unwrap();
+    let action = ns.manifests_action("example.invalid/web:v2", &yaml);
     let applied = || {
         kubectl_ok(&["-n", &ns.0, "get", "configmaps", "-o", "name"])
             .lines()
