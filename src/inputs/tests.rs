@@ -324,3 +324,35 @@ fn inputs_a_strategy_or_a_cluster_would_not_use_are_named() {
     // The defaults the runner passes for all of them are no problem (the
     // defaults test covers every input at once).
 }
+
+/// `deployments` against manifests: a workload reached twice (a bare name
+/// and its kind) is named once, not rolled twice; a bare name takes the
+/// Deployment of that name before another kind's.
+#[test]
+fn a_workload_of_the_manifests_is_named_once_and_a_bare_name_prefers_the_deployment() {
+    let workload = |kind: &str, name: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec:\n  template:\n    spec:\n      containers: [{{name: app, image: ghcr.io/acme/shop:0}}]\n"
+        )
+    };
+    let cluster = |deployments: &str, manifests: String| {
+        run(
+            &[("target", "kubernetes"), ("manifests", "m.yaml"), ("deployments", deployments)],
+            false,
+            &[("m.yaml", &manifests)],
+        )
+    };
+    let p = problems(cluster("db, sts/db", workload("StatefulSet", "db")));
+    assert!(p.iter().any(|p| p.contains("'statefulset/db' names the StatefulSet 'db' again")), "{p:?}");
+    let both = format!("{}---\n{}", workload("StatefulSet", "web"), workload("Deployment", "web"));
+    let spec = cluster("web", both).unwrap().kubernetes.unwrap();
+    let rolled: Vec<_> = spec.deployments.iter().filter(|d| d.name == "web").map(|d| d.kind).collect();
+    assert!(rolled.contains(&super::WorkloadKind::Deployment), "{rolled:?}");
+    assert_eq!(
+        spec.deployments
+            .iter()
+            .filter(|d| d.name == "web" && d.kind == super::WorkloadKind::Deployment)
+            .count(),
+        1
+    );
+}

@@ -1137,10 +1137,14 @@ fn manifest_deployments(
         let mut out = Vec::new();
         for d in named {
             // A bare name takes the kind of the manifest that has it.
-            let found = in_manifests.iter().find(|m| {
-                m.name() == d.name
-                    && (d.kind == WorkloadKind::Deployment || m.workload_kind() == Some(d.kind))
-            });
+            // A workload of the kind named first (a bare name: a Deployment),
+            // else, for a bare name, the other kind of that name.
+            let found = in_manifests
+                .iter()
+                .find(|m| m.name() == d.name && m.workload_kind() == Some(d.kind))
+                .or_else(|| {
+                    in_manifests.iter().find(|m| m.name() == d.name && d.kind == WorkloadKind::Deployment)
+                });
             match found {
                 None => c.problem(
                     "deployments",
@@ -1170,7 +1174,16 @@ fn manifest_deployments(
                             ),
                         );
                     }
-                    out.push(DeploymentRef { kind: m.workload_kind().unwrap_or_default(), ..d });
+                    let kind = m.workload_kind().unwrap_or_default();
+                    if out.iter().any(|o: &DeploymentRef| o.name == d.name && o.kind == kind) {
+                        // `db` and `sts/db` both found the StatefulSet.
+                        c.problem(
+                            "deployments",
+                            format!("'{}' names the {} '{}' again", d.label(), kind.as_str(), d.name),
+                        );
+                        continue;
+                    }
+                    out.push(DeploymentRef { kind, ..d });
                 }
             }
         }

@@ -124,6 +124,15 @@ pub fn needed(
                 for verb in ["create", "list", "delete"] {
                     add(verb, "", "secrets", "the app's Secret from SSM; superseded ones removed");
                 }
+                // What refers to a superseded Secret keeps it.
+                for resource in ["deployments", "replicasets", "controllerrevisions"] {
+                    add(
+                        "list",
+                        "apps",
+                        resource,
+                        "superseded Secrets removed only when no workload revision uses them",
+                    );
+                }
             }
             if w.migrate_command.is_some() {
                 for verb in ["create", "get", "list", "watch", "delete"] {

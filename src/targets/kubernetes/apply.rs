@@ -139,10 +139,12 @@ async fn read_other(
 ) -> Result<Current, KubeError> {
     let object = ObjectRef::new(r.kind.as_str(), namespace, &r.name);
     let live = workloads::get(client, r.kind, namespace, &r.name).await?;
-    let on_delete = match (&live, manifest) {
-        (_, Some(m)) => m.object["spec"]["updateStrategy"]["type"] == "OnDelete",
-        (Some(s), None) => s.on_delete,
-        (None, None) => false,
+    // The manifest's strategy when it sets one; else the live one, which an
+    // apply that leaves the field out keeps.
+    let on_delete = match (&live, manifest.map(|m| &m.object["spec"]["updateStrategy"]["type"])) {
+        (_, Some(t)) if t.is_string() => t == "OnDelete",
+        (Some(s), _) => s.on_delete,
+        (None, _) => false,
     };
     if on_delete {
         return Err(KubeError::OnDelete { object });

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{PodSpec, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
@@ -119,9 +119,11 @@ pub fn referenced(spec: &PodSpec) -> BTreeSet<String> {
     out
 }
 
-/// Deletes `app`'s Secrets that no ReplicaSet or Deployment in the
-/// namespace refers to (the revision history keeps its own). Returns the
-/// names deleted.
+/// Deletes `app`'s Secrets that nothing in the namespace refers to: no
+/// Deployment or ReplicaSet, and no ControllerRevision (a StatefulSet's or
+/// DaemonSet's every revision, its live template included). The revision
+/// history keeps its own. Returns the names deleted; when a list is
+/// refused, deletes nothing.
 ///
 /// # Errors
 /// The API's refusal to list or delete.
@@ -153,6 +155,17 @@ pub async fn collect_garbage(
         .map_err(|e| KubeError::from_api(e, "list", "deployments", "apps", ns_ref("deployment", "")))?
     {
         if let Some(s) = d.spec.and_then(|s| s.template.spec) {
+            in_use.extend(referenced(&s));
+        }
+    }
+    let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), namespace);
+    for r in super::paged::list_all(&revisions, &ListParams::default()).await.map_err(|e| {
+        KubeError::from_api(e, "list", "controllerrevisions", "apps", ns_ref("controllerrevision", ""))
+    })? {
+        // The revision's data: `{"spec": {"template": {...}}}`.
+        if let Some(spec) = r.data.as_ref().map(|d| &d.0["spec"]["template"]["spec"])
+            && let Ok(s) = serde_json::from_value::<PodSpec>(spec.clone())
+        {
             in_use.extend(referenced(&s));
         }
     }

@@ -223,13 +223,27 @@ fn kubernetes_statefulsets_and_daemonsets_are_refused_where_they_do_not_fit() {
     assert_status(&run, "failure", 1);
     assert!(run.stdout.contains("update_strategy_on_delete"), "{}", run.stdout);
     assert!(run.stdout.contains("set updateStrategy type RollingUpdate"), "{}", run.stdout);
+    // A manifest that leaves updateStrategy out keeps the live OnDelete (an
+    // apply does not touch a field it omits): refused the same, before the
+    // apply (before, it applied and then failed the rollout).
+    let manifest = workload_yaml(&ns.0, "StatefulSet", "ondel", "example.invalid/db:latest", 1, "OnDelete")
+        .replace("  updateStrategy: {type: OnDelete}\n", "");
+    assert!(!manifest.contains("updateStrategy"), "{manifest}");
+    let run = ns.manifests_action("example.invalid/db:v2", &manifest).run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("update_strategy_on_delete"), "{}", run.stdout);
 
     let rules = crate::support::fenced_after(
         &crate::support::doc_section("docs/kubernetes.md", "## Access and RBAC"),
         "To roll StatefulSets or DaemonSets, add these rules",
     );
     let without_history = rules.replace("resources: [\"controllerrevisions\"]", "resources: [\"none\"]");
-    let kubeconfig = bound_to(&ns, &format!("{}{without_history}", readme_role()));
+    // The base Role lists controllerrevisions too (a Secret a revision
+    // uses is kept): taken out of both.
+    let base = readme_role()
+        .replace(r#"resources: ["replicasets", "controllerrevisions"]"#, r#"resources: ["replicasets"]"#);
+    assert!(!base.contains("controllerrevisions"), "{base}");
+    let kubeconfig = bound_to(&ns, &format!("{base}{without_history}"));
     let run = ns
         .action("statefulset/db")
         .input("kubeconfig", &kubeconfig)
@@ -258,4 +272,36 @@ fn kubernetes_statefulsets_and_daemonsets_are_refused_where_they_do_not_fit() {
         .run();
     assert_status(&run, "success", 0);
     assert_eq!(image_in(&ns, "StatefulSet", "db"), "example.invalid/db:v2");
+}
+
+/// The app's Secret from SSM in a StatefulSet: after a rotation, the
+/// clean-up of superseded Secrets keeps the one the live template names
+/// and the one its previous ControllerRevision names (the way back). Before,
+/// it looked at Deployments and ReplicaSets only and deleted the Secret
+/// the StatefulSet had just been given: its next pod would not start.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_a_statefulsets_secrets_stay_while_its_revisions_use_them() {
+    let ns = Ns::new("kindssec");
+    ns.workload("StatefulSet", "db", "example.invalid/db:v1", 1, "RollingUpdate");
+    let ssm = aws_sdk_ssm::Client::new(&crate::support::moto_config().await);
+    let prefix = format!("/k8s-sts-{}/db/", crate::support::action::unique_run_id());
+    let secret_of = |ns: &Ns| {
+        ns.kind_get("StatefulSet", "db", "{.spec.template.spec.containers[0].envFrom[*].secretRef.name}")
+    };
+    let mut names = Vec::new();
+    for (token, image) in [("t-1", "example.invalid/db:v2"), ("t-2", "example.invalid/db:v3")] {
+        super::put_ssm(&ssm, &prefix, &[("token", token)]).await;
+        let action = ns.action("sts/db").moto().input("ssm-paths", &prefix).input("image", image);
+        let run = tokio::task::spawn_blocking(move || action.run()).await.unwrap();
+        assert_status(&run, "success", 0);
+        let name = secret_of(&ns);
+        assert!(name.starts_with("web-secrets-"), "envFrom: {name:?}");
+        names.push(name);
+    }
+    assert_ne!(names[0], names[1], "a rotation makes a new Secret");
+    let secrets = kubectl_ok(&["-n", &ns.0, "get", "secrets", "-o", "name"]);
+    for name in &names {
+        assert!(secrets.contains(&format!("secret/{name}")), "{name} deleted; left: {secrets}");
+    }
+    ns.kind_status("StatefulSet", "db").assert_ok();
 }
