@@ -233,11 +233,13 @@ fn kubernetes_blue_green_of_a_deployment_an_hpa_scales_is_refused() {
 fn kubernetes_a_permission_of_the_way_back_missing_is_refused_before_any_change() {
     let ns = Ns::new("nors");
     ns.deployment("web", "example.invalid/web:v1", 2, 60);
-    let rule = "resources: [\"replicasets\"]\n    verbs: [\"list\"]";
+    let rule = "resources: [\"replicasets\", \"controllerrevisions\"]\n    verbs: [\"list\"]";
     let role = super::readme_role();
     assert!(role.contains(rule), "{role}");
-    let kubeconfig =
-        super::bound_to(&ns, &role.replace(rule, "resources: [\"replicasets\"]\n    verbs: [\"get\"]"));
+    // controllerrevisions keep their list; replicasets may only be read one by one.
+    let narrowed = "resources: [\"controllerrevisions\"]\n    verbs: [\"list\"]\n  \
+                    - apiGroups: [\"apps\"]\n    resources: [\"replicasets\"]\n    verbs: [\"get\"]";
+    let kubeconfig = super::bound_to(&ns, &role.replace(rule, narrowed));
     let generation = ns.get("web", "{.metadata.generation}");
     let can_i = kubectl(&[
         "-n",
