@@ -27,9 +27,6 @@ pub enum Error {
     #[error("{unit}: {message}")]
     ObserveFailed { unit: String, message: String },
 
-    #[error("migration failed on {unit}: {message}")]
-    Migration { unit: String, message: String },
-
     /// A smoke test failed on `unit` (`smoke-tests` for the `url` tests);
     /// the message names the test and the answer.
     #[error("{unit}: {message}")]
@@ -39,11 +36,10 @@ pub enum Error {
     #[error("smoke-tests: {message}")]
     SmokeSecretMissing { message: String },
 
-    /// `holder`: who, from the lock's owner file, when it names a run.
-    #[error(
-        "{unit}: the deploy lock is held by {owner}; wait for that deploy, or set break-lock: true if it is stale"
-    )]
-    Locked { unit: String, owner: String, holder: Option<crate::targets::LockHolder> },
+    /// A host's step failed otherwise than [`Error::Hosts`] (a migration,
+    /// a lock held by another run). Boxed like the others.
+    #[error(transparent)]
+    Target(Box<crate::targets::TargetError>),
 
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
@@ -87,6 +83,15 @@ impl From<crate::targets::kubernetes::KubeError> for Error {
     }
 }
 
+impl From<crate::targets::TargetError> for Error {
+    fn from(e: crate::targets::TargetError) -> Self {
+        match e {
+            crate::targets::TargetError::Host(h) => h.into(),
+            e => Error::Target(Box::new(e)),
+        }
+    }
+}
+
 impl From<crate::targets::hosts::HostError> for Error {
     fn from(e: crate::targets::hosts::HostError) -> Self {
         Error::Hosts(Box::new(e))
@@ -110,10 +115,9 @@ impl Error {
             Error::Hosts(e) => e.reason(),
             Error::Unhealthy { .. } => "health_check_failed",
             Error::ObserveFailed { .. } => "observe_failed",
-            Error::Migration { .. } => "migration_failed",
             Error::Smoke { .. } => "smoke_test_failed",
             Error::SmokeSecretMissing { .. } => "smoke_secret_missing",
-            Error::Locked { .. } => "deploy_locked",
+            Error::Target(e) => e.reason(),
             Error::Secrets(e) => e.reason(),
             Error::Github(e) => e.reason(),
             Error::Analysis(e) => e.reason(),
@@ -130,6 +134,7 @@ impl Error {
     pub fn detail(&self) -> String {
         match self {
             Error::Hosts(e) => e.message.clone(),
+            Error::Target(e) => e.detail(),
             Error::Smoke { message, .. }
             | Error::SmokeSecretMissing { message }
             | Error::Unhealthy { message, .. }

@@ -10,24 +10,21 @@ use tokio_util::sync::CancellationToken;
 use crate::analysis::Analysis;
 use crate::error::Error;
 use crate::inputs::HealthSpec;
+use crate::probe::{Probe, Via, body_start};
 use crate::redact::Redactor;
 use crate::runner::Runner;
 use crate::targets::hosts::HostError;
 use crate::targets::hosts::access_log::{self, Limits};
-use crate::targets::{Probe, Release, Target, Via};
+use crate::targets::{Release, Target};
 
 /// How often a long wait says where it is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// The start of an answer's body for a message (what the app said went
-/// wrong), redacted *before* it is cut: half a secret no longer matches.
-pub fn body_start(redactor: &Redactor, body: &str) -> String {
-    let text = redactor.redact(body.trim());
-    let first: String = text.lines().next().unwrap_or("").chars().take(80).collect();
-    if first.len() < text.len() { format!("{first}…") } else { first }
-}
-
-fn judge(probe: &Result<Probe, Error>, max: Option<Duration>, redactor: &Redactor) -> Result<(), String> {
+fn judge(
+    probe: &Result<Probe, impl std::fmt::Display>,
+    max: Option<Duration>,
+    redactor: &Redactor,
+) -> Result<(), String> {
     match probe {
         Ok(p) if !(200..300).contains(&p.status) => match body_start(redactor, &p.body) {
             b if b.is_empty() => Err(format!("HTTP {}", p.status)),

@@ -21,9 +21,18 @@
 //!   alarms and a Prometheus query, read at most once per interval for
 //!   every caller, every reading kept for the summary.
 //! - [`smoke`] — the `smoke-tests`, before and after the switch.
+//! - [`probe`] — what a check sends and gets back (`Probe`, `Via`, a smoke
+//!   `Request`): the leaf that targets, health and smoke share.
 //! - [`targets`] — the mechanics: `hosts` (SSH, Docker, nginx), `ec2`
 //!   (discovery, then hosts), `kubernetes` (server-side apply, kubectl's
 //!   rollout verdict by watch, `rollout undo`; it takes the whole deploy).
+//!   Their errors (`TargetError`, `HostError`, `KubeError`) are wrapped by
+//!   [`Error`], never the other way round.
+//!
+//! Imports go one way: `pipeline` → `health`/`smoke` → `targets` →
+//! `probe`/`inputs`/`analysis`/`secrets` → `redact`; `error` sits above
+//! the targets. `scripts/lint-cycles` (in `scripts/lint`) fails on a cycle
+//! between sibling modules at any level.
 
 pub mod analysis;
 pub mod error;
@@ -33,6 +42,7 @@ pub mod inputs;
 pub mod notify;
 pub mod pipeline;
 pub mod plan;
+pub mod probe;
 pub mod redact;
 pub mod runner;
 pub mod secrets;

@@ -4,28 +4,14 @@
 //! once before it. A failure names the test, the answer's status, its first
 //! line (redacted) and its latency; every result goes in the summary.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::health::body_start;
 use crate::inputs::smoke::{Aim, SmokeTest, secret_refs};
+use crate::probe::{Probe, REQUEST_TIMEOUT, Request, Via, body_start};
 use crate::runner::Runner;
 use crate::secrets::SecretValue;
-use crate::targets::{Probe, Release, Target, Via};
-
-/// Bound on one smoke request (a `max-latency` is judged on top).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One request of a test, as sent: the method, path, and headers with the
-/// secrets filled in (never logged).
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub method: http::Method,
-    pub path: String,
-    pub headers: Vec<(http::HeaderName, SecretValue)>,
-}
+use crate::targets::{Release, Target};
 
 /// The tests with their headers' secrets resolved.
 pub struct Suite {
@@ -133,7 +119,7 @@ impl Suite {
                     let body = resp.text().await.unwrap_or_default();
                     Ok(Probe { status, latency: started.elapsed(), body, upstream: None })
                 }
-                Err(e) => Err(Error::Other(format!("{url}: {}", without_url(&e)))),
+                Err(e) => Err(format!("{url}: {}", without_url(&e))),
             };
             let shown = format!("{} {url}{}", t.method, if preview { " (preview)" } else { "" });
             self.judge_and_record(t, &shown, got, None, runner)?;
@@ -145,7 +131,7 @@ impl Suite {
         &self,
         t: &SmokeTest,
         shown: &str,
-        got: Result<Probe, Error>,
+        got: Result<Probe, impl std::fmt::Display>,
         unit: Option<&str>,
         runner: &Runner,
     ) -> Result<(), String> {
@@ -160,6 +146,13 @@ impl Suite {
                 Err(format!("smoke test '{}' failed: {shown}: {why}", t.name))
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::targets::kubernetes::UrlChecks for Suite {
+    async fn check_urls(&self, preview: bool, runner: &Runner) -> Result<(), String> {
+        self.run_urls(preview, runner).await.map_err(|e| e.detail())
     }
 }
 
@@ -179,7 +172,11 @@ fn without_url(e: &reqwest::Error) -> String {
 
 /// The answer against the test: `Ok(figure)` or `Err(why)`, the body's
 /// first line redacted before it is cut.
-pub fn judge(t: &SmokeTest, got: &Result<Probe, Error>, runner: &Runner) -> Result<String, String> {
+pub fn judge(
+    t: &SmokeTest,
+    got: &Result<Probe, impl std::fmt::Display>,
+    runner: &Runner,
+) -> Result<String, String> {
     let p = got.as_ref().map_err(|e| runner.redactor().redact(&e.to_string()))?;
     let ms = p.latency.as_millis();
     let start = body_start(runner.redactor(), &p.body);

@@ -166,8 +166,17 @@ pub struct RolloutSpec {
 /// access log on each host (`max-error-rate`, `max-latency`).
 #[derive(Debug, Clone)]
 pub struct TrafficSpec {
-    pub limits: crate::targets::hosts::access_log::Limits,
+    pub limits: Limits,
     pub access_log: String,
+}
+
+/// What users may be served in the observe window (`max-error-rate`,
+/// `max-latency`, judged once `min-requests` were seen).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_error_rate: Option<f64>,
+    pub max_latency: Option<Duration>,
+    pub min_requests: u64,
 }
 
 /// SSH and host-level settings shared by `hosts` and `ec2`.

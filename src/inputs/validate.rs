@@ -481,7 +481,7 @@ fn traffic(c: &mut Check, raw: &RawInputs, b: &Basics) -> Option<TrafficSpec> {
         return None;
     }
     (max_error_rate.is_some() || max_latency.is_some()).then_some(TrafficSpec {
-        limits: crate::targets::hosts::access_log::Limits { max_error_rate, max_latency, min_requests },
+        limits: super::Limits { max_error_rate, max_latency, min_requests },
         access_log,
     })
 }

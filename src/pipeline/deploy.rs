@@ -20,7 +20,7 @@ use crate::runner::summary::Report;
 use crate::secrets::{SecretSet, SecretValue, Ssm};
 use crate::strategy;
 use crate::targets::hosts::{HostConn, HostTarget};
-use crate::targets::{Release, StaleLock, Target, ec2};
+use crate::targets::{Release, StaleLock, Target, TargetError, ec2};
 
 /// The units' names for the plan (hosts; instances found through EC2).
 pub(super) async fn unit_names(inputs: &Inputs, runner: &Runner) -> Result<Vec<String>, Error> {
@@ -589,7 +589,7 @@ async fn deploy_units(
         }
         if let Some(e) = first_err {
             close_all(&units).await;
-            return fail(Status::Failure, e, "connect");
+            return fail(Status::Failure, e.into(), "connect");
         }
         units
     };
@@ -724,11 +724,17 @@ async fn lock_all(
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> Vec<Result<(), Error>> {
-    let mut results = futures::future::join_all(units.iter().map(|u| u.lock(release))).await;
+    let mut results: Vec<Result<(), Error>> =
+        futures::future::join_all(units.iter().map(|u| u.lock(release)))
+            .await
+            .into_iter()
+            .map(|r| r.map_err(Error::from))
+            .collect();
     let Some(github) = github else { return results };
     let mut verdicts: HashMap<String, RunState> = HashMap::new();
     for (u, result) in units.iter().zip(results.iter_mut()) {
-        let Err(Error::Locked { holder: Some(holder), .. }) = &*result else { continue };
+        let Err(Error::Target(e)) = &*result else { continue };
+        let TargetError::Locked { holder: Some(holder), .. } = &**e else { continue };
         let holder = holder.clone();
         if !verdicts.contains_key(&holder.run_url) {
             let state = github.run_state(&holder.run_url, cancel).await;
@@ -745,7 +751,7 @@ async fn lock_all(
         }
         if let Some(RunState::Completed { conclusion }) = verdicts.get(&holder.run_url) {
             let stale = StaleLock { holder, conclusion: conclusion.clone() };
-            *result = u.take_over_lock(release, &stale).await;
+            *result = u.take_over_lock(release, &stale).await.map_err(Error::from);
         }
     }
     results
@@ -779,7 +785,7 @@ async fn cluster_units(
         pre_migrate_command: release.pre_migrate_command.as_deref(),
         migrate_rollback_command: release.migrate_rollback_command.as_deref(),
         migration_timeout: inputs.rollout.migration_timeout,
-        smoke: judges.smoke.as_deref(),
+        smoke: judges.smoke.as_deref().map(|s| s as &dyn crate::targets::kubernetes::UrlChecks),
         analysis: judges.analysis.as_deref(),
     });
     let k =

@@ -15,10 +15,11 @@ use crate::analysis::Analysis;
 use crate::error::Error;
 use crate::health;
 use crate::inputs::{HealthSpec, OnHostFailure, RolloutSpec};
+use crate::probe::Via;
 use crate::runner::Runner;
 use crate::runner::summary::StageTiming;
 use crate::strategy::{Phase, Step};
-use crate::targets::{Release, Target, Via};
+use crate::targets::{Release, Target};
 
 /// How long a cancelled deploy may spend getting back to a safe state. The
 /// runner sends SIGTERM 7.5 s after SIGINT and gives up at 10 s; we must be
@@ -109,9 +110,9 @@ async fn run_step(
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
     match step {
-        Step::Prepare => unit.prepare(release).await,
-        Step::Migrate => unit.migrate(release).await,
-        Step::Launch => unit.launch(release).await,
+        Step::Prepare => Ok(unit.prepare(release).await?),
+        Step::Migrate => Ok(unit.migrate(release).await?),
+        Step::Launch => Ok(unit.launch(release).await?),
         Step::Verify => {
             health::wait_healthy(unit, release, &cfg.health, runner, cancel).await?;
             match &cfg.smoke {
@@ -119,7 +120,7 @@ async fn run_step(
                 None => Ok(()),
             }
         }
-        Step::Shift(p) => unit.shift(release, *p).await,
+        Step::Shift(p) => Ok(unit.shift(release, *p).await?),
         Step::Observe(d) => {
             if let Some(s) = &cfg.smoke {
                 s.run_paths(unit, release, Via::FrontDoor, runner).await?;
@@ -134,7 +135,7 @@ async fn run_step(
             };
             health::observe(unit, release, &watch, runner, cancel).await
         }
-        Step::Retire(d) => unit.retire(release, *d).await,
+        Step::Retire(d) => Ok(unit.retire(release, *d).await?),
     }
 }
 
@@ -429,9 +430,10 @@ mod tests {
 
     use super::*;
     use crate::inputs::StrategyKind;
+    use crate::probe::{Probe, Via};
     use crate::redact::Redactor;
     use crate::strategy;
-    use crate::targets::{LiveState, Probe, Via};
+    use crate::targets::{LiveState, TargetError};
 
     /// A unit that records what was done to it and fails where told.
     struct Fake {
@@ -442,10 +444,10 @@ mod tests {
     }
 
     impl Fake {
-        fn record(&self, what: &str) -> Result<(), Error> {
+        fn record(&self, what: &str) -> Result<(), TargetError> {
             self.log.lock().unwrap().push(format!("{}:{what}", self.name));
             if self.fail_at == Some(what) {
-                return Err(Error::Other(format!("{}: {what} failed", self.name)));
+                return Err(TargetError::Other(format!("{}: {what} failed", self.name)));
             }
             Ok(())
         }
@@ -456,19 +458,19 @@ mod tests {
         fn name(&self) -> &str {
             &self.name
         }
-        async fn inspect(&self) -> Result<LiveState, Error> {
+        async fn inspect(&self) -> Result<LiveState, TargetError> {
             Ok(LiveState::default())
         }
-        async fn prepare(&self, _: &Release) -> Result<(), Error> {
+        async fn prepare(&self, _: &Release) -> Result<(), TargetError> {
             self.record("prepare")
         }
-        async fn migrate(&self, _: &Release) -> Result<(), Error> {
+        async fn migrate(&self, _: &Release) -> Result<(), TargetError> {
             self.record("migrate")
         }
-        async fn launch(&self, _: &Release) -> Result<(), Error> {
+        async fn launch(&self, _: &Release) -> Result<(), TargetError> {
             self.record("launch")
         }
-        async fn probe(&self, _: &Release, _: usize, via: Via, _: &str) -> Result<Probe, Error> {
+        async fn probe(&self, _: &Release, _: usize, via: Via, _: &str) -> Result<Probe, TargetError> {
             let failing = (via == Via::Candidate && self.fail_at == Some("health"))
                 || (via == Via::FrontDoor && self.fail_at == Some("observe"));
             Ok(Probe {
@@ -478,18 +480,18 @@ mod tests {
                 upstream: None,
             })
         }
-        async fn candidate_running(&self, _: &Release, _: usize) -> Result<bool, Error> {
+        async fn candidate_running(&self, _: &Release, _: usize) -> Result<bool, TargetError> {
             Ok(true)
         }
-        async fn shift(&self, _: &Release, p: u8) -> Result<(), Error> {
+        async fn shift(&self, _: &Release, p: u8) -> Result<(), TargetError> {
             tokio::time::sleep(self.slow_shift).await;
             self.record(&format!("shift{p}"))?;
             self.record("shift")
         }
-        async fn retire(&self, _: &Release, _: Duration) -> Result<(), Error> {
+        async fn retire(&self, _: &Release, _: Duration) -> Result<(), TargetError> {
             self.record("retire")
         }
-        async fn rollback(&self, _: &Release) -> Result<(), Error> {
+        async fn rollback(&self, _: &Release) -> Result<(), TargetError> {
             self.record("rollback")
         }
         async fn close(&self) {}

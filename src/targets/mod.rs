@@ -51,9 +51,51 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::Error;
 use crate::inputs::Service;
+use crate::probe::{Probe, Via};
 use crate::secrets::SecretValue;
+
+/// What a host's step fails with. [`crate::Error`] wraps it (`From`): the
+/// targets never name the action's error type, so no import cycle runs
+/// through them (`scripts/lint-cycles`).
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Host(#[from] hosts::HostError),
+
+    #[error("migration failed on {unit}: {message}")]
+    Migration { unit: String, message: String },
+
+    /// `holder`: who, from the lock's owner file, when it names a run.
+    #[error(
+        "{unit}: the deploy lock is held by {owner}; wait for that deploy, or set break-lock: true if it is stale"
+    )]
+    Locked { unit: String, owner: String, holder: Option<LockHolder> },
+
+    /// A fault of this program (never of the host or the inputs).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TargetError {
+    /// Stable reason code.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TargetError::Host(e) => e.reason(),
+            TargetError::Migration { .. } => "migration_failed",
+            TargetError::Locked { .. } => "deploy_locked",
+            TargetError::Other(_) => "internal_error",
+        }
+    }
+
+    /// The message without its `<unit>: ` prefix (see [`crate::Error::detail`]).
+    pub fn detail(&self) -> String {
+        match self {
+            TargetError::Host(e) => e.message.clone(),
+            e => e.to_string(),
+        }
+    }
+}
 
 /// What one deploy delivers, identical on every unit.
 #[derive(Debug, Clone)]
@@ -123,34 +165,6 @@ pub struct LiveState {
     pub config: Option<String>,
 }
 
-/// A single HTTP observation.
-#[derive(Debug, Clone)]
-pub struct Probe {
-    pub status: u16,
-    pub latency: Duration,
-    pub body: String,
-    /// The backend that answered, as the proxy reports it
-    /// (`X-Upstream-Addr: 127.0.0.1:8082`; the last one when it retried).
-    pub upstream: Option<String>,
-}
-
-impl Probe {
-    /// The port of the backend that answered, when the proxy said.
-    pub fn upstream_port(&self) -> Option<u16> {
-        let last = self.upstream.as_deref()?.rsplit(',').next()?.trim();
-        last.rsplit_once(':')?.1.parse().ok()
-    }
-}
-
-/// Where a probe is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// Straight to the candidate's port, bypassing the proxy.
-    Candidate,
-    /// Through the unit's front door (nginx), as users reach it.
-    FrontDoor,
-}
-
 /// One unit of a deploy (a host, or a cluster).
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -162,7 +176,7 @@ pub trait Target: Send + Sync {
     /// [`Target::inspect`] decides whether there is anything to do, so that
     /// decision cannot race another deploy's switch. Units without a lock of
     /// their own keep the default.
-    async fn lock(&self, _release: &Release) -> Result<(), Error> {
+    async fn lock(&self, _release: &Release) -> Result<(), TargetError> {
         Ok(())
     }
 
@@ -171,44 +185,50 @@ pub trait Target: Send + Sync {
     /// The unit is brought back to one known version first (a dead deploy
     /// may have left a half-done switch). Any other holder is refused as
     /// [`Target::lock`] refuses it.
-    async fn take_over_lock(&self, release: &Release, _stale: &StaleLock) -> Result<(), Error> {
+    async fn take_over_lock(&self, release: &Release, _stale: &StaleLock) -> Result<(), TargetError> {
         self.lock(release).await
     }
 
     /// Reads what runs now. Changes nothing.
-    async fn inspect(&self) -> Result<LiveState, Error>;
+    async fn inspect(&self) -> Result<LiveState, TargetError>;
 
     /// Takes the unit's deploy lock (if [`Target::lock`] has not), logs in
     /// to the registry and pulls the release's images. Traffic is untouched.
-    async fn prepare(&self, release: &Release) -> Result<(), Error>;
+    async fn prepare(&self, release: &Release) -> Result<(), TargetError>;
 
     /// Runs the release's migration command once (called on the first unit
     /// only). A failure stops the deploy before anything switches.
-    async fn migrate(&self, release: &Release) -> Result<(), Error>;
+    async fn migrate(&self, release: &Release) -> Result<(), TargetError>;
 
     /// Runs the release's `migrate-rollback-command` once (the first unit
     /// only), after a rollback of a deploy whose migration succeeded.
-    async fn migrate_rollback(&self, _release: &Release) -> Result<(), Error> {
+    async fn migrate_rollback(&self, _release: &Release) -> Result<(), TargetError> {
         Ok(())
     }
 
     /// Starts the candidate beside the live version. Traffic is untouched.
-    async fn launch(&self, release: &Release) -> Result<(), Error>;
+    async fn launch(&self, release: &Release) -> Result<(), TargetError>;
 
     /// Sends one HTTP GET of `path` to the candidate or through the front
     /// door of `service` (index into `release.services`).
-    async fn probe(&self, release: &Release, service: usize, via: Via, path: &str) -> Result<Probe, Error>;
+    async fn probe(
+        &self,
+        release: &Release,
+        service: usize,
+        via: Via,
+        path: &str,
+    ) -> Result<Probe, TargetError>;
 
-    /// Sends a smoke test's request ([`crate::smoke::Request`]) like
+    /// Sends a smoke test's request ([`crate::probe::Request`]) like
     /// [`Target::probe`]. Units that cannot (a cluster) keep the default.
     async fn request(
         &self,
         _release: &Release,
         _service: usize,
         _via: Via,
-        req: &crate::smoke::Request,
-    ) -> Result<Probe, Error> {
-        Err(Error::Other(format!(
+        req: &crate::probe::Request,
+    ) -> Result<Probe, TargetError> {
+        Err(TargetError::Other(format!(
             "{}: smoke tests by path need a host ({} {})",
             self.name(),
             req.method,
@@ -218,26 +238,26 @@ pub trait Target: Send + Sync {
 
     /// For services that are not behind the proxy (workers): whether the
     /// candidate container is running (and healthy, if it has a check).
-    async fn candidate_running(&self, release: &Release, service: usize) -> Result<bool, Error>;
+    async fn candidate_running(&self, release: &Release, service: usize) -> Result<bool, TargetError>;
 
     /// What users were served through this unit's front door since the
     /// first call (the first call marks the start and counts nothing), from
     /// nginx's access log; `None` for a unit without that source.
-    async fn traffic(&self, _release: &Release) -> Result<Option<hosts::access_log::Tally>, Error> {
+    async fn traffic(&self, _release: &Release) -> Result<Option<hosts::access_log::Tally>, TargetError> {
         Ok(None)
     }
 
     /// Moves `percent` of traffic to the candidate (100 = full switch) and
     /// verifies the proxy took the change; on failure, restores the previous
     /// proxy configuration before returning the error.
-    async fn shift(&self, release: &Release, percent: u8) -> Result<(), Error>;
+    async fn shift(&self, release: &Release, percent: u8) -> Result<(), TargetError>;
 
     /// Stops and removes the previous version after draining; keeps its
     /// image for rollback and prunes older ones.
-    async fn retire(&self, release: &Release, drain: Duration) -> Result<(), Error>;
+    async fn retire(&self, release: &Release, drain: Duration) -> Result<(), TargetError>;
 
     /// Puts the previous version back in service and removes the candidate.
-    async fn rollback(&self, release: &Release) -> Result<(), Error>;
+    async fn rollback(&self, release: &Release) -> Result<(), TargetError>;
 
     /// Releases the lock and connections. Best effort, never fails.
     async fn close(&self);

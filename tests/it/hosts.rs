@@ -13,11 +13,11 @@
 
 use std::time::Duration;
 
-use deploy_action::Error;
 use deploy_action::inputs::{RestartPolicy, Service, grammar};
+use deploy_action::probe::Via;
 use deploy_action::secrets::SecretValue;
 use deploy_action::targets::hosts::{HostConn, HostTarget};
-use deploy_action::targets::{Release, Target, Via};
+use deploy_action::targets::{Release, Target, TargetError};
 
 use crate::support::{Log, host_addr, host_exec, stack_var};
 
@@ -202,7 +202,7 @@ async fn deploy(app: &App, log: &Log, image: &str, deploy_id: &str) {
     t.close().await;
 }
 
-fn reason(e: &Error) -> &'static str {
+fn reason(e: &TargetError) -> &'static str {
     e.reason()
 }
 
@@ -358,7 +358,7 @@ async fn migrations_run_once_and_failures_carry_the_log() {
 
     r.services[0].env.push(("MIGRATE_FAIL".into(), "1".into()));
     let e = t.migrate(&r).await.expect_err("migration fails");
-    assert!(matches!(e, Error::Migration { .. }), "{e:?}");
+    assert!(matches!(e, TargetError::Migration { .. }), "{e:?}");
     assert!(e.to_string().contains("exited with status 3"), "{e}");
     assert!(e.to_string().contains("migration for v1 failed"), "{e}");
     assert!(app.containers().is_empty(), "the one-off container is removed");
@@ -389,7 +389,7 @@ async fn a_held_lock_names_its_owner_and_can_be_broken() {
 
     let second = app.connect(&log).await;
     let e = second.prepare(&app.release(&stack_var("IMAGE_V1"), "172-1")).await.expect_err("locked");
-    assert!(matches!(e, Error::Locked { .. }), "{e:?}");
+    assert!(matches!(e, TargetError::Locked { .. }), "{e:?}");
     assert!(e.to_string().contains("deploy 171-1") && e.to_string().contains("runs/171-1"), "{e}");
     second.close().await;
 

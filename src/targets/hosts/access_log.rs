@@ -129,13 +129,7 @@ impl Tally {
     }
 }
 
-/// Thresholds from the inputs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    pub max_error_rate: Option<f64>,
-    pub max_latency: Option<Duration>,
-    pub min_requests: u64,
-}
+pub use crate::inputs::Limits;
 
 /// Why the tally breaks a limit: `(kind, message)`; `None` when it holds
 /// or there are too few requests to judge.

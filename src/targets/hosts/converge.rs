@@ -13,9 +13,8 @@ use bollard::models::ContainerSummary;
 use super::containers::{self, LABEL_COLOUR, LABEL_IMAGE, LABEL_ROLE, LABEL_SERVICE};
 use super::target::{ROLLBACK_GRACE, colour_of_port};
 use super::{HostTarget, nginx};
-use crate::error::Error;
 use crate::inputs::Service;
-use crate::targets::Release;
+use crate::targets::{Release, TargetError};
 
 /// The colour to keep, and whether nginx must be told to send it all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +64,7 @@ impl HostTarget {
     /// release's (a release may move a service to other ports). When the
     /// rewritten nginx cannot be proven, the files are put back as they
     /// were and nothing is removed.
-    pub(super) async fn converge(&self, release: &Release, dead: &str) -> Result<(), Error> {
+    pub(super) async fn converge(&self, release: &Release, dead: &str) -> Result<(), TargetError> {
         let unit = self.conn.name.as_str();
         let all = containers::list(&self.docker, unit, &self.conn.app).await?;
         let mut running: Vec<&ContainerSummary> = all

@@ -17,9 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::{HostError, HostFailure};
 use super::ssh::{self, Privilege, Session};
-use crate::error::Error;
 use crate::runner::Runner;
-use crate::targets::{LockHolder, StaleLock};
+use crate::targets::{LockHolder, StaleLock, TargetError};
 
 /// Who takes the lock.
 pub struct Owner<'a> {
@@ -60,7 +59,7 @@ pub enum Taken {
 /// `break_lock`, is taken over.
 ///
 /// # Errors
-/// [`Error::Locked`] naming the owner; a [`HostError`] of kind
+/// [`TargetError::Locked`] naming the owner; a [`HostError`] of kind
 /// `lock_failed` when the directory cannot be created for another reason,
 /// or an SSH one.
 #[allow(clippy::too_many_arguments)]
@@ -74,7 +73,7 @@ pub async fn acquire(
     break_lock: bool,
     stale: Option<&StaleLock>,
     runner: &Runner,
-) -> Result<Taken, Error> {
+) -> Result<Taken, TargetError> {
     let dir = ssh::value(unit, "lock-dir", lock_dir)?;
     let lock = path(dir, app);
     session.run(HostFailure::LockFailed, &privilege.wrap(&["mkdir", "-p", "--", dir]), None).await?;
@@ -135,7 +134,7 @@ pub async fn acquire(
                 run_url: field(o, "run")?.to_string(),
             })
         });
-        return Err(Error::Locked { unit: unit.to_string(), owner: who, holder });
+        return Err(TargetError::Locked { unit: unit.to_string(), owner: who, holder });
     }
     Err(HostError::new(
         unit,

@@ -48,11 +48,10 @@ use std::time::Duration;
 
 use bollard::Docker;
 
-use crate::error::Error;
 use crate::inputs::{HostSpec, Inputs, Service};
 use crate::runner::Runner;
 use crate::secrets::SecretValue;
-use crate::targets::LiveState;
+use crate::targets::{LiveState, TargetError};
 
 /// Everything needed to reach and drive one host.
 #[derive(Debug, Clone)]
@@ -176,7 +175,7 @@ impl HostTarget {
     ///
     /// # Errors
     /// The SSH reasons of [`ssh::Session::connect`], `docker_unreachable`.
-    pub async fn connect(conn: HostConn, runner: Runner) -> Result<HostTarget, Error> {
+    pub async fn connect(conn: HostConn, runner: Runner) -> Result<HostTarget, TargetError> {
         for (what, v) in [("docker-socket", &conn.docker_socket), ("lock-dir", &conn.lock_dir)] {
             ssh::value(&conn.name, what, v)?;
         }

@@ -10,8 +10,7 @@ use hyper_util::rt::TokioIo;
 
 use super::error::{HostError, HostFailure};
 use super::ssh::Session;
-use crate::smoke::Request;
-use crate::targets::Probe;
+use crate::probe::{Probe, Request};
 
 /// Health and version answers are short; a page is cut here.
 const MAX_BODY: usize = 64 * 1024;

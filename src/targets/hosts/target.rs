@@ -10,10 +10,9 @@ use super::containers::{
     self, LABEL_COLOUR, LABEL_CONFIG, LABEL_IMAGE, LABEL_ROLE, LABEL_SECRETS, LABEL_SERVICE,
 };
 use super::{HostError, HostFailure, HostTarget, access_log, lock, nginx, probe};
-use crate::error::Error;
-use crate::health::body_start;
 use crate::inputs::Service;
-use crate::targets::{LiveState, Probe, Release, StaleLock, Target, Via};
+use crate::probe::{Probe, REQUEST_TIMEOUT, Request, Via, body_start};
+use crate::targets::{LiveState, Release, StaleLock, Target, TargetError};
 
 /// How long a retired container gets to finish its requests after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -60,13 +59,13 @@ impl HostTarget {
 
     /// Reads what serves now: running labelled containers, and for a
     /// proxied service the upstream file, which wins when both colours run.
-    async fn live_state(&self) -> Result<LiveState, Error> {
+    async fn live_state(&self) -> Result<LiveState, TargetError> {
         Ok(self.read_live().await?.0)
     }
 
     /// [`Self::live_state`], and the port each live container publishes
     /// (by service), from the same listing.
-    async fn read_live(&self) -> Result<(LiveState, Vec<(String, u16)>), Error> {
+    async fn read_live(&self) -> Result<(LiveState, Vec<(String, u16)>), TargetError> {
         let all = containers::list(&self.docker, self.unit(), &self.conn.app).await?;
         let running: Vec<_> = all
             .iter()
@@ -146,7 +145,11 @@ impl HostTarget {
 
     /// Takes the lock (see [`lock::acquire`]); when it was taken over from a
     /// dead deploy, converges what that deploy left before anything else.
-    async fn lock_taking_over(&self, release: &Release, stale: Option<&StaleLock>) -> Result<(), Error> {
+    async fn lock_taking_over(
+        &self,
+        release: &Release,
+        stale: Option<&StaleLock>,
+    ) -> Result<(), TargetError> {
         let image = release.services.first().map(|s| s.image.full()).unwrap_or_default();
         let owner = lock::Owner { deploy_id: &release.deploy_id, run_url: &release.run_url, image: &image };
         let taken = lock::acquire(
@@ -315,7 +318,7 @@ impl HostTarget {
         suffix: &str,
         what: &str,
         cmd: &[String],
-    ) -> Result<(), Error> {
+    ) -> Result<(), TargetError> {
         let unit = self.unit();
         let Some(svc) = release.services.first() else { return Ok(()) };
         let name = format!("{}-{suffix}", release.app);
@@ -346,7 +349,7 @@ impl HostTarget {
         let run = run?;
         self.runner.relay(&format!("{unit} {suffix}"), &run.tail);
         if run.exit_code != 0 {
-            return Err(Error::Migration {
+            return Err(TargetError::Migration {
                 unit: unit.to_string(),
                 message: format!(
                     "{}`{}` exited with status {}; its last lines:\n{}",
@@ -392,19 +395,19 @@ impl Target for HostTarget {
         &self.conn.name
     }
 
-    async fn inspect(&self) -> Result<LiveState, Error> {
+    async fn inspect(&self) -> Result<LiveState, TargetError> {
         self.live_state().await
     }
 
-    async fn lock(&self, release: &Release) -> Result<(), Error> {
+    async fn lock(&self, release: &Release) -> Result<(), TargetError> {
         self.lock_taking_over(release, None).await
     }
 
-    async fn take_over_lock(&self, release: &Release, stale: &StaleLock) -> Result<(), Error> {
+    async fn take_over_lock(&self, release: &Release, stale: &StaleLock) -> Result<(), TargetError> {
         self.lock_taking_over(release, Some(stale)).await
     }
 
-    async fn prepare(&self, release: &Release) -> Result<(), Error> {
+    async fn prepare(&self, release: &Release) -> Result<(), TargetError> {
         let unit = self.unit();
         let held = self.state().locked_by.as_ref().is_some_and(|(_, id)| *id == release.deploy_id);
         if !held {
@@ -441,7 +444,7 @@ impl Target for HostTarget {
         Ok(())
     }
 
-    async fn migrate(&self, release: &Release) -> Result<(), Error> {
+    async fn migrate(&self, release: &Release) -> Result<(), TargetError> {
         if let Some(cmd) = &release.pre_migrate_command {
             self.one_off(release, "pre-migrate", "pre-migrate-command", cmd).await?;
         }
@@ -451,14 +454,14 @@ impl Target for HostTarget {
         }
     }
 
-    async fn migrate_rollback(&self, release: &Release) -> Result<(), Error> {
+    async fn migrate_rollback(&self, release: &Release) -> Result<(), TargetError> {
         match &release.migrate_rollback_command {
             Some(cmd) => self.one_off(release, "migrate-rollback", "migrate-rollback-command", cmd).await,
             None => Ok(()),
         }
     }
 
-    async fn launch(&self, release: &Release) -> Result<(), Error> {
+    async fn launch(&self, release: &Release) -> Result<(), TargetError> {
         let unit = self.unit();
         let known = self.state().previous.clone();
         let (previous, live_ports) = match known {
@@ -481,12 +484,18 @@ impl Target for HostTarget {
         Ok(())
     }
 
-    async fn probe(&self, release: &Release, service: usize, via: Via, path: &str) -> Result<Probe, Error> {
+    async fn probe(
+        &self,
+        release: &Release,
+        service: usize,
+        via: Via,
+        path: &str,
+    ) -> Result<Probe, TargetError> {
         let unit = self.unit();
         let svc = release
             .services
             .get(service)
-            .ok_or_else(|| Error::Other(format!("service index {service} out of range")))?;
+            .ok_or_else(|| TargetError::Other(format!("service index {service} out of range")))?;
         match via {
             Via::Candidate => {
                 let port = containers::port(svc, &self.candidate()?);
@@ -505,23 +514,22 @@ impl Target for HostTarget {
         release: &Release,
         service: usize,
         via: Via,
-        req: &crate::smoke::Request,
-    ) -> Result<Probe, Error> {
+        req: &Request,
+    ) -> Result<Probe, TargetError> {
         let svc = release
             .services
             .get(service)
-            .ok_or_else(|| Error::Other(format!("service index {service} out of range")))?;
+            .ok_or_else(|| TargetError::Other(format!("service index {service} out of range")))?;
         let (host, port, header) = match via {
             Via::Candidate => {
                 ("127.0.0.1", containers::port(svc, &self.candidate()?), "localhost".to_string())
             }
             Via::FrontDoor => self.front_door(svc),
         };
-        Ok(probe::send(&self.session, self.unit(), (host, port), &header, req, crate::smoke::REQUEST_TIMEOUT)
-            .await?)
+        Ok(probe::send(&self.session, self.unit(), (host, port), &header, req, REQUEST_TIMEOUT).await?)
     }
 
-    async fn traffic(&self, release: &Release) -> Result<Option<access_log::Tally>, Error> {
+    async fn traffic(&self, release: &Release) -> Result<Option<access_log::Tally>, TargetError> {
         let Some(path) = self.conn.access_log.as_deref() else { return Ok(None) };
         let path = crate::targets::hosts::ssh::value(self.unit(), "nginx-access-log", path)?;
         let (offset, first) = match &self.state().access {
@@ -568,13 +576,13 @@ impl Target for HostTarget {
         Ok(Some(tally))
     }
 
-    async fn candidate_running(&self, release: &Release, service: usize) -> Result<bool, Error> {
+    async fn candidate_running(&self, release: &Release, service: usize) -> Result<bool, TargetError> {
         let Some(svc) = release.services.get(service) else { return Ok(false) };
         let name = svc.container_name(&release.app, &self.candidate()?);
         Ok(containers::running(&self.docker, self.unit(), &name).await?)
     }
 
-    async fn shift(&self, release: &Release, percent: u8) -> Result<(), Error> {
+    async fn shift(&self, release: &Release, percent: u8) -> Result<(), TargetError> {
         let unit = self.unit();
         let candidate = self.candidate()?;
         let (live, live_ports) = {
@@ -627,7 +635,7 @@ impl Target for HostTarget {
         Ok(())
     }
 
-    async fn retire(&self, release: &Release, drain: Duration) -> Result<(), Error> {
+    async fn retire(&self, release: &Release, drain: Duration) -> Result<(), TargetError> {
         let unit = self.unit();
         let candidate = self.candidate()?;
         let previous = self.state().previous.clone().unwrap_or_default();
@@ -655,7 +663,7 @@ impl Target for HostTarget {
         Ok(())
     }
 
-    async fn rollback(&self, release: &Release) -> Result<(), Error> {
+    async fn rollback(&self, release: &Release) -> Result<(), TargetError> {
         let unit = self.unit();
         let (saved, candidate, retired) = {
             let st = self.state();

@@ -71,7 +71,7 @@ pub struct Deploy<'a> {
     pub migration_timeout: Duration,
     /// `smoke-tests` (`preview-url` before a blue-green flip, `url` after
     /// the switch).
-    pub smoke: Option<&'a crate::smoke::Suite>,
+    pub smoke: Option<&'a dyn UrlChecks>,
     /// Judged through blue-green's observe window and each canary step.
     pub analysis: Option<&'a crate::analysis::Analysis>,
 }
@@ -90,13 +90,23 @@ impl Deploy<'_> {
         let Some(s) = self.smoke else { return Ok(()) };
         let _g = runner.group(if preview { "Smoke tests (preview)" } else { "Smoke tests" });
         tokio::select! {
-            r = s.run_urls(preview, runner) => r.map_err(|e| KubeError::Smoke(e.detail())),
+            r = s.check_urls(preview, runner) => r.map_err(KubeError::Smoke),
             () = cancel.cancelled() => {
                 runner.line("smoke tests stopped: cancelled");
                 Ok(())
             }
         }
     }
+}
+
+/// The `smoke-tests` a cluster runs by URL ([`crate::smoke::Suite`]),
+/// seen through this trait so that the targets need nothing of the smoke
+/// module (which sends its path tests through [`crate::targets::Target`]).
+#[async_trait::async_trait]
+pub trait UrlChecks: Send + Sync {
+    /// The `preview-url` tests (before a flip) or the `url` tests (after
+    /// the switch). `Err`: the first failure, without a unit.
+    async fn check_urls(&self, preview: bool, runner: &Runner) -> Result<(), String>;
 }
 
 /// The field manager of every write, so `managedFields` shows what the
