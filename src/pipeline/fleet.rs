@@ -19,12 +19,8 @@ use crate::probe::Via;
 use crate::runner::Runner;
 use crate::runner::summary::StageTiming;
 use crate::strategy::{Phase, Step};
+use crate::targets::wayback::{WAY_BACK, migration_back};
 use crate::targets::{Release, Target};
-
-/// How long a cancelled deploy may spend getting back to a safe state. The
-/// runner sends SIGTERM 7.5 s after SIGINT and gives up at 10 s; we must be
-/// done (final status included) within 7 s.
-pub const CANCEL_BUDGET: Duration = Duration::from_millis(4500);
 
 /// Why a unit's step stopped when another unit's failure cancelled its phase.
 const SIBLING_FAILED: &str = "stopped: another host failed";
@@ -175,29 +171,19 @@ async fn migrate_rollback(
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> StageTiming {
-    let _g = runner.group("migrate-rollback-command (the migration ran; traffic is back)");
     let t0 = Instant::now();
     let cmd = release.migrate_rollback_command.as_deref().unwrap_or_default().join(" ");
-    let result = if cancel.is_cancelled() {
-        Err(format!("cancelled before it could run; run `{cmd}` from the new image by hand"))
-    } else {
-        let bound = cfg.rollout.migration_timeout + Duration::from_secs(30);
+    let by_hand = format!("run `{cmd}` from the new image by hand");
+    let bound = cfg.rollout.migration_timeout + Duration::from_secs(30);
+    let result = migration_back(unit.name(), &by_hand, runner, cancel, async {
         match tokio::time::timeout(bound, unit.migrate_rollback(release)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.detail()),
             Err(_) => Err(format!("did not finish within {}s", bound.as_secs())),
         }
-    };
-    let note = match &result {
-        Ok(()) => String::new(),
-        Err(why) => {
-            runner.error(
-                "migrate_rollback_failed",
-                &format!("{}: the migration's rollback failed ({why}); the schema may be ahead of the version serving", unit.name()),
-            );
-            why.clone()
-        }
-    };
+    })
+    .await;
+    let note = result.as_ref().err().cloned().unwrap_or_default();
     StageTiming {
         stage: "migrate-rollback".into(),
         unit: Some(unit.name().to_string()),
@@ -339,7 +325,7 @@ pub async fn run(
         error.get_or_insert(Error::Cancelled);
     }
     if abort_all && !committed {
-        let budget = if cancel.is_cancelled() { CANCEL_BUDGET } else { Duration::from_secs(180) };
+        let budget = if cancel.is_cancelled() { WAY_BACK } else { Duration::from_secs(180) };
         let _group = runner.group("rollback — every unit back to the previous version");
         let t0 = Instant::now();
         let mut tasks = JoinSet::new();

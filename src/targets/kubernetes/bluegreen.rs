@@ -48,10 +48,10 @@ use super::apply::{self, Current};
 use super::error::{KubeError, ObjectRef};
 use super::rollout::{self, HASH_LABEL, Rolled};
 use super::secret::MANAGED_BY;
-use super::wayback::WayBack;
 use super::{ClusterRun, Deploy, FIELD_MANAGER, workers};
 use crate::inputs::{DeploymentRef, KubernetesSpec};
 use crate::runner::Runner;
+use crate::targets::wayback::WayBack;
 
 pub const COLOUR: &str = "deploy-action/colour";
 /// How long the endpoint controller gets to show a selector change.

@@ -38,10 +38,10 @@ use tokio_util::sync::CancellationToken;
 use super::apply::{self, Current};
 use super::error::{KubeError, ObjectRef};
 use super::secret::MANAGED_BY;
-use super::wayback::WayBack;
 use super::{ClusterRun, Deploy, FIELD_MANAGER, rollout};
 use crate::inputs::{CanaryTraffic, KubernetesSpec};
 use crate::runner::Runner;
+use crate::targets::wayback::WayBack;
 
 pub const CANARY_OF: &str = "deploy-action/canary-of";
 pub const TRACK: &str = "deploy-action/track";

@@ -33,7 +33,6 @@ pub mod rollout;
 pub mod secret;
 pub mod steps;
 pub mod undo;
-pub mod wayback;
 pub mod workers;
 pub mod workloads;
 
@@ -49,10 +48,10 @@ pub use error::{KubeError, ObjectRef};
 use crate::inputs::manifests::{self, Manifest};
 use crate::inputs::{DeploymentRef, KubernetesSpec, Mode, WorkloadKind};
 use crate::runner::Runner;
+use crate::targets::wayback::{WayBack, migration_back};
 use rollout::Rolled;
 use secret::AppSecret;
 use undo::Undone;
-use wayback::WayBack;
 
 /// What a deploy brings to the cluster: the image, and the app's secrets
 /// and migration.
@@ -384,20 +383,15 @@ async fn migrate_back(
     let Some(first) = from_name.and_then(|n| spec.deployments.iter().find(|d| d.name == n)) else {
         return out;
     };
-    let _g = runner.group("migrate-rollback-command (Job; the migration ran, traffic is back)");
     let started = Instant::now();
     let name = migrate::job_name(work.app, "migrate-rollback", work.deploy_id);
     let object = ObjectRef::new("job", &spec.namespace, &name);
-    let by_hand = |why: &str| {
-        let image = first.image.as_deref().unwrap_or(work.image);
-        format!("{why}; run {} from {image} by hand", migrate::shown(command))
-    };
-    let result = if cancel.is_cancelled() {
-        Err(by_hand("cancelled before it could run"))
-    } else {
+    let image = first.image.as_deref().unwrap_or(work.image);
+    let by_hand = format!("run {} from {image} by hand", migrate::shown(command));
+    let result = migration_back(&object.to_string(), &by_hand, runner, cancel, async {
         match apply::read(client, &spec.namespace, first, manifest_of(spec, first)).await {
             Err(e) => Err(e.to_string()),
-            Ok(_) if cancel.is_cancelled() => Err(by_hand("cancelled before it could run")),
+            Ok(_) if cancel.is_cancelled() => Err(format!("cancelled before it could run; {by_hand}")),
             Ok(from) => {
                 let job = migrate::Migration {
                     app: work.app,
@@ -410,21 +404,16 @@ async fn migrate_back(
                 };
                 match migrate::run(client, &job, &from, runner, cancel).await {
                     Ok(true) => Ok(()),
-                    Ok(false) => Err(by_hand("cancelled while it ran (the Job was deleted)")),
+                    Ok(false) => Err(format!("cancelled while it ran (the Job was deleted); {by_hand}")),
                     Err(e) => Err(e.to_string()),
                 }
             }
         }
-    };
+    })
+    .await;
     let note = match result {
         Ok(()) => "migration rolled back".to_string(),
-        Err(why) => {
-            runner.error(
-                "migrate_rollback_failed",
-                &format!("{object}: the migration's rollback failed ({why}); the schema may be ahead of the version serving"),
-            );
-            format!("failed: {why}")
-        }
+        Err(why) => format!("failed: {why}"),
     };
     out.units.push((object.to_string(), note, started.elapsed()));
     out

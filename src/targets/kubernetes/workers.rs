@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::apply::{self, Current};
 use super::error::{KubeError, ObjectRef};
-use super::wayback::WayBack;
 use super::{Deploy, FIELD_MANAGER, rollout, undo};
 use crate::inputs::DeploymentRef;
 use crate::runner::Runner;
+use crate::targets::wayback::WayBack;
 
 /// The deploy (`<run id>-<attempt>`) that made a colour or rolled a worker.
 pub const ROLLED_BY: &str = "deploy-action/deploy-id";

@@ -1,8 +1,10 @@
-//! The way back after a signal. The runner sends SIGKILL 7.5 s after
-//! SIGINT, so the steps that undo a deploy (Services flipped back,
-//! Deployments and workers undone, a canary removed, candidates scaled to
-//! zero) share one budget, [`WAY_BACK`], counted from the moment the first
-//! of them saw the signal. Each taking a budget of its own, three slow
+//! The way back after a signal, for every target. The runner sends SIGTERM
+//! 7.5 s after SIGINT and gives up at 10 s; a deploy must be in a safe
+//! state, its final status recorded, within 7 s. So the steps that undo a
+//! deploy (hosts: every unit back to its previous colour; a cluster:
+//! Services flipped back, Deployments and workers undone, a canary removed,
+//! candidates scaled to zero) share one budget, [`WAY_BACK`], counted from
+//! the moment the first of them saw the signal. Each taking a budget of its own, three slow
 //! steps of 4 s would pass the runner's grace. Steps run in the order that
 //! matters most: traffic first, then what serves it, then clean-up.
 
@@ -13,9 +15,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The whole way back after a signal, leaving time for the final GitHub
-/// status within the runner's 7.5 s.
-pub const WAY_BACK: Duration = Duration::from_secs(5);
+use crate::runner::Runner;
+
+/// The whole way back after a signal, leaving 2.5 s of the 7 for the
+/// final GitHub status and the summary. The one budget of both targets
+/// (hosts had 4.5 s and clusters 5 s before they shared it).
+pub const WAY_BACK: Duration = Duration::from_millis(4500);
 
 /// One run's way back: the run's cancellation and the shared deadline.
 pub struct WayBack<'a> {
@@ -73,9 +78,61 @@ impl<'a> WayBack<'a> {
     }
 }
 
+/// The migration's way back, for every target: `migrate-rollback-command`
+/// once traffic is back on the old version after a migration that had
+/// succeeded. After a signal there is no time for it, so it is named for a
+/// person to run (`by_hand`: "run … from … by hand"). Its failure is loud
+/// (`migrate_rollback_failed`, naming `place`: the host or the Job) but
+/// undoes nothing. `Err` carries why, for the summary.
+pub async fn migration_back(
+    place: &str,
+    by_hand: &str,
+    runner: &Runner,
+    cancel: &CancellationToken,
+    run: impl Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    let _g = runner.group("migrate-rollback-command (the migration ran; traffic is back)");
+    let result = if cancel.is_cancelled() {
+        Err(format!("cancelled before it could run; {by_hand}"))
+    } else {
+        run.await
+    };
+    if let Err(why) = &result {
+        runner.error(
+            "migrate_rollback_failed",
+            &format!(
+                "{place}: the migration's rollback failed ({why}); the schema may be ahead of the version serving"
+            ),
+        );
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn after_a_signal_the_migrations_way_back_is_named_not_run() {
+        let buf = crate::runner::memory::Log::default();
+        let runner = buf.runner();
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let r = migration_back("web-1", "run `db down` by hand", &runner, &cancel, async {
+            ran.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+        .await;
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(r, Err("cancelled before it could run; run `db down` by hand".into()));
+        let log = buf.text();
+        let want =
+            "web-1: the migration's rollback failed (cancelled before it could run; run `db down` by hand)";
+        assert!(log.contains("migrate_rollback_failed") && log.contains(want), "{log}");
+        let ok = migration_back("web-1", "-", &runner, &CancellationToken::new(), async { Ok(()) }).await;
+        assert_eq!(ok, Ok(()));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn steps_after_a_signal_share_one_deadline() {
