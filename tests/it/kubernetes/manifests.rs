@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{Ns, assert_status, image_of, kubectl_ok, kubectl_stdin};
+use super::*;
 
 /// The CustomResourceDefinitions of sealed-secrets and external-secrets,
 /// as a cluster running those controllers has them (the objects are only
@@ -114,4 +114,101 @@ fn kubernetes_a_signal_while_the_manifests_are_applied_stops_the_applying() {
     );
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
     assert_eq!(ns.get("web", "{.metadata.generation}"), "1");
+}
+
+/// `manifests`: multi-document YAML applied by server-side apply in
+/// dependency order, the image set in the containers that run its
+/// repository; a Deployment the manifests create is rolled out like the
+/// others, and a failing later one rolls back to the previous revision.
+#[test]
+fn kubernetes_manifests_are_applied_in_order_with_the_image_set() {
+    let ns = Ns::new("manifests");
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 2\n  progressDeadlineSeconds: 60\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - {{name: app, image: \"example.invalid/web:latest\", envFrom: [{{configMapRef: {{name: web-config}}}}]}}\n      - {{name: sidecar, image: \"example.invalid/sidecar:1\"}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}\n---\n# a comment-only document is skipped\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-config, namespace: {ns}}}\ndata: {{MODE: prod}}\n",
+        ns = ns.0
+    );
+    let action = |image: &str| ns.manifests_action(image, &yaml);
+    // A plan first: a server-side dry run that creates nothing.
+    let plan = action("example.invalid/web:v1").input("mode", "plan").run();
+    assert_eq!(plan.code, Some(0), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains(&format!("configmap {}/web-config: would be applied from k8s/app.yaml#4", ns.0)),
+        "{}",
+        plan.stdout
+    );
+    assert!(plan.stdout.contains(&format!("deployment {}/web: would be created", ns.0)), "{}", plan.stdout);
+    assert!(
+        kubectl_ok(&["-n", &ns.0, "get", "deployments,configmaps,services", "-o", "name"])
+            .lines()
+            .all(|l| l == "configmap/kube-root-ca.crt")
+    );
+
+    let run = action("example.invalid/web:v1").run();
+    assert_status(&run, "success", 0);
+    let at = |s: &str| run.stdout.find(s).unwrap_or_else(|| panic!("{s} missing: {}", run.stdout));
+    let (cm, svc, dep) = (
+        at(&format!("configmap {}/web-config: applied", ns.0)),
+        at(&format!("service {}/web: applied", ns.0)),
+        at(&format!("deployment {}/web: created, container app runs example.invalid/web:v1", ns.0)),
+    );
+    assert!(cm < svc && svc < dep, "dependency order: {}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+    assert_eq!(ns.get("web", "{.spec.template.spec.containers[1].image}"), "example.invalid/sidecar:1");
+    ns.rollout_status("web", &[]).assert_ok();
+    let managers = kubectl_ok(&[
+        "-n",
+        &ns.0,
+        "get",
+        "configmap",
+        "web-config",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert_eq!(managers, "deploy-action");
+
+    let run = action("example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    assert_eq!(revision(&ns), "2");
+
+    // A bad image: rolled back to the previous revision, the manifest's
+    // envFrom kept.
+    let run = action("example.invalid/web:imagepull").run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("rolled back to revision 2"), "{}", run.stdout);
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
+    assert_eq!(serving_image(&ns, "web"), "example.invalid/web:v2");
+    assert_eq!(
+        ns.get("web", "{.spec.template.spec.containers[0].envFrom[0].configMapRef.name}"),
+        "web-config"
+    );
+}
+
+/// Problems in the manifests are named at once, before any contact.
+#[test]
+fn kubernetes_manifest_problems_are_named_before_any_contact() {
+    let a = Action::new()
+        .input("target", "kubernetes")
+        .input("app", "web")
+        .input("kubeconfig", &token_kubeconfig("never-used"))
+        .input("manifests", "k8s/*.yaml, missing.yaml")
+        .input("image", "example.invalid/web:v2")
+        .input("github-deployments", "false");
+    std::fs::create_dir_all(a.path("k8s")).unwrap();
+    std::fs::write(
+        a.path("k8s/app.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers: [{name: app, image: other.example/else:1}]\n---\nkind: Service\n",
+    )
+    .unwrap();
+    let run = a.run();
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    for want in [
+        "'missing.yaml' matches no file",
+        "k8s/app.yaml#2: is not a Kubernetes object (no apiVersion, metadata.name)",
+        "no container of their workloads runs example.invalid/web",
+    ] {
+        assert!(run.stdout.contains(want), "{want}: {}", run.stdout);
+    }
+    assert!(!run.stdout.contains("Connect to the cluster"), "{}", run.stdout);
 }
