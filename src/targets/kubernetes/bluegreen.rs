@@ -920,9 +920,7 @@ async fn prepare(
     }
 }
 
-/// Watches every candidate through the window: one losing availability
-/// (or a pod stuck in a state that will not heal) fails it, and so does a
-/// breach of the `analysis` (read at the start, then every interval).
+/// Watches every candidate through the window (see [`observe::window`]).
 async fn observe(
     client: &kube::Client,
     pairs: &[Pair],
@@ -931,44 +929,10 @@ async fn observe(
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> Result<(), Option<KubeError>> {
+    let watched: Vec<ObjectRef> =
+        pairs.iter().map(|p| ObjectRef::deployment(p.ns(), &p.candidate_name())).collect();
     let end = Instant::now() + window;
-    let judged = async {
-        match analysis {
-            Some(a) => a.watch_until(end, cancel).await.map_err(super::canary::analysis_failed),
-            None => Ok(()),
-        }
-    };
-    if window.is_zero() {
-        return judged.await;
-    }
-    let watches = pairs.iter().map(|p| async move {
-        let api: Api<Deployment> = Api::namespaced(client.clone(), p.ns());
-        let name = p.candidate_name();
-        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let mut events = watcher(api, cfg).default_backoff().boxed();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(end) => return Ok(()),
-                _ = cancel.cancelled() => return Err(None),
-                ev = events.next() => {
-                    if let Some(Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) = ev {
-                        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-                        let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
-                        if available < want {
-                            let object = ObjectRef::deployment(p.ns(), &name);
-                            runner.line(&format!("{object}: {available} of {want} replicas available during the observe window"));
-                            return Err(Some(KubeError::ProgressDeadline {
-                                object,
-                                message: format!("lost availability after the switch: {available} of {want} replicas available"),
-                            }));
-                        }
-                    }
-                }
-            }
-        }
-    });
-    // The first failure ends the window for all.
-    futures::future::try_join(futures::future::try_join_all(watches), judged).await.map(|_| ())
+    super::observe::window(client, &watched, end, "after the switch", analysis, runner, cancel).await
 }
 
 /// Flips every given Service back to what served before. Returns whether

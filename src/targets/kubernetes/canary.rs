@@ -24,13 +24,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::apply::{self, Current};
 use super::error::{KubeError, ObjectRef};
 use super::secret::MANAGED_BY;
-use super::{ClusterRun, Deploy, FIELD_MANAGER, rollout};
+use super::{ClusterRun, Deploy, FIELD_MANAGER, observe, rollout};
 use crate::inputs::{CanaryTraffic, KubernetesSpec};
 use crate::runner::Runner;
 use crate::targets::wayback::WayBack;
@@ -383,47 +381,29 @@ impl Canary<'_> {
         }
     }
 
-    /// Watches the canary for the interval: losing availability fails, and
-    /// so does a breach of the `analysis` (read at the step's start, then
-    /// every interval).
+    /// Watches the canary for the interval (see [`observe::window`]).
+    /// `Ok(false)`: cancelled.
     async fn observe(
         &self,
         interval: Duration,
         analysis: Option<&crate::analysis::Analysis>,
         cancel: &CancellationToken,
     ) -> Result<bool, KubeError> {
-        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.name()));
-        let mut events = watcher(self.deployments(), cfg).default_backoff().boxed();
         let end = Instant::now() + interval;
-        let judged = async {
-            match analysis {
-                Some(a) => a.watch_until(end, cancel).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(judged);
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(end) => return Ok(true),
-                _ = cancel.cancelled() => return Ok(false),
-                r = &mut judged => match r.map_err(analysis_failed) {
-                    Ok(()) => return Ok(true),
-                    Err(None) => return Ok(false),
-                    Err(Some(e)) => return Err(e),
-                },
-                ev = events.next() => {
-                    if let Some(Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) = ev {
-                        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-                        let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
-                        if available < want {
-                            return Err(KubeError::ProgressDeadline {
-                                object: self.object(),
-                                message: format!("the canary lost availability: {available} of {want} replicas available"),
-                            });
-                        }
-                    }
-                }
-            }
+        match observe::window(
+            self.client,
+            &[self.object()],
+            end,
+            "during the canary step",
+            analysis,
+            self.runner,
+            cancel,
+        )
+        .await
+        {
+            Ok(()) => Ok(!cancel.is_cancelled()),
+            Err(None) => Ok(false),
+            Err(Some(e)) => Err(e),
         }
     }
 
@@ -518,15 +498,6 @@ enum Promotion {
     /// Failed (`error`) or cancelled (`None`); `applied` when the stable
     /// took the new template, so there is a revision to undo.
     Failed { applied: bool, error: Option<KubeError> },
-}
-
-/// An analysis failure as the cluster's strategies return one: `None`
-/// when cancelled.
-pub(super) fn analysis_failed(e: crate::analysis::AnalysisError) -> Option<KubeError> {
-    match e {
-        crate::analysis::AnalysisError::Cancelled => None,
-        e => Some(KubeError::Analysis(e)),
-    }
 }
 
 /// Points every backend naming service `from` at `to`.
