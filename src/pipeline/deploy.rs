@@ -688,19 +688,18 @@ async fn deploy_units(
     let report = fleet::run(&units, &phases, release.clone(), cfg, runner, cancel).await;
     close_all(&units).await;
     timeline.0.extend(report.timeline);
-    let status = match (&report.error, report.committed, report.rolled_back) {
-        (None, _, _) => Status::Success,
-        (Some(_), true, _) => Status::Success,
-        (Some(Error::Cancelled), _, _) => Status::Error,
-        (Some(_), false, true) => Status::Failure,
-        (Some(_), false, false)
-            if inputs.rollout.on_host_failure == crate::inputs::OnHostFailure::KeepGoing
-                && report.units.iter().all(|(_, o, _)| *o != UnitOutcome::Failed) =>
-        {
-            Status::Failure
-        }
-        (Some(_), false, false) => Status::Error,
-    };
+    let cancelled = matches!(report.error, Some(Error::Cancelled));
+    // keep-going: the hosts that failed are each back on their previous
+    // version when none is in an unknown state.
+    let kept_going_back = inputs.rollout.on_host_failure == crate::inputs::OnHostFailure::KeepGoing
+        && report.units.iter().all(|(_, o, _)| *o != UnitOutcome::Failed);
+    let status = super::Ended {
+        failed: report.error.is_some() && !cancelled,
+        cancelled,
+        committed: report.committed,
+        nothing_left: report.rolled_back || kept_going_back,
+    }
+    .status();
     let stage = report.failed_stage.unwrap_or("done");
     let error = if report.committed { None } else { report.error };
     Run {
@@ -790,25 +789,24 @@ async fn cluster_units(
     });
     let k =
         kubernetes::run(spec, inputs.mode, super::kube_strategy(inputs), work.as_ref(), runner, cancel).await;
-    let status = match (&k.error, k.cancelled, k.rolled_back) {
-        (None, false, _) => Status::Success,
-        (_, true, _) => Status::Error,
-        // Someone else's template runs now, as they set it: this deploy
-        // failed, and there is nothing of it left to undo.
-        (
-            Some(
-                kubernetes::KubeError::Paused { .. }
+    // Someone else's template runs now, as they set it: this deploy failed,
+    // and there is nothing of it left to undo.
+    let theirs = matches!(
+        k.error,
+        Some(
+            kubernetes::KubeError::Paused { .. }
                 | kubernetes::KubeError::NoHistory { .. }
-                | kubernetes::KubeError::TakenOver { .. },
-            ),
-            _,
-            _,
-        ) => Status::Failure,
-        // Nothing changed yet (read or apply refused) counts as rolled back.
-        (Some(_), false, true) => Status::Failure,
-        (Some(_), false, false) if k.units.iter().all(|(_, o, _)| o == "unchanged") => Status::Failure,
-        (Some(_), false, false) => Status::Error,
-    };
+                | kubernetes::KubeError::TakenOver { .. }
+        )
+    );
+    let status = super::Ended {
+        failed: k.error.is_some(),
+        cancelled: k.cancelled,
+        // A cluster's deploy is done when its run returns without error.
+        committed: false,
+        nothing_left: k.rolled_back || theirs || k.units.iter().all(|(_, o, _)| o == "unchanged"),
+    }
+    .status();
     timeline.push(k.stage, t, status == Status::Success, format!("{} deployment(s)", spec.deployments.len()));
     let error = match (k.error, k.cancelled) {
         (Some(e), _) => Some(Error::from(e)),

@@ -42,6 +42,38 @@ impl Status {
     }
 }
 
+/// How a deploy ended on its target, in the terms the final status is
+/// decided on. Both targets fill one in: [`Ended::status`] is the one
+/// mapping of a deploy to its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// A step failed (a signal is `cancelled`, not this).
+    pub failed: bool,
+    pub cancelled: bool,
+    /// The new version serves: the deploy passed its commit point, and a
+    /// later failure or signal no longer undoes it.
+    pub committed: bool,
+    /// Nothing of this deploy is left serving: every change was undone,
+    /// nothing had changed yet, or (a cluster) someone else's version runs
+    /// now, as they set it.
+    pub nothing_left: bool,
+}
+
+impl Ended {
+    /// Success when the new version serves; failure when the deploy failed
+    /// and the previous version was kept or restored; error when the run
+    /// was cancelled before its commit point or the state is unknown.
+    pub fn status(self) -> Status {
+        match self {
+            Ended { failed: false, cancelled: false, .. } => Status::Success,
+            Ended { committed: true, .. } => Status::Success,
+            Ended { cancelled: true, .. } => Status::Error,
+            Ended { nothing_left: true, .. } => Status::Failure,
+            _ => Status::Error,
+        }
+    }
+}
+
 /// The result of a run, mapped to an exit code by `main`.
 #[derive(Debug)]
 pub struct Outcome {
@@ -205,5 +237,31 @@ fn kube_strategy(inputs: &Inputs) -> crate::targets::kubernetes::Strategy {
             drain: inputs.rollout.drain,
         }),
         crate::inputs::StrategyKind::Rolling => Strategy::Rolling,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ended, Status};
+
+    #[test]
+    fn one_status_for_every_way_a_deploy_ends() {
+        let e =
+            |failed, cancelled, committed, nothing_left| Ended { failed, cancelled, committed, nothing_left };
+        for (ended, want) in [
+            (e(false, false, true, false), Status::Success),
+            (e(false, false, false, false), Status::Success),
+            // Past the commit point a failure or a signal leaves it serving.
+            (e(true, false, true, false), Status::Success),
+            (e(false, true, true, false), Status::Success),
+            // A signal before it: error, whether or not it was undone.
+            (e(false, true, false, true), Status::Error),
+            (e(true, true, false, false), Status::Error),
+            (e(true, false, false, true), Status::Failure),
+            // Failed and not known to be back: the state is unknown.
+            (e(true, false, false, false), Status::Error),
+        ] {
+            assert_eq!(ended.status(), want, "{ended:?}");
+        }
     }
 }
