@@ -1,0 +1,303 @@
+//! The deploy itself: the hosts' fleet through the strategy's phases, or
+//! the cluster's run, each mapped to the run's status.
+
+use super::*;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn deploy_units(
+    inputs: &Inputs,
+    runner: &Runner,
+    cancel: &CancellationToken,
+    release: &Arc<Release>,
+    material: HostMaterial,
+    judges: Judges,
+    github: Option<&Deployments>,
+    timeline: &mut Timeline,
+) -> Run {
+    let HostMaterial { key, known_hosts, registry_password } = material;
+    let fail = |status, error: Error, stage| Run {
+        status,
+        error: Some(error),
+        stage,
+        image: None,
+        previous_image: None,
+        units: vec![],
+        rolled_back: false,
+    };
+    if let Some(k) = &inputs.kubernetes {
+        return cluster_units(inputs, k, release, &judges, runner, cancel, timeline).await;
+    }
+    let t = Instant::now();
+    let reached = tokio::select! {
+        r = reach(inputs, runner) => r,
+        _ = cancel.cancelled() => return fail(Status::Error, Error::Cancelled, "discover"),
+    };
+    let specs = match reached {
+        Ok(s) => s,
+        Err(e) => return fail(Status::Failure, e, "discover"),
+    };
+    // `ec2-host-keys: console-output`: each instance's keys, as AWS has
+    // them, pinned beside any stored lines (a bastion's).
+    let known_hosts = match inputs.ec2.as_ref().filter(|e| e.console_host_keys) {
+        None => known_hosts,
+        Some(spec) => {
+            let hosts: Vec<HostSpec> = specs.iter().map(|(h, _)| h.clone()).collect();
+            let read = async {
+                let _g = runner.group("Read the instances' host keys from their console output");
+                let config = ec2::sdk_config(inputs.ssm.region.as_deref().unwrap_or_default()).await;
+                let lines = ec2::console_host_keys(&config, spec, &hosts, inputs.ssh.timeout).await?;
+                runner.line(&format!(
+                    "pinned {} host key(s) of {} instance(s), from GetConsoleOutput",
+                    lines.lines().count(),
+                    hosts.len()
+                ));
+                Ok::<_, crate::targets::hosts::HostError>(lines)
+            };
+            let lines = tokio::select! {
+                r = read => r,
+                _ = cancel.cancelled() => return fail(Status::Error, Error::Cancelled, "discover"),
+            };
+            match lines {
+                Ok(l) => {
+                    let stored = known_hosts.as_ref().map(|k| k.expose().to_string()).unwrap_or_default();
+                    Some(SecretValue::new(format!("{stored}\n{l}")))
+                }
+                Err(e) => return fail(Status::Failure, e.into(), "discover"),
+            }
+        }
+    };
+    // Through Instance Connect the run's own key logs in (no stored one).
+    let key =
+        key.or_else(|| specs.iter().any(|(_, via)| via.is_some()).then(|| SecretValue::new(String::new())));
+    let (Some(key), Some(known_hosts)) = (key, known_hosts) else {
+        return fail(
+            Status::Failure,
+            Error::Other("ssh-private-key and ssh-known-hosts are required".into()),
+            "connect",
+        );
+    };
+    let registry = inputs.registry.username.clone().zip(registry_password);
+    let units: Vec<Arc<dyn Target>> = {
+        let _g = runner.group(&format!("Connect to {} host(s)", specs.len()));
+        let connects = specs.iter().map(|(h, via)| {
+            let mut conn =
+                HostConn::from_inputs(inputs, h, key.clone(), known_hosts.clone(), registry.clone());
+            conn.via = via.clone();
+            let runner = runner.clone();
+            async move { HostTarget::connect(conn, runner).await }
+        });
+        let results = tokio::select! {
+            r = futures::future::join_all(connects) => r,
+            _ = cancel.cancelled() => return fail(Status::Error, Error::Cancelled, "connect"),
+        };
+        let mut units: Vec<Arc<dyn Target>> = Vec::new();
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(u) => units.push(Arc::new(u)),
+                Err(e) => {
+                    runner.error(e.reason(), &e.to_string());
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            close_all(&units).await;
+            return fail(Status::Failure, e.into(), "connect");
+        }
+        units
+    };
+    timeline.push("connect", t, true, format!("{} host(s)", units.len()));
+
+    // Every host's lock first: whether there is anything to do is decided
+    // while no other deploy can be switching (a run reading "already live"
+    // before another run's switch would record a version that is not live).
+    let t = Instant::now();
+    let locks = tokio::select! {
+        r = lock_all(&units, release, github, runner, cancel) => r,
+        _ = cancel.cancelled() => {
+            close_all(&units).await;
+            return fail(Status::Error, Error::Cancelled, "lock");
+        }
+    };
+    if let Some(e) = locks.into_iter().find_map(Result::err) {
+        close_all(&units).await;
+        return fail(Status::Failure, e, "lock");
+    }
+    timeline.push("lock", t, true, format!("{} host(s)", units.len()));
+
+    // Re-runs: the same image and secrets already live everywhere → nothing to do.
+    let mut all_live = inputs.mode != Mode::Rollback;
+    let mut previous_image = None;
+    for u in &units {
+        match u.inspect().await {
+            Ok(live) => {
+                if previous_image.is_none() {
+                    previous_image = live.image.clone();
+                }
+                runner.line(&format!(
+                    "{}: live {} ({})",
+                    u.name(),
+                    live.image.as_deref().unwrap_or("nothing"),
+                    live.colour.as_deref().unwrap_or("no colour")
+                ));
+                let same_image =
+                    release.services.iter().all(|s| live.image.as_deref() == Some(s.image.full().as_str()));
+                // The same image with another command, env or port is a
+                // change too (a config-only deploy).
+                let same_config = live.config.as_deref() == Some(release.config().as_str());
+                if same_image && !same_config {
+                    runner.line(&format!(
+                        "{}: the live containers run {} with another command, environment or ports (or from before this was recorded); deploying",
+                        u.name(),
+                        live.image.as_deref().unwrap_or("?")
+                    ));
+                }
+                all_live &=
+                    same_image && same_config && live.secrets_fingerprint == release.secrets_fingerprint;
+                if !live.leftovers.is_empty() {
+                    // A re-run converges the host: the deploy replaces the leftover.
+                    runner.line(&format!(
+                        "{}: {} of {} also runs, left by an interrupted deploy; deploying to replace it",
+                        u.name(),
+                        live.leftovers.join(", "),
+                        inputs.app
+                    ));
+                    all_live = false;
+                }
+            }
+            Err(e) => {
+                runner.warning(e.reason(), &format!("could not read what runs on {}: {e}", u.name()));
+                all_live = false;
+            }
+        }
+    }
+    if all_live {
+        runner.line("the same image and secrets are already live on every host: nothing to do");
+        close_all(&units).await;
+        // Nothing changed: what was live before is what is live now.
+        return Run {
+            status: Status::Success,
+            error: None,
+            stage: "done",
+            image: None,
+            previous_image,
+            units: units
+                .iter()
+                .map(|u| (u.name().to_string(), "already live".to_string(), Duration::ZERO))
+                .collect(),
+            rolled_back: false,
+        };
+    }
+
+    let phases =
+        strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some());
+    let cfg = Arc::new(FleetConfig {
+        health: inputs.health.clone(),
+        rollout: inputs.rollout.clone(),
+        traffic: inputs.traffic.as_ref().map(|t| t.limits),
+        smoke: judges.smoke,
+        analysis: judges.analysis,
+    });
+    let report = fleet::run(&units, &phases, release.clone(), cfg, runner, cancel).await;
+    close_all(&units).await;
+    timeline.0.extend(report.timeline);
+    let cancelled = matches!(report.error, Some(Error::Cancelled));
+    // keep-going: the hosts that failed are each back on their previous
+    // version when none is in an unknown state.
+    let kept_going_back = inputs.rollout.on_host_failure == crate::inputs::OnHostFailure::KeepGoing
+        && report.units.iter().all(|(_, o, _)| *o != UnitOutcome::Failed);
+    let status = super::super::Ended {
+        failed: report.error.is_some() && !cancelled,
+        cancelled,
+        committed: report.committed,
+        nothing_left: report.rolled_back || kept_going_back,
+    }
+    .status();
+    let stage = report.failed_stage.unwrap_or("done");
+    let error = if report.committed { None } else { report.error };
+    Run {
+        status,
+        error,
+        stage,
+        image: None,
+        previous_image,
+        units: report.units.into_iter().map(|(n, o, d)| (n, o.as_str().to_string(), d)).collect(),
+        rolled_back: report.rolled_back,
+    }
+}
+
+/// `target: kubernetes`: the cluster does the rolling; its result mapped to
+/// the run's (the same statuses as hosts: failure when rolled back, error
+/// when the state is unknown or the run was cancelled).
+pub(super) async fn cluster_units(
+    inputs: &Inputs,
+    spec: &crate::inputs::KubernetesSpec,
+    release: &Release,
+    judges: &Judges,
+    runner: &Runner,
+    cancel: &CancellationToken,
+    timeline: &mut Timeline,
+) -> Run {
+    use crate::targets::kubernetes;
+    let t = Instant::now();
+    let image = inputs.image.as_ref().map(|i| i.full());
+    let work = image.as_deref().map(|image| kubernetes::Deploy {
+        image,
+        app: &release.app,
+        deploy_id: &release.deploy_id,
+        secret: kubernetes::secret::AppSecret::new(
+            &release.app,
+            release.secrets_fingerprint.as_deref(),
+            &release.secret_env,
+        ),
+        migrate_command: release.migrate_command.as_deref(),
+        pre_migrate_command: release.pre_migrate_command.as_deref(),
+        migrate_rollback_command: release.migrate_rollback_command.as_deref(),
+        migration_timeout: inputs.rollout.migration_timeout,
+        smoke: judges.smoke.as_deref().map(|s| s as &dyn crate::targets::kubernetes::UrlChecks),
+        analysis: judges.analysis.as_deref(),
+    });
+    let k = kubernetes::run(
+        spec,
+        inputs.mode,
+        super::super::kube_strategy(inputs),
+        work.as_ref(),
+        runner,
+        cancel,
+    )
+    .await;
+    // Someone else's template runs now, as they set it: this deploy failed,
+    // and there is nothing of it left to undo.
+    let theirs = matches!(
+        k.error,
+        Some(
+            kubernetes::KubeError::Paused { .. }
+                | kubernetes::KubeError::NoHistory { .. }
+                | kubernetes::KubeError::TakenOver { .. }
+        )
+    );
+    let status = super::super::Ended {
+        failed: k.error.is_some(),
+        cancelled: k.cancelled,
+        // A cluster's deploy is done when its run returns without error.
+        committed: false,
+        nothing_left: k.rolled_back || theirs || k.units.iter().all(|(_, o, _)| o == "unchanged"),
+    }
+    .status();
+    timeline.push(k.stage, t, status == Status::Success, format!("{} deployment(s)", spec.deployments.len()));
+    let error = match (k.error, k.cancelled) {
+        (Some(e), _) => Some(Error::from(e)),
+        (None, true) => Some(Error::Cancelled),
+        (None, false) => None,
+    };
+    Run {
+        status,
+        error,
+        stage: k.stage,
+        image: k.restored_image,
+        previous_image: k.previous_image,
+        units: k.units,
+        rolled_back: k.rolled_back,
+    }
+}
