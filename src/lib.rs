@@ -13,7 +13,9 @@
 //!   failure and rollback; retried, bounded, redacted, never fatal.
 //! - [`plan`] — pure: inputs → what will be done (printed by `mode: plan`).
 //! - [`pipeline`] — stages, deadlines, the fleet, rollback, cancellation,
-//!   the final status.
+//!   the final status (`Ended::status`, one mapping for every target).
+//!   `pipeline/deploy/` is a run's stages: `connect`, `material`, `units`
+//!   (the fleet or the cluster), `finish`.
 //! - [`strategy`] — the order of steps for blue-green, rolling and canary.
 //! - [`health`] — health-check loops over [`targets::Target::probe`], and
 //!   the observe window's judgement of what users were served.
@@ -25,9 +27,12 @@
 //!   `Request`): the leaf that targets, health and smoke share.
 //! - [`targets`] — the mechanics: `hosts` (SSH, Docker, nginx), `ec2`
 //!   (discovery, then hosts), `kubernetes` (server-side apply, kubectl's
-//!   rollout verdict by watch, `rollout undo`; it takes the whole deploy).
-//!   Their errors (`TargetError`, `HostError`, `KubeError`) are wrapped by
-//!   [`Error`], never the other way round.
+//!   rollout verdict by watch, `rollout undo`; it takes the whole deploy,
+//!   a file or folder per strategy: `rolling.rs`, `bluegreen/`, `canary/`,
+//!   one observe window in `observe.rs`). `targets::wayback` is the way
+//!   back every target shares: one budget after a signal and one
+//!   migration-rollback policy. Their errors (`TargetError`, `HostError`,
+//!   `KubeError`) are wrapped by [`Error`], never the other way round.
 //!
 //! Imports go one way: `pipeline` → `health`/`smoke` → `targets` →
 //! `probe`/`inputs`/`analysis`/`secrets` → `redact`; `error` sits above

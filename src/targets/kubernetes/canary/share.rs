@@ -50,7 +50,7 @@ pub fn real_share(stable: i32, weight: u8) -> (i32, f64) {
 }
 
 /// The first step the replica counts cannot express within
-/// [`share_tolerance`]: refused before any change, naming the real share
+/// `share_tolerance`: refused before any change, naming the real share
 /// and how many stable replicas would express it. A weighted router
 /// (ingress, HTTPRoute) weighs exactly: nothing to refuse.
 pub fn inexpressible(
