@@ -25,8 +25,8 @@ pub(super) async fn deploy(
     }
 
     out.stage = "apply";
-    let (changed, applied) = apply_images(client, work, &targets, &mut out, runner, cancel).await;
     let (_, after) = others(spec);
+    let (changed, applied) = apply_images(client, work, &targets, &mut out, runner, cancel).await;
     if out.error.is_none() && !cancel.is_cancelled() && !after.is_empty() {
         let _g = runner.group(&format!("Apply {} more object(s) from the manifests", after.len()));
         // Cancelled: the check after the rollout's turns back what changed.
@@ -155,16 +155,8 @@ pub(super) async fn before_the_images(
     if !before.is_empty() {
         out.stage = "apply";
         let _g = runner.group(&format!("Apply {} object(s) from the manifests", before.len()));
-        match apply_all(client, &before, &spec.namespace, runner, cancel).await {
-            Ok(true) => {}
-            Ok(false) => {
-                out.cancelled = true;
-                return false;
-            }
-            Err(e) => {
-                out.error = Some(e);
-                return false;
-            }
+        if !went_on(out, apply_all(client, &before, &spec.namespace, runner, cancel).await) {
+            return false;
         }
     }
 
@@ -188,19 +180,28 @@ pub(super) async fn before_the_images(
     // The migration, before anything rolls.
     if let Some(first) = targets.first() {
         out.stage = "migrate";
-        match migrate_first(client, work, first, runner, cancel).await {
-            Ok(true) => out.migrated = work.migrate_command.and(Some(first.object.name.clone())),
-            Ok(false) => {
-                out.cancelled = true;
-                return false;
-            }
-            Err(e) => {
-                out.error = Some(e);
-                return false;
-            }
+        if !went_on(out, migrate_first(client, work, first, runner, cancel).await) {
+            return false;
         }
+        out.migrated = work.migrate_command.and(Some(first.object.name.clone()));
     }
     true
+}
+
+/// A step that ends `Ok(true)` (done), `Ok(false)` (cancelled) or with an
+/// error, recorded in `out`: whether the deploy goes on.
+fn went_on(out: &mut ClusterRun, step: Result<bool, KubeError>) -> bool {
+    match step {
+        Ok(true) => true,
+        Ok(false) => {
+            out.cancelled = true;
+            false
+        }
+        Err(e) => {
+            out.error = Some(e);
+            false
+        }
+    }
 }
 
 /// The template each apply left, by target: the rollout its watch pins.
