@@ -112,6 +112,16 @@ pub fn image(s: &str) -> Result<ImageRef, String> {
     })
 }
 
+/// A span as a person writes it in an input, the inverse of [`duration`]
+/// for the log and the plan: `500ms`, `2s`, `1.5s`.
+pub fn span(d: Duration) -> String {
+    match d.as_millis() {
+        ms if ms < 1000 => format!("{ms}ms"),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{:.1}s", d.as_secs_f64()),
+    }
+}
+
 /// `90s`, `5m`, `1h30m`, `500ms`, or a bare number of seconds.
 pub fn duration(s: &str) -> Result<Duration, String> {
     const ALLOWED: &str = "a duration like 90s, 5m, 1h30m or 500ms";

@@ -19,7 +19,7 @@ use crate::probe::Via;
 use crate::runner::Runner;
 use crate::runner::summary::StageTiming;
 use crate::strategy::{Phase, Step};
-use crate::targets::wayback::{WAY_BACK, migration_back};
+use crate::targets::wayback::{WAY_BACK, drain, migration_back};
 use crate::targets::{Release, Target};
 
 /// Why a unit's step stopped when another unit's failure cancelled its phase.
@@ -131,7 +131,11 @@ async fn run_step(
             };
             health::observe(unit, release, &watch, runner, cancel).await
         }
-        Step::Retire(d) => Ok(unit.retire(release, *d).await?),
+        Step::Retire(d) => {
+            let before = format!("{}: the old version is removed", unit.name());
+            drain(*d, &before, runner, cancel).await;
+            Ok(unit.retire(release).await?)
+        }
     }
 }
 
@@ -474,7 +478,7 @@ mod tests {
             self.record(&format!("shift{p}"))?;
             self.record("shift")
         }
-        async fn retire(&self, _: &Release, _: Duration) -> Result<(), TargetError> {
+        async fn retire(&self, _: &Release) -> Result<(), TargetError> {
             self.record("retire")
         }
         async fn rollback(&self, _: &Release) -> Result<(), TargetError> {

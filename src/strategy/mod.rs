@@ -11,6 +11,7 @@ mod rolling;
 
 use std::time::Duration;
 
+use crate::inputs::grammar::span;
 use crate::inputs::{RolloutSpec, StrategyKind};
 
 /// One thing done to a unit.
@@ -65,15 +66,6 @@ impl std::fmt::Display for Step {
             Step::Launch => write!(f, "start the candidate colour"),
             Step::Verify => write!(f, "wait until the candidate is healthy"),
         }
-    }
-}
-
-/// A configured span as a person wrote it: `500ms`, `2s`, `1.5s`.
-fn span(d: Duration) -> String {
-    match d.as_millis() {
-        ms if ms < 1000 => format!("{ms}ms"),
-        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
-        _ => format!("{:.1}s", d.as_secs_f64()),
     }
 }
 

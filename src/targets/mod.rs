@@ -48,8 +48,6 @@ pub fn preflight(inputs: &crate::inputs::Inputs) -> Vec<crate::inputs::Problem> 
     }
 }
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 
 use crate::inputs::Service;
@@ -253,9 +251,10 @@ pub trait Target: Send + Sync {
     /// proxy configuration before returning the error.
     async fn shift(&self, release: &Release, percent: u8) -> Result<(), TargetError>;
 
-    /// Stops and removes the previous version after draining; keeps its
+    /// Stops and removes the previous version (the driver has drained it
+    /// first: `wayback::drain`); keeps its
     /// image for rollback and prunes older ones.
-    async fn retire(&self, release: &Release, drain: Duration) -> Result<(), TargetError>;
+    async fn retire(&self, release: &Release) -> Result<(), TargetError>;
 
     /// Puts the previous version back in service and removes the candidate.
     async fn rollback(&self, release: &Release) -> Result<(), TargetError>;

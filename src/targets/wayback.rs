@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::inputs::grammar::span;
 use crate::runner::Runner;
 
 /// The whole way back after a signal, leaving 2.5 s of the 7 for the
@@ -78,6 +79,33 @@ impl<'a> WayBack<'a> {
     }
 }
 
+/// The drain, for every target and every way out of traffic: once nothing
+/// routes to some containers or pods any more (nginx reloaded to the other
+/// colour, a Service's selector flipped, a canary's weight at 0), the
+/// connections in flight and the routers that have not caught up yet
+/// (endpoints, kube-proxy, ingress controllers) still send them requests
+/// for a while. So they are kept `drain` before `before` stops, removes or
+/// scales them down. A signal cuts the wait short: the way back's budget
+/// goes to the clean-up, and the runner kills the job soon after. `false`
+/// when it was cut short or skipped for a signal.
+pub async fn drain(drain: Duration, before: &str, runner: &Runner, cancel: &CancellationToken) -> bool {
+    if drain.is_zero() {
+        return true;
+    }
+    if cancel.is_cancelled() {
+        runner.line(&format!("no drain before {before}: cancelled"));
+        return false;
+    }
+    runner.line(&format!("draining for {} before {before}", span(drain)));
+    tokio::select! {
+        () = tokio::time::sleep(drain) => true,
+        () = cancel.cancelled() => {
+            runner.line("drain cut short: cancelled");
+            false
+        }
+    }
+}
+
 /// The migration's way back, for every target: `migrate-rollback-command`
 /// once traffic is back on the old version after a migration that had
 /// succeeded. After a signal there is no time for it, so it is named for a
@@ -111,6 +139,34 @@ pub async fn migration_back(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_waits_its_span_and_a_signal_cuts_it_short() {
+        let buf = crate::runner::memory::Log::default();
+        let runner = buf.runner();
+        let cancel = CancellationToken::new();
+        let t0 = Instant::now();
+        assert!(drain(Duration::from_millis(1500), "web-blue is removed", &runner, &cancel).await);
+        assert_eq!(t0.elapsed(), Duration::from_millis(1500));
+
+        let t1 = Instant::now();
+        let cut = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cut.cancel();
+        });
+        assert!(!drain(Duration::from_secs(30), "the canary is removed", &runner, &cancel).await);
+        assert_eq!(t1.elapsed(), Duration::from_secs(2));
+        assert!(!drain(Duration::from_secs(30), "the old colour is scaled to 0", &runner, &cancel).await);
+        assert!(drain(Duration::ZERO, "nothing", &runner, &cancel).await);
+        assert_eq!(
+            buf.text(),
+            "draining for 1.5s before web-blue is removed\n\
+             draining for 30s before the canary is removed\n\
+             drain cut short: cancelled\n\
+             no drain before the old colour is scaled to 0: cancelled\n"
+        );
+    }
 
     #[tokio::test]
     async fn after_a_signal_the_migrations_way_back_is_named_not_run() {

@@ -198,7 +198,7 @@ async fn deploy(app: &App, log: &Log, image: &str, deploy_id: &str) {
     t.launch(&r).await.expect("launch");
     wait_healthy(&t, &r).await.expect("candidate healthy");
     t.shift(&r, 100).await.expect("switch");
-    t.retire(&r, Duration::ZERO).await.expect("retire");
+    t.retire(&r).await.expect("retire");
     t.close().await;
 }
 

@@ -635,11 +635,10 @@ impl Target for HostTarget {
         Ok(())
     }
 
-    async fn retire(&self, release: &Release, drain: Duration) -> Result<(), TargetError> {
+    async fn retire(&self, release: &Release) -> Result<(), TargetError> {
         let unit = self.unit();
         let candidate = self.candidate()?;
         let previous = self.state().previous.clone().unwrap_or_default();
-        tokio::time::sleep(drain).await;
         let mut keep: Vec<String> = release.services.iter().map(|s| s.image.full()).collect();
         if let Some(old) = previous.colour.as_deref().filter(|c| *c != candidate) {
             let all = containers::list(&self.docker, unit, &release.app).await?;

@@ -2,8 +2,7 @@
 //! strategy, as [`super::run`] dispatches them, so a blue-green plan never
 //! shows the rolling steps again.
 
-use std::time::Duration;
-
+use crate::inputs::grammar::span;
 use crate::inputs::{CanaryTraffic, Inputs, KubernetesSpec, StrategyKind};
 
 /// The steps of this run, as the plan prints them.
@@ -94,12 +93,4 @@ fn canary(out: &mut Vec<String>, inputs: &Inputs, spec: &KubernetesSpec) {
         "on any failure or cancellation: the canary's share back to the stable Deployment, drain {}, then remove the canary",
         span(inputs.rollout.drain)
     ));
-}
-
-fn span(d: Duration) -> String {
-    match d.as_millis() {
-        ms if ms < 1000 => format!("{ms}ms"),
-        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
-        _ => format!("{:.1}s", d.as_secs_f64()),
-    }
 }

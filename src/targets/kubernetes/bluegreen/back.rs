@@ -13,7 +13,7 @@ pub(super) async fn back_out(
     pairs: &[Pair],
     rolled: &[workers::Rolled],
     out: &mut ClusterRun,
-    drain: Duration,
+    drain_for: Duration,
     runner: &Runner,
     way: &WayBack<'_>,
 ) {
@@ -24,7 +24,7 @@ pub(super) async fn back_out(
         out.units.extend(rows);
     }
     let _g = runner.group("Rollback: candidates to zero");
-    drain_before_removal(drain, "the candidates are retired", runner, way.cancel()).await;
+    drain(drain_for, "the candidates are retired", runner, way.cancel()).await;
     retire_candidates(client, pairs, runner, way).await;
 }
 

@@ -51,7 +51,7 @@ use super::secret::MANAGED_BY;
 use super::{ClusterRun, Deploy, FIELD_MANAGER, workers};
 use crate::inputs::{DeploymentRef, KubernetesSpec};
 use crate::runner::Runner;
-use crate::targets::wayback::WayBack;
+use crate::targets::wayback::{WayBack, drain};
 
 mod back;
 mod endpoints;
@@ -195,31 +195,6 @@ pub async fn deploy(
     out
 }
 
-/// The drain on every way out of traffic: once a Service no longer selects
-/// some pods, endpoints, kube-proxy and ingress controllers still send
-/// them requests for a while, so they are kept `drain` before they are
-/// removed or scaled down. A signal cuts the wait short (the way back's
-/// budget goes to the clean-up, and the runner kills the job soon after).
-pub(super) async fn drain_before_removal(
-    drain: Duration,
-    what: &str,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) {
-    if drain.is_zero() {
-        return;
-    }
-    if cancel.is_cancelled() {
-        runner.line(&format!("no drain before {what}: cancelled"));
-        return;
-    }
-    runner.line(&format!("draining for {}s before {what}", drain.as_secs()));
-    tokio::select! {
-        () = tokio::time::sleep(drain) => {}
-        () = cancel.cancelled() => runner.line("drain cut short: cancelled"),
-    }
-}
-
 /// Nothing of the pairs changed (or it was all put back): every row
 /// `unchanged`, the run rolled back.
 fn unchanged(mut out: ClusterRun, pairs: &[Pair]) -> ClusterRun {
@@ -348,13 +323,7 @@ impl Flip<'_> {
         out.stage = "retire";
         {
             let _g = runner.group("Retire the old colour");
-            if !timing.drain.is_zero() {
-                runner.line(&format!("draining for {}s", timing.drain.as_secs()));
-                tokio::select! {
-                    _ = tokio::time::sleep(timing.drain) => {}
-                    _ = cancel.cancelled() => {}
-                }
-            }
+            drain(timing.drain, "the old colour is scaled to 0", runner, cancel).await;
             for p in pairs {
                 match scale(client, ns, &p.old_name(), 0).await {
                     Ok(()) => runner.line(&format!(

@@ -148,7 +148,7 @@ pub async fn rollback(
         }
     }
     // The colour rolled back from served until the flip: it drains first.
-    drain_before_removal(timing.drain, "the colour rolled back from is scaled to 0", runner, cancel).await;
+    drain(timing.drain, "the colour rolled back from is scaled to 0", runner, cancel).await;
     for p in &pairs {
         if let Err(e) = scale(client, ns, &p.old_name(), 0).await {
             runner.warning(e.reason(), &format!("the colour rolled back from was not scaled down: {e}"));

@@ -39,7 +39,7 @@ use super::secret::MANAGED_BY;
 use super::{ClusterRun, Deploy, FIELD_MANAGER, observe, rollout};
 use crate::inputs::{CanaryTraffic, KubernetesSpec};
 use crate::runner::Runner;
-use crate::targets::wayback::WayBack;
+use crate::targets::wayback::{WayBack, drain};
 
 mod objects;
 mod plan;

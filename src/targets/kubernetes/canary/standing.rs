@@ -217,17 +217,9 @@ impl Canary<'_> {
     /// By replica ratio its pods leave the Service as they terminate.
     pub(super) async fn abort(&self, cancel: &CancellationToken) -> Result<(), KubeError> {
         self.set_weight(0).await?;
-        if !matches!(self.traffic, CanaryTraffic::Replicas) && !self.drain.is_zero() && !cancel.is_cancelled()
-        {
-            self.runner.line(&format!(
-                "{}: weight 0; draining for {}s before it is removed",
-                self.object(),
-                self.drain.as_secs()
-            ));
-            tokio::select! {
-                () = tokio::time::sleep(self.drain) => {}
-                () = cancel.cancelled() => self.runner.line("drain cut short: cancelled"),
-            }
+        if !matches!(self.traffic, CanaryTraffic::Replicas) {
+            let before = format!("{} is removed (its weight is 0)", self.object());
+            drain(self.drain, &before, self.runner, cancel).await;
         }
         let dp = DeleteParams::background();
         let service = ObjectRef::new("service", &self.ns, &self.name());
