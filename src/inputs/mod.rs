@@ -4,17 +4,14 @@
 //! and what is allowed. No network, no side effects.
 
 pub mod analysis;
+#[cfg(test)]
+pub(crate) mod given;
 pub mod grammar;
 pub mod manifests;
 pub mod raw;
 mod services;
 pub mod smoke;
-#[cfg(test)]
-mod tests;
 mod validate;
-
-#[cfg(test)]
-mod ec2_connect_tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -235,3 +235,244 @@ fn ec2_connect(c: &mut Check, raw: &RawInputs, target: TargetKind, address: Addr
     }
     Ec2Connect::Endpoint { id }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::inputs::given::Given;
+    use crate::inputs::{Ec2Connect, Problem, ROLLBACK_PENDING};
+
+    #[test]
+    fn one_service_from_the_inputs_and_what_ssh_defaults_to() {
+        let i = Given::hosts().set("app", "shop-api").ok();
+        let s = &i.services[0];
+        assert_eq!((s.container_port, s.blue_port, s.green_port), (8080, 8081, 8082));
+        assert_eq!(s.upstream_file, "/etc/nginx/conf.d/upstreams/shop-api.conf");
+        assert_eq!(s.upstream_name, "shop_api_backend", "nginx names take no '-'");
+        assert_eq!((i.ssh.user.as_str(), i.ssh.port), ("root", 22));
+        assert_eq!(i.ssh.lock_dir, "/var/lib/deploy-action/locks");
+        assert_eq!(i.ssh.proxy_url.as_str(), "http://127.0.0.1/");
+        // `mode: rollback` without an image: filled in later from the last
+        // good deployment.
+        let i = Given::hosts().unset("image").set("github-deployments", "true").set("github-token", "t");
+        let i = i.set("mode", "rollback").ok();
+        assert_eq!(i.services[0].image.full(), ROLLBACK_PENDING);
+    }
+
+    #[test]
+    fn ports_commands_and_an_upstream_file_are_refused_all_at_once() {
+        let p =
+            Given::hosts().set("blue-port", "9000").set("green-port", "9000").set("ssh-port", "0").problems();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[0], "green-port: must differ from blue-port");
+        assert!(p[1].starts_with("ssh-port: "), "{p:?}");
+        let file = "services:\n  - {name: api, blue-port: 8111, green-port: 8112, version-path: /api/v}\n  \
+                    - {name: rest, blue-port: 8121, green-port: 8122, version-path: /rest/v}\n";
+        let p = Given::hosts()
+            .set("services-file", "s.yml")
+            .file("s.yml", file)
+            .set("command", "[\"bin/web\"]")
+            .set("blue-port", "9001")
+            .set("nginx-upstream-file", "/etc/nginx/conf.d/x.conf")
+            .problems();
+        assert_eq!(
+            p,
+            [
+                "blue-port: cannot be combined with 'services-file'; set it per service in the file",
+                "command: cannot be combined with 'services-file'; set it per service in the file",
+                "nginx-upstream-file: set upstream-file per service in the services file instead",
+            ]
+        );
+    }
+
+    #[test]
+    fn ec2_needs_an_ssh_user_and_names_the_ami_users() {
+        let p = Given::ec2().unset("ssh-user").with_defaults().problems();
+        let msg = p.iter().find(|p| p.starts_with("ssh-user: is required for target 'ec2'")).expect("named");
+        for user in ["ec2-user", "ubuntu", "admin"] {
+            assert!(msg.contains(user), "{msg}");
+        }
+        assert_eq!(Given::ec2().with_defaults().problems(), Vec::<String>::new());
+        // Plan reaches no host.
+        let plan = Given::ec2().unset("ssh-user").with_defaults().set("mode", "plan");
+        assert_eq!(plan.problems(), Vec::<String>::new());
+    }
+
+    fn hosts_file(file: &str) -> Given {
+        Given::hosts().with_defaults().set("app", "shop").set("services-file", "s.yml").file("s.yml", file)
+    }
+
+    #[test]
+    fn each_service_can_have_its_own_front_door() {
+        let file = "services:\n\
+            - {name: api, blue-port: 8111, green-port: 8112, front-door: {host: api.shop.example}}\n\
+            - {name: rest, blue-port: 8121, green-port: 8122, front-door: {url: 'http://127.0.0.1:8080/', host: 'rest.shop.example:8080'}}\n\
+            - {name: admin, blue-port: 8131, green-port: 8132, version-path: /admin/version}\n\
+            - {name: worker, proxy: false}\n";
+        let inputs = hosts_file(file).ok();
+        let proxy = &inputs.ssh.proxy_url;
+        let doors: Vec<(String, u16, String)> = inputs
+            .services
+            .iter()
+            .map(|s| {
+                let (h, p, header) = s.front_door.resolve(proxy);
+                (h.to_string(), p, header)
+            })
+            .collect();
+        assert_eq!(
+            doors,
+            [
+                ("127.0.0.1".into(), 80, "api.shop.example".into()),
+                ("127.0.0.1".into(), 8080, "rest.shop.example:8080".into()),
+                // No front door: the proxy-url input, as for one service.
+                ("127.0.0.1".into(), 80, "127.0.0.1".into()),
+                ("127.0.0.1".into(), 80, "127.0.0.1".into()),
+            ]
+        );
+        assert_eq!(
+            inputs.services[1].front_door.describe(proxy),
+            "http://127.0.0.1:8080/ (Host: rest.shop.example:8080)"
+        );
+        assert_eq!(inputs.services[0].upstream_name, "shop_api");
+    }
+
+    #[test]
+    fn front_door_problems_are_named() {
+        let file = "services:\n\
+            - {name: api, blue-port: 8111, green-port: 8112, front-door: {url: 'http://127.0.0.1/api'}}\n\
+            - {name: rest, blue-port: 8121, green-port: 8122, front-door: {host: 'not a host'}}\n\
+            - {name: web, blue-port: 8131, green-port: 8132, front-door: {}}\n\
+            - {name: worker, proxy: false, front-door: {host: w.example}}\n";
+        let p = hosts_file(file).problems();
+        for want in [
+            "services[0] (api): front-door url http://127.0.0.1/api has a path",
+            "services[1] (rest): front-door host 'not a host' must be the Host header nginx matches",
+            "services[2] (web): front-door names neither url nor host",
+            "services[3] (worker): has 'proxy: false' (not behind nginx) and a front-door",
+        ] {
+            assert!(p.iter().any(|p| p.contains(want)), "{want}: {p:?}");
+        }
+        // A cluster's services file has no front doors.
+        let p = Given::kubernetes()
+            .unset("deployments")
+            .set("services-file", "s.yml")
+            .file("s.yml", "services:\n  - {name: api, front-door: {host: a.example}}\n")
+            .problems();
+        assert!(p.iter().any(|p| p.contains("front-door only apply to target 'hosts' and 'ec2'")), "{p:?}");
+    }
+
+    #[test]
+    fn two_services_checked_with_the_same_request_are_refused() {
+        let file = "services:\n\
+            - {name: api, blue-port: 8111, green-port: 8112}\n\
+            - {name: rest, blue-port: 8121, green-port: 8122}\n";
+        let p = hosts_file(file).problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("services api and rest are both checked at /version through http://127.0.0.1/")
+                && p[0].contains("give rest its own front-door"),
+            "{p:?}"
+        );
+        // Routed by path behind one server: their own version paths.
+        let file = "services:\n\
+            - {name: api, blue-port: 8111, green-port: 8112, version-path: /api/version}\n\
+            - {name: rest, blue-port: 8121, green-port: 8122, version-path: /rest/version}\n";
+        assert_eq!(hosts_file(file).problems(), Vec::<String>::new());
+    }
+
+    /// `ec2-connect`: what reaching instances through an Instance Connect
+    /// Endpoint asks of, and refuses in, the other inputs. No stored key
+    /// to start from: an endpoint needs none.
+    fn eice() -> Given {
+        Given::ec2().unset("ssh-private-key").set("ec2-connect", "instance-connect-endpoint")
+    }
+
+    fn problems(g: Given) -> Vec<Problem> {
+        g.load().err().unwrap_or_default()
+    }
+
+    fn named(p: &[Problem], input: &str) -> String {
+        p.iter()
+            .find(|p| p.input == input)
+            .map(|p| p.message.clone())
+            .unwrap_or_else(|| panic!("{input} not named: {p:?}"))
+    }
+
+    #[test]
+    fn an_endpoint_needs_no_stored_key_and_takes_a_named_endpoint() {
+        let inputs = eice().set("ec2-instance-connect-endpoint-id", "eice-0123456789abcdef0").ok();
+        assert_eq!(
+            inputs.ec2.unwrap().connect,
+            Ec2Connect::Endpoint { id: Some("eice-0123456789abcdef0".into()) }
+        );
+        assert_eq!(eice().ok().ec2.unwrap().connect, Ec2Connect::Endpoint { id: None });
+    }
+
+    #[test]
+    fn ssh_stays_the_default_and_still_needs_its_key() {
+        let p = problems(Given::ec2().unset("ssh-private-key"));
+        assert!(named(&p, "ssh-private-key").contains("is required"));
+        assert_eq!(Given::ec2().ok().ec2.unwrap().connect, Ec2Connect::Ssh);
+    }
+
+    #[test]
+    fn a_stored_key_a_bastion_or_a_public_address_is_refused_all_at_once() {
+        let p = problems(
+            eice()
+                .set("ssh-private-key", "k")
+                .set("ssh-jump-host", "bastion.example.com")
+                .set("ec2-address", "public-ip")
+                .set("ssh-known-hosts", ""),
+        );
+        assert!(named(&p, "ssh-private-key").contains("each run makes its own key"), "{p:?}");
+        assert!(named(&p, "ssh-jump-host").contains("the endpoint is the way in"), "{p:?}");
+        assert!(named(&p, "ec2-address").contains("must be 'private-ip'"), "{p:?}");
+        let p = problems(eice().set("ssh-private-key-ssm", "/k"));
+        assert!(named(&p, "ssh-private-key-ssm").contains("SendSSHPublicKey"), "{p:?}");
+    }
+
+    #[test]
+    fn known_hosts_stay_required_through_an_endpoint() {
+        let p = problems(eice().unset("ssh-known-hosts"));
+        assert!(named(&p, "ssh-known-hosts").contains("host keys must be pinned"), "{p:?}");
+    }
+
+    #[test]
+    fn a_bad_endpoint_id_an_id_without_the_endpoint_and_other_targets_are_named() {
+        let p = problems(eice().set("ec2-instance-connect-endpoint-id", "vpce-123"));
+        assert!(
+            named(&p, "ec2-instance-connect-endpoint-id").contains("not an Instance Connect Endpoint id")
+        );
+        let p = problems(Given::ec2().set("ec2-instance-connect-endpoint-id", "eice-0123456789abcdef0"));
+        assert!(named(&p, "ec2-instance-connect-endpoint-id").contains("goes with ec2-connect"));
+        let p =
+            problems(Given::hosts().set("hosts", "10.0.0.5").set("ec2-connect", "instance-connect-endpoint"));
+        assert!(named(&p, "ec2-connect").contains("only used with target 'ec2'"));
+        let p = problems(Given::ec2().set("ec2-connect", "ssm"));
+        assert!(named(&p, "ec2-connect").contains("use one of: ssh, instance-connect-endpoint"));
+    }
+
+    #[test]
+    fn console_host_keys_replace_the_stored_lines_but_not_a_bastions() {
+        let console = Given::ec2().set("ec2-host-keys", "console-output").set("ssh-known-hosts", "");
+        assert!(console.ok().ec2.unwrap().console_host_keys);
+        // Without it, the stored lines are required as before.
+        let p = problems(Given::ec2().set("ssh-known-hosts", ""));
+        assert!(
+            p.iter().any(|p| p.input == "ssh-known-hosts" && p.message.starts_with("is required")),
+            "{p:?}"
+        );
+        // A bastion's key is not in any console output.
+        let p = problems(console.set("ssh-jump-host", "bastion.example.com"));
+        assert!(
+            p.iter().any(|p| p.input == "ssh-known-hosts" && p.message.contains("'ssh-jump-host' key")),
+            "{p:?}"
+        );
+        // Another target: refused, unless it is the default the runner passes.
+        let hosts = |keys: &str| {
+            let g = Given::hosts().set("hosts", "10.0.0.1").set("ec2-filters", "").set("ec2-host-keys", keys);
+            problems(g).iter().map(|p| p.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(hosts("console-output"), ["input 'ec2-host-keys': is only used with target 'ec2'"]);
+        assert_eq!(hosts("known-hosts"), Vec::<String>::new());
+    }
+}

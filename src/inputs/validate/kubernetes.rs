@@ -263,3 +263,116 @@ pub(super) fn manifest_deployments(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::inputs::WorkloadKind;
+    use crate::inputs::given::Given;
+
+    #[test]
+    fn the_workloads_named_are_read_once_each_and_blue_green_takes_deployments_only() {
+        let spec =
+            Given::kubernetes().set("deployments", "web, api:server, sts/queue").ok().kubernetes.unwrap();
+        let named: Vec<_> =
+            spec.deployments.iter().map(|d| (d.name.as_str(), d.kind, d.container.as_deref())).collect();
+        assert_eq!(
+            named,
+            [
+                ("web", WorkloadKind::Deployment, None),
+                ("api", WorkloadKind::Deployment, Some("server")),
+                ("queue", WorkloadKind::StatefulSet, None),
+            ]
+        );
+        let p = Given::kubernetes().set("deployments", "web, web").problems();
+        assert_eq!(p, ["deployments: 'web' is named twice"]);
+        let p = Given::kubernetes().set("deployments", " , ").problems();
+        assert_eq!(p, ["deployments: names no Deployment; list them as name or name:container"]);
+        let p =
+            Given::kubernetes().set("deployments", "web, ds/agent").set("strategy", "blue-green").problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("deployments: 'daemonset/agent': strategy 'blue-green' takes Deployments only")
+                && p[0].ends_with("deploy a DaemonSet with strategy 'rolling'"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_services_file_lists_the_deployments_and_its_shape_is_named_once() {
+        let cluster = |text: &str| {
+            Given::kubernetes().unset("deployments").set("services-file", "s.yml").file("s.yml", text)
+        };
+        let spec = cluster("services:\n  - {name: web, service: shop}\n  - {name: worker, proxy: false}\n")
+            .ok()
+            .kubernetes
+            .unwrap();
+        let listed: Vec<_> =
+            spec.deployments.iter().map(|d| (d.name.as_str(), d.service.as_deref())).collect();
+        assert_eq!(listed, [("web", Some("shop")), ("worker", None)]);
+        // A list at the top: the shape expected, once, not serde's words.
+        let p = cluster("- name: web\n- name: api\n").problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("services-file: is a list at the top level; a services file is a mapping whose one key, 'services', holds the list"), "{p:?}");
+        assert!(!p[0].contains("FileRoot"), "{p:?}");
+        // With `deployments` too, which lists them is not guessed.
+        let p = cluster("services:\n  - {name: web}\n").set("deployments", "web").problems();
+        assert_eq!(p, ["deployments: cannot be combined with 'services-file', which lists the Deployments"]);
+        // A canary is one Deployment; blue-green needs a Service to flip.
+        let p = cluster("services:\n  - {name: web}\n  - {name: api}\n").set("strategy", "canary").problems();
+        assert_eq!(
+            p,
+            [
+                "services-file: strategy 'canary' on target 'kubernetes' takes one Deployment; this file lists several"
+            ]
+        );
+        let p =
+            cluster("services:\n  - {name: worker, proxy: false}\n").set("strategy", "blue-green").problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("every entry here has 'proxy: false' (no Service)"), "{p:?}");
+    }
+
+    #[test]
+    fn an_eks_cluster_takes_no_kubeconfig_and_needs_its_region() {
+        let p =
+            Given::kubernetes().set("eks-cluster", "prod-1").set("kubeconfig", "apiVersion: v1").problems();
+        assert_eq!(
+            p,
+            ["kubeconfig: cannot be combined with 'eks-cluster' (the endpoint, CA and token come from AWS)"]
+        );
+        let p = Given::kubernetes().set("eks-cluster", "-prod").problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("eks-cluster: '-prod' is not an EKS cluster name"), "{p:?}");
+        let p = Given::kubernetes().set("eks-cluster", "prod-1").unset("aws-region").problems();
+        assert_eq!(p, ["aws-region: is required with 'eks-cluster' (the cluster's region)"]);
+        let eks = Given::kubernetes().set("eks-cluster", "prod-1").ok().kubernetes.unwrap().eks.unwrap();
+        assert_eq!((eks.cluster.as_str(), eks.region.as_str()), ("prod-1", "eu-west-1"));
+    }
+
+    /// `deployments` against manifests: a workload reached twice (a bare name
+    /// and its kind) is named once, not rolled twice; a bare name takes the
+    /// Deployment of that name before another kind's.
+    #[test]
+    fn a_workload_of_the_manifests_is_named_once_and_a_bare_name_prefers_the_deployment() {
+        let workload = |kind: &str, name: &str| {
+            format!(
+                "apiVersion: apps/v1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec:\n  template:\n    spec:\n      containers: [{{name: app, image: ghcr.io/acme/shop:0}}]\n"
+            )
+        };
+        let cluster = |deployments: &str, manifests: String| {
+            Given::kubernetes()
+                .set("manifests", "m.yaml")
+                .set("deployments", deployments)
+                .file("m.yaml", &manifests)
+        };
+        let p = cluster("db, sts/db", workload("StatefulSet", "db")).problems();
+        assert!(p.iter().any(|p| p.contains("'statefulset/db' names the StatefulSet 'db' again")), "{p:?}");
+        let both = format!("{}---\n{}", workload("StatefulSet", "web"), workload("Deployment", "web"));
+        let spec = cluster("web", both).ok().kubernetes.unwrap();
+        let rolled: Vec<_> = spec.deployments.iter().filter(|d| d.name == "web").map(|d| d.kind).collect();
+        assert!(rolled.contains(&WorkloadKind::Deployment), "{rolled:?}");
+        assert_eq!(
+            spec.deployments.iter().filter(|d| d.name == "web" && d.kind == WorkloadKind::Deployment).count(),
+            1
+        );
+    }
+}

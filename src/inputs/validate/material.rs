@@ -174,3 +174,86 @@ pub(super) fn github(c: &mut Check, raw: &RawInputs, ctx: &RawContext, b: &Basic
 
     (github, context)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::inputs::SecretSource;
+    use crate::inputs::given::Given;
+
+    #[test]
+    fn registry_credentials_come_in_pairs_and_ssm_names_are_paths() {
+        let p = Given::hosts().set("registry-username", "deploy").problems();
+        assert_eq!(
+            p,
+            [
+                "registry-username: set both 'registry-username' and 'registry-password' (or 'registry-password-ssm'), or neither"
+            ]
+        );
+        let i = Given::hosts()
+            .set("registry-username", "deploy")
+            .set("registry-password-ssm", "/shop/registry")
+            .ok();
+        assert!(matches!(i.registry.password, Some(SecretSource::Ssm(ref n)) if n == "/shop/registry"));
+        let p = Given::hosts().set("ssm-paths", "/shop/prod/, shop/staging/").problems();
+        assert_eq!(p, ["ssm-paths: 'shop/staging/' must start with '/' (a path like /myapp/prod/)"]);
+        let i = Given::hosts().set("ssm-parameters", "DB_URL=/shop/db, API_KEY=/shop/key").ok();
+        assert_eq!(i.ssm.parameters.len(), 2);
+    }
+
+    #[test]
+    fn aws_is_asked_for_a_region_only_when_the_run_talks_to_it() {
+        // Hosts with inline secrets talk to no AWS API: no region needed.
+        assert_eq!(Given::hosts().unset("aws-region").problems(), Vec::<String>::new());
+        // One secret from SSM: the region is needed, from the input or
+        // from the job's AWS_REGION.
+        let ssm =
+            Given::hosts().unset("aws-region").set("ssh-private-key", "").set("ssh-private-key-ssm", "/k");
+        let p = ssm.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("aws-region: is required for EC2 and SSM"), "{p:?}");
+        let i = ssm.clone().env("AWS_REGION", "us-east-2").ok();
+        assert_eq!(i.ssm.region.as_deref(), Some("us-east-2"));
+        let p = ssm.env("AWS_REGION", "mars-1").problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("aws-region: not set, and AWS_REGION from the environment: "), "{p:?}");
+    }
+
+    #[test]
+    fn a_webhook_is_checked_without_quoting_it() {
+        let p =
+            Given::hosts().set("slack-webhook-url", "hooks.slack.com/services/T0/B0/secret-part").problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("slack-webhook-url: ") && p[0].contains("not shown"), "{p:?}");
+        assert!(!p[0].contains("secret-part"), "the value is a secret: {p:?}");
+    }
+
+    #[test]
+    fn the_github_record_needs_a_token_and_the_runners_context() {
+        let record = || Given::hosts().set("github-deployments", "true");
+        let p = record().problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("github-token: is required to record the deployment"), "{p:?}");
+        // A plan records nothing.
+        assert_eq!(record().set("mode", "plan").problems(), Vec::<String>::new());
+        let p = record()
+            .set("github-token", "t")
+            .env("GITHUB_SHA", "main")
+            .env("GITHUB_REPOSITORY", "shop")
+            .set("ref", "--upload-pack=x")
+            .problems();
+        assert_eq!(
+            p,
+            [
+                "GITHUB_REPOSITORY: must be owner/repo (the runner sets it; set it yourself outside Actions)",
+                "GITHUB_SHA: must be a 40-character commit SHA (the runner sets it)",
+                "ref: must be a branch, tag or commit SHA",
+            ]
+        );
+        // A rollback with no image and no record has nowhere to find one;
+        // a cluster undoes to its previous ReplicaSet instead.
+        let p = Given::hosts().unset("image").set("mode", "rollback").problems();
+        assert!(p.iter().any(|p| p.starts_with("image: mode 'rollback' without an image reads")), "{p:?}");
+        let back = Given::kubernetes().unset("image").set("mode", "rollback");
+        assert_eq!(back.problems(), Vec::<String>::new());
+    }
+}

@@ -506,3 +506,6 @@ fn workspace_file(c: &mut Check, ctx: &RawContext, input: &str, file: &str) -> O
         .map_err(|e| c.problem(input, format!("cannot read {}: {e}", path.display())))
         .ok()
 }
+
+#[cfg(test)]
+mod tests;

@@ -267,3 +267,90 @@ pub(super) fn other_targets_inputs(c: &mut Check, raw: &RawInputs, target: Targe
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::inputs::given::Given;
+
+    #[test]
+    fn inputs_of_the_hosts_targets_are_refused_on_a_cluster() {
+        for (input, value) in [
+            ("env", "A=b"),
+            ("command", "[\"bin/web\"]"),
+            ("registry-username", "deploy"),
+            ("registry-password", "hunter2"),
+            ("ssh-user", "ubuntu"),
+            ("ssh-private-key", "key"),
+            ("ssh-known-hosts-ssm", "/deploy/known-hosts"),
+            ("ssh-jump-host", "bastion.example.com"),
+            ("hosts", "web-1.internal"),
+            ("proxy-url", "http://127.0.0.1:8080/"),
+        ] {
+            let p = Given::kubernetes().set(input, value).problems();
+            assert!(
+                p.iter()
+                    .any(|p| p.starts_with(&format!("{input}: is only used with targets 'hosts' and 'ec2'"))),
+                "{input}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_are_refused_with_ec2_and_ec2_inputs_elsewhere() {
+        let p = Given::ec2().set("hosts", "10.0.0.1").problems();
+        assert!(
+            p.iter().any(|p| p.starts_with("hosts: is only used with target 'hosts'; target 'ec2' finds")),
+            "{p:?}"
+        );
+        let p = Given::hosts().set("hosts", "10.0.0.1").set("ec2-filters", "Role=web").problems();
+        assert_eq!(p, ["ec2-filters: is only used with target 'ec2'"]);
+    }
+
+    #[test]
+    fn inputs_a_strategy_or_a_cluster_would_not_use_are_named() {
+        // Canary inputs with another strategy, on any target.
+        let p = Given::hosts()
+            .with_defaults()
+            .set("strategy", "blue-green")
+            .set("canary-steps", "10,100")
+            .problems();
+        assert_eq!(p, ["canary-steps: goes with strategy 'canary'; this run's strategy is 'blue-green'"]);
+        // A rolling cluster has no observe window and no drain; a canary on a
+        // cluster watches each step for canary-interval instead.
+        let k8s = || Given::kubernetes().with_defaults();
+        let p = k8s().set("observe-window", "1m").set("drain-time", "5s").problems();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("observe-window: is not used by strategy 'rolling' on target 'kubernetes'"),
+            "{p:?}"
+        );
+        assert!(p[1].starts_with("drain-time: is not used by strategy 'rolling'"), "{p:?}");
+        let bluegreen =
+            k8s().set("strategy", "blue-green").set("observe-window", "1m").set("drain-time", "5s");
+        assert_eq!(bluegreen.problems(), Vec::<String>::new());
+        let p = k8s()
+            .set("strategy", "canary")
+            .set("observe-window", "1m")
+            .set("canary-traffic", "httproute/web")
+            .problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("observe-window: is not used by strategy 'canary'"), "{p:?}");
+        // The hosts' health checks and fleet settings on a cluster.
+        let p = k8s()
+            .set("health-check-path", "/healthz")
+            .set("max-parallel", "2")
+            .set("version-path", "/v")
+            .problems();
+        assert_eq!(p.len(), 3, "{p:?}");
+        for input in ["health-check-path", "version-path", "max-parallel"] {
+            assert!(
+                p.iter().any(|p| p.starts_with(&format!(
+                    "{input}: is only used with targets 'hosts' and 'ec2'; on target 'kubernetes'"
+                ))),
+                "{input}: {p:?}"
+            );
+        }
+        // The defaults the runner passes for all of them are no problem (the
+        // defaults test in `validate` covers every input at once).
+    }
+}
