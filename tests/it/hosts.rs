@@ -124,7 +124,7 @@ impl App {
             break_lock: false,
             jump: None,
             via: None,
-            privilege: deploy_action::targets::hosts::ssh::Privilege::Direct,
+            privilege: deploy_action::targets::hosts::shell::Privilege::Direct,
             registry: Some((
                 stack_var("REGISTRY_USERNAME"),
                 SecretValue::new(stack_var("REGISTRY_PASSWORD")),

@@ -11,7 +11,8 @@
 use bollard::models::ContainerSummary;
 
 use super::containers::{self, LABEL_COLOUR, LABEL_IMAGE, LABEL_ROLE, LABEL_SERVICE};
-use super::target::{ROLLBACK_GRACE, colour_of_port};
+use super::serving::colour_of_port;
+use super::target::ROLLBACK_GRACE;
 use super::{HostTarget, nginx};
 use crate::inputs::Service;
 use crate::targets::{Release, TargetError};

@@ -16,7 +16,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::{HostError, HostFailure};
-use super::ssh::{self, Privilege, Session};
+use super::shell::{self, Privilege};
+use super::ssh::Session;
 use crate::runner::Runner;
 use crate::targets::{LockHolder, StaleLock, TargetError};
 
@@ -74,7 +75,7 @@ pub async fn acquire(
     stale: Option<&StaleLock>,
     runner: &Runner,
 ) -> Result<Taken, TargetError> {
-    let dir = ssh::value(unit, "lock-dir", lock_dir)?;
+    let dir = shell::value(unit, "lock-dir", lock_dir)?;
     let lock = path(dir, app);
     session.run(HostFailure::LockFailed, &privilege.wrap(&["mkdir", "-p", "--", dir]), None).await?;
     let mut taken = Taken::Fresh;

@@ -38,6 +38,8 @@ pub mod lock;
 pub mod material;
 pub mod nginx;
 pub mod probe;
+mod serving;
+pub mod shell;
 pub mod ssh;
 mod target;
 
@@ -83,7 +85,7 @@ pub struct HostConn {
     pub via: Option<Arc<dyn ssh::Via>>,
     /// Root runs privileged steps (nginx, the lock directory) itself; any
     /// other user through `sudo -n`, as stock EC2 images set up.
-    pub privilege: ssh::Privilege,
+    pub privilege: shell::Privilege,
     /// Registry user and password, sent with each pull.
     pub registry: Option<(String, SecretValue)>,
     pub app: String,
@@ -109,7 +111,7 @@ impl HostConn {
             name: if port == 22 { h.host.clone() } else { format!("{}:{port}", h.host) },
             host: h.host.clone(),
             port,
-            privilege: if user == "root" { ssh::Privilege::Direct } else { ssh::Privilege::Sudo },
+            privilege: if user == "root" { shell::Privilege::Direct } else { shell::Privilege::Sudo },
             user,
             private_key,
             known_hosts,
@@ -177,7 +179,7 @@ impl HostTarget {
     /// The SSH reasons of [`ssh::Session::connect`], `docker_unreachable`.
     pub async fn connect(conn: HostConn, runner: Runner) -> Result<HostTarget, TargetError> {
         for (what, v) in [("docker-socket", &conn.docker_socket), ("lock-dir", &conn.lock_dir)] {
-            ssh::value(&conn.name, what, v)?;
+            shell::value(&conn.name, what, v)?;
         }
         let session = Arc::new(
             ssh::Session::connect(ssh::Dial {
@@ -198,7 +200,7 @@ impl HostTarget {
             session.clone(),
             &conn.docker_socket,
             conn.timeout,
-            conn.privilege == ssh::Privilege::Sudo,
+            conn.privilege == shell::Privilege::Sudo,
         )
         .await
         {

@@ -18,7 +18,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::error::{HostError, HostFailure};
-use super::ssh::{self, Privilege, Session};
+use super::shell::{self, Privilege};
+use super::ssh::Session;
 
 /// One `server` line of an upstream block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +95,7 @@ pub type Content = Option<String>;
 /// # Errors
 /// `nginx_read_failed` when it exists but cannot be read.
 pub async fn read(session: &Session, unit: &str, path: &str) -> Result<Content, HostError> {
-    let path = ssh::value(unit, "upstream-file", path)?;
+    let path = shell::value(unit, "upstream-file", path)?;
     if !session.exec(&["test", "-e", path], None).await?.success() {
         return Ok(None);
     }
@@ -191,7 +192,7 @@ pub async fn apply(
     privilege: Privilege,
     changes: &[(String, Content)],
 ) -> Result<Vec<(String, Content)>, HostError> {
-    let dir = ssh::value(unit, "lock-dir", lock_dir)?;
+    let dir = shell::value(unit, "lock-dir", lock_dir)?;
     // A file for flock (older versions used a directory of another name).
     let lock = format!("{}/nginx-switch.flock", dir.trim_end_matches('/'));
     // The lock wait stays inside the command's own timeout.
@@ -199,7 +200,7 @@ pub async fn apply(
     let mut args: Vec<String> = vec![lock, wait];
     let mut stdin = Vec::new();
     for (path, content) in changes {
-        args.push(ssh::value(unit, "upstream-file", path)?.to_string());
+        args.push(shell::value(unit, "upstream-file", path)?.to_string());
         match content {
             Some(c) => {
                 args.push(c.len().to_string());
@@ -217,8 +218,8 @@ pub async fn apply(
             Some(65) => (HostFailure::NginxConfigRejected, "nginx -t refused the new upstream configuration"),
             Some(66) => (HostFailure::NginxReloadFailed, "nginx did not reload"),
             Some(70 | 71) => (HostFailure::LockFailed, "could not take the host's nginx switch lock"),
-            _ if privilege == Privilege::Sudo && ssh::wants_password(&out.stderr) => {
-                return Err(ssh::sudo_refused(unit));
+            _ if privilege == Privilege::Sudo && shell::wants_password(&out.stderr) => {
+                return Err(shell::sudo_refused(unit));
             }
             _ => (HostFailure::NginxWriteFailed, "could not write the upstream files"),
         };
