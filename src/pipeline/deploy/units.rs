@@ -1,7 +1,10 @@
 //! The deploy itself: the hosts' fleet through the strategy's phases, or
 //! the cluster's run, each mapped to the run's status.
 
+use std::future::Future;
+
 use super::*;
+use crate::targets::hosts::ssh::Via;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn deploy_units(
@@ -14,8 +17,16 @@ pub(super) async fn deploy_units(
     github: Option<&Deployments>,
     timeline: &mut Timeline,
 ) -> Run {
-    let HostMaterial { key, known_hosts, registry_password } = material;
-    let fail = |status, error: Error, stage| Run {
+    if let Some(k) = &inputs.kubernetes {
+        return cluster_units(inputs, k, release, &judges, runner, cancel, timeline).await;
+    }
+    let hosts = Hosts { inputs, runner, cancel, release };
+    hosts.deploy(material, judges, github, timeline).await.unwrap_or_else(|stopped| stopped)
+}
+
+/// A run that stopped before the fleet started: nothing changed.
+fn stopped(status: Status, error: Error, stage: &'static str) -> Run {
+    Run {
         status,
         error: Some(error),
         stage,
@@ -23,73 +34,143 @@ pub(super) async fn deploy_units(
         previous_image: None,
         units: vec![],
         rolled_back: false,
-    };
-    if let Some(k) = &inputs.kubernetes {
-        return cluster_units(inputs, k, release, &judges, runner, cancel, timeline).await;
     }
-    let t = Instant::now();
-    let reached = tokio::select! {
-        r = reach(inputs, runner) => r,
-        _ = cancel.cancelled() => return fail(Status::Error, Error::Cancelled, "discover"),
-    };
-    let specs = match reached {
-        Ok(s) => s,
-        Err(e) => return fail(Status::Failure, e, "discover"),
-    };
-    // `ec2-host-keys: console-output`: each instance's keys, as AWS has
-    // them, pinned beside any stored lines (a bastion's).
-    let known_hosts = match inputs.ec2.as_ref().filter(|e| e.console_host_keys) {
-        None => known_hosts,
-        Some(spec) => {
-            let hosts: Vec<HostSpec> = specs.iter().map(|(h, _)| h.clone()).collect();
-            let read = async {
-                let _g = runner.group("Read the instances' host keys from their console output");
-                let config = ec2::sdk_config(inputs.ssm.region.as_deref().unwrap_or_default()).await;
-                let lines = ec2::console_host_keys(&config, spec, &hosts, inputs.ssh.timeout).await?;
-                runner.line(&format!(
-                    "pinned {} host key(s) of {} instance(s), from GetConsoleOutput",
-                    lines.lines().count(),
-                    hosts.len()
-                ));
-                Ok::<_, crate::targets::hosts::HostError>(lines)
-            };
-            let lines = tokio::select! {
-                r = read => r,
-                _ = cancel.cancelled() => return fail(Status::Error, Error::Cancelled, "discover"),
-            };
-            match lines {
-                Ok(l) => {
-                    let stored = known_hosts.as_ref().map(|k| k.expose().to_string()).unwrap_or_default();
-                    Some(SecretValue::new(format!("{stored}\n{l}")))
-                }
-                Err(e) => return fail(Status::Failure, e.into(), "discover"),
+}
+
+/// The hosts' stages before and around the fleet: discover, pin the host
+/// keys, connect, lock, decide whether anything is to do, run the phases.
+/// `Err`: the run stopped at a stage (its `Run` says which and why).
+#[derive(Clone, Copy)]
+struct Hosts<'a> {
+    inputs: &'a Inputs,
+    runner: &'a Runner,
+    cancel: &'a CancellationToken,
+    release: &'a Arc<Release>,
+}
+
+impl Hosts<'_> {
+    async fn deploy(
+        self,
+        material: HostMaterial,
+        judges: Judges,
+        github: Option<&Deployments>,
+        timeline: &mut Timeline,
+    ) -> Result<Run, Run> {
+        let Hosts { inputs, runner, cancel, release } = self;
+        let HostMaterial { key, known_hosts, registry_password } = material;
+        let t = Instant::now();
+        let specs = self.or_cancelled("discover", reach(inputs, runner)).await?;
+        let specs = specs.map_err(|e| stopped(Status::Failure, e, "discover"))?;
+        let known_hosts = self.console_host_keys(&specs, known_hosts).await?;
+        // Through Instance Connect the run's own key logs in (no stored one).
+        let key = key
+            .or_else(|| specs.iter().any(|(_, via)| via.is_some()).then(|| SecretValue::new(String::new())));
+        let (Some(key), Some(known_hosts)) = (key, known_hosts) else {
+            return Err(stopped(
+                Status::Failure,
+                Error::Other("ssh-private-key and ssh-known-hosts are required".into()),
+                "connect",
+            ));
+        };
+        let registry = inputs.registry.username.clone().zip(registry_password);
+        let units = self.connect(&specs, &key, &known_hosts, &registry).await?;
+        timeline.push("connect", t, true, format!("{} host(s)", units.len()));
+
+        // Every host's lock first: whether there is anything to do is decided
+        // while no other deploy can be switching (a run reading "already live"
+        // before another run's switch would record a version that is not live).
+        let t = Instant::now();
+        let locks = tokio::select! {
+            r = lock_all(&units, release, github, runner, cancel) => r,
+            _ = cancel.cancelled() => {
+                close_all(&units).await;
+                return Err(stopped(Status::Error, Error::Cancelled, "lock"));
             }
+        };
+        if let Some(e) = locks.into_iter().find_map(Result::err) {
+            close_all(&units).await;
+            return Err(stopped(Status::Failure, e, "lock"));
         }
-    };
-    // Through Instance Connect the run's own key logs in (no stored one).
-    let key =
-        key.or_else(|| specs.iter().any(|(_, via)| via.is_some()).then(|| SecretValue::new(String::new())));
-    let (Some(key), Some(known_hosts)) = (key, known_hosts) else {
-        return fail(
-            Status::Failure,
-            Error::Other("ssh-private-key and ssh-known-hosts are required".into()),
-            "connect",
-        );
-    };
-    let registry = inputs.registry.username.clone().zip(registry_password);
-    let units: Vec<Arc<dyn Target>> = {
+        timeline.push("lock", t, true, format!("{} host(s)", units.len()));
+
+        let (all_live, previous_image) = self.live_everywhere(&units).await;
+        if all_live {
+            runner.line("the same image and secrets are already live on every host: nothing to do");
+            close_all(&units).await;
+            // Nothing changed: what was live before is what is live now.
+            return Ok(Run {
+                status: Status::Success,
+                error: None,
+                stage: "done",
+                image: None,
+                previous_image,
+                units: units
+                    .iter()
+                    .map(|u| (u.name().to_string(), "already live".to_string(), Duration::ZERO))
+                    .collect(),
+                rolled_back: false,
+            });
+        }
+        Ok(self.fleet(&units, judges, previous_image, timeline).await)
+    }
+
+    /// `fut`, or the run stopped at `stage` when cancelled first.
+    async fn or_cancelled<T>(&self, stage: &'static str, fut: impl Future<Output = T>) -> Result<T, Run> {
+        tokio::select! {
+            r = fut => Ok(r),
+            _ = self.cancel.cancelled() => Err(stopped(Status::Error, Error::Cancelled, stage)),
+        }
+    }
+
+    /// `ec2-host-keys: console-output`: each instance's keys, as AWS has
+    /// them, pinned beside any stored lines (a bastion's).
+    async fn console_host_keys(
+        &self,
+        specs: &[(HostSpec, Option<Arc<dyn Via>>)],
+        known_hosts: Option<SecretValue>,
+    ) -> Result<Option<SecretValue>, Run> {
+        let (inputs, runner) = (self.inputs, self.runner);
+        let Some(spec) = inputs.ec2.as_ref().filter(|e| e.console_host_keys) else { return Ok(known_hosts) };
+        let hosts: Vec<HostSpec> = specs.iter().map(|(h, _)| h.clone()).collect();
+        let read = async {
+            let _g = runner.group("Read the instances' host keys from their console output");
+            let config = ec2::sdk_config(inputs.ssm.region.as_deref().unwrap_or_default()).await;
+            let lines = ec2::console_host_keys(&config, spec, &hosts, inputs.ssh.timeout).await?;
+            runner.line(&format!(
+                "pinned {} host key(s) of {} instance(s), from GetConsoleOutput",
+                lines.lines().count(),
+                hosts.len()
+            ));
+            Ok::<_, crate::targets::hosts::HostError>(lines)
+        };
+        match self.or_cancelled("discover", read).await? {
+            Ok(l) => {
+                let stored = known_hosts.as_ref().map(|k| k.expose().to_string()).unwrap_or_default();
+                Ok(Some(SecretValue::new(format!("{stored}\n{l}"))))
+            }
+            Err(e) => Err(stopped(Status::Failure, e.into(), "discover")),
+        }
+    }
+
+    /// Every host at once; the first failure named (each one logged), and
+    /// the hosts reached closed again.
+    async fn connect(
+        &self,
+        specs: &[(HostSpec, Option<Arc<dyn Via>>)],
+        key: &SecretValue,
+        known_hosts: &SecretValue,
+        registry: &Option<(String, SecretValue)>,
+    ) -> Result<Vec<Arc<dyn Target>>, Run> {
+        let runner = self.runner;
         let _g = runner.group(&format!("Connect to {} host(s)", specs.len()));
         let connects = specs.iter().map(|(h, via)| {
             let mut conn =
-                HostConn::from_inputs(inputs, h, key.clone(), known_hosts.clone(), registry.clone());
+                HostConn::from_inputs(self.inputs, h, key.clone(), known_hosts.clone(), registry.clone());
             conn.via = via.clone();
             let runner = runner.clone();
             async move { HostTarget::connect(conn, runner).await }
         });
-        let results = tokio::select! {
-            r = futures::future::join_all(connects) => r,
-            _ = cancel.cancelled() => return fail(Status::Error, Error::Cancelled, "connect"),
-        };
+        let results = self.or_cancelled("connect", futures::future::join_all(connects)).await?;
         let mut units: Vec<Arc<dyn Target>> = Vec::new();
         let mut first_err = None;
         for r in results {
@@ -103,127 +184,107 @@ pub(super) async fn deploy_units(
         }
         if let Some(e) = first_err {
             close_all(&units).await;
-            return fail(Status::Failure, e.into(), "connect");
+            return Err(stopped(Status::Failure, e.into(), "connect"));
         }
-        units
-    };
-    timeline.push("connect", t, true, format!("{} host(s)", units.len()));
-
-    // Every host's lock first: whether there is anything to do is decided
-    // while no other deploy can be switching (a run reading "already live"
-    // before another run's switch would record a version that is not live).
-    let t = Instant::now();
-    let locks = tokio::select! {
-        r = lock_all(&units, release, github, runner, cancel) => r,
-        _ = cancel.cancelled() => {
-            close_all(&units).await;
-            return fail(Status::Error, Error::Cancelled, "lock");
-        }
-    };
-    if let Some(e) = locks.into_iter().find_map(Result::err) {
-        close_all(&units).await;
-        return fail(Status::Failure, e, "lock");
+        Ok(units)
     }
-    timeline.push("lock", t, true, format!("{} host(s)", units.len()));
 
-    // Re-runs: the same image and secrets already live everywhere → nothing to do.
-    let mut all_live = inputs.mode != Mode::Rollback;
-    let mut previous_image = None;
-    for u in &units {
-        match u.inspect().await {
-            Ok(live) => {
-                if previous_image.is_none() {
-                    previous_image = live.image.clone();
-                }
-                runner.line(&format!(
-                    "{}: live {} ({})",
-                    u.name(),
-                    live.image.as_deref().unwrap_or("nothing"),
-                    live.colour.as_deref().unwrap_or("no colour")
-                ));
-                let same_image =
-                    release.services.iter().all(|s| live.image.as_deref() == Some(s.image.full().as_str()));
-                // The same image with another command, env or port is a
-                // change too (a config-only deploy).
-                let same_config = live.config.as_deref() == Some(release.config().as_str());
-                if same_image && !same_config {
-                    runner.line(&format!(
-                        "{}: the live containers run {} with another command, environment or ports (or from before this was recorded); deploying",
-                        u.name(),
-                        live.image.as_deref().unwrap_or("?")
-                    ));
-                }
-                all_live &=
-                    same_image && same_config && live.secrets_fingerprint == release.secrets_fingerprint;
-                if !live.leftovers.is_empty() {
-                    // A re-run converges the host: the deploy replaces the leftover.
-                    runner.line(&format!(
-                        "{}: {} of {} also runs, left by an interrupted deploy; deploying to replace it",
-                        u.name(),
-                        live.leftovers.join(", "),
-                        inputs.app
-                    ));
+    /// Re-runs: whether the same image and secrets already serve on every
+    /// host (nothing to do), and the image that served before.
+    async fn live_everywhere(&self, units: &[Arc<dyn Target>]) -> (bool, Option<String>) {
+        let (inputs, runner, release) = (self.inputs, self.runner, self.release);
+        let mut all_live = inputs.mode != Mode::Rollback;
+        let mut previous_image = None;
+        for u in units {
+            let live = match u.inspect().await {
+                Ok(live) => live,
+                Err(e) => {
+                    runner.warning(e.reason(), &format!("could not read what runs on {}: {e}", u.name()));
                     all_live = false;
+                    continue;
                 }
+            };
+            if previous_image.is_none() {
+                previous_image = live.image.clone();
             }
-            Err(e) => {
-                runner.warning(e.reason(), &format!("could not read what runs on {}: {e}", u.name()));
+            runner.line(&format!(
+                "{}: live {} ({})",
+                u.name(),
+                live.image.as_deref().unwrap_or("nothing"),
+                live.colour.as_deref().unwrap_or("no colour")
+            ));
+            let same_image =
+                release.services.iter().all(|s| live.image.as_deref() == Some(s.image.full().as_str()));
+            // The same image with another command, env or port is a
+            // change too (a config-only deploy).
+            let same_config = live.config.as_deref() == Some(release.config().as_str());
+            if same_image && !same_config {
+                runner.line(&format!(
+                    "{}: the live containers run {} with another command, environment or ports (or from before this was recorded); deploying",
+                    u.name(),
+                    live.image.as_deref().unwrap_or("?")
+                ));
+            }
+            all_live &= same_image && same_config && live.secrets_fingerprint == release.secrets_fingerprint;
+            if !live.leftovers.is_empty() {
+                // A re-run converges the host: the deploy replaces the leftover.
+                runner.line(&format!(
+                    "{}: {} of {} also runs, left by an interrupted deploy; deploying to replace it",
+                    u.name(),
+                    live.leftovers.join(", "),
+                    inputs.app
+                ));
                 all_live = false;
             }
         }
-    }
-    if all_live {
-        runner.line("the same image and secrets are already live on every host: nothing to do");
-        close_all(&units).await;
-        // Nothing changed: what was live before is what is live now.
-        return Run {
-            status: Status::Success,
-            error: None,
-            stage: "done",
-            image: None,
-            previous_image,
-            units: units
-                .iter()
-                .map(|u| (u.name().to_string(), "already live".to_string(), Duration::ZERO))
-                .collect(),
-            rolled_back: false,
-        };
+        (all_live, previous_image)
     }
 
-    let phases =
-        strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some());
-    let cfg = Arc::new(FleetConfig {
-        health: inputs.health.clone(),
-        rollout: inputs.rollout.clone(),
-        traffic: inputs.traffic.as_ref().map(|t| t.limits),
-        smoke: judges.smoke,
-        analysis: judges.analysis,
-    });
-    let report = fleet::run(&units, &phases, release.clone(), cfg, runner, cancel).await;
-    close_all(&units).await;
-    timeline.0.extend(report.timeline);
-    let cancelled = matches!(report.error, Some(Error::Cancelled));
-    // keep-going: the hosts that failed are each back on their previous
-    // version when none is in an unknown state.
-    let kept_going_back = inputs.rollout.on_host_failure == crate::inputs::OnHostFailure::KeepGoing
-        && report.units.iter().all(|(_, o, _)| *o != UnitOutcome::Failed);
-    let status = super::super::Ended {
-        failed: report.error.is_some() && !cancelled,
-        cancelled,
-        committed: report.committed,
-        nothing_left: report.rolled_back || kept_going_back,
-    }
-    .status();
-    let stage = report.failed_stage.unwrap_or("done");
-    let error = if report.committed { None } else { report.error };
-    Run {
-        status,
-        error,
-        stage,
-        image: None,
-        previous_image,
-        units: report.units.into_iter().map(|(n, o, d)| (n, o.as_str().to_string(), d)).collect(),
-        rolled_back: report.rolled_back,
+    /// The strategy's phases over the hosts, and the run's status from the
+    /// fleet's report.
+    async fn fleet(
+        &self,
+        units: &[Arc<dyn Target>],
+        judges: Judges,
+        previous_image: Option<String>,
+        timeline: &mut Timeline,
+    ) -> Run {
+        let inputs = self.inputs;
+        let phases =
+            strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some());
+        let cfg = Arc::new(FleetConfig {
+            health: inputs.health.clone(),
+            rollout: inputs.rollout.clone(),
+            traffic: inputs.traffic.as_ref().map(|t| t.limits),
+            smoke: judges.smoke,
+            analysis: judges.analysis,
+        });
+        let report = fleet::run(units, &phases, self.release.clone(), cfg, self.runner, self.cancel).await;
+        close_all(units).await;
+        timeline.0.extend(report.timeline);
+        let cancelled = matches!(report.error, Some(Error::Cancelled));
+        // keep-going: the hosts that failed are each back on their previous
+        // version when none is in an unknown state.
+        let kept_going_back = inputs.rollout.on_host_failure == crate::inputs::OnHostFailure::KeepGoing
+            && report.units.iter().all(|(_, o, _)| *o != UnitOutcome::Failed);
+        let status = super::super::Ended {
+            failed: report.error.is_some() && !cancelled,
+            cancelled,
+            committed: report.committed,
+            nothing_left: report.rolled_back || kept_going_back,
+        }
+        .status();
+        let stage = report.failed_stage.unwrap_or("done");
+        let error = if report.committed { None } else { report.error };
+        Run {
+            status,
+            error,
+            stage,
+            image: None,
+            previous_image,
+            units: report.units.into_iter().map(|(n, o, d)| (n, o.as_str().to_string(), d)).collect(),
+            rolled_back: report.rolled_back,
+        }
     }
 }
 

@@ -207,172 +207,247 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> FleetReport {
     let n = units.len();
-    let started: Vec<Instant> = vec![Instant::now(); n];
-    let mut outcome = vec![UnitOutcome::Untouched; n];
-    let mut failed = vec![false; n];
-    let mut timeline = Vec::new();
-    let mut error: Option<Error> = None;
-    let mut failed_stage = None;
-    let mut committed = false;
+    let mut fleet = Fleet {
+        units,
+        release,
+        limit: Arc::new(Semaphore::new(cfg.rollout.max_parallel.max(1))),
+        keep_going: cfg.rollout.on_host_failure == OnHostFailure::KeepGoing,
+        cfg,
+        runner,
+        cancel,
+        started: vec![Instant::now(); n],
+        outcome: vec![UnitOutcome::Untouched; n],
+        failed: vec![false; n],
+        timeline: Vec::new(),
+        error: None,
+        failed_stage: None,
+        committed: false,
+        migrated: false,
+        rolled_back: false,
+    };
     let mut abort_all = false;
-    // Whether the migration ran to success (its rollback command then runs
-    // after a traffic rollback).
-    let mut migrated = false;
-    let keep_going = cfg.rollout.on_host_failure == OnHostFailure::KeepGoing;
-    let limit = Arc::new(Semaphore::new(cfg.rollout.max_parallel.max(1)));
-
     for phase in phases {
         if cancel.is_cancelled() {
-            error.get_or_insert(Error::Cancelled);
+            fleet.error.get_or_insert(Error::Cancelled);
             break;
         }
-        let scope: Vec<usize> = phase.scope.indices(n).into_iter().filter(|i| !failed[*i]).collect();
-        if scope.is_empty() {
-            continue;
-        }
-        let stage_names: Vec<&str> = phase.steps.iter().map(Step::stage).collect();
-        let _group = runner.group(&format!("{} — {}", stage_names.join(", "), describe_scope(&scope, units)));
-        // Cancelled when a sibling fails (all-or-nothing) or the run is cancelled.
-        let phase_cancel = cancel.child_token();
-        let mut tasks = JoinSet::new();
-        for &i in &scope {
-            let unit = units[i].clone();
-            let steps = phase.steps.clone();
-            let run_cancel = cancel.clone();
-            let (release, cfg, runner, cancel, limit) =
-                (release.clone(), cfg.clone(), runner.clone(), phase_cancel.clone(), limit.clone());
-            tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await.expect("semaphore open");
-                let mut times = Vec::new();
-                for step in &steps {
-                    if cancel.is_cancelled() {
-                        return (i, times, Err((step.stage(), Error::Cancelled)));
-                    }
-                    let t0 = Instant::now();
-                    tracing::info!(host = unit.name(), stage = step.stage(), "{step}");
-                    let r = guarded_step(step, unit.as_ref(), &release, &cfg, &runner, &cancel).await;
-                    let note = match &r {
-                        Ok(()) => String::new(),
-                        Err(e) if stopped_by_sibling(e, &run_cancel) => SIBLING_FAILED.into(),
-                        Err(e) => e.to_string(),
-                    };
-                    times.push(StageTiming {
-                        stage: step.stage().to_string(),
-                        unit: Some(unit.name().to_string()),
-                        duration: t0.elapsed(),
-                        ok: r.is_ok(),
-                        note,
-                    });
-                    if let Err(e) = r {
-                        return (i, times, Err((step.stage(), e)));
-                    }
-                }
-                (i, times, Ok(()))
-            });
-        }
-        let mut phase_failed = false;
-        while let Some(joined) = tasks.join_next().await {
-            let (i, times, result) = match joined {
-                Ok(r) => r,
-                Err(e) => {
-                    error.get_or_insert(Error::Other(format!("a deploy task panicked: {e}")));
-                    phase_failed = true;
-                    continue;
-                }
-            };
-            timeline.extend(times);
-            if let Err((stage, e)) = result {
-                if stopped_by_sibling(&e, cancel) {
-                    runner.line(&format!("{}: {stage} {SIBLING_FAILED}", units[i].name()));
-                } else {
-                    runner.error(e.reason(), &format!("{stage} failed: {e}"));
-                }
-                failed[i] = true;
-                outcome[i] = UnitOutcome::Failed;
-                if committed {
-                    // Past the commit point the new version serves: report, don't undo.
-                    runner.warning(
-                        e.reason(),
-                        &format!("{}: {stage} did not finish; the new version is serving", units[i].name()),
-                    );
-                    continue;
-                }
-                if keep_going && !matches!(e, Error::Cancelled) && i != 0 {
-                    outcome[i] =
-                        rollback_one(units[i].as_ref(), &release, runner, Duration::from_secs(120)).await;
-                    failed_stage.get_or_insert(stage);
-                    error.get_or_insert(e);
-                    continue;
-                }
-                failed_stage.get_or_insert(stage);
-                if error.is_none() || matches!(error, Some(Error::Cancelled)) {
-                    error = Some(e);
-                }
-                phase_failed = true;
-                phase_cancel.cancel();
-            }
-        }
-        if phase_failed {
+        if fleet.phase(phase).await {
             // A barrier failure, or all-or-nothing: start nothing more.
             abort_all = true;
             break;
         }
-        migrated |= phase.steps.contains(&Step::Migrate);
-        if phase.commits {
-            committed = true;
+    }
+    if cancel.is_cancelled() && !fleet.committed {
+        abort_all = true;
+        fleet.error.get_or_insert(Error::Cancelled);
+    }
+    if abort_all && !fleet.committed {
+        fleet.way_back().await;
+    }
+    fleet.report()
+}
+
+/// One run of the fleet: what it works on, and what it has learnt so far.
+struct Fleet<'a> {
+    units: &'a [Arc<dyn Target>],
+    release: Arc<Release>,
+    cfg: Arc<FleetConfig>,
+    runner: &'a Runner,
+    cancel: &'a CancellationToken,
+    /// How many units run their steps at once (`max-parallel`).
+    limit: Arc<Semaphore>,
+    keep_going: bool,
+    started: Vec<Instant>,
+    outcome: Vec<UnitOutcome>,
+    failed: Vec<bool>,
+    timeline: Vec<StageTiming>,
+    error: Option<Error>,
+    failed_stage: Option<&'static str>,
+    /// Past the commit point: the new version serves, nothing is undone.
+    committed: bool,
+    /// Whether the migration ran to success (its rollback command then
+    /// runs after a traffic rollback).
+    migrated: bool,
+    rolled_back: bool,
+}
+
+/// What one unit's task hands back: its index, the steps' timings, and the
+/// step it stopped at with why.
+type UnitSteps = (usize, Vec<StageTiming>, Result<(), (&'static str, Error)>);
+
+impl Fleet<'_> {
+    /// Runs one phase's steps on every unit of its scope (each unit in
+    /// turn through the steps, the units in parallel up to the limit).
+    /// `true`: the phase failed and the run stops here.
+    async fn phase(&mut self, phase: &Phase) -> bool {
+        let (units, runner) = (self.units, self.runner);
+        let scope: Vec<usize> =
+            phase.scope.indices(units.len()).into_iter().filter(|i| !self.failed[*i]).collect();
+        if scope.is_empty() {
+            return false;
         }
+        let stage_names: Vec<&str> = phase.steps.iter().map(Step::stage).collect();
+        let _group = runner.group(&format!("{} — {}", stage_names.join(", "), describe_scope(&scope, units)));
+        // Cancelled when a sibling fails (all-or-nothing) or the run is cancelled.
+        let phase_cancel = self.cancel.child_token();
+        let mut tasks = JoinSet::new();
+        for &i in &scope {
+            tasks.spawn(unit_steps(
+                i,
+                units[i].clone(),
+                phase.steps.clone(),
+                (self.release.clone(), self.cfg.clone(), runner.clone()),
+                (phase_cancel.clone(), self.cancel.clone()),
+                self.limit.clone(),
+            ));
+        }
+        let mut phase_failed = false;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(done) => phase_failed |= self.settle(done, &phase_cancel).await,
+                Err(e) => {
+                    self.error.get_or_insert(Error::Other(format!("a deploy task panicked: {e}")));
+                    phase_failed = true;
+                }
+            }
+        }
+        if !phase_failed {
+            self.migrated |= phase.steps.contains(&Step::Migrate);
+            self.committed |= phase.commits;
+        }
+        phase_failed
     }
 
-    let mut rolled_back = false;
-    if cancel.is_cancelled() && !committed {
-        abort_all = true;
-        error.get_or_insert(Error::Cancelled);
+    /// What one unit's steps came to. A failure before the commit point
+    /// stops the phase (`true`), unless `keep-going` puts that one unit
+    /// back alone; after it, the failure is reported and nothing undone.
+    async fn settle(&mut self, (i, times, result): UnitSteps, phase_cancel: &CancellationToken) -> bool {
+        let (unit, runner) = (&self.units[i], self.runner);
+        self.timeline.extend(times);
+        let Err((stage, e)) = result else { return false };
+        if stopped_by_sibling(&e, self.cancel) {
+            runner.line(&format!("{}: {stage} {SIBLING_FAILED}", unit.name()));
+        } else {
+            runner.error(e.reason(), &format!("{stage} failed: {e}"));
+        }
+        self.failed[i] = true;
+        self.outcome[i] = UnitOutcome::Failed;
+        if self.committed {
+            // Past the commit point the new version serves: report, don't undo.
+            runner.warning(
+                e.reason(),
+                &format!("{}: {stage} did not finish; the new version is serving", unit.name()),
+            );
+            return false;
+        }
+        if self.keep_going && !matches!(e, Error::Cancelled) && i != 0 {
+            self.outcome[i] =
+                rollback_one(unit.as_ref(), &self.release, runner, Duration::from_secs(120)).await;
+            self.failed_stage.get_or_insert(stage);
+            self.error.get_or_insert(e);
+            return false;
+        }
+        self.failed_stage.get_or_insert(stage);
+        if self.error.is_none() || matches!(self.error, Some(Error::Cancelled)) {
+            self.error = Some(e);
+        }
+        phase_cancel.cancel();
+        true
     }
-    if abort_all && !committed {
-        let budget = if cancel.is_cancelled() { WAY_BACK } else { Duration::from_secs(180) };
+
+    /// All or nothing: every unit back to its previous version (within
+    /// [`WAY_BACK`] after a signal), then the migration's rollback command.
+    async fn way_back(&mut self) {
+        let runner = self.runner;
+        let budget = if self.cancel.is_cancelled() { WAY_BACK } else { Duration::from_secs(180) };
         let _group = runner.group("rollback — every unit back to the previous version");
         let t0 = Instant::now();
         let mut tasks = JoinSet::new();
-        for (i, unit) in units.iter().enumerate() {
-            let (unit, release, runner) = (unit.clone(), release.clone(), runner.clone());
+        for (i, unit) in self.units.iter().enumerate() {
+            let (unit, release, runner) = (unit.clone(), self.release.clone(), runner.clone());
             tasks.spawn(async move { (i, rollback_one(unit.as_ref(), &release, &runner, budget).await) });
         }
-        rolled_back = true;
+        self.rolled_back = true;
         while let Some(Ok((i, o))) = tasks.join_next().await {
             if o == UnitOutcome::Failed {
-                rolled_back = false;
+                self.rolled_back = false;
             }
-            outcome[i] = o;
+            self.outcome[i] = o;
         }
-        timeline.push(StageTiming {
+        self.timeline.push(StageTiming {
             stage: "rollback".into(),
             unit: None,
             duration: t0.elapsed(),
-            ok: rolled_back,
+            ok: self.rolled_back,
             note: String::new(),
         });
-        if migrated && release.migrate_rollback_command.is_some() {
-            timeline.push(migrate_rollback(units[0].as_ref(), &release, cfg.as_ref(), runner, cancel).await);
+        if self.migrated && self.release.migrate_rollback_command.is_some() {
+            let unit = self.units[0].as_ref();
+            let back = migrate_rollback(unit, &self.release, self.cfg.as_ref(), runner, self.cancel).await;
+            self.timeline.push(back);
         }
     }
-    for (i, o) in outcome.iter_mut().enumerate() {
-        if *o == UnitOutcome::Untouched && !failed[i] && (error.is_none() || committed || keep_going) {
-            *o = UnitOutcome::Deployed;
+
+    fn report(self) -> FleetReport {
+        let Fleet { units, mut outcome, failed, error, committed, keep_going, started, .. } = self;
+        for (i, o) in outcome.iter_mut().enumerate() {
+            if *o == UnitOutcome::Untouched && !failed[i] && (error.is_none() || committed || keep_going) {
+                *o = UnitOutcome::Deployed;
+            }
+        }
+        FleetReport {
+            error,
+            failed_stage: self.failed_stage,
+            units: units
+                .iter()
+                .zip(outcome)
+                .zip(started)
+                .map(|((u, o), s)| (u.name().to_string(), o, s.elapsed()))
+                .collect(),
+            timeline: self.timeline,
+            rolled_back: self.rolled_back,
+            committed,
         }
     }
-    FleetReport {
-        error,
-        failed_stage,
-        units: units
-            .iter()
-            .zip(outcome)
-            .zip(started)
-            .map(|((u, o), s)| (u.name().to_string(), o, s.elapsed()))
-            .collect(),
-        timeline,
-        rolled_back,
-        committed,
+}
+
+/// One unit through a phase's steps, each under its deadline, once a
+/// place under the limit is free. `cancel`: the phase's (a sibling failed,
+/// or the run was cancelled) and the run's own.
+async fn unit_steps(
+    i: usize,
+    unit: Arc<dyn Target>,
+    steps: Vec<Step>,
+    (release, cfg, runner): (Arc<Release>, Arc<FleetConfig>, Runner),
+    (cancel, run_cancel): (CancellationToken, CancellationToken),
+    limit: Arc<Semaphore>,
+) -> UnitSteps {
+    let _permit = limit.acquire_owned().await.expect("semaphore open");
+    let mut times = Vec::new();
+    for step in &steps {
+        if cancel.is_cancelled() {
+            return (i, times, Err((step.stage(), Error::Cancelled)));
+        }
+        let t0 = Instant::now();
+        tracing::info!(host = unit.name(), stage = step.stage(), "{step}");
+        let r = guarded_step(step, unit.as_ref(), &release, &cfg, &runner, &cancel).await;
+        let note = match &r {
+            Ok(()) => String::new(),
+            Err(e) if stopped_by_sibling(e, &run_cancel) => SIBLING_FAILED.into(),
+            Err(e) => e.to_string(),
+        };
+        times.push(StageTiming {
+            stage: step.stage().to_string(),
+            unit: Some(unit.name().to_string()),
+            duration: t0.elapsed(),
+            ok: r.is_ok(),
+            note,
+        });
+        if let Err(e) = r {
+            return (i, times, Err((step.stage(), e)));
+        }
     }
+    (i, times, Ok(()))
 }
 
 async fn rollback_one(
