@@ -47,6 +47,7 @@ struct Run {
 
 /// `cancel` stops the work (a signal or the run's deadline); `signal` is
 /// the runner's signal alone, to tell the two apart in notifications.
+// long: the run's stages in order (record client, secrets, analysis, image, record, units, final status), the one place that reads top to bottom; each stage's early end is one line here.
 pub(super) async fn run(
     inputs: &Inputs,
     runner: &Runner,
@@ -115,28 +116,10 @@ pub(super) async fn run(
     };
 
     // The record: lock across runs, create, in_progress.
-    let record = match &github {
-        Some(g) => {
-            let payload = DeployPayload {
-                image: image.clone(),
-                previous_image: previous_image.clone(),
-                strategy: inputs.strategy.as_str().into(),
-                target: inputs.target.as_str().into(),
-                run_url: inputs.context.run_url(),
-                secrets_fingerprint: digest.clone(),
-            };
-            let task = if inputs.mode == Mode::Rollback { Task::Rollback } else { Task::Deploy };
-            let _g = runner.group("GitHub deployment");
-            match g.begin(&payload, task, cancel).await {
-                Ok(r) => {
-                    runner.set_output("deployment-id", &r.id.to_string());
-                    runner.set_output("deployment-url", &r.url);
-                    Some(r)
-                }
-                Err(e) => return early(e.into(), "record").await,
-            }
-        }
-        None => None,
+    let payload = payload(inputs, &image, &previous_image, &digest);
+    let record = match begin_record(inputs, runner, cancel, github.as_ref(), &payload).await {
+        Ok(r) => r,
+        Err(e) => return early(e, "record").await,
     };
     timeline.push("record", t0, true, "");
     let deployment_id = record.as_ref().map(|r| r.id);
@@ -150,32 +133,7 @@ pub(super) async fn run(
         message: start_message(inputs, &image),
     });
 
-    let services = inputs
-        .services
-        .iter()
-        .cloned()
-        .map(|mut s| {
-            // `mode: rollback` without an image: the last good one.
-            if s.image.full() == crate::inputs::ROLLBACK_PENDING
-                && let Some(i) = &image_ref
-            {
-                s.image = i.clone();
-            }
-            s
-        })
-        .collect();
-    let release = Arc::new(Release {
-        app: inputs.app.clone(),
-        deploy_id: format!("{}-{}", inputs.context.run_id, inputs.context.run_attempt),
-        run_url: inputs.context.run_url(),
-        services,
-        secret_env,
-        secrets_fingerprint: digest.clone(),
-        migrate_command: inputs.migrate_command.clone(),
-        pre_migrate_command: inputs.pre_migrate_command.clone(),
-        migrate_rollback_command: inputs.migrate_rollback_command.clone(),
-    });
-
+    let release = Arc::new(release(inputs, image_ref.as_ref(), secret_env, digest.clone()));
     let material = HostMaterial { key, known_hosts, registry_password };
     let judges = Judges { smoke, analysis };
     let run =
@@ -194,6 +152,76 @@ pub(super) async fn run(
         notifier.finish(moment, cancel)
     );
     report(inputs, runner, run, timeline, digest, &secret_names)
+}
+
+/// What the record keeps of this deploy (read back by a later rollback).
+fn payload(
+    inputs: &Inputs,
+    image: &str,
+    previous_image: &Option<String>,
+    digest: &Option<String>,
+) -> DeployPayload {
+    DeployPayload {
+        image: image.to_string(),
+        previous_image: previous_image.clone(),
+        strategy: inputs.strategy.as_str().into(),
+        target: inputs.target.as_str().into(),
+        run_url: inputs.context.run_url(),
+        secrets_fingerprint: digest.clone(),
+    }
+}
+
+/// The GitHub record, when kept: the lock across runs, the deployment
+/// created and marked `in_progress`, its id and URL set as outputs.
+async fn begin_record(
+    inputs: &Inputs,
+    runner: &Runner,
+    cancel: &CancellationToken,
+    github: Option<&Deployments>,
+    payload: &DeployPayload,
+) -> Result<Option<crate::github::DeploymentRecord>, Error> {
+    let Some(g) = github else { return Ok(None) };
+    let task = if inputs.mode == Mode::Rollback { Task::Rollback } else { Task::Deploy };
+    let _g = runner.group("GitHub deployment");
+    let r = g.begin(payload, task, cancel).await?;
+    runner.set_output("deployment-id", &r.id.to_string());
+    runner.set_output("deployment-url", &r.url);
+    Ok(Some(r))
+}
+
+/// What every unit deploys: the services (a `mode: rollback` without an
+/// image gets the last good one, `image_ref`), the secrets' environment
+/// and fingerprint, the migration commands.
+fn release(
+    inputs: &Inputs,
+    image_ref: Option<&crate::inputs::ImageRef>,
+    secret_env: Vec<(String, SecretValue)>,
+    secrets_fingerprint: Option<String>,
+) -> Release {
+    let services = inputs
+        .services
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            if s.image.full() == crate::inputs::ROLLBACK_PENDING
+                && let Some(i) = image_ref
+            {
+                s.image = i.clone();
+            }
+            s
+        })
+        .collect();
+    Release {
+        app: inputs.app.clone(),
+        deploy_id: format!("{}-{}", inputs.context.run_id, inputs.context.run_attempt),
+        run_url: inputs.context.run_url(),
+        services,
+        secret_env,
+        secrets_fingerprint,
+        migrate_command: inputs.migrate_command.clone(),
+        pre_migrate_command: inputs.pre_migrate_command.clone(),
+        migrate_rollback_command: inputs.migrate_rollback_command.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -94,47 +94,11 @@ pub async fn deploy(
     let started = Instant::now();
     // Read everything first; a missing Service or a selector that does not
     // fit changes nothing.
-    let mut pairs = Vec::new();
-    {
-        let _g = runner
-            .group(&format!("Read {} deployment(s) and their Services in {ns}", spec.deployments.len()));
-        for r in spec.deployments.iter().filter(|r| !r.worker) {
-            match read_pair(client, ns, r).await {
-                Ok(p) => {
-                    runner.line(&format!(
-                        "{}: live {}, candidate {}, {} replica(s)",
-                        p.service_ref(),
-                        p.live.map_or_else(
-                            || format!("{} (not yet blue-green)", p.name()),
-                            |c| p.colour_name(c)
-                        ),
-                        p.candidate_name(),
-                        p.replicas
-                    ));
-                    if out.previous_image.is_none() {
-                        out.previous_image = p.old_image.clone();
-                    }
-                    pairs.push(p);
-                }
-                Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
-            }
-        }
-    }
-    if let Err(e) = autoscaled(client, ns, &pairs).await {
-        return ClusterRun { error: Some(e), rolled_back: true, ..out };
-    }
     let worker_refs: Vec<&DeploymentRef> = spec.deployments.iter().filter(|r| r.worker).collect();
-    let workers = match workers::read(client, ns, &worker_refs).await {
-        Ok(w) => w,
+    let (pairs, workers) = match read_all(client, spec, &worker_refs, runner, &mut out).await {
+        Ok(read) => read,
         Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
     };
-    for w in &workers {
-        runner.line(&format!(
-            "{}: worker (no Service), runs {}; rolled in place once the candidates are ready",
-            w.object,
-            w.image.as_deref().unwrap_or("(no image)")
-        ));
-    }
     if let Some(s) = &work.secret {
         out.stage = "secrets";
         if let Err(e) = super::secret::ensure(client, ns, s, false).await {
@@ -195,6 +159,45 @@ pub async fn deploy(
     out
 }
 
+/// Every pair (Deployment, Service, colours) and every worker, read and
+/// checked before anything changes; `out` learns the image that served.
+async fn read_all(
+    client: &kube::Client,
+    spec: &KubernetesSpec,
+    worker_refs: &[&DeploymentRef],
+    runner: &Runner,
+    out: &mut ClusterRun,
+) -> Result<(Vec<Pair>, Vec<Current>), KubeError> {
+    let ns = spec.namespace.as_str();
+    let mut pairs = Vec::new();
+    let _g =
+        runner.group(&format!("Read {} deployment(s) and their Services in {ns}", spec.deployments.len()));
+    for r in spec.deployments.iter().filter(|r| !r.worker) {
+        let p = read_pair(client, ns, r).await?;
+        runner.line(&format!(
+            "{}: live {}, candidate {}, {} replica(s)",
+            p.service_ref(),
+            p.live.map_or_else(|| format!("{} (not yet blue-green)", p.name()), |c| p.colour_name(c)),
+            p.candidate_name(),
+            p.replicas
+        ));
+        if out.previous_image.is_none() {
+            out.previous_image = p.old_image.clone();
+        }
+        pairs.push(p);
+    }
+    autoscaled(client, ns, &pairs).await?;
+    let workers = workers::read(client, ns, worker_refs).await?;
+    for w in &workers {
+        runner.line(&format!(
+            "{}: worker (no Service), runs {}; rolled in place once the candidates are ready",
+            w.object,
+            w.image.as_deref().unwrap_or("(no image)")
+        ));
+    }
+    Ok((pairs, workers))
+}
+
 /// Nothing of the pairs changed (or it was all put back): every row
 /// `unchanged`, the run rolled back.
 fn unchanged(mut out: ClusterRun, pairs: &[Pair]) -> ClusterRun {
@@ -219,13 +222,12 @@ struct Flip<'a> {
 }
 
 impl Flip<'_> {
-    /// Steps 2 to 4: previews, the flip, smoke tests and the observe window,
-    /// the old colour retired.
-    async fn flip_and_observe(&self, mut out: ClusterRun, started: Instant) -> ClusterRun {
-        let Flip { client, spec, work, timing, pairs, runner, way, .. } = *self;
+    /// Each preview Service to its candidate, its endpoints proven, then
+    /// the smoke tests through the previews. `Err(None)`: a signal.
+    async fn previews(&self) -> Result<(), Option<KubeError>> {
+        let Flip { client, spec, work, pairs, runner, way, .. } = *self;
         let cancel = way.cancel();
         let ns = spec.namespace.as_str();
-        // 2. Previews.
         for p in pairs.iter().filter(|p| p.preview.is_some()) {
             let preview = p.preview.as_ref().and_then(|s| s.metadata.name.clone()).unwrap_or_default();
             let pv = ObjectRef::new("service", ns, &preview);
@@ -237,67 +239,80 @@ impl Flip<'_> {
                 verify_endpoints(client, &pv, &p.selector_for(p.candidate), runner).await
             };
             // A signal ends the wait for the preview's endpoints at once.
-            let checked = tokio::select! {
-                r = checked => r,
+            tokio::select! {
+                r = checked => { r?; }
                 () = cancel.cancelled() => break,
             };
-            if let Err(e) = checked {
-                out.error = Some(e);
-                return self.not_flipped(out).await;
+        }
+        if cancel.is_cancelled() {
+            return Err(None);
+        }
+        work.smoke(true, runner, cancel).await?;
+        if cancel.is_cancelled() {
+            return Err(None);
+        }
+        Ok(())
+    }
+
+    /// Every live Service to the new colour, then each one's endpoints
+    /// proven. On a failure or a signal (`None`), the Services flipped so
+    /// far, for the way back.
+    async fn switch(&self) -> Result<(), (Option<KubeError>, Vec<&Pair>)> {
+        let Flip { client, pairs, runner, way, .. } = *self;
+        let cancel = way.cancel();
+        let _g = runner.group("Switch: every live Service to the new colour");
+        let mut flipped = Vec::new();
+        let mut failed = None;
+        for p in pairs {
+            let patch = selector_patch(p, Some(p.candidate), None);
+            match set_selector(client, &p.service_ref(), &patch).await {
+                Ok(()) => {
+                    runner.line(&format!("{}: selector now {COLOUR}={}", p.service_ref(), p.candidate));
+                    flipped.push(p);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        if cancel.is_cancelled() {
-            out.cancelled = true;
-            return self.not_flipped(out).await;
+        if failed.is_none() {
+            for p in pairs {
+                let (service, selector) = (p.service_ref(), p.selector_for(p.candidate));
+                let verified = tokio::select! {
+                    v = verify_endpoints(client, &service, &selector, runner) => v,
+                    // After a signal: back at once, unverified.
+                    _ = cancel.cancelled() => break,
+                };
+                if let Err(e) = verified {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        if let Err(e) = work.smoke(true, runner, cancel).await {
-            out.error = Some(e);
-            return self.not_flipped(out).await;
+        match (failed, cancel.is_cancelled()) {
+            (Some(e), _) => Err((Some(e), flipped)),
+            (None, true) => Err((None, flipped)),
+            (None, false) => Ok(()),
         }
-        if cancel.is_cancelled() {
-            out.cancelled = true;
+    }
+
+    /// Steps 2 to 4: previews, the flip, smoke tests and the observe window,
+    /// the old colour retired.
+    async fn flip_and_observe(&self, mut out: ClusterRun, started: Instant) -> ClusterRun {
+        let Flip { client, spec, work, timing, pairs, runner, way, .. } = *self;
+        let cancel = way.cancel();
+        let ns = spec.namespace.as_str();
+        // 2. Previews, then the smoke tests of the candidates.
+        if let Err(e) = self.previews().await {
+            out.cancelled = e.is_none();
+            out.error = e;
             return self.not_flipped(out).await;
         }
 
         // 3. The flip, every Service, never cut half-way.
         out.stage = "switch";
-        let flipped = {
-            let _g = runner.group("Switch: every live Service to the new colour");
-            let mut flipped = Vec::new();
-            let mut failed = None;
-            for p in pairs {
-                let patch = selector_patch(p, Some(p.candidate), None);
-                match set_selector(client, &p.service_ref(), &patch).await {
-                    Ok(()) => {
-                        runner.line(&format!("{}: selector now {COLOUR}={}", p.service_ref(), p.candidate));
-                        flipped.push(p);
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if failed.is_none() {
-                for p in pairs {
-                    let (service, selector) = (p.service_ref(), p.selector_for(p.candidate));
-                    let verified = tokio::select! {
-                        v = verify_endpoints(client, &service, &selector, runner) => v,
-                        // After a signal: back at once, unverified.
-                        _ = cancel.cancelled() => break,
-                    };
-                    if let Err(e) = verified {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            match (failed, cancel.is_cancelled()) {
-                (Some(e), _) => Err((Some(e), flipped)),
-                (None, true) => Err((None, flipped)),
-                (None, false) => Ok(()),
-            }
-        };
+        let flipped = self.switch().await;
         if let Err((e, flipped)) = flipped {
             out.cancelled = e.is_none();
             out.error = e;
