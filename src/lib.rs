@@ -4,7 +4,9 @@
 //! # Layout
 //!
 //! - [`inputs`] — the runner's environment (`INPUT_*`, `GITHUB_*`) read with
-//!   envy and validated into typed values; no network.
+//!   envy and validated into typed values; no network. `inputs/validate/`
+//!   is split by area (hosts, kubernetes, material, rules), each with its
+//!   unit tests built on `inputs::given::Given`.
 //! - [`runner`] — the runner protocol: log groups, annotations, masks, step
 //!   outputs, job summary, relayed remote output. [`redact`] sits under it.
 //! - [`secrets`] — AWS SSM Parameter Store, masked on arrival.
@@ -15,7 +17,8 @@
 //! - [`pipeline`] — stages, deadlines, the fleet, rollback, cancellation,
 //!   the final status (`Ended::status`, one mapping for every target).
 //!   `pipeline/deploy/` is a run's stages: `connect`, `material`, `units`
-//!   (the fleet or the cluster), `finish`.
+//!   (the hosts' discover, connect, lock and fleet, or the cluster), `finish`;
+//!   `pipeline/fleet/` runs the strategy's phases over the hosts.
 //! - [`strategy`] — the order of steps for blue-green, rolling and canary.
 //! - [`health`] — health-check loops over [`targets::Target::probe`], and
 //!   the observe window's judgement of what users were served.
@@ -30,14 +33,17 @@
 //!   rollout verdict by watch, `rollout undo`; it takes the whole deploy,
 //!   a file or folder per strategy: `rolling.rs`, `bluegreen/`, `canary/`,
 //!   one observe window in `observe.rs`). `targets::wayback` is the way
-//!   back every target shares: one budget after a signal and one
+//!   back every target shares: one budget after a signal, one drain before
+//!   what traffic left is removed (`wayback::drain`), and one
 //!   migration-rollback policy. Their errors (`TargetError`, `HostError`,
 //!   `KubeError`) are wrapped by [`Error`], never the other way round.
 //!
 //! Imports go one way: `pipeline` → `health`/`smoke` → `targets` →
 //! `probe`/`inputs`/`analysis`/`secrets` → `redact`; `error` sits above
 //! the targets. `scripts/lint-cycles` (in `scripts/lint`) fails on a cycle
-//! between sibling modules at any level.
+//! between sibling modules at any level; `scripts/lint-size` fails on a
+//! file over 600 lines or a function over 80 that does not say why
+//! (`// long:`).
 
 pub mod analysis;
 pub mod error;

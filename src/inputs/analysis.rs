@@ -52,6 +52,7 @@ fn percent(s: &str) -> String {
 
 /// Reads the analysis inputs. `region` is the run's AWS region (already
 /// checked where `aws-region` is read). `None` when no source is set.
+// long: one independent check per analysis input (alarms, the Prometheus query, its limits and interval), in action.yml's order.
 pub fn read(
     raw: &RawInputs,
     region: Option<&str>,

@@ -313,6 +313,7 @@ pub(super) fn kube_from_file(text: &str, problems: &mut Vec<Problem>) -> Vec<sup
     out
 }
 
+// long: one loop over a file's entries, each key of an entry checked in turn and named by the entry.
 pub(super) fn from_file(text: &str, d: &Defaults, problems: &mut Vec<Problem>) -> Vec<Service> {
     let Some(entries) = parse(text, problems) else { return vec![] };
     let mut out = Vec::new();

@@ -69,6 +69,7 @@ pub fn secret_refs(value: &str) -> Vec<String> {
 }
 
 /// Parses the input (a YAML or JSON list); every problem is named.
+// long: one independent check per field of a smoke test, each naming the test.
 pub fn parse(text: &str, problems: &mut Vec<Problem>) -> Vec<SmokeTest> {
     let p = |m: String| Problem { input: "smoke-tests".into(), message: m };
     let raws: Vec<Raw> = match serde_yaml::from_str(text) {

@@ -5,6 +5,7 @@ use super::*;
 
 /// The services (one from the inputs, or a services file) and the
 /// migration command.
+// long: the two shapes of the hosts' services (a file, or the one service of the inputs) side by side, with the checks that tell them apart.
 pub(super) fn services(
     c: &mut Check,
     raw: &RawInputs,

@@ -3,6 +3,7 @@
 
 use super::*;
 
+// long: one independent check per cluster input (workloads, services file, EKS, kubeconfig, namespace), in action.yml's order.
 pub(super) fn kubernetes(
     c: &mut Check,
     raw: &RawInputs,
@@ -136,6 +137,7 @@ pub(super) fn kubernetes(
 /// A rolling deploy also judges (and undoes) every other Deployment,
 /// StatefulSet and DaemonSet of the manifests, with the image the manifest
 /// gives it: applied and forgotten, a crash-looping one would go unseen.
+// long: the matching of named workloads against the manifests' and the refusals it makes, which read together.
 pub(super) fn manifest_deployments(
     c: &mut Check,
     manifests: &[manifests::Manifest],

@@ -180,6 +180,7 @@ struct Basics {
 ///
 /// # Errors
 /// Every problem found, each naming its input.
+// long: the list of the areas' checks in order, then the one struct they fill.
 pub fn validate(raw: &RawInputs, ctx: &RawContext, env: &Env) -> Result<Inputs, Vec<Problem>> {
     let mut c = Check { problems: Vec::new(), deprecated: Vec::new() };
     let b = basics(&mut c, raw, ctx);

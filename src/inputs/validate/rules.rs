@@ -4,6 +4,7 @@
 use super::*;
 
 /// What each target requires, and refuses, of the other inputs.
+// long: one rule per target per input, a table read top to bottom.
 pub(super) fn target_rules(
     c: &mut Check,
     raw: &RawInputs,

@@ -60,6 +60,7 @@ pub(super) struct Material {
 ///
 /// # Errors
 /// The failure and the stage to report it under.
+// long: each kind of secret material fetched, masked and checked in turn; every arm ends the run at its own stage.
 pub(super) async fn resolve_secrets(
     inputs: &Inputs,
     runner: &Runner,

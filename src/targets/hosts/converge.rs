@@ -65,6 +65,7 @@ impl HostTarget {
     /// release's (a release may move a service to other ports). When the
     /// rewritten nginx cannot be proven, the files are put back as they
     /// were and nothing is removed.
+    // long: one repair, step by step (read, choose the colour, rewrite nginx, prove it, remove the rest), each step needing the previous one's values.
     pub(super) async fn converge(&self, release: &Release, dead: &str) -> Result<(), TargetError> {
         let unit = self.conn.name.as_str();
         let all = containers::list(&self.docker, unit, &self.conn.app).await?;

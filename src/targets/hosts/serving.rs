@@ -44,6 +44,7 @@ impl HostTarget {
     /// for a full switch. Without that header, the answer must match what
     /// the colour answers directly, and `other_same` (both colours run the
     /// same image) makes that no proof at all: `switch_not_verifiable`.
+    // long: one retry loop per service with the two proofs (upstream address, or the answer compared) and their failure messages side by side.
     pub(super) async fn verify_serving(
         &self,
         release: &Release,

@@ -144,6 +144,7 @@ pub struct End<'a> {
 
 /// Connects to `end` (over TCP, or over `stream`: a channel of a jump
 /// host), checks its key against `known`, and authenticates with `key`.
+// long: the SSH handshake in protocol order (connect, pin the host key, authenticate), each step's failure named where it happens.
 async fn handshake(
     unit: &str,
     known: &KnownHosts,

@@ -27,6 +27,7 @@ pub struct Rule {
 
 /// What a run of `mode` and `strategy` calls in each namespace it works
 /// in, in the order a missing one is best reported (reading first).
+// long: a table, one line per rule, in the order a missing one is best reported.
 pub fn needed(
     spec: &KubernetesSpec,
     namespaces: &[&str],

@@ -243,6 +243,7 @@ pub async fn watch(
 ///
 /// # Errors
 /// As [`watch`], and [`KubeError::TakenOver`].
+// long: one select loop over the Deployment's, ReplicaSets' and pods' watches, judging each event as kubectl does.
 pub async fn watch_applied(
     client: &kube::Client,
     namespace: &str,

@@ -121,6 +121,7 @@ pub fn colour_deployment(
 }
 
 /// Reads the Deployment of `r` (the template) and its live Service.
+// long: reads and checks one pair (Deployment, live Service, colours, preview) before anything changes; each refusal is named where its value is read.
 pub(super) async fn read_pair(client: &kube::Client, ns: &str, r: &DeploymentRef) -> Result<Pair, KubeError> {
     let source = apply::read(client, ns, r, None).await?;
     let services: Api<Service> = Api::namespaced(client.clone(), ns);

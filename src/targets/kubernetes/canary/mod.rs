@@ -111,6 +111,7 @@ async fn standing(c: &Canary<'_>) -> Result<Option<(u8, String, CanaryTraffic)>,
 }
 
 /// `mode: deploy` with canary steps.
+// long: the canary's steps in order (open, each weight step observed, promote), each with its way back.
 pub async fn deploy(
     client: &kube::Client,
     spec: &KubernetesSpec,

@@ -94,6 +94,7 @@ impl Canary<'_> {
 
     /// Sends `weight`% to the canary (0: none; the router objects of the
     /// canary are removed at 0).
+    // long: one arm per traffic router (replicas, ingress-nginx, Gateway API), each a few calls.
     pub(super) async fn set_weight(&self, weight: u8) -> Result<(), KubeError> {
         let stable = self.service.clone();
         match &self.traffic {
