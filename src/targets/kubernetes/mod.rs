@@ -29,6 +29,8 @@ mod confirm;
 pub mod eks;
 pub mod error;
 pub mod migrate;
+#[cfg(test)]
+pub(crate) mod mock;
 pub mod observe;
 pub mod paged;
 mod rolling;

@@ -479,3 +479,6 @@ async fn observe(
     let end = Instant::now() + window;
     super::observe::window(client, &watched, end, "after the switch", analysis, runner, cancel).await
 }
+
+#[cfg(test)]
+mod tests;

@@ -126,10 +126,7 @@ impl Back<'_> {
     /// Each Service's selector patch and the selector it makes. The source
     /// brought back is selected by its ReplicaSet's hash, as on the first
     /// deploy: its bare app labels would select the colours too.
-    async fn selectors(
-        &self,
-        pairs: &[Pair],
-    ) -> Result<Selectors, Stopped> {
+    async fn selectors(&self, pairs: &[Pair]) -> Result<Selectors, Stopped> {
         let mut targets = Vec::new();
         for p in pairs {
             if p.candidate_existed {
@@ -151,12 +148,7 @@ impl Back<'_> {
 
     /// Every Service flipped; never half-switched: when one fails, those
     /// already flipped go back.
-    async fn flip(
-        &self,
-        pairs: &[Pair],
-        targets: &Selectors,
-        out: &mut ClusterRun,
-    ) -> Result<(), Stopped> {
+    async fn flip(&self, pairs: &[Pair], targets: &Selectors, out: &mut ClusterRun) -> Result<(), Stopped> {
         let runner = self.runner;
         for (i, p) in pairs.iter().enumerate() {
             if let Err(e) = set_selector(self.client, &p.service_ref(), &targets[i].0).await {

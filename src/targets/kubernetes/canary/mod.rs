@@ -372,6 +372,61 @@ pub async fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::targets::kubernetes::mock;
+
+    /// A canary abort behind ingress-nginx, against a mocked API server:
+    /// the canary Ingress (its weight) goes first, the drain is honoured,
+    /// and only then the canary Deployment and Service; a signal cuts the
+    /// drain short, not the removal.
+    #[tokio::test]
+    async fn an_abort_takes_the_weight_away_first_then_drains_then_removes_the_canary() {
+        for (drain, signal_after) in
+            [(Duration::from_millis(400), None), (Duration::from_secs(30), Some(200))]
+        {
+            let (client, server) = mock::server(|_, _| mock::status());
+            let log = crate::runner::memory::Log::default();
+            let runner = log.runner();
+            let canary = Canary {
+                client: &client,
+                ns: "shop".into(),
+                stable: mock::current("shop", "web", "shop:1"),
+                service: "web".into(),
+                stable_replicas: 3,
+                traffic: CanaryTraffic::Ingress("web".into()),
+                drain,
+                runner: &runner,
+            };
+            let cancel = CancellationToken::new();
+            if let Some(ms) = signal_after {
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    cancel.cancel();
+                });
+            }
+            let started = Instant::now();
+            canary.abort(&cancel).await.unwrap_or_else(|e| panic!("{e}: {}", log.text()));
+            drop(canary);
+            drop(client);
+            let calls = server.await.unwrap();
+            assert_eq!(
+                mock::said(&calls),
+                [
+                    "DELETE /apis/networking.k8s.io/v1/namespaces/shop/ingresses/web-canary",
+                    "DELETE /apis/apps/v1/namespaces/shop/deployments/web-canary",
+                    "DELETE /api/v1/namespaces/shop/services/web-canary",
+                ]
+            );
+            let waited = calls[1].at - calls[0].at;
+            match signal_after {
+                None => assert!(waited >= drain, "removed {waited:?} after the weight went, drain {drain:?}"),
+                Some(ms) => assert!(
+                    calls[1].at - started >= Duration::from_millis(ms) && waited < Duration::from_secs(2),
+                    "a signal at {ms}ms: removed {waited:?} after the weight went"
+                ),
+            }
+        }
+    }
 
     #[test]
     fn replicas_for_a_weight() {
