@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +16,7 @@ use crate::redact::Redactor;
 use crate::runner::Runner;
 use crate::targets::hosts::HostError;
 use crate::targets::hosts::access_log::{self, Limits};
+use crate::targets::observe::{self, Source};
 use crate::targets::{Release, Target};
 
 /// How often a long wait says where it is.
@@ -165,25 +167,50 @@ pub async fn observe(
     runner: &Runner,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
-    let (spec, failures) = (watch.health, watch.failures);
     let end = Instant::now() + watch.window;
     if watch.traffic.is_some() {
         // Marks where the log stands: only what follows is counted.
         target.traffic(release).await?;
     }
-    let mut streaks = vec![0u32; release.services.len()];
-    loop {
-        // CloudWatch alarms and the Prometheus query: read at most once
-        // per interval for all units, a breach seen once fails every one.
-        if let Some(a) = watch.analysis {
-            a.check(cancel).await?;
-        }
+    let mut door = FrontDoor {
+        target,
+        release,
+        health: watch.health,
+        failures: watch.failures,
+        streaks: vec![0; release.services.len()],
+        runner,
+    };
+    let mut traffic = watch.traffic.map(|limits| Traffic { target, release, limits, runner });
+    let mut sources: Vec<&mut (dyn Source<Error> + '_)> = vec![&mut door];
+    if let Some(t) = traffic.as_mut() {
+        sources.push(t);
+    }
+    observe::window(end, watch.health.interval, watch.analysis, Error::from, &mut sources, cancel)
+        .await
+        .map_err(|e| e.unwrap_or(Error::Cancelled))
+}
+
+/// Each service's health through the front door (a worker's: its
+/// container running), each with its own streak of failures.
+struct FrontDoor<'a> {
+    target: &'a dyn Target,
+    release: &'a Release,
+    health: &'a HealthSpec,
+    failures: u32,
+    streaks: Vec<u32>,
+    runner: &'a Runner,
+}
+
+#[async_trait]
+impl Source<Error> for FrontDoor<'_> {
+    async fn read(&mut self, _last: bool) -> Result<(), Error> {
+        let (target, release) = (self.target, self.release);
         for (idx, service) in release.services.iter().enumerate() {
             let verdict = match (&service.health_path, service.behind_proxy) {
                 (Some(path), true) => judge(
                     &target.probe(release, idx, Via::FrontDoor, path).await,
-                    spec.max_response_time,
-                    runner.redactor(),
+                    self.health.max_response_time,
+                    self.runner.redactor(),
                 ),
                 _ => match target.candidate_running(release, idx).await {
                     Ok(true) => Ok(()),
@@ -191,12 +218,12 @@ pub async fn observe(
                     Err(e) => Err(e.to_string()),
                 },
             };
-            let streak = &mut streaks[idx];
+            let streak = &mut self.streaks[idx];
             match verdict {
                 Ok(()) => *streak = 0,
                 Err(why) => {
                     *streak += 1;
-                    if *streak >= failures {
+                    if *streak >= self.failures {
                         return Err(Error::ObserveFailed {
                             unit: target.name().to_string(),
                             message: format!(
@@ -209,17 +236,22 @@ pub async fn observe(
                 }
             }
         }
-        let last = Instant::now() >= end;
-        if let Some(limits) = watch.traffic {
-            judge_traffic(target, release, limits, last, runner).await?;
-        }
-        if last {
-            return Ok(());
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return Err(Error::Cancelled),
-            _ = tokio::time::sleep(spec.interval.min(end.saturating_duration_since(Instant::now())).max(Duration::from_millis(50))) => {}
-        }
+        Ok(())
+    }
+}
+
+/// What users were served through nginx since the window began.
+struct Traffic<'a> {
+    target: &'a dyn Target,
+    release: &'a Release,
+    limits: &'a Limits,
+    runner: &'a Runner,
+}
+
+#[async_trait]
+impl Source<Error> for Traffic<'_> {
+    async fn read(&mut self, last: bool) -> Result<(), Error> {
+        judge_traffic(self.target, self.release, self.limits, last, self.runner).await
     }
 }
 

@@ -21,7 +21,7 @@
 //!   `pipeline/fleet/` runs the strategy's phases over the hosts.
 //! - [`strategy`] — the order of steps for blue-green, rolling and canary.
 //! - [`health`] — health-check loops over [`targets::Target::probe`], and
-//!   the observe window's judgement of what users were served.
+//!   the hosts' sources of the observe window (the front door, nginx's log).
 //! - [`analysis`] — what users see during the observe window: CloudWatch
 //!   alarms and a Prometheus query, read at most once per interval for
 //!   every caller, every reading kept for the summary.
@@ -32,7 +32,10 @@
 //!   (discovery, then hosts), `kubernetes` (server-side apply, kubectl's
 //!   rollout verdict by watch, `rollout undo`; it takes the whole deploy,
 //!   a file or folder per strategy: `rolling.rs`, `bluegreen/`, `canary/`,
-//!   one observe window in `observe.rs`). `targets::wayback` is the way
+//!   its Deployments' availability as the observe window's source).
+//!   `targets::observe::window` is the one observe window of every target:
+//!   its sources and the analysis read each round, the first failure ends
+//!   it. `targets::wayback` is the way
 //!   back every target shares: one budget after a signal, one drain before
 //!   what traffic left is removed (`wayback::drain`), and one
 //!   migration-rollback policy. Their errors (`TargetError`, `HostError`,

@@ -18,6 +18,7 @@ pub mod ec2;
 pub mod hosts;
 pub mod instance_connect;
 pub mod kubernetes;
+pub mod observe;
 pub mod wayback;
 
 /// Checks a target needs beyond the inputs' grammar, run before anything
