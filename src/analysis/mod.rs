@@ -330,27 +330,6 @@ impl Analysis {
         Ok(())
     }
 
-    /// Checks now and every interval until `end` (a cluster's window).
-    ///
-    /// # Errors
-    /// As [`Analysis::check`].
-    pub async fn watch_until(&self, end: Instant, cancel: &CancellationToken) -> Result<(), AnalysisError> {
-        let start = Instant::now();
-        for k in 1u32.. {
-            self.check(cancel).await?;
-            let next = start + self.interval * k;
-            let wake = if next > end { end } else { next };
-            tokio::select! {
-                _ = tokio::time::sleep_until(wake) => {}
-                _ = cancel.cancelled() => return Err(AnalysisError::Cancelled),
-            }
-            if next > end {
-                break;
-            }
-        }
-        Ok(())
-    }
-
     /// Every reading, to the log and the summary's "What users saw":
     /// `analysis query 'x': 0.05 (max 0.1) at 12:00:01Z (ok)`.
     fn record(&self, source: &dyn Source, preflight: bool, read: &Result<Vec<Figure>, ReadError>) {

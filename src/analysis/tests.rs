@@ -108,12 +108,31 @@ async fn many_callers_share_one_reading_per_interval() {
     assert_eq!(readings(&log), ["0.1 (max 1) (ok)"; 3], "every reading recorded");
 }
 
+/// A caller ticking at the interval: checks now and every interval until
+/// `end`, as a cluster's observe window did before the shared one.
+async fn watch_until(a: &Analysis, end: Instant, cancel: &CancellationToken) -> Result<(), AnalysisError> {
+    let start = Instant::now();
+    for k in 1u32.. {
+        a.check(cancel).await?;
+        let next = start + a.interval * k;
+        let wake = if next > end { end } else { next };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = cancel.cancelled() => return Err(AnalysisError::Cancelled),
+        }
+        if next > end {
+            break;
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_caller_ticking_at_the_interval_never_skips_a_reading() {
     let (a, reads, _) = analysis(vec![], ok("0.1"));
     let cancel = CancellationToken::new();
     let end = Instant::now() + I * 3;
-    a.watch_until(end, &cancel).await.unwrap();
+    watch_until(&a, end, &cancel).await.unwrap();
     assert_eq!(Instant::now(), end);
     // At 0, 10, 20 and 30 s (the end itself).
     assert_eq!(reads.load(Ordering::SeqCst), 4);

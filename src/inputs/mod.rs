@@ -484,7 +484,6 @@ pub fn load(env: &Env) -> Result<Inputs, Vec<Problem>> {
     validate(&raw, &ctx, env)
 }
 
-/// The validation tests' builder (declared last: what follows
-/// `#[cfg(test)]` is read as test code by the docs' and the lints' scans).
+/// The validation tests' builder.
 #[cfg(test)]
 pub(crate) mod given;

@@ -211,11 +211,10 @@ pub async fn run(
         units,
         release,
         limit: Arc::new(Semaphore::new(cfg.rollout.max_parallel.max(1))),
-        keep_going: cfg.rollout.on_host_failure == OnHostFailure::KeepGoing,
         cfg,
         runner,
         cancel,
-        started: vec![Instant::now(); n],
+        started: Instant::now(),
         outcome: vec![UnitOutcome::Untouched; n],
         failed: vec![false; n],
         timeline: Vec::new(),
@@ -256,8 +255,7 @@ struct Fleet<'a> {
     cancel: &'a CancellationToken,
     /// How many units run their steps at once (`max-parallel`).
     limit: Arc<Semaphore>,
-    keep_going: bool,
-    started: Vec<Instant>,
+    started: Instant,
     outcome: Vec<UnitOutcome>,
     failed: Vec<bool>,
     timeline: Vec<StageTiming>,
@@ -276,6 +274,12 @@ struct Fleet<'a> {
 type UnitSteps = (usize, Vec<StageTiming>, Result<(), (&'static str, Error)>);
 
 impl Fleet<'_> {
+    /// `on-host-failure: keep-going`: a failed host (not the first) goes
+    /// back alone, the others go on.
+    fn keep_going(&self) -> bool {
+        self.cfg.rollout.on_host_failure == OnHostFailure::KeepGoing
+    }
+
     /// Runs one phase's steps on every unit of its scope (each unit in
     /// turn through the steps, the units in parallel up to the limit).
     /// `true`: the phase failed and the run stops here.
@@ -340,7 +344,7 @@ impl Fleet<'_> {
             );
             return false;
         }
-        if self.keep_going && !matches!(e, Error::Cancelled) && i != 0 {
+        if self.keep_going() && !matches!(e, Error::Cancelled) && i != 0 {
             self.outcome[i] =
                 rollback_one(unit.as_ref(), &self.release, runner, Duration::from_secs(120)).await;
             self.failed_stage.get_or_insert(stage);
@@ -389,7 +393,8 @@ impl Fleet<'_> {
     }
 
     fn report(self) -> FleetReport {
-        let Fleet { units, mut outcome, failed, error, committed, keep_going, started, .. } = self;
+        let keep_going = self.keep_going();
+        let Fleet { units, mut outcome, failed, error, committed, started, .. } = self;
         for (i, o) in outcome.iter_mut().enumerate() {
             if *o == UnitOutcome::Untouched && !failed[i] && (error.is_none() || committed || keep_going) {
                 *o = UnitOutcome::Deployed;
@@ -401,8 +406,7 @@ impl Fleet<'_> {
             units: units
                 .iter()
                 .zip(outcome)
-                .zip(started)
-                .map(|((u, o), s)| (u.name().to_string(), o, s.elapsed()))
+                .map(|(u, o)| (u.name().to_string(), o, started.elapsed()))
                 .collect(),
             timeline: self.timeline,
             rolled_back: self.rolled_back,

@@ -529,7 +529,6 @@ async fn rollback_mode(
     out
 }
 
-/// A mocked API server for the unit tests (declared last: what follows
-/// `#[cfg(test)]` is read as test code by the docs' and the lints' scans).
+/// A mocked API server for the unit tests.
 #[cfg(test)]
 pub(crate) mod mock;

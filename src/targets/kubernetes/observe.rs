@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{KubeError, ObjectRef};
-use crate::analysis::{Analysis, AnalysisError};
+use crate::analysis::Analysis;
 use crate::runner::Runner;
 use crate::targets::observe::{self, Source};
 
@@ -75,14 +75,5 @@ impl Source<KubeError> for Available<'_> {
             });
         }
         Ok(())
-    }
-}
-
-/// An analysis failure as the cluster's strategies return one: `None`
-/// when cancelled.
-pub fn analysis_failed(e: AnalysisError) -> Option<KubeError> {
-    match e {
-        AnalysisError::Cancelled => None,
-        e => Some(KubeError::Analysis(e)),
     }
 }
