@@ -16,8 +16,11 @@
 //! - [`plan`] — pure: inputs → what will be done (printed by `mode: plan`).
 //! - [`pipeline`] — stages, deadlines, the fleet, rollback, cancellation,
 //!   the final status (`Ended::status`, one mapping for every target).
-//!   `pipeline/deploy/` is a run's stages: `connect`, `material`, `units`
-//!   (the hosts' discover, connect, lock and fleet, or the cluster), `finish`;
+//!   `pipeline/deploy/` is a run's stages: `connect`, `material`, `record`
+//!   (the GitHub record begun and finished), `units` (the hosts' discover,
+//!   connect, lock and fleet, or the cluster), `finish`,
+//!   each taking the run's context (`deploy::Ctx`: inputs, runner,
+//!   cancellation, signal, GitHub record, timeline) once;
 //!   `pipeline/fleet/` runs the strategy's phases over the hosts.
 //! - [`strategy`] — the order of steps for blue-green, rolling and canary.
 //! - [`health`] — health-check loops over [`targets::Target::probe`], and
@@ -32,7 +35,11 @@
 //!   (discovery, then hosts), `kubernetes` (server-side apply, kubectl's
 //!   rollout verdict by watch, `rollout undo`; it takes the whole deploy,
 //!   a file or folder per strategy: `rolling.rs`, `bluegreen/`, `canary/`,
-//!   its Deployments' availability as the observe window's source).
+//!   each flow taking `kubernetes::Cluster` (client, spec, runner,
+//!   cancellation) once; a canary's traffic back ends one file each under
+//!   `traffic/` behind `traffic::Router`; its Deployments' availability as
+//!   the observe window's source). `targets::unit` is how every unit ends
+//!   (`Unit`, `Outcome`), for both targets.
 //!   `targets::observe::window` is the one observe window of every target:
 //!   its sources and the analysis read each round, the first failure ends
 //!   it. `targets::wayback` is the way

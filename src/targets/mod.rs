@@ -19,6 +19,7 @@ pub mod hosts;
 pub mod instance_connect;
 pub mod kubernetes;
 pub mod observe;
+pub mod unit;
 pub mod wayback;
 
 /// Checks a target needs beyond the inputs' grammar, run before anything

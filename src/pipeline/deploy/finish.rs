@@ -1,51 +1,7 @@
-//! How a run ends: the final GitHub status, the report, the summary's
-//! last moment and the runs that stop before the deploy.
+//! How a run ends: the report, the summary's last moment and the runs
+//! that stop before the deploy.
 
 use super::*;
-
-/// Posts the final status: best effort, never changes what the deploy did
-/// (unless `fail-on-status-error` asks a successful run to fail for it).
-pub(super) async fn post_final_status(
-    inputs: &Inputs,
-    runner: &Runner,
-    cancel: &CancellationToken,
-    github: Option<&Deployments>,
-    record: Option<&crate::github::DeploymentRecord>,
-    run: Run,
-    image: &str,
-) -> Run {
-    let (Some(g), Some(r)) = (github, record) else { return run };
-    let state = match run.status {
-        Status::Success => FinalState::Success,
-        Status::Failure => FinalState::Failure,
-        _ => FinalState::Error,
-    };
-    let description = match &run.error {
-        None => format!("deployed {image}"),
-        Some(e) => format!("{}: {} — {e}", run.stage, e.reason()),
-    };
-    // After a cancellation the runner will not wait: one short try.
-    let budget = if cancel.is_cancelled() { Duration::from_millis(1500) } else { Duration::from_secs(90) };
-    let g = g.with_retry_budget(budget);
-    let posted =
-        match tokio::time::timeout(budget + Duration::from_millis(200), g.finish(r, state, &description))
-            .await
-        {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {}s", budget.as_secs_f32())),
-        };
-    if let Err(e) = posted {
-        runner.warning("github_status_failed", &format!("could not post the final deployment status: {e}"));
-        if inputs.github.fail_on_status_error && run.error.is_none() {
-            return Run {
-                status: Status::Error,
-                error: Some(Error::Other(format!("final deployment status not recorded: {e}"))),
-                ..run
-            };
-        }
-    }
-    run
-}
 
 /// A run that ended before any unit was touched.
 pub(super) fn early_run(inputs: &Inputs, error: Error, stage: &'static str) -> Run {
@@ -140,12 +96,12 @@ pub(super) fn report(
     runner.set_output("environment-url", inputs.environment_url.as_ref().map(|u| u.as_str()).unwrap_or(""));
     runner.set_output("secrets-fingerprint", digest.as_deref().unwrap_or(""));
     runner.set_output("secret-names", &secret_names.join(","));
-    runner.set_output("hosts", &run.units.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(","));
+    runner.set_output("hosts", &run.units.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(","));
     runner.write_report(&Report {
         title: format!("deploy-action: {} → {}", inputs.app, inputs.environment),
         unit_kind: unit_kind(inputs),
         facts: facts(inputs, &image, run.previous_image.as_deref()),
-        units: run.units.clone(),
+        units: run.units.iter().map(|u| (u.name.clone(), u.outcome.to_string(), u.took)).collect(),
         timeline: timeline.0,
         checks: vec![],
         outcome: run.status.as_str().into(),

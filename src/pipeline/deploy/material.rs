@@ -19,11 +19,8 @@ pub(super) struct Judges {
 ///
 /// # Errors
 /// What stopped it.
-pub(super) async fn start_analysis(
-    inputs: &Inputs,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> Result<Option<Arc<Analysis>>, Error> {
+pub(super) async fn start_analysis(ctx: &Ctx<'_>) -> Result<Option<Arc<Analysis>>, Error> {
+    let Ctx { inputs, runner, cancel, .. } = *ctx;
     let Some(spec) = &inputs.analysis else { return Ok(None) };
     if inputs.mode != Mode::Deploy {
         runner.line(&format!(
@@ -61,11 +58,8 @@ pub(super) struct Material {
 /// # Errors
 /// The failure and the stage to report it under.
 // long: each kind of secret material fetched, masked and checked in turn; every arm ends the run at its own stage.
-pub(super) async fn resolve_secrets(
-    inputs: &Inputs,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> Result<Material, (Error, &'static str)> {
+pub(super) async fn resolve_secrets(ctx: &Ctx<'_>) -> Result<Material, (Error, &'static str)> {
+    let Ctx { inputs, runner, cancel, .. } = *ctx;
     let ssm = match (inputs.needs_ssm(), inputs.ssm.region.as_deref()) {
         (false, _) => None,
         (true, Some(region)) => tokio::select! {
@@ -149,10 +143,10 @@ pub(super) async fn resolve_secrets(
 /// # Errors
 /// The failure and the stage to report it under.
 pub(super) async fn which_image(
-    inputs: &Inputs,
-    runner: &Runner,
-    github: Option<&Deployments>,
+    ctx: &Ctx<'_>,
 ) -> Result<(String, Option<crate::inputs::ImageRef>, Option<String>), (Error, &'static str)> {
+    let Ctx { inputs, runner, .. } = *ctx;
+    let github = ctx.github.as_ref();
     let previous_image = match github {
         Some(g) => g.live_image().await.unwrap_or_else(|e| {
             runner.warning(e.reason(), &format!("could not read the live deployment: {e}"));

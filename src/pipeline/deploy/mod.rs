@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::fleet::{self, FleetConfig, UnitOutcome};
+use super::fleet::{self, FleetConfig};
 use super::{Outcome, Status, Timeline, facts, unit_kind};
 use crate::analysis::Analysis;
 use crate::error::Error;
@@ -20,17 +20,20 @@ use crate::runner::summary::Report;
 use crate::secrets::{SecretSet, SecretValue, Ssm};
 use crate::strategy;
 use crate::targets::hosts::{HostConn, HostTarget};
+use crate::targets::unit::{Outcome as UnitOutcome, Unit};
 use crate::targets::{Release, StaleLock, Target, TargetError, ec2};
 
 mod connect;
 mod finish;
 mod material;
+mod record;
 mod units;
 
 pub(in crate::pipeline) use connect::unit_names;
 use connect::*;
 use finish::*;
 use material::*;
+use record::*;
 use units::*;
 
 /// What happened, for the final record.
@@ -40,9 +43,40 @@ struct Run {
     stage: &'static str,
     image: Option<String>,
     previous_image: Option<String>,
-    units: Vec<(String, String, Duration)>,
+    units: Vec<Unit>,
     /// Every unit was kept on or put back to the previous version.
     rolled_back: bool,
+}
+
+/// What every stage of a run works with, passed once instead of threaded
+/// through each signature: the inputs, the runner, the run's cancellation
+/// (`cancel`: a signal or the run's deadline) and the runner's signal alone
+/// (`signal`, to tell the two apart in notifications), the GitHub record's
+/// client, and the timeline the stages add to.
+struct Ctx<'a> {
+    inputs: &'a Inputs,
+    runner: &'a Runner,
+    cancel: &'a CancellationToken,
+    signal: &'a CancellationToken,
+    github: Option<Deployments>,
+    timeline: std::sync::Mutex<Timeline>,
+}
+
+impl Ctx<'_> {
+    /// Adds a stage of the run to the summary's timeline.
+    fn stage(&self, stage: &str, started: Instant, ok: bool, note: impl Into<String>) {
+        self.timeline.lock().unwrap_or_else(|p| p.into_inner()).push(stage, started, ok, note);
+    }
+
+    /// Adds the units' own stage timings (the fleet's) to the timeline.
+    fn stages(&self, timings: Vec<crate::runner::summary::StageTiming>) {
+        self.timeline.lock().unwrap_or_else(|p| p.into_inner()).0.extend(timings);
+    }
+
+    /// The timeline so far, for the report (the run is over).
+    fn take_timeline(&self) -> Timeline {
+        std::mem::take(&mut *self.timeline.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// `cancel` stops the work (a signal or the run's deadline); `signal` is
@@ -54,7 +88,6 @@ pub(super) async fn run(
     cancel: &CancellationToken,
     signal: &CancellationToken,
 ) -> Outcome {
-    let mut timeline = Timeline::default();
     let github = match inputs.github.enabled {
         true => match Deployments::new(
             &inputs.github,
@@ -68,40 +101,41 @@ pub(super) async fn run(
         },
         false => None,
     };
+    let ctx = Ctx { inputs, runner, cancel, signal, github, timeline: Default::default() };
 
     // Secrets: masked on arrival, never written anywhere but the app's env.
     let t_secrets = Instant::now();
     let Material { secrets, key, known_hosts, registry_password, slack_url, notify_url } =
-        match resolve_secrets(inputs, runner, cancel).await {
+        match resolve_secrets(&ctx).await {
             Ok(m) => m,
             Err((e, stage)) => return finish_early(inputs, runner, e, stage),
         };
-    timeline.push("secrets", t_secrets, true, format!("{} value(s)", secrets.len()));
+    ctx.stage("secrets", t_secrets, true, format!("{} value(s)", secrets.len()));
     // From here on every end of the run is notified.
     let notifier = Notifier::new(inputs, runner, slack_url, notify_url);
     let early = |e: Error, stage: &'static str| {
         let run = early_run(inputs, e, stage);
         let notifier = &notifier;
         async move {
-            notifier.finish(final_moment(inputs, &run, None, signal), cancel).await;
+            notifier.finish(final_moment(inputs, &run, None, ctx.signal), cancel).await;
             report(inputs, runner, run, Timeline::default(), None, &[])
         }
     };
 
     // The analysis sources, read once before anything changes.
     let t_analysis = Instant::now();
-    let analysis = match start_analysis(inputs, runner, cancel).await {
+    let analysis = match start_analysis(&ctx).await {
         Ok(a) => a,
         Err(e) => return early(e, "analysis").await,
     };
     if analysis.is_some() {
-        timeline.push("analysis", t_analysis, true, "read before the deploy");
+        ctx.stage("analysis", t_analysis, true, "read before the deploy");
     }
 
     // Which image, and what was live before (GitHub is read only once
     // every input, SSM values included, has been checked).
     let t0 = Instant::now();
-    let (image, image_ref, previous_image) = match which_image(inputs, runner, github.as_ref()).await {
+    let (image, image_ref, previous_image) = match which_image(&ctx).await {
         Ok(v) => v,
         Err((e, stage)) => return early(e, stage).await,
     };
@@ -117,11 +151,11 @@ pub(super) async fn run(
 
     // The record: lock across runs, create, in_progress.
     let payload = payload(inputs, &image, &previous_image, &digest);
-    let record = match begin_record(inputs, runner, cancel, github.as_ref(), &payload).await {
+    let record = match begin_record(&ctx, &payload).await {
         Ok(r) => r,
         Err(e) => return early(e, "record").await,
     };
-    timeline.push("record", t0, true, "");
+    ctx.stage("record", t0, true, "");
     let deployment_id = record.as_ref().map(|r| r.id);
     notifier.start(Moment {
         event: Event::Start,
@@ -136,9 +170,7 @@ pub(super) async fn run(
     let release = Arc::new(release(inputs, image_ref.as_ref(), secret_env, digest.clone()));
     let material = HostMaterial { key, known_hosts, registry_password };
     let judges = Judges { smoke, analysis };
-    let run =
-        deploy_units(inputs, runner, cancel, &release, material, judges, github.as_ref(), &mut timeline)
-            .await;
+    let run = deploy_units(&ctx, &release, material, judges).await;
     // What was live: GitHub's record, else what the first host ran.
     let previous_image = previous_image.or(run.previous_image.clone());
     let image = run.image.clone().unwrap_or(image);
@@ -146,47 +178,10 @@ pub(super) async fn run(
     // The final status and the final notification side by side: after a
     // cancellation each has one short try, and together they stay within
     // the runner's grace.
-    let moment = final_moment(inputs, &run, deployment_id, signal);
-    let (run, ()) = tokio::join!(
-        post_final_status(inputs, runner, cancel, github.as_ref(), record.as_ref(), run, &image),
-        notifier.finish(moment, cancel)
-    );
-    report(inputs, runner, run, timeline, digest, &secret_names)
-}
-
-/// What the record keeps of this deploy (read back by a later rollback).
-fn payload(
-    inputs: &Inputs,
-    image: &str,
-    previous_image: &Option<String>,
-    digest: &Option<String>,
-) -> DeployPayload {
-    DeployPayload {
-        image: image.to_string(),
-        previous_image: previous_image.clone(),
-        strategy: inputs.strategy.as_str().into(),
-        target: inputs.target.as_str().into(),
-        run_url: inputs.context.run_url(),
-        secrets_fingerprint: digest.clone(),
-    }
-}
-
-/// The GitHub record, when kept: the lock across runs, the deployment
-/// created and marked `in_progress`, its id and URL set as outputs.
-async fn begin_record(
-    inputs: &Inputs,
-    runner: &Runner,
-    cancel: &CancellationToken,
-    github: Option<&Deployments>,
-    payload: &DeployPayload,
-) -> Result<Option<crate::github::DeploymentRecord>, Error> {
-    let Some(g) = github else { return Ok(None) };
-    let task = if inputs.mode == Mode::Rollback { Task::Rollback } else { Task::Deploy };
-    let _g = runner.group("GitHub deployment");
-    let r = g.begin(payload, task, cancel).await?;
-    runner.set_output("deployment-id", &r.id.to_string());
-    runner.set_output("deployment-url", &r.url);
-    Ok(Some(r))
+    let moment = final_moment(inputs, &run, deployment_id, ctx.signal);
+    let (run, ()) =
+        tokio::join!(post_final_status(&ctx, record.as_ref(), run, &image), notifier.finish(moment, cancel));
+    report(inputs, runner, run, ctx.take_timeline(), digest, &secret_names)
 }
 
 /// What every unit deploys: the services (a `mode: rollback` without an

@@ -6,22 +6,17 @@ use std::future::Future;
 use super::*;
 use crate::targets::hosts::ssh::Via;
 
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn deploy_units(
-    inputs: &Inputs,
-    runner: &Runner,
-    cancel: &CancellationToken,
+    ctx: &Ctx<'_>,
     release: &Arc<Release>,
     material: HostMaterial,
     judges: Judges,
-    github: Option<&Deployments>,
-    timeline: &mut Timeline,
 ) -> Run {
-    if let Some(k) = &inputs.kubernetes {
-        return cluster_units(inputs, k, release, &judges, runner, cancel, timeline).await;
+    if let Some(k) = &ctx.inputs.kubernetes {
+        return cluster_units(ctx, k, release, &judges).await;
     }
-    let hosts = Hosts { inputs, runner, cancel, release };
-    hosts.deploy(material, judges, github, timeline).await.unwrap_or_else(|stopped| stopped)
+    let hosts = Hosts { ctx, release };
+    hosts.deploy(material, judges).await.unwrap_or_else(|stopped| stopped)
 }
 
 /// A run that stopped before the fleet started: nothing changed.
@@ -42,21 +37,15 @@ fn stopped(status: Status, error: Error, stage: &'static str) -> Run {
 /// `Err`: the run stopped at a stage (its `Run` says which and why).
 #[derive(Clone, Copy)]
 struct Hosts<'a> {
-    inputs: &'a Inputs,
-    runner: &'a Runner,
-    cancel: &'a CancellationToken,
+    ctx: &'a Ctx<'a>,
     release: &'a Arc<Release>,
 }
 
 impl Hosts<'_> {
-    async fn deploy(
-        self,
-        material: HostMaterial,
-        judges: Judges,
-        github: Option<&Deployments>,
-        timeline: &mut Timeline,
-    ) -> Result<Run, Run> {
-        let Hosts { inputs, runner, cancel, release } = self;
+    async fn deploy(self, material: HostMaterial, judges: Judges) -> Result<Run, Run> {
+        let Hosts { ctx, release } = self;
+        let Ctx { inputs, runner, cancel, .. } = *ctx;
+        let github = ctx.github.as_ref();
         let HostMaterial { key, known_hosts, registry_password } = material;
         let t = Instant::now();
         let specs = self.or_cancelled("discover", reach(inputs, runner)).await?;
@@ -74,7 +63,7 @@ impl Hosts<'_> {
         };
         let registry = inputs.registry.username.clone().zip(registry_password);
         let units = self.connect(&specs, &key, &known_hosts, &registry).await?;
-        timeline.push("connect", t, true, format!("{} host(s)", units.len()));
+        ctx.stage("connect", t, true, format!("{} host(s)", units.len()));
 
         // Every host's lock first: whether there is anything to do is decided
         // while no other deploy can be switching (a run reading "already live"
@@ -91,7 +80,7 @@ impl Hosts<'_> {
             close_all(&units).await;
             return Err(stopped(Status::Failure, e, "lock"));
         }
-        timeline.push("lock", t, true, format!("{} host(s)", units.len()));
+        ctx.stage("lock", t, true, format!("{} host(s)", units.len()));
 
         let (all_live, previous_image) = self.live_everywhere(&units).await;
         if all_live {
@@ -106,19 +95,21 @@ impl Hosts<'_> {
                 previous_image,
                 units: units
                     .iter()
-                    .map(|u| (u.name().to_string(), "already live".to_string(), Duration::ZERO))
+                    .map(|u| {
+                        Unit::new(u.name(), UnitOutcome::Deployed("already live".into()), Duration::ZERO)
+                    })
                     .collect(),
                 rolled_back: false,
             });
         }
-        Ok(self.fleet(&units, judges, previous_image, timeline).await)
+        Ok(self.fleet(&units, judges, previous_image).await)
     }
 
     /// `fut`, or the run stopped at `stage` when cancelled first.
     async fn or_cancelled<T>(&self, stage: &'static str, fut: impl Future<Output = T>) -> Result<T, Run> {
         tokio::select! {
             r = fut => Ok(r),
-            _ = self.cancel.cancelled() => Err(stopped(Status::Error, Error::Cancelled, stage)),
+            _ = self.ctx.cancel.cancelled() => Err(stopped(Status::Error, Error::Cancelled, stage)),
         }
     }
 
@@ -129,7 +120,7 @@ impl Hosts<'_> {
         specs: &[(HostSpec, Option<Arc<dyn Via>>)],
         known_hosts: Option<SecretValue>,
     ) -> Result<Option<SecretValue>, Run> {
-        let (inputs, runner) = (self.inputs, self.runner);
+        let (inputs, runner) = (self.ctx.inputs, self.ctx.runner);
         let Some(spec) = inputs.ec2.as_ref().filter(|e| e.console_host_keys) else { return Ok(known_hosts) };
         let hosts: Vec<HostSpec> = specs.iter().map(|(h, _)| h.clone()).collect();
         let read = async {
@@ -161,11 +152,11 @@ impl Hosts<'_> {
         known_hosts: &SecretValue,
         registry: &Option<(String, SecretValue)>,
     ) -> Result<Vec<Arc<dyn Target>>, Run> {
-        let runner = self.runner;
+        let runner = self.ctx.runner;
         let _g = runner.group(&format!("Connect to {} host(s)", specs.len()));
         let connects = specs.iter().map(|(h, via)| {
             let mut conn =
-                HostConn::from_inputs(self.inputs, h, key.clone(), known_hosts.clone(), registry.clone());
+                HostConn::from_inputs(self.ctx.inputs, h, key.clone(), known_hosts.clone(), registry.clone());
             conn.via = via.clone();
             let runner = runner.clone();
             async move { HostTarget::connect(conn, runner).await }
@@ -192,7 +183,7 @@ impl Hosts<'_> {
     /// Re-runs: whether the same image and secrets already serve on every
     /// host (nothing to do), and the image that served before.
     async fn live_everywhere(&self, units: &[Arc<dyn Target>]) -> (bool, Option<String>) {
-        let (inputs, runner, release) = (self.inputs, self.runner, self.release);
+        let (inputs, runner, release) = (self.ctx.inputs, self.ctx.runner, self.release);
         let mut all_live = inputs.mode != Mode::Rollback;
         let mut previous_image = None;
         for u in units {
@@ -242,14 +233,8 @@ impl Hosts<'_> {
 
     /// The strategy's phases over the hosts, and the run's status from the
     /// fleet's report.
-    async fn fleet(
-        &self,
-        units: &[Arc<dyn Target>],
-        judges: Judges,
-        previous_image: Option<String>,
-        timeline: &mut Timeline,
-    ) -> Run {
-        let inputs = self.inputs;
+    async fn fleet(&self, units: &[Arc<dyn Target>], judges: Judges, previous_image: Option<String>) -> Run {
+        let inputs = self.ctx.inputs;
         let phases =
             strategy::phases(inputs.strategy, &inputs.rollout, units.len(), inputs.migrate_command.is_some());
         let cfg = Arc::new(FleetConfig {
@@ -259,14 +244,15 @@ impl Hosts<'_> {
             smoke: judges.smoke,
             analysis: judges.analysis,
         });
-        let report = fleet::run(units, &phases, self.release.clone(), cfg, self.runner, self.cancel).await;
+        let report =
+            fleet::run(units, &phases, self.release.clone(), cfg, self.ctx.runner, self.ctx.cancel).await;
         close_all(units).await;
-        timeline.0.extend(report.timeline);
+        self.ctx.stages(report.timeline);
         let cancelled = matches!(report.error, Some(Error::Cancelled));
         // keep-going: the hosts that failed are each back on their previous
         // version when none is in an unknown state.
         let kept_going_back = inputs.rollout.on_host_failure == crate::inputs::OnHostFailure::KeepGoing
-            && report.units.iter().all(|(_, o, _)| *o != UnitOutcome::Failed);
+            && report.units.iter().all(|u| !matches!(u.outcome, UnitOutcome::Failed(_)));
         let status = super::super::Ended {
             failed: report.error.is_some() && !cancelled,
             cancelled,
@@ -282,7 +268,7 @@ impl Hosts<'_> {
             stage,
             image: None,
             previous_image,
-            units: report.units.into_iter().map(|(n, o, d)| (n, o.as_str().to_string(), d)).collect(),
+            units: report.units,
             rolled_back: report.rolled_back,
         }
     }
@@ -292,14 +278,12 @@ impl Hosts<'_> {
 /// the run's (the same statuses as hosts: failure when rolled back, error
 /// when the state is unknown or the run was cancelled).
 pub(super) async fn cluster_units(
-    inputs: &Inputs,
+    ctx: &Ctx<'_>,
     spec: &crate::inputs::KubernetesSpec,
     release: &Release,
     judges: &Judges,
-    runner: &Runner,
-    cancel: &CancellationToken,
-    timeline: &mut Timeline,
 ) -> Run {
+    let Ctx { inputs, runner, cancel, .. } = *ctx;
     use crate::targets::kubernetes;
     let t = Instant::now();
     let image = inputs.image.as_ref().map(|i| i.full());
@@ -343,10 +327,12 @@ pub(super) async fn cluster_units(
         cancelled: k.cancelled,
         // A cluster's deploy is done when its run returns without error.
         committed: false,
-        nothing_left: k.rolled_back || theirs || k.units.iter().all(|(_, o, _)| o == "unchanged"),
+        nothing_left: k.rolled_back
+            || theirs
+            || k.units.iter().all(|u| matches!(u.outcome, UnitOutcome::Unchanged(_))),
     }
     .status();
-    timeline.push(k.stage, t, status == Status::Success, format!("{} deployment(s)", spec.deployments.len()));
+    ctx.stage(k.stage, t, status == Status::Success, format!("{} deployment(s)", spec.deployments.len()));
     let error = match (k.error, k.cancelled) {
         (Some(e), _) => Some(Error::from(e)),
         (None, true) => Some(Error::Cancelled),

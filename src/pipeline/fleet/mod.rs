@@ -19,6 +19,7 @@ use crate::probe::Via;
 use crate::runner::Runner;
 use crate::runner::summary::StageTiming;
 use crate::strategy::{Phase, Step};
+use crate::targets::unit::{Outcome, Unit};
 use crate::targets::wayback::{WAY_BACK, drain, migration_back};
 use crate::targets::{Release, Target};
 
@@ -45,26 +46,6 @@ pub struct FleetConfig {
     pub analysis: Option<Arc<Analysis>>,
 }
 
-/// How one unit ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UnitOutcome {
-    Deployed,
-    RolledBack,
-    Failed,
-    Untouched,
-}
-
-impl UnitOutcome {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            UnitOutcome::Deployed => "deployed",
-            UnitOutcome::RolledBack => "rolled back",
-            UnitOutcome::Failed => "failed (state unknown)",
-            UnitOutcome::Untouched => "untouched",
-        }
-    }
-}
-
 /// The fleet's result.
 #[derive(Debug)]
 pub struct FleetReport {
@@ -72,7 +53,7 @@ pub struct FleetReport {
     pub error: Option<Error>,
     /// Stage in which the first failure happened.
     pub failed_stage: Option<&'static str>,
-    pub units: Vec<(String, UnitOutcome, Duration)>,
+    pub units: Vec<Unit>,
     pub timeline: Vec<StageTiming>,
     /// Whether every unit that changed is back on the previous version.
     pub rolled_back: bool,
@@ -215,7 +196,7 @@ pub async fn run(
         runner,
         cancel,
         started: Instant::now(),
-        outcome: vec![UnitOutcome::Untouched; n],
+        outcome: vec![Outcome::Unchanged(String::new()); n],
         failed: vec![false; n],
         timeline: Vec::new(),
         error: None,
@@ -256,7 +237,7 @@ struct Fleet<'a> {
     /// How many units run their steps at once (`max-parallel`).
     limit: Arc<Semaphore>,
     started: Instant,
-    outcome: Vec<UnitOutcome>,
+    outcome: Vec<Outcome>,
     failed: Vec<bool>,
     timeline: Vec<StageTiming>,
     error: Option<Error>,
@@ -335,7 +316,7 @@ impl Fleet<'_> {
             runner.error(e.reason(), &format!("{stage} failed: {e}"));
         }
         self.failed[i] = true;
-        self.outcome[i] = UnitOutcome::Failed;
+        self.outcome[i] = Outcome::Failed(String::new());
         if self.committed {
             // Past the commit point the new version serves: report, don't undo.
             runner.warning(
@@ -373,7 +354,7 @@ impl Fleet<'_> {
         }
         self.rolled_back = true;
         while let Some(Ok((i, o))) = tasks.join_next().await {
-            if o == UnitOutcome::Failed {
+            if matches!(o, Outcome::Failed(_)) {
                 self.rolled_back = false;
             }
             self.outcome[i] = o;
@@ -396,8 +377,11 @@ impl Fleet<'_> {
         let keep_going = self.keep_going();
         let Fleet { units, mut outcome, failed, error, committed, started, .. } = self;
         for (i, o) in outcome.iter_mut().enumerate() {
-            if *o == UnitOutcome::Untouched && !failed[i] && (error.is_none() || committed || keep_going) {
-                *o = UnitOutcome::Deployed;
+            if matches!(o, Outcome::Unchanged(_))
+                && !failed[i]
+                && (error.is_none() || committed || keep_going)
+            {
+                *o = Outcome::Deployed(String::new());
             }
         }
         FleetReport {
@@ -406,7 +390,7 @@ impl Fleet<'_> {
             units: units
                 .iter()
                 .zip(outcome)
-                .map(|(u, o)| (u.name().to_string(), o, started.elapsed()))
+                .map(|(u, o)| Unit::new(u.name(), o, started.elapsed()))
                 .collect(),
             timeline: self.timeline,
             rolled_back: self.rolled_back,
@@ -454,16 +438,11 @@ async fn unit_steps(
     (i, times, Ok(()))
 }
 
-async fn rollback_one(
-    unit: &dyn Target,
-    release: &Release,
-    runner: &Runner,
-    budget: Duration,
-) -> UnitOutcome {
+async fn rollback_one(unit: &dyn Target, release: &Release, runner: &Runner, budget: Duration) -> Outcome {
     match tokio::time::timeout(budget, unit.rollback(release)).await {
         Ok(Ok(())) => {
             runner.line(&format!("{}: back on the previous version", unit.name()));
-            UnitOutcome::RolledBack
+            Outcome::RolledBack(String::new())
         }
         Ok(Err(e)) => {
             // The step's own code when it has one (`rollback_not_verified`).
@@ -472,14 +451,14 @@ async fn rollback_one(
                 r => r,
             };
             runner.error(reason, &format!("{}: rollback failed: {e}", unit.name()));
-            UnitOutcome::Failed
+            Outcome::Failed(String::new())
         }
         Err(_) => {
             runner.error(
                 "rollback_failed",
                 &format!("{}: rollback did not finish within {}s", unit.name(), budget.as_secs_f32()),
             );
-            UnitOutcome::Failed
+            Outcome::Failed(String::new())
         }
     }
 }

@@ -173,7 +173,7 @@ async fn first_host_is_a_barrier_and_everyone_deploys() {
     let others_launch = log.iter().position(|e| e == "h1:launch" || e == "h2:launch").unwrap();
     assert!(first_switch < others_launch, "nobody launches before the first host switched: {log:?}");
     assert_eq!(entries(&s, "retire").len(), 3);
-    assert!(r.units.iter().all(|(_, o, _)| *o == UnitOutcome::Deployed));
+    assert!(r.units.iter().all(|u| u.outcome == Outcome::Deployed(String::new())));
 }
 
 #[tokio::test]

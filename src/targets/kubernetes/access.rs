@@ -94,6 +94,11 @@ pub fn needed(
                     // Read from the canary's annotations later: not known yet.
                     _ => None,
                 };
+                if matches!(traffic, Some(CanaryTraffic::Ingress(_) | CanaryTraffic::HttpRoute(_))) {
+                    let why = "a NetworkPolicy or PodDisruptionBudget of the stable's that would miss the canary's pods";
+                    add("list", "networking.k8s.io", "networkpolicies", why);
+                    add("list", "policy", "poddisruptionbudgets", why);
+                }
                 match traffic {
                     Some(CanaryTraffic::Ingress(_)) => {
                         add("get", "", "services", "the stable Service's ports");

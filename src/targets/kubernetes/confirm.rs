@@ -2,7 +2,7 @@
 //! run's way back (a Deployment as `kubectl rollout undo`, a StatefulSet
 //! or DaemonSet through its ControllerRevision), then its own rollout
 //! watched as `kubectl rollout status` judges the kind, unless the run was
-//! cancelled. The note it returns is the unit's row in the summary.
+//! cancelled. It returns the unit's outcome, its note the summary's row.
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use super::undo::{self, Undone};
 use super::{apply, rollout, summary, workloads};
 use crate::inputs::WorkloadKind;
 use crate::runner::Runner;
+use crate::targets::unit::Outcome;
 use crate::targets::wayback::WayBack;
 
 /// How long a rollback's own rollout is watched before the run reports it
@@ -28,7 +29,7 @@ pub(crate) async fn undo_and_confirm(
     name: &str,
     runner: &Runner,
     way: &WayBack<'_>,
-) -> (String, bool) {
+) -> Outcome {
     let object = ObjectRef::deployment(ns, name);
     let within = if way.is_cancelled() { Duration::from_millis(500) } else { OBSERVED_WITHIN };
     way.bound(Some(within), undo::observed(client, &object, within)).await;
@@ -47,7 +48,7 @@ pub(super) async fn undo_workload_and_confirm(
     t: &apply::Current,
     runner: &Runner,
     way: &WayBack<'_>,
-) -> (String, bool) {
+) -> Outcome {
     let (ns, name) = (t.object.namespace.as_str(), t.object.name.as_str());
     let undone = way
         .bound(Some(UNDO_WATCH), workloads::undo(client, t.kind, ns, name, t.live_template.as_ref()))
@@ -66,7 +67,7 @@ fn sent(
     undone: Option<Result<Undone, KubeError>>,
     way: &WayBack<'_>,
     runner: &Runner,
-) -> Result<String, (String, bool)> {
+) -> Result<String, Outcome> {
     match undone {
         Some(Ok(Undone::RolledBack { revision, .. })) => {
             runner.line(&format!("{object}: rolled back to revision {revision}"));
@@ -80,7 +81,7 @@ fn sent(
         }
         Some(Err(e)) => {
             runner.error(e.reason(), &format!("rollback failed: {e}"));
-            Err((format!("rollback failed: {}", e.reason()), false))
+            Err(Outcome::Failed(format!("rollback failed: {}", e.reason())))
         }
         None => {
             let within = if way.is_cancelled() {
@@ -89,7 +90,7 @@ fn sent(
                 format!("{}s", UNDO_WATCH.as_secs())
             };
             runner.error("rollback_timeout", &format!("{object}: rollback not sent within {within}"));
-            Err(("rollback not sent".into(), false))
+            Err(Outcome::Failed("rollback not sent".into()))
         }
     }
 }
@@ -104,9 +105,9 @@ async fn confirm_undo(
     revision: &str,
     runner: &Runner,
     way: &WayBack<'_>,
-) -> (String, bool) {
+) -> Outcome {
     if way.is_cancelled() {
-        return (format!("rolled back to revision {revision} (not watched: cancelled)"), true);
+        return Outcome::RolledBack(format!("rolled back to revision {revision} (not watched: cancelled)"));
     }
     let stop = way.cancel().child_token();
     let watch = async {
@@ -116,15 +117,17 @@ async fn confirm_undo(
         }
     };
     match tokio::time::timeout(UNDO_WATCH, watch).await {
-        Ok(Ok(Some(r))) => (format!("rolled back: {}", summary(&r)), true),
-        Ok(Ok(None)) => (format!("rolled back to revision {revision} (not watched: cancelled)"), true),
+        Ok(Ok(Some(r))) => Outcome::RolledBack(format!("rolled back: {}", summary(&r))),
+        Ok(Ok(None)) => {
+            Outcome::RolledBack(format!("rolled back to revision {revision} (not watched: cancelled)"))
+        }
         Ok(Err(e)) => {
             runner.warning(e.reason(), &format!("the rollback's own rollout failed: {e}"));
-            (format!("rolled back to revision {revision}, not healthy: {}", e.reason()), false)
+            Outcome::Failed(format!("rolled back to revision {revision}, not healthy: {}", e.reason()))
         }
-        Err(_) => (
-            format!("rolled back to revision {revision}, not confirmed within {}s", UNDO_WATCH.as_secs()),
-            true,
-        ),
+        Err(_) => Outcome::RolledBack(format!(
+            "rolled back to revision {revision}, not confirmed within {}s",
+            UNDO_WATCH.as_secs()
+        )),
     }
 }

@@ -105,6 +105,14 @@ pub enum KubeError {
     )]
     Autoscaled { hpa: ObjectRef, deployment: ObjectRef },
 
+    /// A weighted canary whose pods NetworkPolicies of the stable's would
+    /// not select.
+    #[error(
+        "{policies} select {object}'s pods by the labels its Service selects on, which a canary behind a weighted router does not carry (its pods carry deploy-action/canary-of={} instead, so that the stable Service never sends them traffic): they would miss its pods. Add a NetworkPolicy with the same rules selecting deploy-action/canary-of: {}, or use canary-traffic 'replicas' (its pods keep every label)",
+        .object.name, .object.name
+    )]
+    CanaryUncovered { object: ObjectRef, policies: String },
+
     #[error("{object}: object has been deleted during the rollout")]
     Deleted { object: ObjectRef },
 
@@ -160,6 +168,7 @@ impl KubeError {
             KubeError::NotADeployment { .. } => "kube_kind_unsupported",
             KubeError::OnDelete { .. } => "update_strategy_on_delete",
             KubeError::CanaryShare { .. } => "canary_share_inexpressible",
+            KubeError::CanaryUncovered { .. } => "canary_policy_uncovered",
             KubeError::Paused { .. } => "deployment_paused",
             KubeError::NoHistory { .. } => "no_rollout_history",
             KubeError::Migration { reason, .. } if reason == "timeout" || reason == "DeadlineExceeded" => {

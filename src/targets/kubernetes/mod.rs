@@ -35,6 +35,7 @@ mod rolling;
 pub mod rollout;
 pub mod secret;
 pub mod steps;
+pub mod traffic;
 pub mod undo;
 pub mod workers;
 pub mod workloads;
@@ -51,6 +52,7 @@ pub use error::{KubeError, ObjectRef};
 use crate::inputs::manifests::{self, Manifest};
 use crate::inputs::{DeploymentRef, KubernetesSpec, Mode, WorkloadKind};
 use crate::runner::Runner;
+use crate::targets::unit::{Outcome, Unit};
 use crate::targets::wayback::{WayBack, migration_back};
 pub(crate) use confirm::undo_and_confirm;
 use confirm::undo_workload_and_confirm;
@@ -114,6 +116,18 @@ pub trait UrlChecks: Send + Sync {
     async fn check_urls(&self, preview: bool, runner: &Runner) -> Result<(), String>;
 }
 
+/// What every stage of a cluster run works with, passed once: the client,
+/// the inputs' `kubernetes` part, the runner and the run's cancellation.
+/// The primitives below the flows (`apply`, `rollout`, `undo`) keep their
+/// own narrower arguments: they serve every flow and the tests.
+#[derive(Clone, Copy)]
+pub struct Cluster<'a> {
+    pub client: &'a kube::Client,
+    pub spec: &'a KubernetesSpec,
+    pub runner: &'a Runner,
+    pub cancel: &'a CancellationToken,
+}
+
 /// The field manager of every write, so `managedFields` shows what the
 /// action owns.
 pub const FIELD_MANAGER: &str = "deploy-action";
@@ -133,7 +147,7 @@ pub struct ClusterRun {
     /// The image the first Deployment runs after a `mode: rollback`.
     pub restored_image: Option<String>,
     /// `(deployment, outcome, duration)` for the summary.
-    pub units: Vec<(String, String, Duration)>,
+    pub units: Vec<Unit>,
     /// The migration Job succeeded, from this Deployment's pod spec (the
     /// schema may be ahead of the old version if the deploy is undone).
     pub migrated: Option<String>,
@@ -332,13 +346,12 @@ pub async fn run(
             return ClusterRun { rolled_back: true, ..fail("permissions", e) };
         }
     }
+    let cx = Cluster { client: &client, spec, runner, cancel };
     match (mode, deploy_of, &strategy) {
         (Mode::Promote | Mode::Abort, _, _) => {
-            canary::decide(&client, spec, mode == Mode::Promote, strategy.drain(), runner, cancel).await
+            canary::decide(cx, mode == Mode::Promote, strategy.drain()).await
         }
-        (Mode::Rollback, _, Strategy::BlueGreen(t)) => {
-            bluegreen::rollback(&client, spec, *t, runner, cancel).await
-        }
+        (Mode::Rollback, _, Strategy::BlueGreen(t)) => bluegreen::rollback(cx, *t).await,
         (Mode::Rollback, _, _) => match canary::standing_beside(&client, spec).await {
             // The stable never took the canary's version: undoing it would
             // go one release too far back, and leave the canary serving.
@@ -347,17 +360,17 @@ pub async fn run(
                     "deployment {}/{}-canary: a canary of {image} stands at {weight}%: mode 'rollback' removes it (as mode 'abort' does), its share back to the stable Deployment, which is not undone",
                     spec.namespace, spec.deployments[0].name
                 ));
-                canary::decide(&client, spec, false, strategy.drain(), runner, cancel).await
+                canary::decide(cx, false, strategy.drain()).await
             }
-            None => rollback_mode(&client, spec, runner, cancel).await,
+            None => rollback_mode(cx).await,
         },
         (_, Some(d), strategy) => {
             let out = match strategy {
-                Strategy::BlueGreen(t) => bluegreen::deploy(&client, spec, d, *t, runner, cancel).await,
-                Strategy::Canary(s) => canary::deploy(&client, spec, d, s, runner, cancel).await,
-                Strategy::Rolling => deploy(&client, spec, d, runner, cancel).await,
+                Strategy::BlueGreen(t) => bluegreen::deploy(cx, d, *t).await,
+                Strategy::Canary(s) => canary::deploy(cx, d, s).await,
+                Strategy::Rolling => deploy(cx, d).await,
             };
-            migrate_back(&client, spec, d, out, runner, cancel).await
+            migrate_back(cx, d, out).await
         }
         (_, None, _) => fail("validate", KubeError::Config("no image to deploy".into())),
     }
@@ -367,14 +380,8 @@ pub async fn run(
 /// was undone (traffic back on the old version) after its migration
 /// succeeded. Its failure is loud but undoes nothing; after a signal there
 /// is no time for a Job, so it is named for a person to run.
-async fn migrate_back(
-    client: &kube::Client,
-    spec: &KubernetesSpec,
-    work: &Deploy<'_>,
-    mut out: ClusterRun,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> ClusterRun {
+async fn migrate_back(cx: Cluster<'_>, work: &Deploy<'_>, mut out: ClusterRun) -> ClusterRun {
+    let Cluster { client, spec, runner, cancel } = cx;
     let Some(command) = work.migrate_rollback_command else { return out };
     let undone = out.rolled_back && (out.error.is_some() || out.cancelled);
     // The Deployment the migration ran from, and so its image.
@@ -410,11 +417,11 @@ async fn migrate_back(
         }
     })
     .await;
-    let note = match result {
-        Ok(()) => "migration rolled back".to_string(),
-        Err(why) => format!("failed: {why}"),
+    let outcome = match result {
+        Ok(()) => Outcome::RolledBack("migration rolled back".into()),
+        Err(why) => Outcome::Failed(format!("failed: {why}")),
     };
-    out.units.push((object.to_string(), note, started.elapsed()));
+    out.units.push(Unit::new(object.to_string(), outcome, started.elapsed()));
     out
 }
 
@@ -424,12 +431,11 @@ async fn migrate_back(
 /// # Errors
 /// The migration's failure ([`KubeError::Migration`]) or a refusal.
 pub(crate) async fn migrate_first(
-    client: &kube::Client,
+    cx: Cluster<'_>,
     work: &Deploy<'_>,
     from: &apply::Current,
-    runner: &Runner,
-    cancel: &CancellationToken,
 ) -> Result<bool, KubeError> {
+    let Cluster { client, runner, cancel, .. } = cx;
     let Some(command) = work.migrate_command else { return Ok(true) };
     let job = |kind, command| migrate::Migration {
         app: work.app,
@@ -464,12 +470,8 @@ async fn live_image(client: &kube::Client, r: &DeploymentRef, ns: &str) -> Optio
     }
 }
 
-async fn rollback_mode(
-    client: &kube::Client,
-    spec: &KubernetesSpec,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> ClusterRun {
+async fn rollback_mode(cx: Cluster<'_>) -> ClusterRun {
+    let Cluster { client, spec, runner, cancel } = cx;
     let mut out = ClusterRun { stage: "rollback", ..Default::default() };
     let _g = runner.group("Rollback (kubectl rollout undo)");
     for r in &spec.deployments {
@@ -502,7 +504,9 @@ async fn rollback_mode(
                 "{object}: skipped rollback (current template already matches revision {revision})"
             )),
             Err(e) => {
-                out.units.push((object.to_string(), format!("refused: {}", e.reason()), started.elapsed()));
+                // Not undone: the rollback failed, whatever runs there.
+                let refused = Outcome::Failed(format!("refused: {}", e.reason()));
+                out.units.push(Unit::new(object.to_string(), refused, started.elapsed()));
                 out.error = Some(e);
                 return out;
             }
@@ -512,14 +516,15 @@ async fn rollback_mode(
             kind => workloads::watch(client, kind, ns, &r.name, None, runner, cancel).await,
         };
         match watched {
-            Ok(Some(rolled)) => out.units.push((
+            Ok(Some(rolled)) => out.units.push(Unit::new(
                 object.to_string(),
-                format!("rolled back: {}", summary(&rolled)),
+                Outcome::RolledBack(format!("rolled back: {}", summary(&rolled))),
                 started.elapsed(),
             )),
             Ok(None) => return ClusterRun { cancelled: true, ..out },
             Err(e) => {
-                out.units.push((object.to_string(), format!("failed: {}", e.reason()), started.elapsed()));
+                let failed = Outcome::Failed(format!("failed: {}", e.reason()));
+                out.units.push(Unit::new(object.to_string(), failed, started.elapsed()));
                 out.error = Some(e);
                 return out;
             }

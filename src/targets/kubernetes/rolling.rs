@@ -11,22 +11,17 @@ use super::*;
 /// objects, the Secret, the migration), the images applied, every rollout
 /// watched to its verdict, the smoke tests; then either done or every
 /// change undone as `kubectl rollout undo` would.
-pub(super) async fn deploy(
-    client: &kube::Client,
-    spec: &KubernetesSpec,
-    work: &Deploy<'_>,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> ClusterRun {
+pub(super) async fn deploy(cx: Cluster<'_>, work: &Deploy<'_>) -> ClusterRun {
+    let Cluster { client, spec, runner, cancel } = cx;
     let mut out = ClusterRun { stage: "inspect", ..Default::default() };
-    let Some(targets) = read_targets(client, spec, &mut out, runner, cancel).await else { return out };
-    if !before_the_images(client, spec, work, &targets, &mut out, runner, cancel).await {
+    let Some(targets) = read_targets(cx, &mut out).await else { return out };
+    if !before_the_images(cx, work, &targets, &mut out).await {
         return unchanged(out, &targets);
     }
 
     out.stage = "apply";
     let (_, after) = others(spec);
-    let (changed, applied) = apply_images(client, work, &targets, &mut out, runner, cancel).await;
+    let (changed, applied) = apply_images(cx, work, &targets, &mut out).await;
     if out.error.is_none() && !cancel.is_cancelled() && !after.is_empty() {
         let _g = runner.group(&format!("Apply {} more object(s) from the manifests", after.len()));
         // Cancelled: the check after the rollout's turns back what changed.
@@ -38,7 +33,7 @@ pub(super) async fn deploy(
     let mut verdicts = Vec::new();
     if out.error.is_none() && !cancel.is_cancelled() {
         out.stage = "rollout";
-        verdicts = watch_all(client, &targets, &applied, runner, cancel).await;
+        verdicts = watch_all(cx, &targets, &applied).await;
         out.error = verdicts.iter().find_map(|(r, _)| r.as_ref().err().cloned());
     }
     // The live address answers as the smoke tests expect, or it all goes back.
@@ -50,24 +45,19 @@ pub(super) async fn deploy(
     }
     out.cancelled = cancel.is_cancelled() && out.error.is_none();
     if out.error.is_none() && !out.cancelled {
-        return succeeded(client, work, &targets, &verdicts, out, runner).await;
+        return succeeded(cx, work, &targets, &verdicts, out).await;
     }
     if changed.is_empty() {
         return unchanged(out, &targets);
     }
-    undo_changed(client, &targets, &changed, &verdicts, out, runner, cancel).await
+    undo_changed(cx, &targets, &changed, &verdicts, out).await
 }
 
 /// Every workload named, read before anything changes: a missing one
 /// (without a manifest to create it), a paused one or one without the
 /// container stops the deploy here. `None`: stopped (`out` says why).
-pub(super) async fn read_targets(
-    client: &kube::Client,
-    spec: &KubernetesSpec,
-    out: &mut ClusterRun,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> Option<Vec<apply::Current>> {
+pub(super) async fn read_targets(cx: Cluster<'_>, out: &mut ClusterRun) -> Option<Vec<apply::Current>> {
+    let Cluster { client, spec, runner, cancel } = cx;
     let ns = spec.namespace.as_str();
     let mut targets = Vec::new();
     let _g = runner.group(&format!("Read {} deployment(s) in {ns}", spec.deployments.len()));
@@ -114,7 +104,7 @@ pub(super) async fn read_targets(
 
 /// A run that changed no workload: every one `unchanged`, nothing to undo.
 pub(super) fn unchanged(mut out: ClusterRun, targets: &[apply::Current]) -> ClusterRun {
-    out.units = targets.iter().map(|t| (t.object.to_string(), "unchanged".into(), Duration::ZERO)).collect();
+    out.units = targets.iter().map(|t| Unit::unchanged(t.object.to_string())).collect();
     out.rolled_back = true;
     out
 }
@@ -126,14 +116,12 @@ pub(super) fn unchanged(mut out: ClusterRun, targets: &[apply::Current]) -> Clus
 /// workload lives in, and the migration. `false`: stopped (`out` says
 /// why); no workload changed.
 pub(super) async fn before_the_images(
-    client: &kube::Client,
-    spec: &KubernetesSpec,
+    cx: Cluster<'_>,
     work: &Deploy<'_>,
     targets: &[apply::Current],
     out: &mut ClusterRun,
-    runner: &Runner,
-    cancel: &CancellationToken,
 ) -> bool {
+    let Cluster { client, spec, runner, cancel } = cx;
     for t in targets.iter().filter(|t| t.exists) {
         let env_from = apply::env_from(t, work.app, work.secret.as_ref().map(|s| s.name.as_str()));
         let checked = tokio::select! {
@@ -180,7 +168,7 @@ pub(super) async fn before_the_images(
     // The migration, before anything rolls.
     if let Some(first) = targets.first() {
         out.stage = "migrate";
-        if !went_on(out, migrate_first(client, work, first, runner, cancel).await) {
+        if !went_on(out, migrate_first(cx, work, first).await) {
             return false;
         }
         out.migrated = work.migrate_command.and(Some(first.object.name.clone()));
@@ -211,13 +199,12 @@ pub(super) type Applied = Vec<Option<k8s_openapi::api::core::v1::PodTemplateSpec
 /// failure (in `out`) or a signal. Returns the workloads whose template
 /// changed (the ones to undo) and the template each apply left.
 pub(super) async fn apply_images<'t>(
-    client: &kube::Client,
+    cx: Cluster<'_>,
     work: &Deploy<'_>,
     targets: &'t [apply::Current],
     out: &mut ClusterRun,
-    runner: &Runner,
-    cancel: &CancellationToken,
 ) -> (Vec<&'t apply::Current>, Applied) {
+    let Cluster { client, runner, cancel, .. } = cx;
     let mut changed = Vec::new();
     let mut applied: Applied = vec![None; targets.len()];
     let _g = runner.group(&format!("Set the image (server-side apply, field manager {FIELD_MANAGER})"));
@@ -252,12 +239,11 @@ pub(super) type Verdict = (Result<Option<Rolled>, KubeError>, Duration);
 /// applied, as `kubectl rollout status` judges its kind; the first failure
 /// stops the others.
 pub(super) async fn watch_all(
-    client: &kube::Client,
+    cx: Cluster<'_>,
     targets: &[apply::Current],
     applied: &Applied,
-    runner: &Runner,
-    cancel: &CancellationToken,
 ) -> Vec<Verdict> {
+    let Cluster { client, runner, cancel, .. } = cx;
     let _g = runner.group("Rollout");
     let stop = cancel.child_token();
     let watches = targets.iter().zip(applied).map(|(t, pinned)| {
@@ -284,13 +270,13 @@ pub(super) async fn watch_all(
 /// removed (a failure there fails nothing), and each workload's verdict is
 /// its unit's note.
 pub(super) async fn succeeded(
-    client: &kube::Client,
+    cx: Cluster<'_>,
     work: &Deploy<'_>,
     targets: &[apply::Current],
     verdicts: &[Verdict],
     mut out: ClusterRun,
-    runner: &Runner,
 ) -> ClusterRun {
+    let Cluster { client, runner, .. } = cx;
     out.stage = "done";
     if work.secret.is_some() || targets.iter().any(|t| apply::env_from_as_is(t, work.app).is_some()) {
         for sns in namespaces_of(targets) {
@@ -307,11 +293,11 @@ pub(super) async fn succeeded(
         .iter()
         .zip(verdicts)
         .map(|(t, (r, d))| {
-            let note = match r {
-                Ok(Some(r)) => format!("rolled out: {}", summary(r)),
-                _ => "unknown".into(),
+            let outcome = match r {
+                Ok(Some(r)) => Outcome::Deployed(format!("rolled out: {}", summary(r))),
+                _ => Outcome::Failed("unknown".into()),
             };
-            (t.object.to_string(), note, *d)
+            Unit::new(t.object.to_string(), outcome, *d)
         })
         .collect();
     out
@@ -322,14 +308,13 @@ pub(super) async fn succeeded(
 /// over is left as they set it; one this run created has no revision to
 /// go back to. `rolled_back` only when every change was undone.
 pub(super) async fn undo_changed(
-    client: &kube::Client,
+    cx: Cluster<'_>,
     targets: &[apply::Current],
     changed: &[&apply::Current],
     verdicts: &[Verdict],
     mut out: ClusterRun,
-    runner: &Runner,
-    cancel: &CancellationToken,
 ) -> ClusterRun {
+    let Cluster { client, runner, cancel, .. } = cx;
     let msg = match &out.error {
         Some(e) => format!("rolling back after: {e}"),
         None => "cancelled: rolling back".into(),
@@ -341,7 +326,7 @@ pub(super) async fn undo_changed(
     for t in targets {
         let was_changed = changed.iter().any(|c| c.object == t.object);
         if !was_changed {
-            out.units.push((t.object.to_string(), "unchanged".into(), Duration::ZERO));
+            out.units.push(Unit::unchanged(t.object.to_string()));
             continue;
         }
         let taken = verdicts.iter().zip(targets).find_map(|((r, _), vt)| match r {
@@ -351,7 +336,8 @@ pub(super) async fn undo_changed(
         if let Some((e, by)) = taken {
             // Someone else's template now: an undo would undo their change.
             runner.warning(e.reason(), &format!("{}: not rolled back: left as {by} set it", t.object));
-            out.units.push((t.object.to_string(), format!("changed by {by}; left as it is"), Duration::ZERO));
+            let theirs = Outcome::Unchanged(format!("changed by {by}; left as it is"));
+            out.units.push(Unit::new(t.object.to_string(), theirs, Duration::ZERO));
             all_undone = false;
             continue;
         }
@@ -364,9 +350,9 @@ pub(super) async fn undo_changed(
                     t.object
                 ),
             );
-            out.units.push((
+            out.units.push(Unit::new(
                 t.object.to_string(),
-                "created, failing: no earlier revision".into(),
+                Outcome::Failed("created, failing: no earlier revision".into()),
                 Duration::ZERO,
             ));
             // The new version still runs there: not all went back.
@@ -374,14 +360,14 @@ pub(super) async fn undo_changed(
             continue;
         }
         let started = Instant::now();
-        let (note, ok) = match t.kind {
+        let outcome = match t.kind {
             WorkloadKind::Deployment => {
                 undo_and_confirm(client, &t.object.namespace, &t.object.name, runner, &way).await
             }
             _ => undo_workload_and_confirm(client, t, runner, &way).await,
         };
-        all_undone &= ok;
-        out.units.push((t.object.to_string(), note, started.elapsed()));
+        all_undone &= matches!(outcome, Outcome::RolledBack(_));
+        out.units.push(Unit::new(t.object.to_string(), outcome, started.elapsed()));
     }
     out.rolled_back = all_undone;
     out

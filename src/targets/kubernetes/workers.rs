@@ -24,6 +24,7 @@ use super::error::{KubeError, ObjectRef};
 use super::{Deploy, FIELD_MANAGER, rollout, undo};
 use crate::inputs::DeploymentRef;
 use crate::runner::Runner;
+use crate::targets::unit::{Outcome, Unit};
 use crate::targets::wayback::WayBack;
 
 /// The deploy (`<run id>-<attempt>`) that made a colour or rolled a worker.
@@ -165,17 +166,18 @@ pub async fn roll(
 }
 
 /// The summary rows of workers that rolled out.
-pub fn rows(rolled: &[Rolled]) -> Vec<(String, String, Duration)> {
+pub fn rows(rolled: &[Rolled]) -> Vec<Unit> {
     rolled
         .iter()
         .map(|r| {
-            let note = match &r.outcome {
-                Some(o) => {
-                    format!("worker rolled out: revision {}, {}/{} ready", o.revision, o.ready, o.replicas)
-                }
-                None => "worker unchanged".into(),
+            let outcome = match &r.outcome {
+                Some(o) => Outcome::Deployed(format!(
+                    "worker rolled out: revision {}, {}/{} ready",
+                    o.revision, o.ready, o.replicas
+                )),
+                None => Outcome::Unchanged("worker unchanged".into()),
             };
-            (r.worker.object.to_string(), note, r.took)
+            Unit::new(r.worker.object.to_string(), outcome, r.took)
         })
         .collect()
 }
@@ -190,7 +192,7 @@ pub async fn undo(
     rolled: &[Rolled],
     runner: &Runner,
     way: &WayBack<'_>,
-) -> (bool, Vec<(String, String, Duration)>) {
+) -> (bool, Vec<Unit>) {
     let all = async {
         let mut ok = true;
         let mut rows = Vec::new();
@@ -200,12 +202,14 @@ pub async fn undo(
                 continue;
             }
             let started = Instant::now();
-            let (note, back) = super::undo_and_confirm(client, &t.namespace, &t.name, runner, way).await;
+            let outcome = super::undo_and_confirm(client, &t.namespace, &t.name, runner, way).await;
+            let back = matches!(outcome, Outcome::RolledBack(_));
             if back {
                 let _ = mark(client, t, r.was_rolled_by.as_deref()).await;
             }
             ok &= back;
-            rows.push((t.to_string(), format!("worker {note}"), started.elapsed()));
+            let outcome = outcome.map_note(|n| format!("worker {n}"));
+            rows.push(Unit::new(t.to_string(), outcome, started.elapsed()));
         }
         (ok, rows)
     };
@@ -231,7 +235,7 @@ pub async fn roll_back(
     back_to: Option<&str>,
     runner: &Runner,
     cancel: &CancellationToken,
-) -> Result<Vec<(String, String, Duration)>, KubeError> {
+) -> Result<Vec<Unit>, KubeError> {
     let mut rows = Vec::new();
     for t in read(client, ns, refs).await? {
         let started = Instant::now();
@@ -243,7 +247,8 @@ pub async fn roll_back(
                 from.unwrap_or("unknown"),
                 by.as_deref().unwrap_or("no deploy of this action")
             ));
-            rows.push((t.object.to_string(), "worker left as it is".into(), Duration::ZERO));
+            let left = Outcome::Unchanged("worker left as it is".into());
+            rows.push(Unit::new(t.object.to_string(), left, Duration::ZERO));
             continue;
         }
         let undone = tokio::select! {
@@ -259,9 +264,9 @@ pub async fn roll_back(
             None => return Ok(rows),
         }
         mark(client, &t.object, back_to).await?;
-        rows.push((
+        rows.push(Unit::new(
             t.object.to_string(),
-            format!("worker rolled back to revision {revision}"),
+            Outcome::RolledBack(format!("worker rolled back to revision {revision}")),
             started.elapsed(),
         ));
     }

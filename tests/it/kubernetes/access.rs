@@ -93,10 +93,8 @@ fn kubernetes_the_readme_canary_rules_are_enough() {
     let ns = Ns::new("rolecanary");
     ns.deployment("web", "example.invalid/web:v1", 2, 60);
     ns.service("web");
-    kubectl_stdin(
-        &["-n", &ns.0, "apply", "-f", "-"],
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: shop}\nspec:\n  rules:\n  - host: shop.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n",
-    );
+    ns.ingress("web");
+    ns.httproute("web");
     let kubeconfig = bound_to(&ns, &readme_canary_role());
     let as_deployer = |a: Action| a.input("kubeconfig", &kubeconfig);
     let run = as_deployer(ns.canary("50", "ingress/shop", "example.invalid/web:v2")).run();

@@ -33,6 +33,17 @@ impl Ns {
         ])
     }
 
+    /// An Ingress `shop` sending everything for `shop.example` to Service
+    /// `backend`.
+    pub(crate) fn ingress(&self, backend: &str) {
+        kubectl_stdin(
+            &["-n", &self.0, "apply", "-f", "-"],
+            &format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: shop}}\nspec:\n  rules:\n  - host: shop.example\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {backend}, port: {{number: 80}}}}}}}}]}}\n"
+            ),
+        );
+    }
+
     /// An HTTPRoute `shop` sending everything to Service `backend`.
     pub(crate) fn httproute(&self, backend: &str) {
         kubectl_stdin(
@@ -279,4 +290,48 @@ fn kubernetes_canary_services_file_names_the_stable_service() {
     assert_eq!(weights(), "storefront=100");
     assert_eq!(image_of(&ns, "web"), "example.invalid/web:v2");
     assert!(ns.gone("deployment", "web-canary") && ns.gone("service", "web-canary"));
+}
+
+/// Behind a weighted router the canary's pods carry
+/// `deploy-action/canary-of` instead of the labels the stable Service
+/// selects on: a NetworkPolicy that lets traffic reach `app: web` would miss
+/// them (under the default deny beside it they would get nothing). The
+/// deploy is refused before any change, naming that policy and not the
+/// deny-all that selects every pod; with a NetworkPolicy of the canary's
+/// own it goes ahead, and a PodDisruptionBudget that misses the canary is a
+/// warning.
+#[test]
+fn kubernetes_canary_refuses_a_network_policy_that_would_miss_its_pods() {
+    let ns = Ns::new("canarynp");
+    ns.deployment("web", "example.invalid/web:v1", 2, 60);
+    ns.service("web");
+    ns.ingress("web");
+    kubectl_stdin(
+        &["-n", &ns.0, "apply", "-f", "-"],
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-web}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress: [{ports: [{port: 80}]}]\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web-pdb}\nspec: {minAvailable: 1, selector: {matchLabels: {app: web}}}\n",
+    );
+    let run = ns.canary("10,50", "ingress/shop", "example.invalid/web:v2").run();
+    assert_status(&run, "failure", 1);
+    assert!(run.stdout.contains("canary_policy_uncovered"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("networkpolicy {}/allow-web select", ns.0)), "{}", run.stdout);
+    assert!(!run.stdout.contains("/deny-all"), "{}", run.stdout);
+    assert!(run.stdout.contains("selecting deploy-action/canary-of: web"), "{}", run.stdout);
+    // Nothing changed.
+    assert!(
+        ns.gone("deployment", "web-canary")
+            && ns.gone("service", "web-canary")
+            && ns.gone("ingress", "shop-canary")
+    );
+    assert_eq!(image_of(&ns, "web"), "example.invalid/web:v1");
+
+    // A policy of the canary's own, as the refusal says: it goes ahead.
+    kubectl_stdin(
+        &["-n", &ns.0, "apply", "-f", "-"],
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-web-canary}\nspec:\n  podSelector: {matchLabels: {deploy-action/canary-of: web}}\n  ingress: [{ports: [{port: 80}]}]\n",
+    );
+    let run = ns.canary("10", "ingress/shop", "example.invalid/web:v2").run();
+    assert_status(&run, "success", 0);
+    assert!(run.stdout.contains("canary_budget_uncovered"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("poddisruptionbudget {}/web-pdb", ns.0)), "{}", run.stdout);
+    assert_eq!(ns.annotation("ingress", "shop-canary", "nginx.ingress.kubernetes.io/canary-weight"), "10");
 }

@@ -48,9 +48,10 @@ use super::apply::{self, Current};
 use super::error::{KubeError, ObjectRef};
 use super::rollout::{self, HASH_LABEL, Rolled};
 use super::secret::MANAGED_BY;
-use super::{ClusterRun, Deploy, FIELD_MANAGER, workers};
+use super::{Cluster, ClusterRun, Deploy, FIELD_MANAGER, workers};
 use crate::inputs::{DeploymentRef, KubernetesSpec};
 use crate::runner::Runner;
+use crate::targets::unit::{Outcome, Unit};
 use crate::targets::wayback::{WayBack, drain};
 
 mod back;
@@ -81,14 +82,8 @@ pub struct Timing {
 }
 
 /// Runs the blue-green deploy of every Deployment together.
-pub async fn deploy(
-    client: &kube::Client,
-    spec: &KubernetesSpec,
-    work: &Deploy<'_>,
-    timing: Timing,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> ClusterRun {
+pub async fn deploy(cx: Cluster<'_>, work: &Deploy<'_>, timing: Timing) -> ClusterRun {
+    let Cluster { client, spec, runner, cancel } = cx;
     let ns = spec.namespace.as_str();
     let mut out = ClusterRun { stage: "inspect", ..Default::default() };
     let started = Instant::now();
@@ -107,7 +102,7 @@ pub async fn deploy(
     }
     if let Some(first) = pairs.first() {
         out.stage = "migrate";
-        match super::migrate_first(client, work, &first.source, runner, cancel).await {
+        match super::migrate_first(cx, work, &first.source).await {
             Ok(true) => out.migrated = work.migrate_command.and(Some(first.source.object.name.clone())),
             Ok(false) => return ClusterRun { cancelled: true, ..unchanged(out, &pairs) },
             Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &pairs),
@@ -201,8 +196,7 @@ async fn read_all(
 /// Nothing of the pairs changed (or it was all put back): every row
 /// `unchanged`, the run rolled back.
 fn unchanged(mut out: ClusterRun, pairs: &[Pair]) -> ClusterRun {
-    out.units =
-        pairs.iter().map(|p| (p.source.object.to_string(), "unchanged".into(), Duration::ZERO)).collect();
+    out.units = pairs.iter().map(|p| Unit::unchanged(p.source.object.to_string())).collect();
     out.rolled_back = true;
     out
 }
@@ -355,7 +349,7 @@ impl Flip<'_> {
             .map(|p| {
                 let note =
                     format!("{} live ({} replica(s)), {} at 0", p.candidate_name(), p.replicas, p.old_name());
-                (p.source.object.to_string(), note, started.elapsed())
+                Unit::new(p.source.object.to_string(), Outcome::Deployed(note), started.elapsed())
             })
             .collect();
         if work.secret.is_some()
@@ -380,10 +374,14 @@ impl Flip<'_> {
     /// to zero.
     async fn switch_back(&self, mut out: ClusterRun, flipped: &[&Pair], started: Instant) -> ClusterRun {
         out.rolled_back = flip_back(self.client, flipped, self.runner, self.way).await;
+        let back = match out.rolled_back {
+            true => Outcome::RolledBack("switched back".into()),
+            false => Outcome::Failed("not switched back: see the errors".into()),
+        };
         out.units = self
             .pairs
             .iter()
-            .map(|p| (p.source.object.to_string(), "switched back".into(), started.elapsed()))
+            .map(|p| Unit::new(p.source.object.to_string(), back.clone(), started.elapsed()))
             .collect();
         // Candidates that took traffic drain before they go.
         let drain = if flipped.is_empty() { Duration::ZERO } else { self.timing.drain };

@@ -11,13 +11,8 @@ type Selectors = Vec<(BTreeMap<String, Option<String>>, BTreeMap<String, String>
 
 /// `mode: rollback`: the old colour back up, every Service flipped to it,
 /// the current colour to zero.
-pub async fn rollback(
-    client: &kube::Client,
-    spec: &KubernetesSpec,
-    timing: Timing,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> ClusterRun {
+pub async fn rollback(cx: Cluster<'_>, timing: Timing) -> ClusterRun {
+    let Cluster { client, spec, runner, cancel } = cx;
     let mut out = ClusterRun { stage: "rollback", ..Default::default() };
     let back = Back { client, ns: spec.namespace.as_str(), runner, cancel, started: Instant::now() };
     match back.run(spec, timing, &mut out).await {
@@ -90,9 +85,9 @@ impl Back<'_> {
             if let Err(e) = scale(client, ns, &p.old_name(), 0).await {
                 runner.warning(e.reason(), &format!("the colour rolled back from was not scaled down: {e}"));
             }
-            out.units.push((
+            out.units.push(Unit::new(
                 p.source.object.to_string(),
-                format!("{} live again, {} at 0", p.back_name(), p.old_name()),
+                Outcome::RolledBack(format!("{} live again, {} at 0", p.back_name(), p.old_name())),
                 self.started.elapsed(),
             ));
         }
@@ -100,11 +95,7 @@ impl Back<'_> {
     }
 
     /// The workers the deploy being rolled back rolled, undone: the rows.
-    async fn workers(
-        &self,
-        p: &Pair,
-        worker_refs: &[&DeploymentRef],
-    ) -> Result<Vec<(String, String, Duration)>, Stopped> {
+    async fn workers(&self, p: &Pair, worker_refs: &[&DeploymentRef]) -> Result<Vec<Unit>, Stopped> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), self.ns);
         let id_of =
             |d: Option<Deployment>| d.and_then(|d| d.metadata.annotations?.get(workers::ROLLED_BY).cloned());
@@ -154,9 +145,9 @@ impl Back<'_> {
             if let Err(e) = set_selector(self.client, &p.service_ref(), &targets[i].0).await {
                 let flipped: Vec<&Pair> = pairs[..i].iter().collect();
                 if !flip_back(self.client, &flipped, runner, &WayBack::new(self.cancel)).await {
-                    out.units.push((
+                    out.units.push(Unit::new(
                         p.source.object.to_string(),
-                        "half-switched: see the errors".into(),
+                        Outcome::Failed("half-switched: see the errors".into()),
                         self.started.elapsed(),
                     ));
                 }

@@ -26,9 +26,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,13 +34,15 @@ use tokio_util::sync::CancellationToken;
 use super::apply::{self, Current};
 use super::error::{KubeError, ObjectRef};
 use super::secret::MANAGED_BY;
-use super::{ClusterRun, Deploy, FIELD_MANAGER, observe, rollout};
+use super::{Cluster, ClusterRun, Deploy, FIELD_MANAGER, observe, rollout};
 use crate::inputs::{CanaryTraffic, KubernetesSpec};
 use crate::runner::Runner;
+use crate::targets::unit::{Outcome, Unit};
 use crate::targets::wayback::{WayBack, drain};
 
 mod objects;
 mod plan;
+mod policies;
 mod share;
 mod standing;
 
@@ -53,7 +53,7 @@ use share::*;
 pub use share::{canary_replicas, inexpressible, real_share};
 use standing::*;
 
-pub const CANARY_OF: &str = "deploy-action/canary-of";
+pub use super::traffic::CANARY_OF;
 pub const TRACK: &str = "deploy-action/track";
 /// Annotations on the canary Deployment: where it stands.
 pub const WEIGHT: &str = "deploy-action/canary-weight";
@@ -112,14 +112,8 @@ async fn standing(c: &Canary<'_>) -> Result<Option<(u8, String, CanaryTraffic)>,
 
 /// `mode: deploy` with canary steps.
 // long: the canary's steps in order (open, each weight step observed, promote), each with its way back.
-pub async fn deploy(
-    client: &kube::Client,
-    spec: &KubernetesSpec,
-    work: &Deploy<'_>,
-    steps: &Steps,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> ClusterRun {
+pub async fn deploy(cx: Cluster<'_>, work: &Deploy<'_>, steps: &Steps) -> ClusterRun {
+    let Cluster { client, spec, runner, cancel } = cx;
     let mut out = ClusterRun { stage: "inspect", ..Default::default() };
     let started = Instant::now();
     let c = match open(client, spec, steps.traffic.clone(), steps.drain, runner).await {
@@ -132,7 +126,7 @@ pub async fn deploy(
         Ok(Some((w, image, _))) if w > 0 => {
             out.error = Some(KubeError::CanaryStanding { object: c.object(), image, weight: w });
             out.rolled_back = true;
-            out.units = vec![(unit, "unchanged".into(), Duration::ZERO)];
+            out.units = vec![Unit::unchanged(unit)];
             return out;
         }
         Ok(_) => {}
@@ -141,6 +135,11 @@ pub async fn deploy(
     // A step the replica counts cannot express (10% of 1 replica is 50%)
     // is refused before anything changes.
     if let Some(e) = inexpressible(&c.traffic, c.stable_replicas, &steps.steps, &c.stable.object) {
+        return ClusterRun { error: Some(e), rolled_back: true, ..out };
+    }
+    // A NetworkPolicy of the stable's that would miss the canary's pods
+    // (a weighted router's) is refused before anything changes, too.
+    if let Err(e) = policies::check(&c).await {
         return ClusterRun { error: Some(e), rolled_back: true, ..out };
     }
     // The promotion's apply as a server-side dry run first: a field another
@@ -158,7 +157,7 @@ pub async fn deploy(
         return ClusterRun { error: Some(e), rolled_back: true, ..out };
     }
     out.stage = "migrate";
-    match super::migrate_first(client, work, &c.stable, runner, cancel).await {
+    match super::migrate_first(cx, work, &c.stable).await {
         Ok(true) => out.migrated = work.migrate_command.and(Some(c.stable.object.name.clone())),
         Ok(false) => return ClusterRun { cancelled: true, rolled_back: true, ..out },
         Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
@@ -182,7 +181,8 @@ pub async fn deploy(
                 let way = WayBack::new(cancel);
                 out.rolled_back =
                     way.bound(Some(UNDO_WITHIN), c.abort(cancel)).await.is_some_and(|r| r.is_ok());
-                out.units = vec![(unit, format!("canary aborted at {w}%"), started.elapsed())];
+                let aborted = Outcome::back(out.rolled_back, format!("canary aborted at {w}%"));
+                out.units = vec![Unit::new(unit, aborted, started.elapsed())];
                 return out;
             }
         }
@@ -192,9 +192,9 @@ pub async fn deploy(
         runner.line(&format!(
             "the canary stays at {last}%: run this action with mode 'promote' (or 'abort') to decide"
         ));
-        out.units = vec![(
+        out.units = vec![Unit::new(
             unit,
-            format!("canary at {last}% of {}, awaiting promote or abort", image),
+            Outcome::Standing(format!("canary at {last}% of {}, awaiting promote or abort", image)),
             started.elapsed(),
         )];
         return out;
@@ -222,7 +222,8 @@ async fn finish_promote(
     match promotion {
         Promotion::Done { cleanup } => {
             out.stage = "done";
-            out.units = vec![(unit, format!("promoted to {image}"), started.elapsed())];
+            out.units =
+                vec![Unit::new(unit, Outcome::Deployed(format!("promoted to {image}")), started.elapsed())];
             if let Some(e) = cleanup {
                 c.runner.line(&format!(
                     "{}: promoted, but the canary {} could not be removed; delete it by hand or run mode 'abort'",
@@ -270,21 +271,23 @@ async fn finish_failed_promote(
                 c.object()
             ));
             out.rolled_back = true;
-            out.units = vec![(unit, format!("unchanged; canary still at {weight}%"), started.elapsed())];
+            let standing = Outcome::Standing(format!("unchanged; canary still at {weight}%"));
+            out.units = vec![Unit::new(unit, standing, started.elapsed())];
             return;
         }
     }
     // The stable back to what served first, then the canary out.
-    let (outcome, undone) = match applied {
+    let stable = match applied {
         true => super::undo_and_confirm(c.client, &c.ns, &c.stable.object.name, c.runner, &way).await,
-        false => ("unchanged".into(), true),
+        false => Outcome::Unchanged(String::new()),
     };
+    let undone = stable.left_nothing();
     let aborted = way.bound(Some(UNDO_WITHIN), c.abort(cancel)).await.is_some_and(|r| r.is_ok());
     out.rolled_back = undone && aborted;
     let removed = if aborted { "canary removed" } else { "canary not removed" };
-    let outcome =
-        if applied { format!("promotion {outcome}; {removed}") } else { format!("{outcome}; {removed}") };
-    out.units = vec![(unit, outcome, started.elapsed())];
+    let note =
+        if applied { format!("promotion {stable}; {removed}") } else { format!("{stable}; {removed}") };
+    out.units = vec![Unit::new(unit, Outcome::back(out.rolled_back, note), started.elapsed())];
 }
 
 /// Whether a canary stands beside the one Deployment of `spec` (its
@@ -306,14 +309,8 @@ pub async fn standing_beside(client: &kube::Client, spec: &KubernetesSpec) -> Op
 }
 
 /// `mode: promote` / `mode: abort`: decided from the canary's annotations.
-pub async fn decide(
-    client: &kube::Client,
-    spec: &KubernetesSpec,
-    promote: bool,
-    drain: Duration,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> ClusterRun {
+pub async fn decide(cx: Cluster<'_>, promote: bool, drain: Duration) -> ClusterRun {
+    let Cluster { client, spec, runner, cancel } = cx;
     let mut out = ClusterRun { stage: if promote { "promote" } else { "abort" }, ..Default::default() };
     let started = Instant::now();
     let probe = match open(client, spec, CanaryTraffic::Replicas, drain, runner).await {
@@ -357,9 +354,9 @@ pub async fn decide(
             Ok(()) => {
                 out.stage = "done";
                 out.restored_image = c.stable.image.clone();
-                out.units = vec![(
+                out.units = vec![Unit::new(
                     c.stable.object.to_string(),
-                    format!("canary of {image} aborted at {weight}%"),
+                    Outcome::RolledBack(format!("canary of {image} aborted at {weight}%")),
                     started.elapsed(),
                 )];
             }
@@ -470,14 +467,5 @@ mod tests {
             assert_eq!(parse_traffic(&traffic_str(&t)), Some(t));
         }
         assert_eq!(parse_traffic("nginx/x"), None);
-    }
-
-    #[test]
-    fn backends_are_retargeted() {
-        let mut v = json!({"rules": [{"http": {"paths": [{"backend": {"service": {"name": "web", "port": {"number": 80}}}},
-            {"backend": {"service": {"name": "other", "port": {"number": 80}}}}]}}]});
-        retarget(&mut v, "web", "web-canary");
-        assert_eq!(v["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"], "web-canary");
-        assert_eq!(v["rules"][0]["http"]["paths"][1]["backend"]["service"]["name"], "other");
     }
 }

@@ -12,6 +12,53 @@ pub(super) fn stable_labels(d: &Deployment) -> BTreeMap<String, String> {
     d.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default()
 }
 
+/// The stable's pod template labels, as the canary's pods carry them:
+/// behind a weighted router without the stable Service's selector labels;
+/// then the canary's own `selector` labels.
+fn pod_labels(
+    stable: &Deployment,
+    traffic: &CanaryTraffic,
+    selector: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut labels = stable_pod_labels(stable);
+    if !matches!(traffic, CanaryTraffic::Replicas) {
+        for k in stable_labels(stable).keys() {
+            labels.remove(k);
+        }
+    }
+    labels.extend(selector);
+    labels
+}
+
+/// The stable Deployment's pod template labels.
+pub(super) fn stable_pod_labels(d: &Deployment) -> BTreeMap<String, String> {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
+}
+
+/// The canary's pod labels beside `stable`, as [`canary_deployment`] sets them.
+pub(super) fn canary_pod_labels(stable: &Current, traffic: &CanaryTraffic) -> BTreeMap<String, String> {
+    pod_labels(&stable.deployment, traffic, canary_selector(stable, traffic))
+}
+
+/// The canary Deployment's selector: the stable's labels and the canary
+/// track by replica ratio (the one Service balances over all pods); behind
+/// a weighted router only `deploy-action/canary-of`, kept out of the
+/// stable Service.
+fn canary_selector(stable: &Current, traffic: &CanaryTraffic) -> BTreeMap<String, String> {
+    match traffic {
+        CanaryTraffic::Replicas => {
+            let mut s = stable_labels(&stable.deployment);
+            s.insert(TRACK.into(), "canary".into());
+            s
+        }
+        _ => BTreeMap::from([(CANARY_OF.to_string(), stable.object.name.clone())]),
+    }
+}
+
 /// The canary Deployment from the stable one's spec.
 pub fn canary_deployment(
     stable: &Current,
@@ -28,28 +75,9 @@ pub fn canary_deployment(
         o.remove("paused");
     }
     let name = &stable.object.name;
-    let selector: BTreeMap<String, String> = match traffic {
-        // Same app labels: the one Service balances over all pods.
-        CanaryTraffic::Replicas => {
-            let mut s = stable_labels(d);
-            s.insert(TRACK.into(), "canary".into());
-            s
-        }
-        // Kept out of the stable Service: only the router sends it traffic.
-        _ => BTreeMap::from([(CANARY_OF.to_string(), name.clone())]),
-    };
+    let selector = canary_selector(stable, traffic);
     spec["selector"] = json!({"matchLabels": selector});
-    let mut pod_labels: BTreeMap<String, String> = spec["template"]["metadata"]["labels"]
-        .as_object()
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
-        .unwrap_or_default();
-    if !matches!(traffic, CanaryTraffic::Replicas) {
-        for k in stable_labels(d).keys() {
-            pod_labels.remove(k);
-        }
-    }
-    pod_labels.extend(selector.clone());
-    spec["template"]["metadata"]["labels"] = json!(pod_labels);
+    spec["template"]["metadata"]["labels"] = json!(pod_labels(d, traffic, selector));
     if let Some(cs) = spec["template"]["spec"]["containers"].as_array_mut() {
         for c in cs.iter_mut().filter(|c| c["name"] == stable.container.as_str()) {
             c["image"] = image.into();
@@ -69,20 +97,4 @@ pub fn canary_deployment(
         },
         "spec": spec,
     })
-}
-
-/// Points every backend naming service `from` at `to`.
-pub(super) fn retarget(v: &mut Value, from: &str, to: &str) {
-    match v {
-        Value::Object(m) => {
-            if m.get("name").and_then(Value::as_str) == Some(from) && m.contains_key("port") {
-                m.insert("name".into(), to.into());
-            }
-            for x in m.values_mut() {
-                retarget(x, from, to);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| retarget(x, from, to)),
-        _ => {}
-    }
 }

@@ -15,6 +15,7 @@ pub async fn plan(
     if let Some(e) = inexpressible(&c.traffic, c.stable_replicas, &steps.steps, &c.stable.object) {
         return Err(e);
     }
+    policies::check(&c).await?;
     let image = c.stable.image_to_run(image);
     let first = steps.steps.first().copied().unwrap_or(100).min(99);
     let replicas = canary_replicas(&c.traffic, c.stable_replicas, first);

@@ -3,6 +3,7 @@
 //! observed, the promotion and the abort.
 
 use super::*;
+use crate::targets::kubernetes::traffic::{Backends, Router, router};
 
 pub(super) struct Canary<'a> {
     pub(super) client: &'a kube::Client,
@@ -46,7 +47,7 @@ impl Canary<'_> {
         if rollout::watch(self.client, &self.ns, &self.name(), self.runner, cancel).await?.is_none() {
             return Ok(false);
         }
-        if !matches!(self.traffic, CanaryTraffic::Replicas) {
+        if self.router().weighted() {
             self.ensure_service().await?;
         }
         self.set_weight(weight).await?;
@@ -92,97 +93,16 @@ impl Canary<'_> {
             })
     }
 
+    /// The traffic back end this canary moves its share through.
+    pub(super) fn router(&self) -> Box<dyn Router + '_> {
+        let to = Backends { client: self.client, ns: &self.ns, stable: &self.service, canary: self.name() };
+        router(&self.traffic, to)
+    }
+
     /// Sends `weight`% to the canary (0: none; the router objects of the
     /// canary are removed at 0).
-    // long: one arm per traffic router (replicas, ingress-nginx, Gateway API), each a few calls.
     pub(super) async fn set_weight(&self, weight: u8) -> Result<(), KubeError> {
-        let stable = self.service.clone();
-        match &self.traffic {
-            CanaryTraffic::Replicas => Ok(()),
-            CanaryTraffic::Ingress(name) => {
-                let api: Api<Ingress> = Api::namespaced(self.client.clone(), &self.ns);
-                let canary_name = format!("{name}-canary");
-                let object = ObjectRef::new("ingress", &self.ns, &canary_name);
-                if weight == 0 {
-                    return match api.delete(&canary_name, &DeleteParams::default()).await {
-                        Ok(_) => Ok(()),
-                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-                        Err(e) => {
-                            Err(KubeError::from_api(e, "delete", "ingresses", "networking.k8s.io", object))
-                        }
-                    };
-                }
-                let main = api.get(name).await.map_err(|e| {
-                    KubeError::from_api(
-                        e,
-                        "get",
-                        "ingresses",
-                        "networking.k8s.io",
-                        ObjectRef::new("ingress", &self.ns, name),
-                    )
-                })?;
-                let mut spec = serde_json::to_value(main.spec.unwrap_or_default()).unwrap_or_default();
-                retarget(&mut spec, &stable, &self.name());
-                if let Some(o) = spec.as_object_mut() {
-                    o.remove("defaultBackend");
-                }
-                let body = json!({
-                    "apiVersion": "networking.k8s.io/v1",
-                    "kind": "Ingress",
-                    "metadata": {
-                        "name": canary_name,
-                        "namespace": self.ns,
-                        "labels": {MANAGED_BY.0: MANAGED_BY.1, CANARY_OF: stable},
-                        "annotations": {
-                            "nginx.ingress.kubernetes.io/canary": "true",
-                            "nginx.ingress.kubernetes.io/canary-weight": weight.to_string(),
-                        },
-                    },
-                    "spec": spec,
-                });
-                api.patch(&canary_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| KubeError::from_api(e, "patch", "ingresses", "networking.k8s.io", object))
-            }
-            CanaryTraffic::HttpRoute(name) => {
-                let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
-                let ar = ApiResource::from_gvk_with_plural(&gvk, "httproutes");
-                let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.ns, &ar);
-                let object = ObjectRef::new("httproute", &self.ns, name);
-                let route = api.get(name).await.map_err(|e| {
-                    KubeError::from_api(e, "get", "httproutes", "gateway.networking.k8s.io", object.clone())
-                })?;
-                let mut rules = route.data["spec"]["rules"].clone();
-                let mut found = false;
-                for rule in rules.as_array_mut().into_iter().flatten() {
-                    let Some(refs) = rule["backendRefs"].as_array_mut() else { continue };
-                    let Some(stable_ref) = refs.iter().find(|r| r["name"] == stable.as_str()).cloned() else {
-                        continue;
-                    };
-                    found = true;
-                    refs.retain(|r| r["name"] != self.name().as_str());
-                    for r in refs.iter_mut().filter(|r| r["name"] == stable.as_str()) {
-                        r["weight"] = (100 - u32::from(weight)).into();
-                    }
-                    if weight > 0 {
-                        let mut c = stable_ref;
-                        c["name"] = self.name().into();
-                        c["weight"] = u32::from(weight).into();
-                        refs.push(c);
-                    }
-                }
-                if !found {
-                    return Err(KubeError::Config(format!("{object} has no backendRef to service {stable}")));
-                }
-                api.patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"rules": rules}})))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        KubeError::from_api(e, "patch", "httproutes", "gateway.networking.k8s.io", object)
-                    })
-            }
-        }
+        self.router().set_weight(weight).await
     }
 
     /// Watches the canary for the interval (see [`observe::window`]).
@@ -218,7 +138,7 @@ impl Canary<'_> {
     /// By replica ratio its pods leave the Service as they terminate.
     pub(super) async fn abort(&self, cancel: &CancellationToken) -> Result<(), KubeError> {
         self.set_weight(0).await?;
-        if !matches!(self.traffic, CanaryTraffic::Replicas) {
+        if self.router().weighted() {
             let before = format!("{} is removed (its weight is 0)", self.object());
             drain(self.drain, &before, self.runner, cancel).await;
         }
