@@ -22,7 +22,12 @@
 //!   each taking the run's context (`deploy::Ctx`: inputs, runner,
 //!   cancellation, signal, GitHub record, timeline) once;
 //!   `pipeline/fleet/` runs the strategy's phases over the hosts.
-//! - [`strategy`] — the order of steps for blue-green, rolling and canary.
+//! - [`strategy`] — the order of steps for blue-green, rolling and canary:
+//!   one list of phases per strategy. The hosts' fleet runs it over the
+//!   hosts; a cluster's blue-green runs the same list over the one unit a
+//!   cluster is (`targets/kubernetes/bluegreen/run.rs` does each step), and
+//!   `mode: plan` prints it. A cluster's rolling update and canary keep
+//!   their own order for now (see [`strategy`]).
 //! - [`health`] — health-check loops over [`targets::Target::probe`], and
 //!   the hosts' sources of the observe window (the front door, nginx's log).
 //! - [`analysis`] — what users see during the observe window: CloudWatch
@@ -49,7 +54,7 @@
 //!   `KubeError`) are wrapped by [`Error`], never the other way round.
 //!
 //! Imports go one way: `pipeline` → `health`/`smoke` → `targets` →
-//! `probe`/`inputs`/`analysis`/`secrets` → `redact`; `error` sits above
+//! `strategy`/`probe`/`inputs`/`analysis`/`secrets` → `redact`; `error` sits above
 //! the targets. `scripts/lint-cycles` (in `scripts/lint`) fails on a cycle
 //! between sibling modules at any level; `scripts/lint-size` fails on a
 //! file over 600 lines or a function over 80 that does not say why

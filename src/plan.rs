@@ -258,6 +258,29 @@ mod tests {
         lines.iter().any(|l| l.contains(text))
     }
 
+    /// A cluster's blue-green plan is the strategy's own list, in the order
+    /// the run takes it (Prepare, Migrate, Launch, Verify, Shift, Observe,
+    /// Retire), each step as the cluster does it.
+    #[test]
+    fn a_cluster_blue_green_plans_the_strategy_s_steps_in_order() {
+        let bg = steps("kubernetes", "blue-green", &[("INPUT_MIGRATE-COMMAND", "db migrate")]);
+        let at =
+            |text: &str| bg.iter().position(|l| l.contains(text)).unwrap_or_else(|| panic!("{text}: {bg:?}"));
+        let order = [
+            at("check every permission"),
+            at("read each of web"),
+            at("run the migration Job"),
+            at("apply the candidate colour"),
+            at("watch each candidate to every replica available"),
+            at("flip every live Service's selector"),
+            at("observe the candidates for 45s"),
+            at("drain 7s, then scale the old colour to zero"),
+            at("on any failure or cancellation"),
+        ];
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{bg:?}");
+        assert_eq!(bg.len(), order.len(), "{bg:?}");
+    }
+
     /// Every target × strategy prints its own steps, never another's.
     #[test]
     fn each_target_and_strategy_plans_its_own_steps() {

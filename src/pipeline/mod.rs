@@ -222,10 +222,11 @@ pub fn facts(inputs: &Inputs, image: &str, previous: Option<&str>) -> Vec<(Strin
 fn kube_strategy(inputs: &Inputs) -> crate::targets::kubernetes::Strategy {
     use crate::targets::kubernetes::{Strategy, bluegreen::Timing, canary::Steps};
     match inputs.strategy {
-        crate::inputs::StrategyKind::BlueGreen => Strategy::BlueGreen(Timing {
-            observe: inputs.rollout.observe_window,
-            drain: inputs.rollout.drain,
-        }),
+        // The same list as the hosts', over the one unit a cluster is.
+        crate::inputs::StrategyKind::BlueGreen => Strategy::BlueGreen(
+            Timing { drain: inputs.rollout.drain },
+            crate::strategy::phases(inputs.strategy, &inputs.rollout, 1, inputs.migrate_command.is_some()),
+        ),
         crate::inputs::StrategyKind::Canary => Strategy::Canary(Steps {
             steps: inputs.rollout.canary_steps.clone(),
             interval: inputs.rollout.canary_interval,

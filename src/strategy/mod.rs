@@ -4,6 +4,16 @@
 //! after another; inside a phase every unit in scope runs the phase's steps in
 //! order, units in parallel (bounded by `max-parallel`). Rollback is not a
 //! step: the pipeline does it on any failure after launch.
+//!
+//! The same list drives both targets' blue-green: the hosts' fleet runs it
+//! over the hosts, and a cluster (one unit: every Deployment switched
+//! together) runs it step by step (`targets/kubernetes/bluegreen/run.rs`
+//! says how it does each). A cluster's rolling update and canary do not
+//! run these lists yet: the Deployment's own rolling update shifts traffic
+//! while it launches and has no observe window (the inputs refuse
+//! `observe-window` for it), and a cluster canary may stand below 100% for
+//! a later `promote`; giving them the hosts' observe windows would change
+//! what users get, so it waits for that decision.
 
 mod blue_green;
 mod canary;

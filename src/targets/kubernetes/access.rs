@@ -68,7 +68,7 @@ pub fn needed(
             }
         }
         match (mode, strategy) {
-            (Mode::Deploy | Mode::Rollback, Strategy::BlueGreen(_)) => {
+            (Mode::Deploy | Mode::Rollback, Strategy::BlueGreen(..)) => {
                 add("create", "apps", "deployments", "the blue-green colours");
                 add("delete", "apps", "deployments", "a candidate colour this run created, on the way back");
                 add("get", "", "services", "the live and preview Services");

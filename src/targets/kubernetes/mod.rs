@@ -176,7 +176,7 @@ pub async fn plan(
     let client = cluster::connect(spec).await?;
     let ns = spec.namespace.as_str();
     match (&strategy, image) {
-        (Strategy::BlueGreen(_), Some(image)) => {
+        (Strategy::BlueGreen(..), Some(image)) => {
             return bluegreen::plan(&client, spec, app, image, runner).await;
         }
         (Strategy::Canary(s), Some(image)) => return canary::plan(&client, spec, s, image, runner).await,
@@ -291,8 +291,10 @@ fn summary(r: &Rolled) -> String {
 pub enum Strategy {
     /// The Deployment's own rolling update.
     Rolling,
-    /// Two colours and a Service selector flip ([`bluegreen`]).
-    BlueGreen(bluegreen::Timing),
+    /// Two colours and a Service selector flip ([`bluegreen`]), run as the
+    /// strategy's steps ([`crate::strategy::phases`] over the one unit a
+    /// cluster is: the list the hosts' fleet runs).
+    BlueGreen(bluegreen::Timing, Vec<crate::strategy::Phase>),
     /// A canary beside the stable, step by step ([`canary`]).
     Canary(canary::Steps),
 }
@@ -304,7 +306,7 @@ impl Strategy {
     pub fn drain(&self) -> Duration {
         match self {
             Strategy::Rolling => Duration::ZERO,
-            Strategy::BlueGreen(t) => t.drain,
+            Strategy::BlueGreen(t, _) => t.drain,
             Strategy::Canary(s) => s.drain,
         }
     }
@@ -351,7 +353,7 @@ pub async fn run(
         (Mode::Promote | Mode::Abort, _, _) => {
             canary::decide(cx, mode == Mode::Promote, strategy.drain()).await
         }
-        (Mode::Rollback, _, Strategy::BlueGreen(t)) => bluegreen::rollback(cx, *t).await,
+        (Mode::Rollback, _, Strategy::BlueGreen(t, _)) => bluegreen::rollback(cx, *t).await,
         (Mode::Rollback, _, _) => match canary::standing_beside(&client, spec).await {
             // The stable never took the canary's version: undoing it would
             // go one release too far back, and leave the canary serving.
@@ -366,7 +368,7 @@ pub async fn run(
         },
         (_, Some(d), strategy) => {
             let out = match strategy {
-                Strategy::BlueGreen(t) => bluegreen::deploy(cx, d, *t).await,
+                Strategy::BlueGreen(t, phases) => bluegreen::deploy(cx, d, *t, phases).await,
                 Strategy::Canary(s) => canary::deploy(cx, d, s).await,
                 Strategy::Rolling => deploy(cx, d).await,
             };

@@ -468,6 +468,16 @@ fn kubernetes_blue_green_plan_touches_nothing() {
         run.stdout
     );
     assert!(run.stdout.contains("flips to deploy-action/colour=blue"), "{}", run.stdout);
+    // The steps: the strategy's one list (the hosts' too), in the run's order.
+    let at = |s: &str| run.stdout.find(s).unwrap_or_else(|| panic!("{s}: {}", run.stdout));
+    let order = [
+        at("apply the candidate colour of each"),
+        at("watch each candidate to every replica available"),
+        at("flip every live Service's selector"),
+        at("observe the candidates for"),
+        at("then scale the old colour to zero"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{}", run.stdout);
     assert_eq!(versions(), before);
     assert!(kubectl(&["-n", &ns.0, "get", "deployment", "web-blue"]).status.code() != Some(0));
 }

@@ -2,25 +2,30 @@
 //! traffic moves, and the move is verified through what the endpoint
 //! controller computed.
 //!
-//! For each Deployment `web` of `deployments` or a services file (the
-//! template: its pod spec, replicas and selector), and its live Service (of
-//! the same name, or the one the file names):
+//! The steps are the strategy's one list, the hosts' too
+//! ([`crate::strategy::phases`] over the one unit a cluster is); how the
+//! cluster does each is in `run.rs`. For each Deployment `web` of
+//! `deployments` or a services file (the template: its pod spec, replicas
+//! and selector), and its live Service (of the same name, or the one the
+//! file names):
 //!
-//! 1. the candidate colour, `web-blue` or `web-green` (the one the Service
-//!    does not select), is applied from `web`'s spec with the new image and
-//!    the label `deploy-action/colour` in its selector and pods, and rolled
-//!    out until every replica is available (kubectl's verdict, watched);
-//! 2. an optional preview Service (`web-preview`, or the file's) is pointed at it, and its
+//! 1. Launch: the candidate colour, `web-blue` or `web-green` (the one the
+//!    Service does not select), is applied from `web`'s spec with the new
+//!    image and the label `deploy-action/colour` in its selector and pods;
+//! 2. Verify: it is rolled out until every replica is available
+//!    (kubectl's verdict, watched); an optional preview Service
+//!    (`web-preview`, or the file's) is pointed at it, and its
 //!    EndpointSlices must list the candidate's ready pods and no others;
-//! 3. once every candidate is ready, every live Service's selector flips to
-//!    the candidate colour (all of them, never cut half-way), and each
-//!    Service's EndpointSlices must then list exactly the candidate's ready
-//!    pods;
-//! 4. the observe window watches the candidates; then, after `drain-time`,
-//!    the old colour is scaled to zero and kept, for an instant flip back.
+//! 3. Shift: once every candidate is ready, every live Service's selector
+//!    flips to the candidate colour (all of them, never cut half-way), and
+//!    each Service's EndpointSlices must then list exactly the candidate's
+//!    ready pods;
+//! 4. Observe: the window watches the candidates (the commit point);
+//! 5. Retire: after `drain-time`, the old colour is scaled to zero and
+//!    kept, for an instant flip back.
 //!
 //! A worker (`proxy: false`: no Service) has nothing to flip; it is rolled
-//! in place between steps 1 and 2 and undone with any way back
+//! in place in step 2, once every candidate is ready, and undone with any way back
 //! ([`super::workers`]).
 //!
 //! Any failure before the flip leaves every selector as it was (the
@@ -46,11 +51,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::apply::{self, Current};
 use super::error::{KubeError, ObjectRef};
-use super::rollout::{self, HASH_LABEL, Rolled};
+use super::rollout::{self, HASH_LABEL};
 use super::secret::MANAGED_BY;
 use super::{Cluster, ClusterRun, Deploy, FIELD_MANAGER, workers};
 use crate::inputs::{DeploymentRef, KubernetesSpec};
 use crate::runner::Runner;
+use crate::strategy::Phase;
 use crate::targets::unit::{Outcome, Unit};
 use crate::targets::wayback::{WayBack, drain};
 
@@ -59,6 +65,7 @@ mod endpoints;
 mod pair;
 mod plan;
 mod rollback;
+mod run;
 
 use back::*;
 use endpoints::*;
@@ -66,6 +73,7 @@ pub use pair::colour_deployment;
 use pair::*;
 pub use plan::plan;
 pub use rollback::rollback;
+use run::Run;
 
 pub const COLOUR: &str = "deploy-action/colour";
 /// How long the endpoint controller gets to show a selector change.
@@ -74,84 +82,34 @@ const ENDPOINTS_WITHIN: Duration = Duration::from_secs(30);
 /// (after a signal, by what is left of the way back), failure only warns.
 const RETIRE_WITHIN: Duration = Duration::from_secs(45);
 
-/// Observe window and drain, from the rollout inputs.
+/// The drain of every way back, from the rollout inputs (the observe
+/// window and the run's drain are its steps' own: [`crate::strategy::Step::Observe`],
+/// [`crate::strategy::Step::Retire`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
-    pub observe: Duration,
     pub drain: Duration,
 }
 
-/// Runs the blue-green deploy of every Deployment together.
-pub async fn deploy(cx: Cluster<'_>, work: &Deploy<'_>, timing: Timing) -> ClusterRun {
-    let Cluster { client, spec, runner, cancel } = cx;
-    let ns = spec.namespace.as_str();
-    let mut out = ClusterRun { stage: "inspect", ..Default::default() };
-    let started = Instant::now();
-    // Read everything first; a missing Service or a selector that does not
-    // fit changes nothing.
-    let worker_refs: Vec<&DeploymentRef> = spec.deployments.iter().filter(|r| r.worker).collect();
-    let (pairs, workers) = match read_all(client, spec, &worker_refs, runner, &mut out).await {
-        Ok(read) => read,
-        Err(e) => return ClusterRun { error: Some(e), rolled_back: true, ..out },
-    };
-    if let Some(s) = &work.secret {
-        out.stage = "secrets";
-        if let Err(e) = super::secret::ensure(client, ns, s, false).await {
-            return unchanged(ClusterRun { error: Some(e), ..out }, &pairs);
-        }
-    }
-    if let Some(first) = pairs.first() {
-        out.stage = "migrate";
-        match super::migrate_first(cx, work, &first.source).await {
-            Ok(true) => out.migrated = work.migrate_command.and(Some(first.source.object.name.clone())),
-            Ok(false) => return ClusterRun { cancelled: true, ..unchanged(out, &pairs) },
-            Err(e) => return unchanged(ClusterRun { error: Some(e), ..out }, &pairs),
-        }
-    }
-
-    // 1. The candidates, all at once.
-    out.stage = "candidate";
-    let result = {
-        let _g = runner.group("Candidates (the new colour, not serving)");
-        prepare(client, &pairs, work, runner, cancel).await
-    };
-    let way = WayBack::new(cancel);
-    if let Err(e) = result {
-        let cancelled = cancel.is_cancelled() && e.is_none();
-        out.error = e;
-        out.cancelled = cancelled;
-        let _g = runner.group("Rollback: candidates to zero (no selector was changed)");
-        retire_candidates(client, &pairs, runner, &way).await;
-        return unchanged(out, &pairs);
-    }
-
-    // 1b. The workers, in place, now that every candidate is ready.
-    let rolled = if workers.is_empty() {
-        Vec::new()
-    } else {
-        out.stage = "workers";
-        let roll = {
-            let _g =
-                runner.group(&format!("Workers (no Service to flip): {} rolled in place", workers.len()));
-            workers::roll(client, ns, &worker_refs, work, runner, cancel).await
-        };
-        match roll {
-            Ok(rolled) => rolled,
-            Err((e, changed)) => {
-                out.cancelled = cancel.is_cancelled() && e.is_none();
-                out.error = e;
-                let mut out = unchanged(out, &pairs);
-                back_out(client, &pairs, &changed, &mut out, Duration::ZERO, runner, &way).await;
-                return out;
+/// Runs the blue-green deploy of every Deployment together: the strategy's
+/// `phases` in order, each step as [`Run::step`] does it on a cluster.
+/// Before the commit point a failure or a signal takes the way back
+/// ([`Run::way_back`]); past it (the observe window passed) the new colour
+/// serves and the old one retires.
+pub async fn deploy(cx: Cluster<'_>, work: &Deploy<'_>, timing: Timing, phases: &[Phase]) -> ClusterRun {
+    let mut run = Run::new(cx, work, timing);
+    let mut committed = false;
+    for phase in phases {
+        for step in &phase.steps {
+            if !committed && cx.cancel.is_cancelled() {
+                return run.way_back(None).await;
+            }
+            if let Err(stopped) = run.step(step).await {
+                return run.way_back(stopped).await;
             }
         }
-    };
-    let flip = Flip { client, spec, work, timing, pairs: &pairs, rolled: &rolled, runner, way: &way };
-    let mut out = flip.flip_and_observe(out, started).await;
-    if out.error.is_none() && !out.cancelled {
-        out.units.extend(workers::rows(&rolled));
+        committed |= phase.commits;
     }
-    out
+    run.done()
 }
 
 /// Every pair (Deployment, Service, colours) and every worker, read and
@@ -201,205 +159,14 @@ fn unchanged(mut out: ClusterRun, pairs: &[Pair]) -> ClusterRun {
     out
 }
 
-/// What steps 2 to 4 work on, once every candidate (and worker) is ready.
-#[derive(Clone, Copy)]
-struct Flip<'a> {
-    client: &'a kube::Client,
-    spec: &'a KubernetesSpec,
-    work: &'a Deploy<'a>,
-    timing: Timing,
-    pairs: &'a [Pair],
-    /// The workers this run rolled, undone on every way back.
-    rolled: &'a [workers::Rolled],
-    runner: &'a Runner,
-    way: &'a WayBack<'a>,
-}
-
-impl Flip<'_> {
-    /// Each preview Service to its candidate, its endpoints proven, then
-    /// the smoke tests through the previews. `Err(None)`: a signal.
-    async fn previews(&self) -> Result<(), Option<KubeError>> {
-        let Flip { client, spec, work, pairs, runner, way, .. } = *self;
-        let cancel = way.cancel();
-        let ns = spec.namespace.as_str();
-        for p in pairs.iter().filter(|p| p.preview.is_some()) {
-            let preview = p.preview.as_ref().and_then(|s| s.metadata.name.clone()).unwrap_or_default();
-            let pv = ObjectRef::new("service", ns, &preview);
-            let _g = runner.group(&format!("Preview {pv}"));
-            let sel: BTreeMap<String, Option<String>> =
-                p.selector_for(p.candidate).into_iter().map(|(k, v)| (k, Some(v))).collect();
-            let checked = async {
-                set_selector(client, &pv, &sel).await?;
-                verify_endpoints(client, &pv, &p.selector_for(p.candidate), runner).await
-            };
-            // A signal ends the wait for the preview's endpoints at once.
-            tokio::select! {
-                r = checked => { r?; }
-                () = cancel.cancelled() => break,
-            };
-        }
-        if cancel.is_cancelled() {
-            return Err(None);
-        }
-        work.smoke(true, runner, cancel).await?;
-        if cancel.is_cancelled() {
-            return Err(None);
-        }
-        Ok(())
-    }
-
-    /// Every live Service to the new colour, then each one's endpoints
-    /// proven. On a failure or a signal (`None`), the Services flipped so
-    /// far, for the way back.
-    async fn switch(&self) -> Result<(), (Option<KubeError>, Vec<&Pair>)> {
-        let Flip { client, pairs, runner, way, .. } = *self;
-        let cancel = way.cancel();
-        let _g = runner.group("Switch: every live Service to the new colour");
-        let mut flipped = Vec::new();
-        let mut failed = None;
-        for p in pairs {
-            let patch = selector_patch(p, Some(p.candidate), None);
-            match set_selector(client, &p.service_ref(), &patch).await {
-                Ok(()) => {
-                    runner.line(&format!("{}: selector now {COLOUR}={}", p.service_ref(), p.candidate));
-                    flipped.push(p);
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        if failed.is_none() {
-            for p in pairs {
-                let (service, selector) = (p.service_ref(), p.selector_for(p.candidate));
-                let verified = tokio::select! {
-                    v = verify_endpoints(client, &service, &selector, runner) => v,
-                    // After a signal: back at once, unverified.
-                    _ = cancel.cancelled() => break,
-                };
-                if let Err(e) = verified {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        match (failed, cancel.is_cancelled()) {
-            (Some(e), _) => Err((Some(e), flipped)),
-            (None, true) => Err((None, flipped)),
-            (None, false) => Ok(()),
-        }
-    }
-
-    /// Steps 2 to 4: previews, the flip, smoke tests and the observe window,
-    /// the old colour retired.
-    async fn flip_and_observe(&self, mut out: ClusterRun, started: Instant) -> ClusterRun {
-        let Flip { client, spec, work, timing, pairs, runner, way, .. } = *self;
-        let cancel = way.cancel();
-        let ns = spec.namespace.as_str();
-        // 2. Previews, then the smoke tests of the candidates.
-        if let Err(e) = self.previews().await {
-            out.cancelled = e.is_none();
-            out.error = e;
-            return self.not_flipped(out).await;
-        }
-
-        // 3. The flip, every Service, never cut half-way.
-        out.stage = "switch";
-        let flipped = self.switch().await;
-        if let Err((e, flipped)) = flipped {
-            out.cancelled = e.is_none();
-            out.error = e;
-            return self.switch_back(out, &flipped, started).await;
-        }
-
-        // 4. Smoke tests on the live address, observe, then drain and scale
-        // the old colour to zero.
-        out.stage = "observe";
-        let observed = match work.smoke(false, runner, cancel).await {
-            Err(e) => Err(Some(e)),
-            Ok(()) => {
-                let _g = runner.group(&format!("Observe {}s", timing.observe.as_secs()));
-                observe(client, pairs, timing.observe, work.analysis, runner, cancel).await
-            }
-        };
-        if observed.is_err() || cancel.is_cancelled() {
-            out.error = observed.err().flatten();
-            out.cancelled = cancel.is_cancelled() && out.error.is_none();
-            let all: Vec<&Pair> = pairs.iter().collect();
-            return self.switch_back(out, &all, started).await;
-        }
-        out.stage = "retire";
-        {
-            let _g = runner.group("Retire the old colour");
-            drain(timing.drain, "the old colour is scaled to 0", runner, cancel).await;
-            for p in pairs {
-                match scale(client, ns, &p.old_name(), 0).await {
-                    Ok(()) => runner.line(&format!(
-                        "deployment {ns}/{}: scaled to 0 (kept for a flip back)",
-                        p.old_name()
-                    )),
-                    Err(e) => runner.warning(e.reason(), &format!("the old colour was not scaled down: {e}")),
-                }
-            }
-        }
-        out.stage = "done";
-        out.units = pairs
-            .iter()
-            .map(|p| {
-                let note =
-                    format!("{} live ({} replica(s)), {} at 0", p.candidate_name(), p.replicas, p.old_name());
-                Unit::new(p.source.object.to_string(), Outcome::Deployed(note), started.elapsed())
-            })
-            .collect();
-        if work.secret.is_some()
-            && let Ok(gone) = super::secret::collect_garbage(client, ns, work.app).await
-            && !gone.is_empty()
-        {
-            runner.line(&format!("removed superseded secret(s): {}", gone.join(", ")));
-        }
-        out
-    }
-
-    /// A failure or a signal before any flip: the workers undone, the
-    /// candidates to zero, every Service as it was.
-    async fn not_flipped(&self, out: ClusterRun) -> ClusterRun {
-        let mut out = unchanged(out, self.pairs);
-        back_out(self.client, self.pairs, self.rolled, &mut out, Duration::ZERO, self.runner, self.way).await;
-        out
-    }
-
-    /// After a failure or a signal past the flip: the `flipped` Services back
-    /// to the old colour first, then the workers undone, then every candidate
-    /// to zero.
-    async fn switch_back(&self, mut out: ClusterRun, flipped: &[&Pair], started: Instant) -> ClusterRun {
-        out.rolled_back = flip_back(self.client, flipped, self.runner, self.way).await;
-        let back = match out.rolled_back {
-            true => Outcome::RolledBack("switched back".into()),
-            false => Outcome::Failed("not switched back: see the errors".into()),
-        };
-        out.units = self
-            .pairs
-            .iter()
-            .map(|p| Unit::new(p.source.object.to_string(), back.clone(), started.elapsed()))
-            .collect();
-        // Candidates that took traffic drain before they go.
-        let drain = if flipped.is_empty() { Duration::ZERO } else { self.timing.drain };
-        back_out(self.client, self.pairs, self.rolled, &mut out, drain, self.runner, self.way).await;
-        out
-    }
-}
-
-/// Applies and rolls out every candidate; on the first deploy the live
-/// Service is pinned to the source's serving ReplicaSet first. `Err(None)`
-/// when cancelled.
-async fn prepare(
+/// Applies every candidate; on the first deploy the live Service is
+/// pinned to the source's serving ReplicaSet first.
+async fn apply_candidates(
     client: &kube::Client,
     pairs: &[Pair],
     work: &Deploy<'_>,
     runner: &Runner,
-    cancel: &CancellationToken,
-) -> Result<(), Option<KubeError>> {
+) -> Result<(), KubeError> {
     for p in pairs.iter().filter(|p| p.live.is_none()) {
         let hash = serving_hash(client, p).await?.ok_or_else(|| {
             KubeError::Config(format!(
@@ -436,6 +203,17 @@ async fn prepare(
         })?;
         runner.line(&format!("deployment {}/{name}: {} replica(s) of {image}", p.ns(), p.replicas));
     }
+    Ok(())
+}
+
+/// Watches every candidate's rollout to kubectl's verdict, together; the
+/// first failure stops the others. `Err(None)` when cancelled.
+async fn watch_candidates(
+    client: &kube::Client,
+    pairs: &[Pair],
+    runner: &Runner,
+    cancel: &CancellationToken,
+) -> Result<(), Option<KubeError>> {
     let stop = cancel.child_token();
     let watches = pairs.iter().map(|p| {
         let stop = stop.clone();
@@ -449,11 +227,8 @@ async fn prepare(
     });
     let mut first_error = None;
     for r in futures::future::join_all(watches).await {
-        match r {
-            Ok(Some(Rolled { .. })) => {}
-            Ok(None) => {}
-            Err(e) if first_error.is_none() => first_error = Some(e),
-            Err(_) => {}
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
         }
     }
     match (first_error, cancel.is_cancelled()) {
@@ -461,21 +236,6 @@ async fn prepare(
         (None, true) => Err(None),
         (None, false) => Ok(()),
     }
-}
-
-/// Watches every candidate through the window (see [`observe::window`]).
-async fn observe(
-    client: &kube::Client,
-    pairs: &[Pair],
-    window: Duration,
-    analysis: Option<&crate::analysis::Analysis>,
-    runner: &Runner,
-    cancel: &CancellationToken,
-) -> Result<(), Option<KubeError>> {
-    let watched: Vec<ObjectRef> =
-        pairs.iter().map(|p| ObjectRef::deployment(p.ns(), &p.candidate_name())).collect();
-    let end = Instant::now() + window;
-    super::observe::window(client, &watched, end, "after the switch", analysis, runner, cancel).await
 }
 
 #[cfg(test)]
