@@ -100,11 +100,13 @@ pub async fn deploy(cx: Cluster<'_>, work: &Deploy<'_>, timing: Timing, phases: 
     let mut committed = false;
     for phase in phases {
         for step in &phase.steps {
-            if !committed && cx.cancel.is_cancelled() {
-                return run.way_back(None).await;
-            }
-            if let Err(stopped) = run.step(step).await {
-                return run.way_back(stopped).await;
+            match run.step(step).await {
+                Err(stopped) => return run.way_back(stopped).await,
+                // Short of the commit point, a signal seen by the end of a
+                // step is a way back (the one check: steps end on a signal
+                // without checking it again).
+                Ok(()) if !committed && cx.cancel.is_cancelled() => return run.way_back(None).await,
+                Ok(()) => {}
             }
         }
         committed |= phase.commits;

@@ -169,11 +169,7 @@ impl<'a> Run<'a> {
                 () = cancel.cancelled() => return Err(None),
             };
         }
-        self.work.smoke(true, runner, cancel).await?;
-        if cancel.is_cancelled() {
-            return Err(None);
-        }
-        Ok(())
+        Ok(self.work.smoke(true, runner, cancel).await?)
     }
 
     /// Every live Service to the new colour (all of them, never cut
@@ -196,9 +192,6 @@ impl<'a> Run<'a> {
                 _ = cancel.cancelled() => return Err(None),
             };
         }
-        if cancel.is_cancelled() {
-            return Err(None);
-        }
         Ok(())
     }
 
@@ -214,11 +207,7 @@ impl<'a> Run<'a> {
         let end = Instant::now() + window;
         let analysis = self.work.analysis;
         super::super::observe::window(client, &watched, end, "after the switch", analysis, runner, cancel)
-            .await?;
-        if cancel.is_cancelled() {
-            return Err(None);
-        }
-        Ok(())
+            .await
     }
 
     /// Past the commit point: after the drain, the old colour scaled to
