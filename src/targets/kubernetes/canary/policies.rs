@@ -13,29 +13,20 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ListParams;
+use kube::core::SelectorExt;
 
 use super::*;
 use crate::targets::kubernetes::paged::list_all;
 
 type Labels = BTreeMap<String, String>;
 
-/// Whether `sel` selects a pod labelled `labels`, by Kubernetes' rules:
-/// every `matchLabels` pair and every expression hold (`NotIn` also holds
-/// when the key is absent); an empty selector selects every pod.
+/// Whether `sel` selects a pod labelled `labels`, by Kubernetes' rules
+/// (kube's own [`kube::core::Selector`]: every `matchLabels` pair and every
+/// expression hold; an empty selector selects every pod). One the API
+/// server would not have accepted (an unknown operator, `In` without
+/// values) selects none.
 pub(super) fn selects(sel: &LabelSelector, labels: &Labels) -> bool {
-    sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v))
-        && sel.match_expressions.iter().flatten().all(|e| {
-            let values = e.values.as_deref().unwrap_or_default();
-            let got = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => got.is_some_and(|v| values.contains(v)),
-                "NotIn" => got.is_none_or(|v| !values.contains(v)),
-                "Exists" => got.is_some(),
-                "DoesNotExist" => got.is_none(),
-                // An operator the API server would not have accepted.
-                _ => false,
-            }
-        })
+    kube::core::Selector::try_from(sel.clone()).is_ok_and(|s| s.matches(labels))
 }
 
 /// The names of the `selectors` that select the stable's pods but not the
